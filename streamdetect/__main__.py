@@ -1,0 +1,3 @@
+from streamdetect.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Command line: parse -> load config -> run. Errors a user can fix are printed without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from streamdetect import __version__
+from streamdetect.config import Config, ConfigError, load_config
+from streamdetect.export import ExportError  # torch is imported inside export_model(), not here
+from streamdetect.manifest import DEFAULT_MODEL_ID, ModelBundle, ModelError, default_model_dir
+from streamdetect.sources.base import SourceError
+
+log = logging.getLogger("streamdetect")
+
+
+class UsageError(RuntimeError):
+    """A problem with how the command was called; printed as is, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamdetect", description="Listen for sounds described in plain words.")
+    p.add_argument("--version", action="version", version=f"streamdetect {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", parents=[common], help="turn a Hugging Face CLAP checkpoint into ONNX encoders + manifest")
+    e.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"hub id or local directory (default {DEFAULT_MODEL_ID})")
+    e.add_argument("--out", type=Path, help="output directory (default models/<model-name>)")
+    e.add_argument("--revision", help="hub revision (branch, tag or commit) to export")
+    e.add_argument("--force", action="store_true", help="replace an existing export in --out")
+
+    r = sub.add_parser("run", parents=[common], help="detect the configured events in a file or a live input")
+    r.add_argument("--config", required=True, type=Path, help="YAML config (see configs/)")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--input", type=Path, help="audio file to analyse as fast as possible, then exit")
+    src.add_argument("--device", help="input device index or name substring ('default' for the default input)")
+    r.add_argument("--model", type=Path, help="exported model directory (default: the config's `model`)")
+
+    pr = sub.add_parser("prompts", parents=[common], help="embed (and cache) a config's prompts and show how they relate")
+    pr.add_argument("--config", required=True, type=Path)
+    pr.add_argument("--model", type=Path)
+
+    sub.add_parser("devices", parents=[common], help="list audio input devices")
+    return p
+
+
+def _model_dir(args: argparse.Namespace, config: Config) -> Path:
+    if args.model:
+        return args.model
+    if config.model:
+        return Path(config.model)
+    return default_model_dir()
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, ModelBundle]:
+    config = load_config(args.config)
+    model_dir = _model_dir(args, config)
+    try:
+        return config, ModelBundle.load(model_dir)
+    except ModelError as e:
+        origin = "--model" if args.model else (f"{args.config}: model" if config.model else "default location")
+        raise ModelError(f"{e}\n(model directory from {origin})") from None
+
+
+def _source(args: argparse.Namespace, config: Config, sample_rate: int):
+    from streamdetect.sources import SOURCES
+
+    if args.input is not None:
+        from streamdetect.sources.file import FileOptions, FileSource
+
+        return FileSource(FileOptions(path=str(args.input)), sample_rate)
+    if args.device is not None:
+        from streamdetect.sources.microphone import MicrophoneOptions, MicrophoneSource
+
+        return MicrophoneSource(MicrophoneOptions(device=args.device), sample_rate)
+    if config.source is None:
+        raise UsageError(f"nothing to listen to: give --input FILE or --device DEV, or add a `source:` to {args.config}")
+    cls = SOURCES.get(config.source.type)
+    return cls(cls.Options.model_validate(config.source.options), sample_rate)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamdetect.detector import Detector, run_source
+    from streamdetect.sinks.base import build_sinks
+
+    config, bundle = _load(args)
+    source = _source(args, config, bundle.sample_rate)
+    sinks = build_sinks(config.sinks)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame) -> None:
+        log.info("%s received, finishing", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        detector = Detector(config, bundle, sinks)
+        log.info("listening to %s for %s", source.name, ", ".join(detector.bank.labels))
+        summary = run_source(detector, source, stop)
+    finally:
+        sinks.close()
+    speed = summary.audio_s / summary.wall_s if summary.wall_s > 0 else float("inf")
+    log.info(
+        "%s: %.1f s of audio, %d windows, %d records, %d dropped windows, %.1fx real time "
+        "(front end %.1f ms/window, encoder %.1f ms/window)%s",
+        summary.stream, summary.audio_s, summary.windows, summary.records, summary.dropped_windows, speed,
+        1000 * detector.frontend_seconds / max(summary.windows, 1),
+        1000 * detector.encoder_seconds / max(summary.windows, 1),
+        "".join(f", {k} {v}" for k, v in summary.source_stats.items()),
+    )
+    if any(sinks.failures.values()):
+        log.warning("sink failures: %s", sinks.failures)
+    return 0
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from streamdetect.encoder import RuntimeOptions
+    from streamdetect.prompts import prompt_bank_for
+
+    config, bundle = _load(args)
+    bank = prompt_bank_for(bundle, config.events, config.prompt_cache, RuntimeOptions(device=config.runtime.device))
+    sims = bank.events @ bank.events.T
+    width = max(len(label) for label in bank.labels)
+    print(f"{len(bank.labels)} events, {len(bank.negative_texts)} negative prompts, embedding dim {bank.events.shape[1]}")
+    print("cosine similarity between events (high values mean the prompts may be confused):")
+    print(" " * (width + 2) + "  ".join(f"{label[:8]:>8s}" for label in bank.labels))
+    for label, row in zip(bank.labels, sims):
+        print(f"{label:>{width}s}  " + "  ".join(f"{v:8.3f}" for v in row))
+    return 0
+
+
+def cmd_devices(_args: argparse.Namespace) -> int:
+    from streamdetect.sources.microphone import input_devices
+
+    devices = input_devices()
+    if not devices:
+        print("no audio input devices found")
+        return 1
+    for d in devices:
+        mark = "*" if d["default"] else " "
+        print(f"{mark} [{d['index']:2d}] {d['name']}  ({d['hostapi']}, {d['channels']} ch, {d['sample_rate']:g} Hz)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from streamdetect.export import export_model
+
+    export_model(args.model, args.out or default_model_dir(args.model), revision=args.revision, force=args.force)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Our own messages at the chosen level; libraries (onnxscript, onnx_ir ...) only when they warn.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(args.log_level)
+    commands = {"run": cmd_run, "export": cmd_export, "devices": cmd_devices, "prompts": cmd_prompts}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, ModelError, UsageError) as e:
+        print(f"streamdetect: {e}", file=sys.stderr)
+        return 2
+    except (SourceError, ExportError) as e:
+        print(f"streamdetect: {e}", file=sys.stderr)
+        return 1

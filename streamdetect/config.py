@@ -1,0 +1,163 @@
+"""YAML config -> validated, immutable pydantic models.
+
+Every mistake is reported with the file, the key path, what was expected and what was found, and nothing
+starts. Sink and source options are validated by the plugin's own ``Options`` model, found through the
+registry by ``type``, so a third-party plugin gets the same checks as a built-in one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streamdetect.plugins import Registry, UnknownPluginError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WindowConfig(Strict):
+    window_s: float = Field(3.0, gt=0, le=10.0, description="analysis window length; CLAP takes at most 10 s")
+    hop_s: float = Field(1.0, gt=0, le=60.0, description="time between window starts")
+
+
+class RuntimeConfig(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(0, ge=0, le=256, description="0 lets onnxruntime choose")
+    batch_size: int = Field(8, ge=1, le=1024, description="windows per encoder call when several are ready")
+
+
+class EventConfig(Strict):
+    label: str = Field(min_length=1, max_length=200)
+    prompts: list[str] = Field(min_length=1, description="text prompts, averaged as an ensemble")
+    threshold: float = Field(ge=-1.0, le=1.0, description="cosine similarity at which the event fires")
+    negatives: list[str] = Field(default_factory=list, description="confusers: no firing where one scores higher")
+    min_windows: int = Field(1, ge=1, le=1000, description="consecutive windows above threshold to fire")
+    hysteresis: float = Field(0.02, ge=0.0, le=2.0, description="stay active until score < threshold - hysteresis")
+    cooldown_s: float = Field(2.0, ge=0.0, le=86_400.0, description="quiet time after an end before firing again")
+
+    @field_validator("prompts", "negatives", mode="before")
+    @classmethod
+    def _one_string_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("prompts", "negatives")
+    @classmethod
+    def _no_blank_prompt(cls, value: list[str]) -> list[str]:
+        for text in value:
+            if not text.strip():
+                raise ValueError("prompts must not be empty strings")
+        return value
+
+
+class PluginConfig(Strict):
+    """A source or sink entry: ``type`` picks the plugin, the other keys are its options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = Field(min_length=1)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Config(Strict):
+    model: str | None = Field(None, description="directory written by `streamdetect export`")
+    prompt_cache: str | None = Field(None, description="directory for cached prompt embeddings")
+    windows: WindowConfig = WindowConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    source: PluginConfig | None = None
+    events: list[EventConfig] = Field(min_length=1)
+    sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")])
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> Config:
+        seen: set[str] = set()
+        for event in self.events:
+            if event.label in seen:
+                raise ValueError(f"event label {event.label!r} appears twice; labels must be unique")
+            seen.add(event.label)
+        return self
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``problems`` holds one ``(key path, message)`` per mistake."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source, self.problems = source, problems
+        lines = [f"{source}: {path}: {message}" if path else f"{source}: {message}" for path, message in problems]
+        super().__init__("invalid config\n  " + "\n  ".join(lines))
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind, found = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key (found {found!r})"
+    if kind == "missing":
+        return "required key is missing"
+    return f"{error['msg'].replace('Input should be', 'expected')} (found {found!r})"
+
+
+def _problems(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
+    return [(_key_path(prefix + tuple(e["loc"])), _describe(e)) for e in error.errors()]
+
+
+def _validate_plugin(
+    registry: Registry, entry: PluginConfig, where: tuple[Any, ...], problems: list[tuple[str, str]]
+) -> None:
+    try:
+        cls = registry.get(entry.type)
+    except UnknownPluginError as e:
+        problems.append((_key_path(where + ("type",)), str(e)))
+        return
+    try:
+        cls.Options.model_validate(entry.options)
+    except ValidationError as e:
+        problems.extend(_problems(e, where))
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate already-parsed YAML data (also used by tests and by config reload)."""
+    from streamdetect.sinks import SINKS
+    from streamdetect.sources import SOURCES
+
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", f"expected a mapping of keys at the top level, found {type(data).__name__}")])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(source, _problems(e)) from None
+    problems: list[tuple[str, str]] = []
+    for i, sink in enumerate(config.sinks):
+        _validate_plugin(SINKS, sink, ("sinks", i), problems)
+    if config.source is not None:
+        _validate_plugin(SOURCES, config.source, ("source",), problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(str(path), [("", f"cannot read the file ({e.strerror})")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [("", f"not valid YAML: {where}{getattr(e, 'problem', e)}")]) from None
+    return parse_config(data, str(path))

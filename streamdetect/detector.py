@@ -1,0 +1,171 @@
+"""The streaming detector: windows -> front end -> encoder -> scores -> event trackers -> sinks.
+
+All streaming state lives in ``Detector`` and its ``StreamState`` objects, so two detectors (or two streams)
+can run side by side in one process and one test.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from streamdetect.config import Config
+from streamdetect.encoder import AudioEncoder, RuntimeOptions
+from streamdetect.events import EventRecord, EventRules, EventTracker, WindowScore
+from streamdetect.frontend import LogMelFrontend
+from streamdetect.manifest import ModelBundle
+from streamdetect.prompts import PromptBank, prompt_bank_for
+from streamdetect.ringbuffer import Window, Windower
+from streamdetect.scoring import Scores, score
+from streamdetect.sinks.base import SinkSet
+from streamdetect.sources.base import AudioSource, Gap
+
+log = logging.getLogger(__name__)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds")
+
+
+@dataclass
+class StreamState:
+    """Per-stream state: its window cutter, one tracker per label, counters."""
+
+    name: str
+    live: bool
+    windower: Windower
+    trackers: list[EventTracker]
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    pending: list[Window] = field(default_factory=list)
+    windows_processed: int = 0
+    records_emitted: int = 0
+
+    def wall_time(self, stream_s: float) -> str:
+        """Live streams: when that sample was heard. Files: when the result was computed."""
+        if self.live:
+            return _iso(self.started_at + timedelta(seconds=stream_s))
+        return _iso(datetime.now(timezone.utc))
+
+
+class Detector:
+    """Runs configured events over any number of streams with one encoder and one prompt bank."""
+
+    def __init__(
+        self,
+        config: Config,
+        bundle: ModelBundle,
+        sinks: SinkSet,
+        encoder: Callable[[np.ndarray], np.ndarray] | None = None,
+        bank: PromptBank | None = None,
+    ):
+        if config.windows.window_s > bundle.frontend_params.max_length_s:
+            raise ValueError(
+                f"windows.window_s is {config.windows.window_s} s but the model takes at most "
+                f"{bundle.frontend_params.max_length_s:g} s"
+            )
+        self.config, self.bundle, self.sinks = config, bundle, sinks
+        runtime = RuntimeOptions(device=config.runtime.device, intra_op_threads=config.runtime.intra_op_threads)
+        self.frontend = LogMelFrontend(bundle.frontend_params)
+        self.encoder = encoder or AudioEncoder(bundle, runtime)
+        self.bank = bank or prompt_bank_for(bundle, config.events, config.prompt_cache, runtime)
+        self.rules = [
+            EventRules(e.threshold, e.hysteresis, e.min_windows, e.cooldown_s) for e in config.events
+        ]
+        self.encoder_seconds = 0.0
+        self.frontend_seconds = 0.0
+
+    def open_stream(self, name: str, live: bool) -> StreamState:
+        windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
+        trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules)]
+        return StreamState(name=name, live=live, windower=windower, trackers=trackers)
+
+    def push(self, stream: StreamState, block: np.ndarray | Gap) -> list[EventRecord]:
+        """Feed audio; live streams are analysed at once, files in batches of ``runtime.batch_size``."""
+        if isinstance(block, Gap):
+            before = stream.windower.dropped_windows
+            stream.windower.skip(block.n_samples)
+            log.warning("%s: %.2f s of audio lost, %d window(s) not analysed", stream.name,
+                        block.n_samples / self.bundle.sample_rate, stream.windower.dropped_windows - before)
+            return []
+        stream.pending.extend(stream.windower.push(block))
+        if stream.live or len(stream.pending) >= self.config.runtime.batch_size:
+            return self._flush(stream)
+        return []
+
+    def finish(self, stream: StreamState) -> list[EventRecord]:
+        """End of stream (or shutdown): analyse what is owed, then close active events."""
+        stream.pending.extend(stream.windower.finish())
+        records = self._flush(stream)
+        wall = stream.wall_time(stream.windower.total_samples / self.bundle.sample_rate)
+        for tracker in stream.trackers:
+            records += self._emit(stream, tracker.finish(wall))
+        return records
+
+    def scores(self, windows: list[Window]) -> Scores:
+        """Scores of a batch of windows (also used by tools that need raw scores, not events)."""
+        t0 = time.perf_counter()
+        feats = self.frontend([w.samples for w in windows])
+        t1 = time.perf_counter()
+        embeddings = self.encoder(feats)
+        self.frontend_seconds += t1 - t0
+        self.encoder_seconds += time.perf_counter() - t1
+        return score(embeddings, self.bank)
+
+    def _flush(self, stream: StreamState) -> list[EventRecord]:
+        records: list[EventRecord] = []
+        batch_size = self.config.runtime.batch_size
+        while stream.pending:
+            batch, stream.pending = stream.pending[:batch_size], stream.pending[batch_size:]
+            scores = self.scores(batch)
+            for b, window in enumerate(batch):
+                top = scores.top(b)
+                wall = stream.wall_time(window.end_s)
+                for e, tracker in enumerate(stream.trackers):
+                    ws = WindowScore(window.start_s, window.end_s, float(scores.event[b, e]),
+                                     scores.vetoed_by[b][e], top, wall)
+                    records += self._emit(stream, tracker.update(ws))
+            stream.windows_processed += len(batch)
+        return records
+
+    def _emit(self, stream: StreamState, records: list[EventRecord]) -> list[EventRecord]:
+        for record in records:
+            self.sinks.emit(record)
+        stream.records_emitted += len(records)
+        return records
+
+
+@dataclass
+class RunSummary:
+    stream: str
+    audio_s: float
+    windows: int
+    records: int
+    dropped_windows: int
+    wall_s: float
+    source_stats: dict[str, int]
+
+
+def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -> RunSummary:
+    """Drive one source through the detector until it ends or ``stop`` is set, then close open events."""
+    stream = detector.open_stream(source.name, source.live)
+    t0 = time.perf_counter()
+    try:
+        for block in source.blocks(stop):
+            detector.push(stream, block)
+    finally:
+        detector.finish(stream)
+    return RunSummary(
+        stream=stream.name,
+        audio_s=stream.windower.total_samples / detector.bundle.sample_rate,
+        windows=stream.windows_processed,
+        records=stream.records_emitted,
+        dropped_windows=stream.windower.dropped_windows,
+        wall_s=time.perf_counter() - t0,
+        source_stats=source.stats(),
+    )

@@ -1,0 +1,130 @@
+"""ONNX Runtime sessions for the exported CLAP audio and text encoders.
+
+Each class owns exactly one ``InferenceSession``: explicit thread counts, execution providers chosen from
+config with a CPU fallback that is logged (never silent), input names read from the session, one warm-up run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamdetect.manifest import AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER, ModelBundle
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run the ONNX sessions; mirrors the ``runtime`` section of the config."""
+
+    device: str = "auto"
+    intra_op_threads: int = 0  # 0: onnxruntime picks (one per physical core)
+    inter_op_threads: int = 1
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver is loaded; without one, trying the CUDA provider only prints errors."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu" or (device == "auto" and not nvidia_driver_present()):
+        return ["CPUExecutionProvider"]
+    if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels of streamdetect[gpu], if installed
+        ort.preload_dlls()
+    if "CUDAExecutionProvider" not in available:
+        if device == "cuda":
+            raise RuntimeError(
+                "runtime.device is 'cuda' but this onnxruntime has no CUDA provider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu or set runtime.device: cpu"
+            )
+        return ["CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def open_session(path: Path, options: RuntimeOptions):
+    """Create a session; with device 'auto', a CUDA provider that fails to start falls back to CPU with a log line."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # onnxruntime's own warnings go to stderr unstructured; we log what matters
+    wanted = _providers(options.device)
+    session = ort.InferenceSession(str(path), sess_options=so, providers=wanted)
+    used = session.get_providers()
+    if wanted[0] not in used:
+        if options.device == "cuda":
+            raise RuntimeError(
+                f"runtime.device is 'cuda' but onnxruntime could not start {wanted[0]} for {path.name} "
+                f"(running on {', '.join(used)}); check the CUDA/cuDNN libraries or set runtime.device: cpu"
+            )
+        log.warning("%s: %s did not start (missing CUDA/cuDNN libraries? pip install 'streamdetect[gpu]'), "
+                    "running on %s", path.name, wanted[0], used[0])
+    log.info("%s runs on %s", path.name, used[0])
+    return session
+
+
+class AudioEncoder:
+    """Log-mel features ``(batch, 1, frames, mels)`` -> L2-normalised embeddings ``(batch, dim)``."""
+
+    def __init__(self, bundle: ModelBundle, options: RuntimeOptions | None = None):
+        self.options = options or RuntimeOptions()
+        self.session = open_session(bundle.path(AUDIO_ENCODER), self.options)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise RuntimeError(f"{AUDIO_ENCODER} should take one input, it takes {[i.name for i in inputs]}")
+        self.input_name = inputs[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        params = bundle.frontend_params
+        self.feature_shape = (1, params.n_frames, params.n_mels)
+        self.embedding_dim = bundle.embedding_dim
+        self.providers = self.session.get_providers()
+        self(np.zeros((1, *self.feature_shape), dtype=np.float32))  # warm-up: first run allocates and plans
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        if features.ndim != 4 or features.shape[1:] != self.feature_shape:
+            raise ValueError(
+                f"audio encoder expects features of shape (batch, {', '.join(map(str, self.feature_shape))}), "
+                f"got {features.shape}"
+            )
+        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(features, np.float32)})
+        return out[0]
+
+
+class TextEncoder:
+    """Prompts -> L2-normalised embeddings via the exported text tower and the checkpoint's fast tokenizer."""
+
+    def __init__(self, bundle: ModelBundle, options: RuntimeOptions | None = None):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(bundle.path(TOKENIZER)))
+        text = bundle.manifest.get("text", {})
+        self.tokenizer.enable_truncation(bundle.text_max_length)
+        self.tokenizer.enable_padding(pad_id=int(text.get("pad_id", 1)), pad_token=text.get("pad_token", "<pad>"))
+        self.session = open_session(bundle.path(TEXT_ENCODER), options or RuntimeOptions())
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = self.session.get_outputs()[0].name
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        return self.session.run([self.output_name], {k: feeds[k] for k in self.input_names})[0]

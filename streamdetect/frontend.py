@@ -1,0 +1,127 @@
+"""CLAP log-mel front end in numpy.
+
+It reproduces ``transformers.ClapFeatureExtractor`` as the unfused checkpoints configure it
+(``truncation="rand_trunc"``, ``padding="repeatpad"``, Slaney mel filters) so that the ONNX encoder sees the
+features it was trained on, without torch at run time. The numbers come from the model's manifest, never from
+library defaults: ``ClapFeatureExtractor()`` defaults differ from the checkpoints (``frequency_min`` 0 instead
+of 50, fusion truncation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FrontendParams:
+    """Log-mel parameters, as stored in the manifest under ``frontend``."""
+
+    sample_rate: int = 48_000
+    n_fft: int = 1024
+    hop_length: int = 480
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 14_000.0
+    max_length_s: float = 10.0
+    padding: str = "repeatpad"
+
+    @property
+    def max_samples(self) -> int:
+        return int(round(self.max_length_s * self.sample_rate))
+
+    @property
+    def n_frames(self) -> int:
+        return self.max_samples // self.hop_length + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FrontendParams:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown front-end parameters {sorted(unknown)}")
+        return cls(**data)
+
+
+def _hz_to_mel_slaney(freq: np.ndarray) -> np.ndarray:
+    freq = np.asarray(freq, dtype=np.float64)
+    mels = 3.0 * freq / 200.0
+    log_region = freq >= 1000.0
+    mels = np.where(log_region, 15.0 + np.log(np.maximum(freq, 1e-12) / 1000.0) * (27.0 / np.log(6.4)), mels)
+    return mels
+
+
+def _mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    freq = 200.0 * mels / 3.0
+    log_region = mels >= 15.0
+    return np.where(log_region, 1000.0 * np.exp((np.log(6.4) / 27.0) * (mels - 15.0)), freq)
+
+
+def slaney_mel_filters(params: FrontendParams) -> np.ndarray:
+    """Triangular Slaney-normalised filters, shape ``(n_fft // 2 + 1, n_mels)`` (librosa's ``mel(htk=False)``)."""
+    n_bins = params.n_fft // 2 + 1
+    mel_points = np.linspace(
+        _hz_to_mel_slaney(params.f_min), _hz_to_mel_slaney(params.f_max), params.n_mels + 2
+    )
+    filter_hz = _mel_to_hz_slaney(mel_points)
+    fft_hz = np.linspace(0, params.sample_rate // 2, n_bins)
+    filter_diff = np.diff(filter_hz)
+    slopes = filter_hz[None, :] - fft_hz[:, None]
+    down = -slopes[:, :-2] / filter_diff[:-1]
+    up = slopes[:, 2:] / filter_diff[1:]
+    filters = np.maximum(0.0, np.minimum(down, up))
+    filters *= (2.0 / (filter_hz[2 : params.n_mels + 2] - filter_hz[: params.n_mels]))[None, :]
+    return filters
+
+
+def repeat_pad(waveform: np.ndarray, n_samples: int) -> np.ndarray:
+    """CLAP's ``repeatpad``: whole repeats of a short clip, then zeros up to ``n_samples``."""
+    if waveform.shape[0] >= n_samples:
+        return waveform[:n_samples]
+    if waveform.shape[0] == 0:
+        return np.zeros(n_samples, dtype=waveform.dtype)
+    repeats = n_samples // waveform.shape[0]
+    tiled = np.tile(waveform, repeats)
+    return np.pad(tiled, (0, n_samples - tiled.shape[0]))
+
+
+class LogMelFrontend:
+    """Turns windows of 48 kHz mono audio into the ``(batch, 1, frames, mels)`` tensor the encoder takes."""
+
+    def __init__(self, params: FrontendParams):
+        if params.padding != "repeatpad":
+            raise ValueError(f"front end supports padding='repeatpad' only, the manifest asks for {params.padding!r}")
+        self.params = params
+        self._mel_filters = slaney_mel_filters(params)
+        self._window = np.hanning(params.n_fft + 1)[:-1]  # periodic Hann, as torch.stft and HF use
+
+    def __call__(self, windows: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        if isinstance(windows, np.ndarray) and windows.ndim == 1:
+            windows = [windows]
+        feats = np.empty((len(windows), 1, self.params.n_frames, self.params.n_mels), dtype=np.float32)
+        for i, window in enumerate(windows):
+            feats[i, 0] = self.log_mel(window)
+        return feats
+
+    def log_mel(self, waveform: np.ndarray) -> np.ndarray:
+        """Log-mel in dB of one clip of at most ``max_length_s``, shape ``(frames, mels)``."""
+        if waveform.ndim != 1:
+            raise ValueError(f"front end expects mono audio of shape (samples,), got shape {waveform.shape}")
+        if waveform.shape[0] > self.params.max_samples:
+            raise ValueError(
+                f"window of {waveform.shape[0] / self.params.sample_rate:.2f} s is longer than the model's "
+                f"{self.params.max_length_s:g} s input"
+            )
+        half = self.params.n_fft // 2
+        signal = np.pad(repeat_pad(np.asarray(waveform, dtype=np.float32), self.params.max_samples), half,
+                        mode="reflect").astype(np.float64)
+        frames = np.lib.stride_tricks.sliding_window_view(signal, self.params.n_fft)[:: self.params.hop_length]
+        # HF stores the STFT as complex64 before taking the power; rounding the same way keeps parity at 1e-3 dB.
+        spectrum = np.fft.rfft(frames * self._window, axis=-1).astype(np.complex64)
+        power = np.abs(spectrum, dtype=np.float64) ** 2
+        mel = np.maximum(power @ self._mel_filters, 1e-10)
+        return (10.0 * np.log10(mel)).astype(np.float32)

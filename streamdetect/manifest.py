@@ -1,0 +1,126 @@
+"""The exported model directory and its ``manifest.json``: what was exported, from where, and file hashes.
+
+Run-time code only reads; ``streamdetect.export`` writes. Files are checked against their sha256 when first
+used, so a tampered or half-copied model is refused instead of giving quietly wrong scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamdetect.frontend import FrontendParams
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+DEFAULT_MODEL_ID = "laion/clap-htsat-unfused"
+AUDIO_ENCODER = "audio_encoder.onnx"
+TEXT_ENCODER = "text_encoder.onnx"
+TOKENIZER = "tokenizer.json"
+
+
+class ModelError(RuntimeError):
+    """A model directory that is missing, incomplete or does not match its manifest."""
+
+
+def default_model_dir(model: str = DEFAULT_MODEL_ID) -> Path:
+    """``models/<model-name>/``, the directory ``streamdetect export`` writes by default."""
+    return Path("models") / Path(model.rstrip("/")).name
+
+
+def export_command(model_dir: Path, model: str = DEFAULT_MODEL_ID) -> str:
+    return f"streamdetect export --model {model} --out {model_dir}"
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelBundle:
+    """An exported model directory whose manifest was read and checked for shape."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    _verified: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelBundle:
+        directory = Path(directory)
+        manifest_path = directory / MANIFEST_NAME
+        if not directory.is_dir():
+            raise ModelError(
+                f"model directory {directory} does not exist. Export a CLAP checkpoint into it first:\n"
+                f"  {export_command(directory)}"
+            )
+        if not manifest_path.is_file():
+            raise ModelError(
+                f"{directory} has no {MANIFEST_NAME}: it is not an exported streamdetect model (or the export did "
+                f"not finish). Export again:\n  {export_command(directory)}"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError(f"{manifest_path}: unreadable manifest ({e}); export again") from e
+        for key in ("format_version", "files", "frontend", "embedding_dim", "sample_rate"):
+            if key not in manifest:
+                raise ModelError(f"{manifest_path}: key {key!r} missing; export again")
+        if manifest["format_version"] != MANIFEST_VERSION:
+            raise ModelError(
+                f"{manifest_path}: format_version {manifest['format_version']} is not the supported "
+                f"{MANIFEST_VERSION}; export again with this streamdetect version"
+            )
+        return cls(directory=directory, manifest=manifest)
+
+    @property
+    def frontend_params(self) -> FrontendParams:
+        return FrontendParams.from_dict(self.manifest["frontend"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.manifest["embedding_dim"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.manifest["sample_rate"])
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned temperature for audio-to-text logits (for softmax over prompts)."""
+        return float(self.manifest.get("logit_scale", {}).get("audio", 1.0))
+
+    @property
+    def text_max_length(self) -> int:
+        return int(self.manifest.get("text", {}).get("max_length", 77))
+
+    @property
+    def text_key(self) -> str:
+        """Identifies the text side of this model for the prompt-embedding cache."""
+        files = self.manifest["files"]
+        return hashlib.sha256(f"{files[TEXT_ENCODER]}:{files[TOKENIZER]}".encode()).hexdigest()
+
+    def path(self, name: str) -> Path:
+        """Path of an exported file, after checking it against the manifest's sha256 (once per process)."""
+        expected = self.manifest["files"].get(name)
+        path = self.directory / name
+        if expected is None:
+            raise ModelError(f"{self.directory / MANIFEST_NAME} lists no file {name!r}; export again")
+        if name in self._verified:
+            return path
+        if not path.is_file():
+            raise ModelError(f"{path} is missing; export again:\n  {export_command(self.directory)}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelError(
+                f"{path} does not match its manifest (sha256 {actual[:16]}..., manifest says {expected[:16]}...): "
+                f"the file was changed or only partly copied. Export again:\n  {export_command(self.directory)}"
+            )
+        self._verified.add(name)
+        return path

@@ -1,0 +1,12 @@
+"""Event sinks, chosen by ``type`` in the config; third parties register more under ``streamdetect.sinks``."""
+
+from streamdetect.plugins import Registry
+
+SINKS = Registry(
+    kind="sink",
+    entry_point_group="streamdetect.sinks",
+    builtins={
+        "stdout": "streamdetect.sinks.stdout:StdoutSink",
+        "jsonl": "streamdetect.sinks.jsonl:JsonlSink",
+    },
+)

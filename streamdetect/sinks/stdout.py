@@ -1,0 +1,27 @@
+"""One human-readable line per record on standard output."""
+
+from __future__ import annotations
+
+import sys
+
+from streamdetect.events import EventRecord
+from streamdetect.sinks.base import Sink, SinkOptions
+
+
+def format_record(record: EventRecord) -> str:
+    top = ", ".join(f"{t.label} {t.score:.3f}" for t in record.top)
+    if record.phase == "start":
+        extent = f"from {record.start_s:8.2f} s"
+    else:
+        extent = f"{record.start_s:8.2f}-{record.end_s:.2f} s"
+    return (
+        f"{record.time}  [{record.stream}] {record.label} {record.phase.upper():5s} {extent}  "
+        f"peak {record.peak_score:.3f} at {record.peak_time_s:.2f} s  (top: {top})"
+    )
+
+
+class StdoutSink(Sink):
+    Options = SinkOptions
+
+    def emit(self, record: EventRecord) -> None:
+        print(format_record(record), file=sys.stdout, flush=True)

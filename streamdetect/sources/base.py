@@ -1,0 +1,60 @@
+"""What every audio source provides: float32 mono blocks at the model's sample rate, in order."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import soxr
+from pydantic import BaseModel, ConfigDict
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or stopped delivering; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Audio a live source lost (it was overwritten before it was read), in samples at the model rate."""
+
+    n_samples: int
+
+
+class SourceOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AudioSource(ABC):
+    """A named stream of audio. ``live`` sources run until stopped; others end by themselves."""
+
+    Options: ClassVar[type[SourceOptions]] = SourceOptions
+    live: ClassVar[bool] = False
+
+    def __init__(self, options: SourceOptions, sample_rate: int, name: str):
+        self.options, self.sample_rate, self.name = options, sample_rate, name
+
+    @abstractmethod
+    def blocks(self, stop: threading.Event) -> Iterator[np.ndarray | Gap]:
+        """Yield mono float32 blocks at ``sample_rate`` (or a ``Gap`` for lost audio) until the end or ``stop``."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters worth reporting (dropped samples and the like)."""
+        return {}
+
+
+class Resampler:
+    """Streaming resampler to the model rate; a no-op when the rates already match."""
+
+    def __init__(self, in_rate: float, out_rate: int):
+        self.in_rate, self.out_rate = in_rate, out_rate
+        self._stream = None if int(in_rate) == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, "float32", "HQ")
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        if self._stream is None:
+            return block
+        return self._stream.resample_chunk(block, last=last)

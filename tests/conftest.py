@@ -1,0 +1,95 @@
+"""Shared fixtures: a tiny random-weight CLAP checkpoint (built offline) and its real export.
+
+The tiny model has the real architecture and the real front end (48 kHz, 64 mels, 1001 frames), only small
+widths, so export, ONNX parity and the whole pipeline are exercised in seconds. Its scores mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+SAMPLE_RATE = 48_000
+TRAINING_TEXT = [
+    "birdsong in the forest", "a dog barking", "glass breaking", "smoke alarm beeping", "rain on a roof",
+    "wind noise", "traffic far away", "a baby crying", "the sound of water flowing", "silence",
+] * 20
+
+
+def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
+    """Save a small seeded CLAP with a byte-level BPE tokenizer trained offline, like a hub checkpoint."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+
+    torch.manual_seed(seed)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TRAINING_TEXT, vocab_size=320, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    vocab = bpe.get_vocab()
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+              for m in json.loads(bpe._tokenizer.to_str())["model"]["merges"]]
+    # transformers 5.x: pass vocab/merges as objects; the *_file keyword arguments are silently ignored.
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    config = ClapConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=80),
+        audio_config=dict(patch_embeds_hidden_size=16, hidden_size=128, depths=[1, 1, 1, 1],
+                          num_attention_heads=[1, 1, 2, 2], window_size=8),
+        projection_dim=32,
+    )
+    model = ClapModel(config).eval()
+    # The checkpoint's own preprocessing, as laion/clap-htsat-unfused ships it (not the class defaults).
+    fe = ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc", padding="repeatpad")
+    directory.mkdir(parents=True, exist_ok=True)
+    ClapProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(directory)
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-clap") / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The tiny checkpoint exported by the real ``streamdetect export`` code path."""
+    from streamdetect.export import export_model
+
+    out = tmp_path_factory.mktemp("tiny-export") / "tiny-clap"
+    export_model(str(tiny_checkpoint), out, report=lambda _msg: None)
+    return out
+
+
+def write_tone_scene(path: Path, seconds: float = 12.0, sample_rate: int = SAMPLE_RATE, channels: int = 1,
+                     tone_at: tuple[float, float] = (4.0, 8.0), seed: int = 0) -> Path:
+    """Noise with a loud 3 kHz tone in ``tone_at``: two clearly different kinds of window for any encoder."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    x = 0.05 * rng.standard_normal(t.size)
+    on = (t >= tone_at[0]) & (t < tone_at[1])
+    x[on] += 0.5 * np.sin(2 * np.pi * 3000 * t[on])
+    data = np.stack([x] * channels, axis=1) if channels > 1 else x
+    sf.write(path, data.astype(np.float32), sample_rate)
+    return path
+
+
+def write_config(path: Path, model: Path, events: list[dict], sinks: list[dict] | None = None, **extra) -> Path:
+    data = {"model": str(model), "events": events, **extra}
+    if sinks is not None:
+        data["sinks"] = sinks
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamdetect", *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)

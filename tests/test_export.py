@@ -1,0 +1,114 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder
+from streamdetect.export import ExportError, export_model
+from streamdetect.frontend import LogMelFrontend
+from streamdetect.manifest import AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER, ModelBundle, ModelError, sha256_file
+
+CPU = RuntimeOptions(device="cpu")
+
+
+def cosine_rows(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_manifest_describes_the_export(tiny_model, tiny_checkpoint):
+    manifest = json.loads((tiny_model / "manifest.json").read_text())
+    assert manifest["source"]["model"] == str(tiny_checkpoint)
+    assert manifest["source"]["local_directory"] == str(tiny_checkpoint.resolve())
+    for name in (AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER):
+        assert manifest["files"][name] == sha256_file(tiny_model / name)
+    assert manifest["frontend"] == {"sample_rate": 48000, "n_fft": 1024, "hop_length": 480, "n_mels": 64,
+                                    "f_min": 50.0, "f_max": 14000.0, "max_length_s": 10.0, "padding": "repeatpad"}
+    assert manifest["embedding_dim"] == 32 and manifest["sample_rate"] == 48000
+    assert manifest["logit_scale"]["audio"] == pytest.approx(1 / 0.07, rel=1e-5)
+    assert {"torch", "transformers", "onnx", "onnxruntime", "opset", "streamdetect"} <= set(manifest["export"])
+    check = manifest["verification"]
+    assert check["audio_cosine_min"] >= 0.9999 and check["text_cosine_min"] >= 0.9999
+    assert check["frontend_max_abs_db"] <= 1e-3
+
+
+@pytest.fixture(scope="module")
+def torch_clap(tiny_checkpoint):
+    from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+    return (ClapModel.from_pretrained(tiny_checkpoint).eval(), ClapFeatureExtractor.from_pretrained(tiny_checkpoint),
+            AutoTokenizer.from_pretrained(tiny_checkpoint))
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_audio_embeddings_match_pytorch_on_fresh_audio(tiny_model, torch_clap, batch):
+    import torch
+
+    model, fe, _ = torch_clap
+    rng = np.random.default_rng(batch)
+    clips = [(rng.standard_normal(48_000 * (1 + i)) * 0.2).astype(np.float32) for i in range(batch)]
+    bundle = ModelBundle.load(tiny_model)
+    ours = AudioEncoder(bundle, CPU)(LogMelFrontend(bundle.frontend_params)(clips))
+    with torch.no_grad():
+        ref = model.get_audio_features(**fe(clips, sampling_rate=48_000, return_tensors="pt")).pooler_output.numpy()
+    assert ours.shape == (batch, 32)
+    assert cosine_rows(ours, ref).min() >= 0.9999
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_onnx_text_embeddings_match_pytorch_without_transformers_tokenizer(tiny_model, torch_clap):
+    import torch
+
+    model, _, tokenizer = torch_clap
+    prompts = ["rain", "a dog barking far away while traffic passes " * 3, "smoke alarm", "ünïcödé birdsong 🐦"]
+    ours = TextEncoder(ModelBundle.load(tiny_model), CPU)(prompts)
+    with torch.no_grad():
+        ref = model.get_text_features(**tokenizer(prompts, padding=True, truncation=True, max_length=77,
+                                                  return_tensors="pt")).pooler_output.numpy()
+    assert cosine_rows(ours, ref).min() >= 0.9999
+
+
+def test_batched_audio_equals_single_windows(tiny_model):
+    bundle = ModelBundle.load(tiny_model)
+    encoder = AudioEncoder(bundle, CPU)
+    feats = LogMelFrontend(bundle.frontend_params)(
+        [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(6)])
+    batched = encoder(feats)
+    singles = np.concatenate([encoder(feats[i : i + 1]) for i in range(6)])
+    np.testing.assert_allclose(batched, singles, atol=1e-5)
+
+
+def test_fused_checkpoints_are_refused(tiny_checkpoint, tmp_path):
+    fused = tmp_path / "fused"
+    shutil.copytree(tiny_checkpoint, fused)
+    cfg_path = fused / "processor_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["feature_extractor"]["truncation"] = "fusion"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ExportError, match="feature fusion"):
+        export_model(str(fused), tmp_path / "out", report=lambda _m: None)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_existing_export_is_not_overwritten_without_force(tiny_model, tiny_checkpoint):
+    with pytest.raises(ExportError, match="--force"):
+        export_model(str(tiny_checkpoint), tiny_model, report=lambda _m: None)
+
+
+def test_tampered_file_is_refused(tiny_model, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model, copy)
+    with open(copy / AUDIO_ENCODER, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelError, match=r"audio_encoder\.onnx does not match its manifest"):
+        AudioEncoder(ModelBundle.load(copy), CPU)
+
+
+def test_export_cli_prints_parity_figures(tiny_checkpoint, tmp_path):
+    out = tmp_path / "cli-export"
+    result = run_cli("export", "--model", str(tiny_checkpoint), "--out", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "min cosine ONNX vs PyTorch" in result.stderr and (out / "manifest.json").is_file()
+    missing = run_cli("export", "--model", str(tmp_path / "no-such-checkpoint"), "--out", str(tmp_path / "o"))
+    assert missing.returncode == 1 and "cannot load CLAP checkpoint" in missing.stderr

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from streamdetect.frontend import FrontendParams, LogMelFrontend, repeat_pad
+
+SR = 48_000
+
+
+def _signals():
+    rng = np.random.default_rng(1)
+    for seconds in (0.02, 0.7, 1.0, 3.0, 4.5, 10.0):
+        t = np.arange(int(seconds * SR)) / SR
+        yield seconds, (0.3 * np.sin(2 * np.pi * 1000 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    yield "silence", np.zeros(3 * SR, dtype=np.float32)
+    yield "clipped", np.clip(rng.standard_normal(3 * SR) * 3, -1, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_extractor(tiny_checkpoint):
+    from transformers import ClapFeatureExtractor
+
+    return ClapFeatureExtractor.from_pretrained(tiny_checkpoint)
+
+
+@pytest.mark.parametrize("name_signal", list(_signals()), ids=lambda ns: str(ns[0]))
+def test_log_mel_matches_checkpoint_feature_extractor(checkpoint_extractor, name_signal):
+    _, signal = name_signal
+    ref = checkpoint_extractor(signal, sampling_rate=SR, return_tensors="np")["input_features"][0, 0]
+    ours = LogMelFrontend(FrontendParams()).log_mel(signal)
+    assert ours.shape == ref.shape == (1001, 64)
+    assert np.abs(ours - ref).max() <= 1e-3
+
+
+def test_class_defaults_are_not_the_checkpoint(checkpoint_extractor):
+    """The known trap: ClapFeatureExtractor() uses frequency_min=0 and fusion; our front end must not."""
+    from transformers import ClapFeatureExtractor
+
+    signal = next(s for n, s in _signals() if n == 3.0)
+    default = ClapFeatureExtractor()(signal, sampling_rate=SR, truncation="rand_trunc", return_tensors="np")
+    ours = LogMelFrontend(FrontendParams()).log_mel(signal)
+    assert np.abs(default["input_features"][0, 0] - ours).max() > 1.0
+
+
+def test_batch_shape_and_dtype():
+    feats = LogMelFrontend(FrontendParams())([np.zeros(SR, np.float32), np.ones(2 * SR, np.float32) * 0.1])
+    assert feats.shape == (2, 1, 1001, 64) and feats.dtype == np.float32
+
+
+def test_repeat_pad_repeats_whole_clips_then_zeros():
+    out = repeat_pad(np.array([1.0, 2.0, 3.0]), 10)
+    assert out.tolist() == [1, 2, 3, 1, 2, 3, 1, 2, 3, 0]
+
+
+def test_rejects_too_long_and_multichannel_audio():
+    frontend = LogMelFrontend(FrontendParams())
+    with pytest.raises(ValueError, match="longer than the model"):
+        frontend.log_mel(np.zeros(11 * SR, np.float32))
+    with pytest.raises(ValueError, match="mono"):
+        frontend.log_mel(np.zeros((SR, 2), np.float32))

@@ -1,0 +1,192 @@
+import json
+import subprocess
+import sys
+import threading
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, write_config, write_tone_scene
+from streamdetect.config import parse_config
+from streamdetect.detector import Detector, run_source
+from streamdetect.encoder import RuntimeOptions, TextEncoder
+from streamdetect.manifest import ModelBundle
+from streamdetect.prompts import PromptBank, PromptCache
+from streamdetect.ringbuffer import Windower
+from streamdetect.scoring import score
+from streamdetect.sinks.base import Sink, SinkSet
+from streamdetect.sources.file import FileOptions, FileSource
+
+EVENTS = [
+    {"label": "birdsong", "prompts": ["birdsong in the forest", "a bird chirping"], "threshold": 0.0},
+    {"label": "dog", "prompts": ["a dog barking"], "threshold": 0.0},
+    {"label": "alarm", "prompts": ["smoke alarm beeping"], "threshold": 0.0},
+]
+
+
+class Collect(Sink):
+    def __init__(self):
+        super().__init__(Sink.Options())
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def make_detector(model, events=EVENTS, **config):
+    config = parse_config({"model": str(model), "events": events, "runtime": {"device": "cpu"}, **config})
+    sink = Collect()
+    return Detector(config, ModelBundle.load(model), SinkSet([("collect", sink)])), sink
+
+
+def window_scores(model, wav, events=EVENTS):
+    """Scores of every window of a file, computed directly from the library's stages."""
+    detector, _ = make_detector(model, events)
+    windower = Windower(3.0, 1.0, 48_000)
+    windows = []
+    for block in FileSource(FileOptions(path=str(wav)), 48_000).blocks(threading.Event()):
+        windows.extend(windower.push(block))
+    windows.extend(windower.finish())
+    return windows, detector.scores(windows).event
+
+
+def expected_events(windows, scores, threshold):
+    """Runs of windows at or above threshold, for min_windows=1, no hysteresis, no cooldown."""
+    out, active, last_end = [], None, float("-inf")
+    for w, s in zip(windows, scores):
+        if s >= threshold and active is None:
+            active = [max(w.start_s, last_end), w.end_s]
+        elif s >= threshold:
+            active[1] = w.end_s
+        elif active is not None:
+            out.append(tuple(active))
+            last_end, active = active[1], None
+    if active is not None:
+        out.append(tuple(active))
+    return out
+
+
+def test_cli_run_on_a_file_writes_the_expected_jsonl(tiny_model, tmp_path):
+    wav = write_tone_scene(tmp_path / "scene.wav", seconds=14.0, sample_rate=44_100, channels=2)
+    windows, scores = window_scores(tiny_model, wav)
+    bird = scores[:, 0]
+    ordered = np.unique(bird)
+    threshold = float((ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2)  # between two scores
+    events = [{**EVENTS[0], "threshold": threshold, "hysteresis": 0.0, "cooldown_s": 0.0},
+              {**EVENTS[1], "threshold": 1.0}, {**EVENTS[2], "threshold": 1.0}]
+    out = tmp_path / "events.jsonl"
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_model, events,
+                       sinks=[{"type": "jsonl", "path": str(out)}, {"type": "stdout"}])
+    result = run_cli("run", "--config", str(cfg), "--input", str(wav))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = expected_events(windows, bird, threshold)
+    assert expected, "the scene should produce at least one event"
+    starts = [r for r in records if r["phase"] == "start"]
+    ends = [r for r in records if r["phase"] == "end"]
+    assert [x for r in ends for x in (r["start_s"], r["end_s"])] == pytest.approx([x for e in expected for x in e])
+    assert [r["start_s"] for r in starts] == pytest.approx([e[0] for e in expected])
+    for start, end in zip(starts, ends):
+        assert start["id"] == end["id"] and start["label"] == "birdsong" and start["stream"] == "scene.wav"
+        assert end["peak_score"] >= threshold and end["start_s"] <= end["peak_time_s"] <= end["end_s"]
+        assert len(end["top"]) == 3 and {t["label"] for t in end["top"]} == {"birdsong", "dog", "alarm"}
+        datetime.fromisoformat(end["time"])
+    assert result.stdout.count("birdsong START") == len(expected)  # the stdout sink saw the same records
+    assert "14.0 s of audio, 12 windows" in result.stderr
+
+
+def test_short_recording_is_analysed_once(tiny_model, tmp_path):
+    wav = write_tone_scene(tmp_path / "short.wav", seconds=1.0, tone_at=(0.2, 0.6))
+    detector, sink = make_detector(tiny_model, [{**EVENTS[0], "threshold": -1.0}])
+    summary = run_source(detector, FileSource(FileOptions(path=str(wav)), 48_000), threading.Event())
+    assert summary.windows == 1
+    assert [(r.phase, r.start_s, r.end_s) for r in sink.records] == [("start", 0.0, None), ("end", 0.0, 1.0)]
+
+
+def test_two_detectors_and_interleaved_streams_do_not_share_state(tiny_model, tmp_path):
+    wav_a = write_tone_scene(tmp_path / "a.wav", seconds=9.0, tone_at=(2, 5), seed=1)
+    wav_b = write_tone_scene(tmp_path / "b.wav", seconds=9.0, tone_at=(5, 8), seed=2)
+    _, scores_a = window_scores(tiny_model, wav_a)
+    threshold = float(np.median(scores_a[:, 0]))
+    events = [{**EVENTS[0], "threshold": threshold, "hysteresis": 0.0, "cooldown_s": 0.0}]
+
+    def alone(wav):
+        det, sink = make_detector(tiny_model, events)
+        run_source(det, FileSource(FileOptions(path=str(wav)), 48_000), threading.Event())
+        return [(r.phase, r.start_s, r.end_s) for r in sink.records]
+
+    det, sink = make_detector(tiny_model, events, runtime={"device": "cpu", "batch_size": 3})
+    streams = {w: det.open_stream(w.name, live=False) for w in (wav_a, wav_b)}
+    gens = {w: FileSource(FileOptions(path=str(w), block_s=0.7), 48_000).blocks(threading.Event()) for w in streams}
+    for blocks in zip(*gens.values()):  # interleave the two files block by block
+        for w, block in zip(gens, blocks):
+            det.push(streams[w], block)
+    for w in streams:
+        det.finish(streams[w])
+    for w in streams:
+        got = [(r.phase, r.start_s, r.end_s) for r in sink.records if r.stream == w.name]
+        assert got == alone(w)
+
+
+def test_scoring_vetoes_event_when_a_negative_outscores_it():
+    bank = PromptBank(labels=("bird", "dog"), events=np.array([[1.0, 0, 0], [0, 1.0, 0]], np.float32),
+                      negatives=np.array([[0.6, 0.8, 0], [0, 0, 1.0]], np.float32),
+                      negative_owner=np.array([0, 1]), negative_texts=("wind", "rain"))
+    window = np.array([[0.5, 0.7, 0.5]], np.float32)
+    s = score(window / np.linalg.norm(window), bank)
+    # bird 0.5 < wind 0.86 -> vetoed; dog 0.7 > rain 0.5 -> kept
+    assert s.vetoed_by == [["wind", None]]
+    assert [t.label for t in s.top(0)] == ["dog", "bird"]
+
+
+def test_prompt_embeddings_are_cached_per_model(tiny_model, tmp_path):
+    bundle = ModelBundle.load(tiny_model)
+    calls = []
+
+    def embedder():
+        encoder = TextEncoder(bundle, RuntimeOptions(device="cpu"))
+        calls.append(1)
+        return encoder
+
+    events = parse_config({"events": EVENTS}).events
+    cache = PromptCache(tmp_path / "cache", bundle.text_key)
+    first = PromptBank.build(events, cache, embedder)
+    second = PromptBank.build(events, cache, embedder)
+    assert calls == [1]  # the second build never opened the text encoder
+    np.testing.assert_array_equal(first.events, second.events)
+    other = PromptCache(tmp_path / "cache", "f" * 64)  # another model: nothing cached for it
+    assert other.get("a dog barking") is None and cache.get("a dog barking") is not None
+    ensemble = TextEncoder(bundle, RuntimeOptions(device="cpu"))(EVENTS[0]["prompts"])
+    mean = ensemble.mean(axis=0)
+    np.testing.assert_allclose(first.events[0], mean / np.linalg.norm(mean), atol=1e-6)
+
+
+def test_run_path_never_imports_torch(tiny_model, tmp_path):
+    wav = write_tone_scene(tmp_path / "t.wav", seconds=4.0)
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_model, EVENTS, sinks=[{"type": "jsonl", "path": str(tmp_path / "o")}])
+    code = (
+        "import sys; from streamdetect.cli import main\n"
+        f"rc = main(['run', '--config', {str(cfg)!r}, '--input', {str(wav)!r}])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "print('RC', rc, 'HEAVY', bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "RC 0 HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_missing_model_directory_prints_the_export_command(tmp_path):
+    cfg = write_config(tmp_path / "cfg.yaml", tmp_path / "models" / "clap", EVENTS)
+    result = run_cli("run", "--config", str(cfg), "--input", str(tmp_path / "x.wav"))
+    assert result.returncode == 2
+    assert f"streamdetect export --model laion/clap-htsat-unfused --out {tmp_path / 'models' / 'clap'}" in result.stderr
+    assert "cfg.yaml: model" in result.stderr
+
+
+def test_invalid_config_stops_before_anything_starts(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("events:\n  - label: a\n    prompts: [x]\n    threshold: 1.7\n")
+    result = run_cli("run", "--config", str(cfg), "--input", "whatever.wav")
+    assert result.returncode == 2
+    assert "bad.yaml: events[0].threshold: expected less than or equal to 1 (found 1.7)" in result.stderr
+    assert "Traceback" not in result.stderr

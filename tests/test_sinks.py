@@ -1,0 +1,91 @@
+import json
+import sys
+import textwrap
+
+import pytest
+
+from streamdetect.config import parse_config
+from streamdetect.events import EventRecord, LabelScore
+from streamdetect.sinks import SINKS
+from streamdetect.sinks.base import Sink, SinkSet, build_sinks
+from streamdetect.sinks.jsonl import JsonlOptions, JsonlSink
+from streamdetect.sinks.stdout import StdoutSink, format_record
+
+
+def record(phase="start", label="bird", end=None):
+    return EventRecord(id="abc", label=label, phase=phase, start_s=1.0, end_s=end, peak_score=0.42,
+                       peak_time_s=2.5, stream="garden", time="2026-11-24T06:00:00.000+00:00",
+                       top=(LabelScore(label, 0.42), LabelScore("wind", 0.1)))
+
+
+def test_jsonl_writes_one_flushed_object_per_record(tmp_path):
+    path = tmp_path / "sub" / "events.jsonl"
+    sink = JsonlSink(JsonlOptions(path=str(path)))
+    sink.emit(record())
+    # read while the sink is still open: the record must already be on disk
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first == {"id": "abc", "label": "bird", "phase": "start", "start_s": 1.0, "end_s": None,
+                     "peak_score": 0.42, "peak_time_s": 2.5, "stream": "garden",
+                     "time": "2026-11-24T06:00:00.000+00:00",
+                     "top": [{"label": "bird", "score": 0.42}, {"label": "wind", "score": 0.1}]}
+    sink.emit(record("end", end=4.0))
+    sink.close()
+    assert [json.loads(line)["phase"] for line in path.read_text().splitlines()] == ["start", "end"]
+
+
+def test_stdout_line_is_readable(capsys):
+    StdoutSink(StdoutSink.Options()).emit(record("end", end=4.0))
+    line = capsys.readouterr().out.strip()
+    assert line == format_record(record("end", end=4.0))
+    assert "[garden] bird END" in line and "1.00-4.00 s" in line and "peak 0.420 at 2.50 s" in line
+
+
+class Exploding(Sink):
+    def emit(self, record):
+        raise ConnectionError("receiver down")
+
+
+def test_failing_sink_does_not_stop_the_others(tmp_path, caplog):
+    path = tmp_path / "ok.jsonl"
+    good = JsonlSink(JsonlOptions(path=str(path)))
+    sinks = SinkSet([("bad", Exploding(Exploding.Options())), ("good", good)])
+    for _ in range(3):
+        sinks.emit(record())
+    sinks.close()
+    assert len(path.read_text().splitlines()) == 3
+    assert sinks.failures == {"bad": 3, "good": 0}
+    assert "sink bad failed" in caplog.text and "receiver down" in caplog.text
+
+
+def test_third_party_sink_registers_through_an_entry_point(tmp_path, monkeypatch):
+    """A real distribution on sys.path with an entry point; nothing in streamdetect is edited."""
+    pkg = tmp_path / "site"
+    (pkg / "pigeon_sink").mkdir(parents=True)
+    (pkg / "pigeon_sink" / "__init__.py").write_text(textwrap.dedent("""
+        from pydantic import Field
+        from streamdetect.sinks.base import Sink, SinkOptions
+
+        class PigeonOptions(SinkOptions):
+            loft: str = Field(min_length=1)
+
+        class PigeonSink(Sink):
+            Options = PigeonOptions
+            sent = []
+
+            def emit(self, record):
+                PigeonSink.sent.append((self.options.loft, record.label))
+    """))
+    dist = pkg / "pigeon_sink-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pigeon-sink\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[streamdetect.sinks]\npigeon = pigeon_sink:PigeonSink\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    monkeypatch.setattr(SINKS, "_loaded", {})
+    assert "pigeon" in SINKS.names()
+    config = parse_config({"events": [{"label": "bird", "prompts": ["x"], "threshold": 0.1}],
+                           "sinks": [{"type": "pigeon", "loft": "roof"}]})
+    sinks = build_sinks(config.sinks)
+    sinks.emit(record())
+    assert sys.modules["pigeon_sink"].PigeonSink.sent == [("roof", "bird")]
+    with pytest.raises(Exception, match=r"sinks\[0\]\.loft"):
+        parse_config({"events": [{"label": "b", "prompts": ["x"], "threshold": 0.1}], "sinks": [{"type": "pigeon"}]})

@@ -1,0 +1,78 @@
+"""Build a full-size CLAP (``ClapConfig()`` defaults = laion/clap-htsat-unfused's architecture) with RANDOM
+weights, export it with the real ``streamdetect export`` path and time the run-time stages.
+
+For speed and export-parity work where the real weights cannot be downloaded. The scores of this model mean
+nothing: never use it to judge detection quality.
+
+    python tools/random_full_size.py --out /tmp/clap-random [--windows 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/clap-random"))
+    parser.add_argument("--windows", type=int, default=20, help="windows to time per stage")
+    args = parser.parse_args()
+
+    import torch
+    from conftest import TRAINING_TEXT  # the offline tokenizer recipe of the tests
+
+    from streamdetect.encoder import AudioEncoder, RuntimeOptions
+    from streamdetect.export import export_model
+    from streamdetect.frontend import LogMelFrontend
+    from streamdetect.manifest import ModelBundle
+
+    checkpoint = args.out / "checkpoint"
+    if not (checkpoint / "config.json").exists():
+        from tokenizers import ByteLevelBPETokenizer
+        from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+
+        torch.manual_seed(0)
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(TRAINING_TEXT, vocab_size=320, min_frequency=1,
+                                special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+                  for m in json.loads(bpe._tokenizer.to_str())["model"]["merges"]]
+        tokenizer = RobertaTokenizer(vocab=bpe.get_vocab(), merges=merges, model_max_length=512)
+        fe = ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc", padding="repeatpad")
+        ClapProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(checkpoint)
+        ClapModel(ClapConfig()).eval().save_pretrained(checkpoint)
+    model_dir = args.out / "model"
+    t0 = time.perf_counter()
+    manifest = export_model(str(checkpoint), model_dir, force=True)
+    print(f"export: {time.perf_counter() - t0:.1f} s; verification {manifest['verification']}")
+
+    bundle = ModelBundle.load(model_dir)
+    frontend = LogMelFrontend(bundle.frontend_params)
+    encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu"))
+    rng = np.random.default_rng(0)
+    windows = [(0.1 * rng.standard_normal(3 * 48_000)).astype(np.float32) for _ in range(args.windows)]
+    fe_ms, enc_ms = [], []
+    for w in windows:
+        t0 = time.perf_counter()
+        feats = frontend([w])
+        t1 = time.perf_counter()
+        encoder(feats)
+        fe_ms.append(1000 * (t1 - t0))
+        enc_ms.append(1000 * (time.perf_counter() - t1))
+    print(f"per 3 s window, batch 1, CPU: front end p50 {np.median(fe_ms):.1f} ms, "
+          f"encoder p50 {np.median(enc_ms):.1f} ms (p90 {np.percentile(enc_ms, 90):.1f} ms)")
+    sizes = {p.name: round(p.stat().st_size / 2**20, 1) for p in model_dir.iterdir() if p.is_file()}
+    print(f"files (MiB): {sizes}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs streamdetect into ./.venv on a fresh machine: system audio libraries first (Debian/Ubuntu, as root or
+# with sudo), then torch's CPU wheel and the package with its export extra (and test tools with --dev).
+# usage: bash tools/setup.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+packages="libportaudio2"
+# The microphone test plays audio into a PulseAudio null sink and records it back through PortAudio/ALSA.
+[[ $dev == 1 ]] && packages="$packages pulseaudio pulseaudio-utils libasound2-plugins"
+if command -v apt-get >/dev/null 2>&1; then
+  missing=""
+  for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [[ -n "$missing" ]]; then
+    sudo=""
+    [[ "$(id -u)" != 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+  fi
+else
+  echo "tools/setup.sh: no apt-get here; install PortAudio yourself (macOS: brew install portaudio)" >&2
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# Pinned: an unpinned torch pulls a multi-GB CUDA build; export runs fine on the CPU.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+extras="export"
+[[ $dev == 1 ]] && extras="export,dev"
+.venv/bin/python -m pip install -q -e ".[$extras]"
+echo "streamdetect installed in .venv ($(.venv/bin/streamdetect --version))"
