@@ -131,7 +131,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     print(f"{len(bank.labels)} events, {len(bank.negative_texts)} negative prompts, embedding dim {bank.events.shape[1]}")
     print("cosine similarity between events (high values mean the prompts may be confused):")
     print(" " * (width + 2) + "  ".join(f"{label[:8]:>8s}" for label in bank.labels))
-    for label, row in zip(bank.labels, sims):
+    for label, row in zip(bank.labels, sims, strict=True):
         print(f"{label:>{width}s}  " + "  ".join(f"{v:8.3f}" for v in row))
     return 0
 

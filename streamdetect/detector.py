@@ -82,7 +82,7 @@ class Detector:
 
     def open_stream(self, name: str, live: bool) -> StreamState:
         windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
-        trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules)]
+        trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules, strict=True)]
         return StreamState(name=name, live=live, windower=windower, trackers=trackers)
 
     def push(self, stream: StreamState, block: np.ndarray | Gap) -> list[EventRecord]:

@@ -90,7 +90,10 @@ def repeat_pad(waveform: np.ndarray, n_samples: int) -> np.ndarray:
 
 
 class LogMelFrontend:
-    """Turns windows of 48 kHz mono audio into the ``(batch, 1, frames, mels)`` tensor the encoder takes."""
+    """Turns windows of 48 kHz mono audio into the ``(batch, 1, frames, mels)`` tensor the encoder takes.
+
+    Holds reusable buffers: use one instance per thread.
+    """
 
     def __init__(self, params: FrontendParams):
         if params.padding != "repeatpad":
@@ -98,6 +101,10 @@ class LogMelFrontend:
         self.params = params
         self._mel_filters = slaney_mel_filters(params)
         self._window = np.hanning(params.n_fft + 1)[:-1]  # periodic Hann, as torch.stft and HF use
+        # Reused between calls: fresh multi-megabyte arrays per window cost more than the FFTs themselves.
+        self._signal = np.zeros(params.max_samples + params.n_fft, dtype=np.float64)
+        self._frames = np.empty((params.n_frames, params.n_fft), dtype=np.float64)
+        self._starts = np.arange(params.n_frames) * params.hop_length
 
     def __call__(self, windows: list[np.ndarray] | np.ndarray) -> np.ndarray:
         if isinstance(windows, np.ndarray) and windows.ndim == 1:
@@ -108,20 +115,57 @@ class LogMelFrontend:
         return feats
 
     def log_mel(self, waveform: np.ndarray) -> np.ndarray:
-        """Log-mel in dB of one clip of at most ``max_length_s``, shape ``(frames, mels)``."""
+        """Log-mel in dB of one clip of at most ``max_length_s``, shape ``(frames, mels)``.
+
+        A short clip is repeat-padded, so most STFT frames of the padded signal are exact copies of each other
+        (a 3 s window has 300 distinct frames out of 1001). Each distinct frame is transformed once and the
+        result gathered, which gives the same numbers as transforming every frame.
+        """
         if waveform.ndim != 1:
             raise ValueError(f"front end expects mono audio of shape (samples,), got shape {waveform.shape}")
-        if waveform.shape[0] > self.params.max_samples:
+        p = self.params
+        if waveform.shape[0] > p.max_samples:
             raise ValueError(
-                f"window of {waveform.shape[0] / self.params.sample_rate:.2f} s is longer than the model's "
-                f"{self.params.max_length_s:g} s input"
+                f"window of {waveform.shape[0] / p.sample_rate:.2f} s is longer than the model's "
+                f"{p.max_length_s:g} s input"
             )
-        half = self.params.n_fft // 2
-        signal = np.pad(repeat_pad(np.asarray(waveform, dtype=np.float32), self.params.max_samples), half,
-                        mode="reflect").astype(np.float64)
-        frames = np.lib.stride_tricks.sliding_window_view(signal, self.params.n_fft)[:: self.params.hop_length]
+        signal = self._padded_signal(np.asarray(waveform, dtype=np.float32))
+        _, index, inverse = np.unique(self._distinct_frames(waveform.shape[0]), return_index=True, return_inverse=True)
+        frames = self._frames[: index.shape[0]]
+        np.multiply(np.lib.stride_tricks.sliding_window_view(signal, p.n_fft)[self._starts[index]], self._window,
+                    out=frames)
         # HF stores the STFT as complex64 before taking the power; rounding the same way keeps parity at 1e-3 dB.
-        spectrum = np.fft.rfft(frames * self._window, axis=-1).astype(np.complex64)
+        spectrum = np.fft.rfft(frames, axis=-1).astype(np.complex64)
         power = np.abs(spectrum, dtype=np.float64) ** 2
-        mel = np.maximum(power @ self._mel_filters, 1e-10)
-        return (10.0 * np.log10(mel)).astype(np.float32)
+        mel_db = (10.0 * np.log10(np.maximum(power @ self._mel_filters, 1e-10))).astype(np.float32)
+        return mel_db[inverse.reshape(-1)]
+
+    def _padded_signal(self, clip: np.ndarray) -> np.ndarray:
+        """``np.pad(repeat_pad(clip), n_fft // 2, mode="reflect")`` in float64, written into a reused buffer."""
+        p, half, out = self.params, self.params.n_fft // 2, self._signal
+        body = out[half : half + p.max_samples]
+        n = clip.shape[0]
+        if n == 0:
+            body[:] = 0.0
+        elif n >= p.max_samples:
+            body[:] = clip[: p.max_samples]
+        else:
+            repeats = p.max_samples // n
+            body[: repeats * n].reshape(repeats, n)[:] = clip
+            body[repeats * n :] = 0.0
+        out[:half] = body[half:0:-1]
+        out[half + p.max_samples :] = body[-2 : -half - 2 : -1]
+        return out
+
+    def _distinct_frames(self, n_samples: int) -> np.ndarray:
+        """A key per STFT frame; frames with equal keys hold identical samples of the padded signal."""
+        p = self.params
+        frame = np.arange(p.n_frames)
+        if n_samples == 0 or n_samples >= p.max_samples:
+            return frame
+        offset = frame * p.hop_length - p.n_fft // 2  # first sample of each frame, in the unpadded clip
+        tiled_end = (p.max_samples // n_samples) * n_samples  # repeats end here, zeros follow
+        in_repeats = (offset >= 0) & (offset + p.n_fft <= tiled_end)
+        in_zeros = (offset >= tiled_end) & (offset + p.n_fft <= p.max_samples)
+        keys = np.where(in_repeats, offset % n_samples, -1 - frame - n_samples)
+        return np.where(in_zeros, -1, keys)

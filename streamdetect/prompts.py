@@ -64,7 +64,7 @@ def embed_texts(texts: Sequence[str], cache: PromptCache, embedder: Callable[[],
     if missing:
         log.info("embedding %d prompt(s) with the text encoder", len(missing))
         fresh = embedder()(missing)
-        for text, emb in zip(missing, fresh):
+        for text, emb in zip(missing, fresh, strict=True):
             cache.put(text, emb)
             found[text] = emb
     return normalize(np.stack([found[t] for t in texts]).astype(np.float32))

@@ -33,7 +33,7 @@ def score(embeddings: np.ndarray, bank: PromptBank) -> Scores:
     vetoed: list[list[str | None]] = [[None] * len(bank.labels) for _ in range(embeddings.shape[0])]
     if bank.negatives.shape[0]:
         neg = embeddings @ bank.negatives.T  # (batch, n_negatives)
-        for b, n in zip(*np.nonzero(neg > event[:, bank.negative_owner])):
+        for b, n in zip(*np.nonzero(neg > event[:, bank.negative_owner]), strict=True):
             owner = int(bank.negative_owner[n])
             best = vetoed[b][owner]
             if best is None or neg[b, n] > neg[b, bank.negative_texts.index(best)]:

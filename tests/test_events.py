@@ -44,7 +44,7 @@ def test_cooldown_blocks_refiring_and_events_never_overlap():
     ends = [r for r in records if r.phase == "end"]
     # window 1 (ends 4 s) closes the first event, so nothing may fire before windows ending at 6 s: window 3
     assert [s.start_s for s in starts] == [0.0, 3.0, 8.0]
-    for prev_end, nxt in zip(ends, starts[1:]):
+    for prev_end, nxt in zip(ends, starts[1:], strict=False):
         assert nxt.start_s >= prev_end.end_s
 
 
@@ -76,4 +76,4 @@ def test_every_start_has_exactly_one_end(scores):
     records = run(EventRules(threshold=0.5), scores)
     phases = [r.phase for r in records]
     assert phases.count("start") == phases.count("end")
-    assert all(a != b for a, b in zip(phases, phases[1:]))
+    assert all(a != b for a, b in zip(phases, phases[1:], strict=False))

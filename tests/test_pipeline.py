@@ -54,7 +54,7 @@ def window_scores(model, wav, events=EVENTS):
 def expected_events(windows, scores, threshold):
     """Runs of windows at or above threshold, for min_windows=1, no hysteresis, no cooldown."""
     out, active, last_end = [], None, float("-inf")
-    for w, s in zip(windows, scores):
+    for w, s in zip(windows, scores, strict=True):
         if s >= threshold and active is None:
             active = [max(w.start_s, last_end), w.end_s]
         elif s >= threshold:
@@ -87,7 +87,7 @@ def test_cli_run_on_a_file_writes_the_expected_jsonl(tiny_model, tmp_path):
     ends = [r for r in records if r["phase"] == "end"]
     assert [x for r in ends for x in (r["start_s"], r["end_s"])] == pytest.approx([x for e in expected for x in e])
     assert [r["start_s"] for r in starts] == pytest.approx([e[0] for e in expected])
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         assert start["id"] == end["id"] and start["label"] == "birdsong" and start["stream"] == "scene.wav"
         assert end["peak_score"] >= threshold and end["start_s"] <= end["peak_time_s"] <= end["end_s"]
         assert len(end["top"]) == 3 and {t["label"] for t in end["top"]} == {"birdsong", "dog", "alarm"}
@@ -119,8 +119,8 @@ def test_two_detectors_and_interleaved_streams_do_not_share_state(tiny_model, tm
     det, sink = make_detector(tiny_model, events, runtime={"device": "cpu", "batch_size": 3})
     streams = {w: det.open_stream(w.name, live=False) for w in (wav_a, wav_b)}
     gens = {w: FileSource(FileOptions(path=str(w), block_s=0.7), 48_000).blocks(threading.Event()) for w in streams}
-    for blocks in zip(*gens.values()):  # interleave the two files block by block
-        for w, block in zip(gens, blocks):
+    for blocks in zip(*gens.values(), strict=True):  # interleave the two files block by block
+        for w, block in zip(gens, blocks, strict=True):
             det.push(streams[w], block)
     for w in streams:
         det.finish(streams[w])
@@ -190,3 +190,35 @@ def test_invalid_config_stops_before_anything_starts(tmp_path):
     assert result.returncode == 2
     assert "bad.yaml: events[0].threshold: expected less than or equal to 1 (found 1.7)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_cleanly_and_closes_open_events(tiny_model, tmp_path):
+    import signal
+    import time
+
+    wav = write_tone_scene(tmp_path / "long.wav", seconds=900.0, sample_rate=16_000)
+    out = tmp_path / "events.jsonl"
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_model, [{**EVENTS[0], "threshold": -1.0}],
+                       sinks=[{"type": "jsonl", "path": str(out)}], runtime={"device": "cpu", "batch_size": 1})
+    proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--input", str(wav)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "SIGTERM received" in stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["start", "end"]
+    assert 0 < records[1]["end_s"] < 900.0  # stopped early, yet the open event was closed
+
+
+def test_default_sink_is_jsonl_on_stdout(tiny_model, tmp_path):
+    wav = write_tone_scene(tmp_path / "one.wav", seconds=2.0)
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_model, [{**EVENTS[1], "threshold": -1.0}])
+    result = run_cli("run", "--config", str(cfg), "--input", str(wav))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["label"], r["phase"], r["start_s"], r["end_s"]) for r in records] == [
+        ("dog", "start", 0.0, None), ("dog", "end", 0.0, 2.0)]

@@ -27,8 +27,8 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
-    from conftest import TRAINING_TEXT  # the offline tokenizer recipe of the tests
 
+    from conftest import TRAINING_TEXT  # the offline tokenizer recipe of the tests
     from streamdetect.encoder import AudioEncoder, RuntimeOptions
     from streamdetect.export import export_model
     from streamdetect.frontend import LogMelFrontend
