@@ -28,7 +28,7 @@ class WindowConfig(Strict):
 class RuntimeConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(0, ge=0, le=256, description="0 lets onnxruntime choose")
-    batch_size: int = Field(8, ge=1, le=1024, description="windows per encoder call when several are ready")
+    batch_size: int = Field(4, ge=1, le=1024, description="windows per encoder call when several are ready")
 
 
 class EventConfig(Strict):

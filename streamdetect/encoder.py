@@ -27,6 +27,7 @@ class RuntimeOptions:
     device: str = "auto"
     intra_op_threads: int = 0  # 0: onnxruntime picks (one per physical core)
     inter_op_threads: int = 1
+    spin: bool = False  # let idle onnxruntime threads busy-wait (lower latency, but they steal the CPU)
 
 
 def nvidia_driver_present() -> bool:
@@ -64,6 +65,8 @@ def open_session(path: Path, options: RuntimeOptions):
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = options.inter_op_threads
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not options.spin:  # idle ORT threads otherwise spin on both cores and slow the numpy front end 5x
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # onnxruntime's own warnings go to stderr unstructured; we log what matters
     wanted = _providers(options.device)
     session = ort.InferenceSession(str(path), sess_options=so, providers=wanted)
