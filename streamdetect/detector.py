@@ -70,7 +70,8 @@ class Detector:
                 f"{bundle.frontend_params.max_length_s:g} s"
             )
         self.config, self.bundle, self.sinks = config, bundle, sinks
-        runtime = RuntimeOptions(device=config.runtime.device, intra_op_threads=config.runtime.intra_op_threads)
+        runtime = RuntimeOptions(device=config.runtime.device, precision=config.runtime.precision,
+                                 intra_op_threads=config.runtime.intra_op_threads)
         self.frontend = LogMelFrontend(bundle.frontend_params)
         self.encoder = encoder or AudioEncoder(bundle, runtime)
         self.bank = bank or prompt_bank_for(bundle, config.events, config.prompt_cache, runtime)

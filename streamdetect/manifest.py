@@ -18,6 +18,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 DEFAULT_MODEL_ID = "laion/clap-htsat-unfused"
 AUDIO_ENCODER = "audio_encoder.onnx"
+AUDIO_ENCODER_INT8 = "audio_encoder.int8.onnx"
 TEXT_ENCODER = "text_encoder.onnx"
 TOKENIZER = "tokenizer.json"
 
@@ -105,6 +106,18 @@ class ModelBundle:
         """Identifies the text side of this model for the prompt-embedding cache."""
         files = self.manifest["files"]
         return hashlib.sha256(f"{files[TEXT_ENCODER]}:{files[TOKENIZER]}".encode()).hexdigest()
+
+    def audio_encoder_file(self, precision: str, on_gpu: bool) -> str:
+        """The encoder file for a requested precision ('auto': int8 on CPU when the export shipped it)."""
+        int8 = self.manifest.get("precisions", {}).get("int8", {})
+        if precision == "auto":
+            return AUDIO_ENCODER_INT8 if (int8.get("status") == "shipped" and not on_gpu) else AUDIO_ENCODER
+        if precision == "int8" and int8.get("status") != "shipped":
+            why = (f"it was refused at export (min cosine vs fp32 {int8['cosine_min_vs_fp32']:.5f} < "
+                   f"{int8['required']})" if int8 else "this export predates int8 support; export again")
+            raise ModelError(f"runtime.precision is int8 but {self.directory} has no int8 encoder: {why}. "
+                             "Use precision fp32 or auto.")
+        return AUDIO_ENCODER_INT8 if precision == "int8" else AUDIO_ENCODER
 
     def path(self, name: str) -> Path:
         """Path of an exported file, after checking it against the manifest's sha256 (once per process)."""

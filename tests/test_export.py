@@ -8,9 +8,17 @@ from conftest import run_cli
 from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder
 from streamdetect.export import ExportError, export_model
 from streamdetect.frontend import LogMelFrontend
-from streamdetect.manifest import AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER, ModelBundle, ModelError, sha256_file
+from streamdetect.manifest import (
+    AUDIO_ENCODER,
+    AUDIO_ENCODER_INT8,
+    TEXT_ENCODER,
+    TOKENIZER,
+    ModelBundle,
+    ModelError,
+    sha256_file,
+)
 
-CPU = RuntimeOptions(device="cpu")
+CPU = RuntimeOptions(device="cpu", precision="fp32")
 
 
 def cosine_rows(a, b):
@@ -112,3 +120,35 @@ def test_export_cli_prints_parity_figures(tiny_checkpoint, tmp_path):
     assert "min cosine ONNX vs PyTorch" in result.stderr and (out / "manifest.json").is_file()
     missing = run_cli("export", "--model", str(tmp_path / "no-such-checkpoint"), "--out", str(tmp_path / "o"))
     assert missing.returncode == 1 and "cannot load CLAP checkpoint" in missing.stderr
+
+
+def test_int8_encoder_ships_when_close_to_fp32_and_is_the_cpu_default(tiny_model):
+    manifest = json.loads((tiny_model / "manifest.json").read_text())
+    int8 = manifest["precisions"]["int8"]
+    assert int8["status"] == "shipped" and int8["cosine_min_vs_fp32"] >= 0.999
+    assert manifest["files"][AUDIO_ENCODER_INT8] == sha256_file(tiny_model / AUDIO_ENCODER_INT8)
+    bundle = ModelBundle.load(tiny_model)
+    auto = AudioEncoder(bundle, RuntimeOptions(device="cpu"))
+    fp32 = AudioEncoder(bundle, CPU)
+    assert auto.file == AUDIO_ENCODER_INT8 and fp32.file == AUDIO_ENCODER
+    rng = np.random.default_rng(7)
+    feats = LogMelFrontend(bundle.frontend_params)(
+        [(rng.standard_normal(48_000 * 3) * 0.1).astype(np.float32) for _ in range(4)])
+    assert cosine_rows(auto(feats), fp32(feats)).min() >= 0.999
+
+
+def test_int8_is_refused_below_the_bound_and_then_cannot_be_requested(tiny_checkpoint, tmp_path, monkeypatch):
+    import streamdetect.export as export
+
+    monkeypatch.setattr(export, "INT8_MIN_COSINE", 1.0 + 1e-9)  # no quantised model can reach this
+    messages = []
+    out = tmp_path / "strict"
+    export.export_model(str(tiny_checkpoint), out, report=messages.append)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precisions"]["int8"]["status"] == "refused"
+    assert AUDIO_ENCODER_INT8 not in manifest["files"] and not (out / AUDIO_ENCODER_INT8).exists()
+    assert any("int8: min cosine vs fp32" in m and "refused" in m for m in messages)
+    bundle = ModelBundle.load(out)
+    assert AudioEncoder(bundle, RuntimeOptions(device="cpu")).file == AUDIO_ENCODER  # auto falls back
+    with pytest.raises(ModelError, match=r"no int8 encoder: it was refused at export \(min cosine vs fp32 0\.9"):
+        AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="int8"))
