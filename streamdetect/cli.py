@@ -86,7 +86,8 @@ def _source(args: argparse.Namespace, config: Config, sample_rate: int):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streamdetect.detector import Detector, run_source
+    from streamdetect.detector import Detector
+    from streamdetect.engine import run_sources
     from streamdetect.sinks.base import build_sinks
 
     config, bundle = _load(args)
@@ -102,18 +103,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         detector = Detector(config, bundle, sinks)
-        log.info("listening to %s for %s", source.name, ", ".join(detector.bank.labels))
-        summary = run_source(detector, source, stop)
+        log.info("listening to %s for %s (%s)", source.name, ", ".join(detector.bank.labels),
+                 getattr(detector.encoder, "file", "custom encoder"))
+        summaries, stats = run_sources(detector, [source], stop)
     finally:
         sinks.close()
-    speed = summary.audio_s / summary.wall_s if summary.wall_s > 0 else float("inf")
+    for summary in summaries:
+        speed = summary.audio_s / summary.wall_s if summary.wall_s > 0 else float("inf")
+        log.info(
+            "%s: %.1f s of audio, %d windows, %d records, %d dropped windows, %.1fx real time%s",
+            summary.stream, summary.audio_s, summary.windows, summary.records, summary.dropped_windows, speed,
+            "".join(f", {k} {v}" for k, v in summary.source_stats.items()),
+        )
     log.info(
-        "%s: %.1f s of audio, %d windows, %d records, %d dropped windows, %.1fx real time "
-        "(front end %.1f ms/window, encoder %.1f ms/window)%s",
-        summary.stream, summary.audio_s, summary.windows, summary.records, summary.dropped_windows, speed,
-        1000 * detector.frontend_seconds / max(summary.windows, 1),
-        1000 * detector.encoder_seconds / max(summary.windows, 1),
-        "".join(f", {k} {v}" for k, v in summary.source_stats.items()),
+        "inference: %d windows in %d batches, front end %.1f ms/window, encoder %.1f ms/window, "
+        "latency p50 %.0f ms p99 %.0f ms, max backlog %d windows",
+        stats.windows, stats.batches, 1000 * detector.frontend_seconds / max(stats.windows, 1),
+        1000 * detector.encoder_seconds / max(stats.windows, 1), stats.latency_ms(50), stats.latency_ms(99),
+        stats.max_backlog,
     )
     if any(sinks.failures.values()):
         log.warning("sink failures: %s", sinks.failures)

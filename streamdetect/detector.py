@@ -89,21 +89,30 @@ class Detector:
     def push(self, stream: StreamState, block: np.ndarray | Gap) -> list[EventRecord]:
         """Feed audio; live streams are analysed at once, files in batches of ``runtime.batch_size``."""
         if isinstance(block, Gap):
-            before = stream.windower.dropped_windows
-            stream.windower.skip(block.n_samples)
-            log.warning("%s: %.2f s of audio lost, %d window(s) not analysed", stream.name,
-                        block.n_samples / self.bundle.sample_rate, stream.windower.dropped_windows - before)
+            self.skip(stream, block)
             return []
         stream.pending.extend(stream.windower.push(block))
         if stream.live or len(stream.pending) >= self.config.runtime.batch_size:
             return self._flush(stream)
         return []
 
+    def skip(self, stream: StreamState, gap: Gap) -> None:
+        """Lost audio: stream time moves on and the windows touching the gap are counted as dropped."""
+        before = stream.windower.dropped_windows
+        stream.windower.skip(gap.n_samples)
+        log.warning("%s: %.2f s of audio lost, %d window(s) not analysed", stream.name,
+                    gap.n_samples / self.bundle.sample_rate, stream.windower.dropped_windows - before)
+
     def finish(self, stream: StreamState) -> list[EventRecord]:
         """End of stream (or shutdown): analyse what is owed, then close active events."""
         stream.pending.extend(stream.windower.finish())
         records = self._flush(stream)
+        return records + self.close_events(stream)
+
+    def close_events(self, stream: StreamState) -> list[EventRecord]:
+        """Emit an ``end`` for every event of the stream that is still active."""
         wall = stream.wall_time(stream.windower.total_samples / self.bundle.sample_rate)
+        records: list[EventRecord] = []
         for tracker in stream.trackers:
             records += self._emit(stream, tracker.finish(wall))
         return records
@@ -119,19 +128,25 @@ class Detector:
         return score(embeddings, self.bank)
 
     def _flush(self, stream: StreamState) -> list[EventRecord]:
+        items = [(stream, window) for window in stream.pending]
+        stream.pending = []
+        return self.analyse(items)
+
+    def analyse(self, items: list[tuple[StreamState, Window]]) -> list[EventRecord]:
+        """Score windows of any streams in batches of ``runtime.batch_size``; apply them in order."""
         records: list[EventRecord] = []
         batch_size = self.config.runtime.batch_size
-        while stream.pending:
-            batch, stream.pending = stream.pending[:batch_size], stream.pending[batch_size:]
-            scores = self.scores(batch)
-            for b, window in enumerate(batch):
+        for offset in range(0, len(items), batch_size):
+            batch = items[offset : offset + batch_size]
+            scores = self.scores([window for _, window in batch])
+            for b, (stream, window) in enumerate(batch):
                 top = scores.top(b)
                 wall = stream.wall_time(window.end_s)
                 for e, tracker in enumerate(stream.trackers):
                     ws = WindowScore(window.start_s, window.end_s, float(scores.event[b, e]),
                                      scores.vetoed_by[b][e], top, wall)
                     records += self._emit(stream, tracker.update(ws))
-            stream.windows_processed += len(batch)
+                stream.windows_processed += 1
         return records
 
     def _emit(self, stream: StreamState, records: list[EventRecord]) -> list[EventRecord]:
@@ -152,8 +167,20 @@ class RunSummary:
     source_stats: dict[str, int]
 
 
+def summarize(detector: Detector, stream: StreamState, source: AudioSource, wall_s: float) -> RunSummary:
+    return RunSummary(
+        stream=stream.name,
+        audio_s=stream.windower.total_samples / detector.bundle.sample_rate,
+        windows=stream.windows_processed,
+        records=stream.records_emitted,
+        dropped_windows=stream.windower.dropped_windows,
+        wall_s=wall_s,
+        source_stats=source.stats(),
+    )
+
+
 def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -> RunSummary:
-    """Drive one source through the detector until it ends or ``stop`` is set, then close open events."""
+    """Drive one source through the detector in this thread until it ends or ``stop`` is set."""
     stream = detector.open_stream(source.name, source.live)
     t0 = time.perf_counter()
     try:
@@ -161,12 +188,4 @@ def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -
             detector.push(stream, block)
     finally:
         detector.finish(stream)
-    return RunSummary(
-        stream=stream.name,
-        audio_s=stream.windower.total_samples / detector.bundle.sample_rate,
-        windows=stream.windows_processed,
-        records=stream.records_emitted,
-        dropped_windows=stream.windower.dropped_windows,
-        wall_s=time.perf_counter() - t0,
-        source_stats=source.stats(),
-    )
+    return summarize(detector, stream, source, time.perf_counter() - t0)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.manifest import TEXT_ENCODER, TOKENIZER, ModelBundle
+from streamdetect.manifest import AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER, ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,9 @@ class AudioEncoder:
         self.feature_shape = (1, params.n_frames, params.n_mels)
         self.embedding_dim = bundle.embedding_dim
         self.providers = self.session.get_providers()
+        # Dynamic int8 quantises activations with one scale per call, so a window's embedding would depend on
+        # the other windows of its batch; running int8 one window at a time keeps every result independent.
+        self.one_window_per_call = self.file != AUDIO_ENCODER
         self(np.zeros((1, *self.feature_shape), dtype=np.float32))  # warm-up: first run allocates and plans
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
@@ -112,8 +115,13 @@ class AudioEncoder:
                 f"audio encoder expects features of shape (batch, {', '.join(map(str, self.feature_shape))}), "
                 f"got {features.shape}"
             )
-        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(features, np.float32)})
-        return out[0]
+        features = np.ascontiguousarray(features, np.float32)
+        if self.one_window_per_call and features.shape[0] > 1:
+            return np.concatenate([self._run(features[i : i + 1]) for i in range(features.shape[0])])
+        return self._run(features)
+
+    def _run(self, features: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: features})[0]
 
 
 class TextEncoder:

@@ -77,9 +77,10 @@ def test_onnx_text_embeddings_match_pytorch_without_transformers_tokenizer(tiny_
     assert cosine_rows(ours, ref).min() >= 0.9999
 
 
-def test_batched_audio_equals_single_windows(tiny_model):
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_batched_audio_equals_single_windows(tiny_model, precision):
     bundle = ModelBundle.load(tiny_model)
-    encoder = AudioEncoder(bundle, CPU)
+    encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu", precision=precision))
     feats = LogMelFrontend(bundle.frontend_params)(
         [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(6)])
     batched = encoder(feats)

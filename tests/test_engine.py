@@ -1,0 +1,128 @@
+import threading
+import time
+
+import numpy as np
+
+from conftest import write_tone_scene
+from streamdetect.config import parse_config
+from streamdetect.detector import Detector, run_source
+from streamdetect.engine import BatchingEngine, run_sources
+from streamdetect.manifest import ModelBundle
+from streamdetect.sinks.base import Sink, SinkSet
+from streamdetect.sources.base import AudioSource
+from streamdetect.sources.file import FileOptions, FileSource
+
+SR = 48_000
+
+
+class Collect(Sink):
+    def __init__(self):
+        super().__init__(Sink.Options())
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+class LiveArray(AudioSource):
+    """A 'live' source that delivers its audio in 0.5 s blocks as fast as it is asked (never paced)."""
+
+    live = True
+
+    def __init__(self, audio, name, delay_s=0.0):
+        super().__init__(AudioSource.Options(), SR, name)
+        self.audio, self.delay_s = audio, delay_s
+
+    def blocks(self, stop):
+        for i in range(0, self.audio.size, SR // 2):
+            if stop.is_set():
+                return
+            time.sleep(self.delay_s)
+            yield self.audio[i : i + SR // 2]
+
+
+class SlowEncoder:
+    """The real encoder, made slower than real time so that a backlog must build up."""
+
+    def __init__(self, encoder, delay_s):
+        self.encoder, self.delay_s, self.batch_sizes = encoder, delay_s, []
+
+    def __call__(self, feats):
+        self.batch_sizes.append(feats.shape[0])
+        time.sleep(self.delay_s)
+        return self.encoder(feats)
+
+
+def detector_for(model, threshold, batch_size=4, encoder=None, precision="fp32"):
+    config = parse_config({"model": str(model),
+                           "runtime": {"device": "cpu", "batch_size": batch_size, "precision": precision},
+                           "events": [{"label": "x", "prompts": ["a dog barking"], "threshold": threshold,
+                                       "hysteresis": 0.0, "cooldown_s": 0.0}]})
+    sink = Collect()
+    detector = Detector(config, ModelBundle.load(model), SinkSet([("c", sink)]))
+    if encoder is not None:
+        detector.encoder = encoder(detector.encoder)
+    return detector, sink
+
+
+def key(records):
+    return [(r.stream, r.phase, r.start_s, r.end_s, r.peak_score) for r in records]
+
+
+def test_batched_streams_give_the_same_events_as_each_stream_alone(tiny_model, tmp_path):
+    wavs = [write_tone_scene(tmp_path / f"s{i}.wav", seconds=8.0, tone_at=(1 + i, 4 + i), seed=i) for i in range(3)]
+    probe, _ = detector_for(tiny_model, 0.0)
+    threshold = float(np.median(probe.scores(
+        [w for f in wavs for w in _windows(f)]).event[:, 0]))
+    alone = []
+    for wav in wavs:
+        det, sink = detector_for(tiny_model, threshold, batch_size=1)
+        run_source(det, FileSource(FileOptions(path=str(wav)), SR), threading.Event())
+        alone += sink.records
+    det, sink = detector_for(tiny_model, threshold, batch_size=8, encoder=lambda e: SlowEncoder(e, 0.0))
+    sources = [FileSource(FileOptions(path=str(w), block_s=0.3), SR) for w in wavs]
+    summaries, stats = run_sources(det, sources, threading.Event())
+    assert alone and sorted(key(sink.records)) == pytest_approx_sorted(key(alone))
+    assert stats.windows == sum(s.windows for s in summaries) == 3 * 6
+    assert max(det.encoder.batch_sizes) > 1  # windows of several streams really shared encoder calls
+
+
+def _windows(wav):
+    from streamdetect.ringbuffer import Windower
+
+    w = Windower(3.0, 1.0, SR)
+    out = []
+    for block in FileSource(FileOptions(path=str(wav)), SR).blocks(threading.Event()):
+        out += w.push(block)
+    return out + list(w.finish())
+
+
+def pytest_approx_sorted(items):
+    import pytest
+
+    return [tuple(pytest.approx(v, abs=1e-5) if isinstance(v, float) else v for v in item) for item in sorted(items)]
+
+
+def test_backlog_is_reported_and_no_window_is_dropped(tiny_model, caplog):
+    det, sink = detector_for(tiny_model, -1.0, batch_size=2, encoder=lambda e: SlowEncoder(e, 0.15))
+    engine = BatchingEngine(det, backlog_warn_s=0.2)
+    audio = np.zeros(20 * SR, np.float32)
+    sources = [LiveArray(audio, f"live{i}") for i in range(3)]
+    caplog.set_level("WARNING")
+    summaries, stats = run_sources(det, sources, threading.Event(), engine=engine)
+    assert stats.max_backlog >= 10 and stats.backlog_warnings >= 1
+    assert "inference is" in caplog.text and "windows queued" in caplog.text
+    assert [s.windows for s in summaries] == [18, 18, 18]  # 20 s, 3 s windows every 1 s: all analysed
+    assert stats.windows == 54 and stats.latency_ms(99) > 150
+    assert sorted(r.stream for r in sink.records if r.phase == "end") == ["live0", "live1", "live2"]
+
+
+def test_one_slow_stream_does_not_hold_back_the_others(tiny_model):
+    det, _ = detector_for(tiny_model, 1.0, batch_size=4)
+    engine = BatchingEngine(det, max_wait_s=0.02)
+    fast = LiveArray(np.zeros(6 * SR, np.float32), "fast")
+    slow = LiveArray(np.zeros(6 * SR, np.float32), "slow", delay_s=0.5)  # a block every 0.5 s
+    summaries, stats = run_sources(det, [fast, slow], threading.Event(), engine=engine)
+    assert [s.windows for s in summaries] == [4, 4]
+    # the fast stream's windows were not kept waiting for the slow one: every batch waited at most max_wait_s
+    assert stats.latency_ms(50) < 400
