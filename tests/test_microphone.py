@@ -43,6 +43,7 @@ def pulse(tmp_path_factory):
     runtime.chmod(0o700)
     server_env = {k: v for k, v in os.environ.items() if k != "PULSE_SERVER"}  # a set server blocks starting
     server_env["XDG_RUNTIME_DIR"] = str(runtime)
+    server_env["PULSE_STATE_PATH"] = str(runtime / "state")  # keep the server's state out of the home directory
     subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "--daemonize=yes"], env=server_env,
                    check=True, capture_output=True, timeout=30)
     env = {**server_env, "PULSE_SERVER": f"unix:{runtime}/pulse/native"}

@@ -20,22 +20,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/clap-random"))
-    parser.add_argument("--windows", type=int, default=20, help="windows to time per stage")
-    parser.add_argument("--reexport", action="store_true", help="export again even if --out has a model")
-    args = parser.parse_args()
-
+def build(out: Path, reexport: bool = False) -> tuple[Path, Path]:
+    """(checkpoint directory, exported model directory) of the full-size random-weight CLAP under ``out``."""
     import torch
-
     from conftest import TRAINING_TEXT  # the offline tokenizer recipe of the tests
-    from streamdetect.encoder import AudioEncoder, RuntimeOptions
-    from streamdetect.export import export_model
-    from streamdetect.frontend import LogMelFrontend
-    from streamdetect.manifest import ModelBundle
 
-    checkpoint = args.out / "checkpoint"
+    from streamdetect.export import export_model
+
+    checkpoint = out / "checkpoint"
     if not (checkpoint / "config.json").exists():
         from tokenizers import ByteLevelBPETokenizer
         from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
@@ -50,12 +42,26 @@ def main() -> int:
         fe = ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc", padding="repeatpad")
         ClapProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(checkpoint)
         ClapModel(ClapConfig()).eval().save_pretrained(checkpoint)
-    model_dir = args.out / "model"
-    if args.reexport or not (model_dir / "manifest.json").exists():
+    model_dir = out / "model"
+    if reexport or not (model_dir / "manifest.json").exists():
         t0 = time.perf_counter()
         manifest = export_model(str(checkpoint), model_dir, force=True)
         print(f"export: {time.perf_counter() - t0:.1f} s; verification {manifest['verification']}")
+    return checkpoint, model_dir
 
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/clap-random"))
+    parser.add_argument("--windows", type=int, default=20, help="windows to time per stage")
+    parser.add_argument("--reexport", action="store_true", help="export again even if --out has a model")
+    args = parser.parse_args()
+
+    from streamdetect.encoder import AudioEncoder, RuntimeOptions
+    from streamdetect.frontend import LogMelFrontend
+    from streamdetect.manifest import ModelBundle
+
+    checkpoint, model_dir = build(args.out, args.reexport)
     bundle = ModelBundle.load(model_dir)
     frontend = LogMelFrontend(bundle.frontend_params)
     encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu"))

@@ -1,0 +1,261 @@
+"""Speed benchmark, all in one process on the same generated audio, ratios against a baseline measured in the
+same run:
+
+  (a) the tutorial loop: ``ClapProcessor`` + ``ClapModel.get_audio_features``, one 3 s window at a time;
+  (b) streamdetect's front end + ONNX encoder at each precision it offers (and fp32 in batches);
+  (c) the whole pipeline (paced live sources -> windows -> batching engine -> events) on N streams, to find the
+      largest N that stays real time at a 1 s hop; plus start-up time to the first window and the peak RSS of
+      a ``streamdetect run`` subprocess.
+
+Without real weights it builds the full-size architecture with random weights (``tools/random_full_size.py``),
+which costs the same compute as laion/clap-htsat-unfused; its scores mean nothing.
+
+    python tools/bench.py [--checkpoint DIR --model DIR] [--json bench.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+SR = 48_000
+
+
+def percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2),
+            "windows_per_s": round(1000.0 / float(np.mean(a)), 2)}
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def bench_audio(n: int, seed: int = 0) -> list[np.ndarray]:
+    """3 s windows: noise, tones, chirps and bursts, different in every window."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(3 * SR) / SR
+    out = []
+    for i in range(n):
+        f = 200 + 300 * i
+        x = 0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * (f + 500 * t) * t) * (rng.random() > 0.3)
+        out.append(x.astype(np.float32))
+    return out
+
+
+def baseline(checkpoint: Path, windows: list[np.ndarray]) -> tuple[dict, np.ndarray]:
+    import torch
+    from transformers import ClapModel, ClapProcessor
+
+    processor = ClapProcessor.from_pretrained(checkpoint)
+    model = ClapModel.from_pretrained(checkpoint).eval()
+    ms, fe_ms, embeddings = [], [], []
+    with torch.inference_mode():
+        for i, w in enumerate(windows):
+            t0 = time.perf_counter()
+            inputs = processor(audio=w, sampling_rate=SR, return_tensors="pt")
+            t1 = time.perf_counter()
+            emb = model.get_audio_features(**inputs).pooler_output
+            if i:  # the first call warms up
+                ms.append(1000 * (time.perf_counter() - t0))
+                fe_ms.append(1000 * (t1 - t0))
+            embeddings.append(emb.numpy()[0])
+    result = percentiles(ms)
+    result["feature_extraction_p50_ms"] = round(float(np.median(fe_ms)), 2)
+    return result, np.stack(embeddings)
+
+
+def streamdetect_stage(model_dir: Path, windows: list[np.ndarray], precision: str,
+                       batch: int) -> tuple[dict, np.ndarray]:
+    from streamdetect.encoder import AudioEncoder, RuntimeOptions
+    from streamdetect.frontend import LogMelFrontend
+    from streamdetect.manifest import ModelBundle
+
+    bundle = ModelBundle.load(model_dir)
+    frontend = LogMelFrontend(bundle.frontend_params)
+    encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu", precision=precision))
+    encoder(frontend(windows[:batch]))  # warm-up at this batch size
+    ms, fe_ms, embeddings = [], [], []
+    for i in range(0, len(windows) - batch + 1, batch):
+        chunk = windows[i : i + batch]
+        t0 = time.perf_counter()
+        feats = frontend(chunk)
+        t1 = time.perf_counter()
+        embeddings.append(encoder(feats))
+        ms += [1000 * (time.perf_counter() - t0) / batch] * batch
+        fe_ms.append(1000 * (t1 - t0) / batch)
+    result = percentiles(ms)
+    result["front_end_p50_ms"] = round(float(np.median(fe_ms)), 2)
+    result["encoder_file"] = encoder.file
+    return result, np.concatenate(embeddings)
+
+
+def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: str) -> dict:
+    """N paced live streams for ``seconds``: real time if nothing is dropped and the backlog does not grow."""
+    from streamdetect.config import parse_config
+    from streamdetect.detector import Detector
+    from streamdetect.engine import BatchingEngine, run_sources
+    from streamdetect.manifest import ModelBundle
+    from streamdetect.sinks.base import SinkSet
+    from streamdetect.sources.base import AudioSource
+
+    class Paced(AudioSource):
+        live = True
+
+        def __init__(self, audio: np.ndarray, name: str):
+            super().__init__(AudioSource.Options(), SR, name)
+            self.audio = audio
+
+        def blocks(self, stop):
+            block = SR // 10
+            start = time.monotonic()
+            for i in range(0, self.audio.size, block):
+                if stop.is_set():
+                    return
+                time.sleep(max(0.0, start + i / SR - time.monotonic()))
+                yield self.audio[i : i + block]
+
+    config = parse_config({"events": [{"label": "x", "prompts": ["birdsong"], "threshold": 0.3}],
+                           "runtime": {"device": "cpu", "precision": precision, "batch_size": max(1, n_streams)}})
+    detector = Detector(config, ModelBundle.load(model_dir), SinkSet([]))
+    engine = BatchingEngine(detector, max_wait_s=0.05, backlog_warn_s=3600)
+    rng = np.random.default_rng(n_streams)
+    sources = [Paced((0.05 * rng.standard_normal(int(seconds * SR))).astype(np.float32), f"s{i}")
+               for i in range(n_streams)]
+    backlog: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            backlog.append(engine.stats.backlog)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    summaries, stats = run_sources(detector, sources, threading.Event(), engine=engine)
+    done.set()
+    expected = n_streams * (int(seconds) - 2)
+    late = backlog[len(backlog) // 2 :] or [0]
+    realtime = (stats.windows >= expected and sum(s.dropped_windows for s in summaries) == 0
+                and max(late) <= 2 * n_streams and stats.latency_ms(99) < 1000)
+    return {"streams": n_streams, "windows": stats.windows, "batches": stats.batches,
+            "max_backlog": stats.max_backlog, "late_backlog_max": max(late),
+            "latency_p50_ms": round(stats.latency_ms(50), 1), "latency_p99_ms": round(stats.latency_ms(99), 1),
+            "realtime": bool(realtime)}
+
+
+def run_subprocess_metrics(model_dir: Path) -> dict:
+    """Start-up to first window and peak RSS of a real `streamdetect run` on a 60 s file."""
+    import soundfile as sf
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "a.wav"
+        sf.write(wav, np.concatenate(bench_audio(20)), SR)
+        cfg = Path(tmp) / "cfg.yaml"
+        cfg.write_text(yaml.safe_dump({"model": str(model_dir), "runtime": {"device": "cpu"},
+                                       "events": [{"label": "x", "prompts": ["birdsong"], "threshold": -1.0}]}))
+        # once to fill the prompt cache, as a restarted daemon would have it
+        subprocess.run([sys.executable, "-m", "streamdetect", "prompts", "--config", str(cfg)], check=True,
+                       capture_output=True)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--input",
+                                 str(wav)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        first = proc.stdout.readline()
+        startup = time.perf_counter() - t0
+        proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the prompts run's
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        total = time.perf_counter() - t0
+    rss_mb = usage.ru_maxrss / 1024
+    return {"startup_to_first_window_s": round(startup, 3), "first_record_seen": bool(first.strip()),
+            "run_60s_file_wall_s": round(total, 2), "peak_rss_mb": round(rss_mb, 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="HF CLAP checkpoint directory (default: random full size)")
+    parser.add_argument("--model", type=Path, help="its exported model directory")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/clap-random"), help="where the random model goes")
+    parser.add_argument("--windows", type=int, default=24)
+    parser.add_argument("--stream-seconds", type=float, default=15.0)
+    parser.add_argument("--quick", action="store_true", help="fewer windows and stream trials")
+    parser.add_argument("--json", type=Path, default=Path("bench.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.windows, args.stream_seconds = 8, 8.0
+
+    results: dict = {"machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+                                 "cores": os.cpu_count()},
+                     "date": time.strftime("%Y-%m-%d %H:%M")}
+    if args.checkpoint is None:
+        from random_full_size import build
+
+        args.checkpoint, args.model = build(args.work)
+        results["weights"] = "random (full-size architecture)"
+    results["run"] = run_subprocess_metrics(args.model)
+
+    windows = bench_audio(args.windows)
+    # streamdetect first: torch's OpenMP threads keep spinning after the baseline and would slow what follows
+    stages, embeddings = {}, {}
+    for name, precision, batch in (("fp32", "fp32", 1), ("fp32 batch 4", "fp32", 4), ("int8", "int8", 1)):
+        try:
+            stages[name], embeddings[name] = streamdetect_stage(args.model, windows, precision, batch)
+        except Exception as e:  # noqa: BLE001 - a refused precision is a result, not a crash
+            stages[name] = {"error": str(e)}
+    trials, best = [], 0
+    precision = "int8" if "error" not in stages["int8"] else "fp32"
+    for n in (4, 8, 12, 16, 20, 24, 28, 32) if not args.quick else (2, 4):
+        trial = streams_trial(args.model, n, args.stream_seconds, precision)
+        trials.append(trial)
+        print(f"  {n:3d} streams: realtime={trial['realtime']} latency p99 {trial['latency_p99_ms']} ms, "
+              f"late backlog {trial['late_backlog_max']}", flush=True)
+        if not trial["realtime"]:
+            break
+        best = n
+    results["streams"] = {"precision": precision, "trials": trials, "max_realtime_streams": best}
+
+    base, reference = baseline(args.checkpoint, windows)
+    results["baseline"] = base
+    for name, emb in embeddings.items():
+        stages[name]["speedup_vs_baseline"] = round(base["p50_ms"] / stages[name]["p50_ms"], 2)
+        stages[name]["cosine_min_vs_fp32_reference"] = round(float(cosine_rows(emb, reference[: len(emb)]).min()), 6)
+    results["stages"] = stages
+
+    print(f"\nstreamdetect bench, {results['date']}, {results['machine']['cores']} cores, "
+          f"{results.get('weights', 'given weights')}")
+    print(f"{'stage':28s} {'p50 ms':>8s} {'p99 ms':>8s} {'win/s':>7s} {'speed-up':>9s} {'cos vs fp32':>12s}")
+    print(f"{'tutorial loop (HF + torch)':28s} {base['p50_ms']:8.1f} {base['p99_ms']:8.1f} "
+          f"{base['windows_per_s']:7.1f} {1.0:9.2f} {1.0:12.6f}")
+    for name, r in stages.items():
+        if "error" in r:
+            print(f"{'streamdetect ' + name:28s} refused: {r['error']}")
+            continue
+        print(f"{'streamdetect ' + name:28s} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['windows_per_s']:7.1f} "
+              f"{r['speedup_vs_baseline']:9.2f} {r['cosine_min_vs_fp32_reference']:12.6f}")
+    print(f"front end: HF feature extraction {base['feature_extraction_p50_ms']} ms vs streamdetect "
+          f"{stages['fp32']['front_end_p50_ms']} ms per window "
+          f"({base['feature_extraction_p50_ms'] / stages['fp32']['front_end_p50_ms']:.1f}x)")
+    print(f"real-time streams at 1 s hop ({precision}): {best}")
+    run = results["run"]
+    print(f"streamdetect run: start-up to first window {run['startup_to_first_window_s']} s, "
+          f"peak RSS {run['peak_rss_mb']} MB")
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
