@@ -23,33 +23,44 @@ TRAINING_TEXT = [
 ] * 20
 
 
-def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
-    """Save a small seeded CLAP with a byte-level BPE tokenizer trained offline, like a hub checkpoint."""
-    import torch
+def offline_tokenizer(model_max_length: int = 77):
+    """A RoBERTa tokenizer (CLAP's kind) over a byte-level BPE trained here, so no hub download is needed."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+    from transformers import RobertaTokenizer
 
-    torch.manual_seed(seed)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(TRAINING_TEXT, vocab_size=320, min_frequency=1,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    vocab = bpe.get_vocab()
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
               for m in json.loads(bpe._tokenizer.to_str())["model"]["merges"]]
     # transformers 5.x: pass vocab/merges as objects; the *_file keyword arguments are silently ignored.
-    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return RobertaTokenizer(vocab=bpe.get_vocab(), merges=merges, model_max_length=model_max_length)
+
+
+def checkpoint_feature_extractor():
+    """The preprocessing laion/clap-htsat-unfused ships (not the class defaults)."""
+    from transformers import ClapFeatureExtractor
+
+    return ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc", padding="repeatpad")
+
+
+def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
+    """Save a small seeded CLAP with a byte-level BPE tokenizer trained offline, like a hub checkpoint."""
+    import torch
+    from transformers import ClapConfig, ClapModel, ClapProcessor
+
+    torch.manual_seed(seed)
+    tokenizer = offline_tokenizer()
     config = ClapConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=80),
         audio_config=dict(patch_embeds_hidden_size=16, hidden_size=128, depths=[1, 1, 1, 1],
                           num_attention_heads=[1, 1, 2, 2], window_size=8),
         projection_dim=32,
     )
     model = ClapModel(config).eval()
-    # The checkpoint's own preprocessing, as laion/clap-htsat-unfused ships it (not the class defaults).
-    fe = ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc", padding="repeatpad")
     directory.mkdir(parents=True, exist_ok=True)
-    ClapProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(directory)
+    ClapProcessor(feature_extractor=checkpoint_feature_extractor(), tokenizer=tokenizer).save_pretrained(directory)
     model.save_pretrained(directory)
     return directory
 
@@ -93,3 +104,19 @@ def write_config(path: Path, model: Path, events: list[dict], sinks: list[dict] 
 def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streamdetect", *args], capture_output=True, text=True,
                           timeout=timeout, **kwargs)
+
+
+
+def collecting_sink():
+    """A sink that keeps what it receives, for tests whose subject is not a sink."""
+    from streamdetect.sinks.base import Sink
+
+    class Collect(Sink):
+        def __init__(self):
+            super().__init__(Sink.Options())
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    return Collect()

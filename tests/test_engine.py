@@ -3,25 +3,16 @@ import time
 
 import numpy as np
 
-from conftest import write_tone_scene
+from conftest import collecting_sink, write_tone_scene
 from streamdetect.config import parse_config
 from streamdetect.detector import Detector, run_source
 from streamdetect.engine import BatchingEngine, run_sources
 from streamdetect.manifest import ModelBundle
-from streamdetect.sinks.base import Sink, SinkSet
+from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.base import AudioSource
 from streamdetect.sources.file import FileOptions, FileSource
 
 SR = 48_000
-
-
-class Collect(Sink):
-    def __init__(self):
-        super().__init__(Sink.Options())
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
 
 
 class LiveArray(AudioSource):
@@ -58,7 +49,7 @@ def detector_for(model, threshold, batch_size=4, encoder=None, precision="fp32")
                            "runtime": {"device": "cpu", "batch_size": batch_size, "precision": precision},
                            "events": [{"label": "x", "prompts": ["a dog barking"], "threshold": threshold,
                                        "hysteresis": 0.0, "cooldown_s": 0.0}]})
-    sink = Collect()
+    sink = collecting_sink()
     detector = Detector(config, ModelBundle.load(model), SinkSet([("c", sink)]))
     if encoder is not None:
         detector.encoder = encoder(detector.encoder)

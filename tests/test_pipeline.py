@@ -7,7 +7,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from conftest import run_cli, write_config, write_tone_scene
+from conftest import collecting_sink, run_cli, write_config, write_tone_scene
 from streamdetect.config import parse_config
 from streamdetect.detector import Detector, run_source
 from streamdetect.encoder import RuntimeOptions, TextEncoder
@@ -15,7 +15,7 @@ from streamdetect.manifest import ModelBundle
 from streamdetect.prompts import PromptBank, PromptCache
 from streamdetect.ringbuffer import Windower
 from streamdetect.scoring import score
-from streamdetect.sinks.base import Sink, SinkSet
+from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.file import FileOptions, FileSource
 
 EVENTS = [
@@ -25,18 +25,9 @@ EVENTS = [
 ]
 
 
-class Collect(Sink):
-    def __init__(self):
-        super().__init__(Sink.Options())
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-
 def make_detector(model, events=EVENTS, **config):
     config = parse_config({"model": str(model), "events": events, "runtime": {"device": "cpu"}, **config})
-    sink = Collect()
+    sink = collecting_sink()
     return Detector(config, ModelBundle.load(model), SinkSet([("collect", sink)])), sink
 
 

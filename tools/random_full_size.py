@@ -10,7 +10,6 @@ nothing: never use it to judge detection quality.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,24 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 def build(out: Path, reexport: bool = False) -> tuple[Path, Path]:
     """(checkpoint directory, exported model directory) of the full-size random-weight CLAP under ``out``."""
     import torch
-    from conftest import TRAINING_TEXT  # the offline tokenizer recipe of the tests
 
     from streamdetect.export import export_model
 
     checkpoint = out / "checkpoint"
     if not (checkpoint / "config.json").exists():
-        from tokenizers import ByteLevelBPETokenizer
-        from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+        from transformers import ClapConfig, ClapModel, ClapProcessor
+
+        from conftest import checkpoint_feature_extractor, offline_tokenizer  # the tests' offline recipe
 
         torch.manual_seed(0)
-        bpe = ByteLevelBPETokenizer()
-        bpe.train_from_iterator(TRAINING_TEXT, vocab_size=320, min_frequency=1,
-                                special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-        merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
-                  for m in json.loads(bpe._tokenizer.to_str())["model"]["merges"]]
-        tokenizer = RobertaTokenizer(vocab=bpe.get_vocab(), merges=merges, model_max_length=512)
-        fe = ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc", padding="repeatpad")
-        ClapProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(checkpoint)
+        processor = ClapProcessor(feature_extractor=checkpoint_feature_extractor(), tokenizer=offline_tokenizer(512))
+        processor.save_pretrained(checkpoint)
         ClapModel(ClapConfig()).eval().save_pretrained(checkpoint)
     model_dir = out / "model"
     if reexport or not (model_dir / "manifest.json").exists():
