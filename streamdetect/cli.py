@@ -46,6 +46,23 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--config", required=True, type=Path)
     pr.add_argument("--model", type=Path)
 
+    sc = sub.add_parser("scan", parents=[common], help="similarity of every window to every event, as CSV and plot")
+    sc.add_argument("file", type=Path, help="recording to scan")
+    sc.add_argument("--config", required=True, type=Path)
+    sc.add_argument("--model", type=Path)
+    sc.add_argument("--plot", type=Path, help="write the waveform / mel / similarity plot here (PNG)")
+    sc.add_argument("--csv", type=Path, help="write time x event scores here")
+
+    tg = sub.add_parser("tag", parents=[common], help="zero-shot tags for whole clips (a file or a folder)")
+    tg.add_argument("target", type=Path, help="audio file or folder")
+    labels = tg.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", nargs="+", help="candidate labels, e.g. --labels dog rain 'glass breaking'")
+    labels.add_argument("--config", type=Path, help="use the events (and their prompts) of a config")
+    tg.add_argument("--template", default="This is a sound of {}.", help="prompt for each --labels entry")
+    tg.add_argument("--top", type=int, default=3)
+    tg.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
+    tg.add_argument("--model", type=Path)
+
     sub.add_parser("devices", parents=[common], help="list audio input devices")
     return p
 
@@ -143,6 +160,67 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detector_without_sinks(args: argparse.Namespace):
+    from streamdetect.detector import Detector
+    from streamdetect.sinks.base import SinkSet
+
+    config, bundle = _load(args)
+    return Detector(config, bundle, SinkSet([]))
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from streamdetect.scan import plot_scan, scan_file
+
+    if not args.plot and not args.csv:
+        raise UsageError("give --plot FILE.png and/or --csv FILE.csv")
+    detector = _detector_without_sinks(args)
+    result = scan_file(detector, args.file)
+    if args.csv:
+        result.write_csv(args.csv)
+        log.info("wrote %s (%d windows x %d events)", args.csv, *result.scores.shape)
+    if args.plot:
+        plot_scan(result, args.plot)
+        log.info("wrote %s", args.plot)
+    for event in result.events:
+        print(f"{event.label}: {event.start_s:.1f}-{event.end_s:.1f} s, peak {event.peak_score:.3f} "
+              f"at {event.peak_time_s:.1f} s")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    import json
+
+    from streamdetect.config import EventConfig
+    from streamdetect.encoder import AudioEncoder, RuntimeOptions
+    from streamdetect.frontend import LogMelFrontend
+    from streamdetect.prompts import prompt_bank_for
+    from streamdetect.tagging import audio_files, tag_files
+
+    if args.config:
+        config = load_config(args.config)
+        events, model_dir = config.events, _model_dir(args, config)
+    else:
+        events = [EventConfig(label=x, prompts=[args.template.format(x)], threshold=0.0) for x in args.labels]
+        model_dir = args.model or default_model_dir()
+    bundle = ModelBundle.load(model_dir)
+    runtime = RuntimeOptions(device="auto")
+    bank = prompt_bank_for(bundle, events, None, runtime)
+    files = audio_files(args.target)
+    if not files:
+        raise UsageError(f"no audio files found in {args.target}")
+    frontend, encoder = LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, runtime)
+    failures = 0
+    for path, tags in tag_files(files, frontend, encoder, bank, bundle.logit_scale, args.top):
+        if isinstance(tags, str):
+            failures += 1
+            print(f"streamdetect: skipped {path}: {tags}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps({"file": str(path), "tags": [t.__dict__ for t in tags]}), flush=True)
+        else:
+            print(f"{path}\t" + "  ".join(f"{t.label} {t.cosine:.3f} ({t.probability:.0%})" for t in tags), flush=True)
+    return 1 if failures == len(files) else 0
+
+
 def cmd_devices(_args: argparse.Namespace) -> int:
     from streamdetect.sources.microphone import input_devices
 
@@ -168,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     # Our own messages at the chosen level; libraries (onnxscript, onnx_ir ...) only when they warn.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(args.log_level)
-    commands = {"run": cmd_run, "export": cmd_export, "devices": cmd_devices, "prompts": cmd_prompts}
+    commands = {"run": cmd_run, "export": cmd_export, "devices": cmd_devices, "prompts": cmd_prompts,
+                "scan": cmd_scan, "tag": cmd_tag}
     try:
         return commands[args.command](args)
     except (ConfigError, ModelError, UsageError) as e:

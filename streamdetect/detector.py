@@ -45,6 +45,7 @@ class StreamState:
     pending: list[Window] = field(default_factory=list)
     windows_processed: int = 0
     records_emitted: int = 0
+    score_log: list[tuple[float, float, np.ndarray]] | None = None  # (start_s, end_s, scores), for `scan`
 
     def wall_time(self, stream_s: float) -> str:
         """Live streams: when that sample was heard. Files: when the result was computed."""
@@ -146,6 +147,8 @@ class Detector:
                     ws = WindowScore(window.start_s, window.end_s, float(scores.event[b, e]),
                                      scores.vetoed_by[b][e], top, wall)
                     records += self._emit(stream, tracker.update(ws))
+                if stream.score_log is not None:
+                    stream.score_log.append((window.start_s, window.end_s, scores.event[b].copy()))
                 stream.windows_processed += 1
         return records
 

@@ -169,3 +169,4 @@ class LogMelFrontend:
         in_zeros = (offset >= tiled_end) & (offset + p.n_fft <= p.max_samples)
         keys = np.where(in_repeats, offset % n_samples, -1 - frame - n_samples)
         return np.where(in_zeros, -1, keys)
+
