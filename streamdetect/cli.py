@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     tg.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
     tg.add_argument("--model", type=Path)
 
+    ev = sub.add_parser("evaluate", parents=[common],
+                        help="event-based P/R/F1 and PSDS1 of the streaming pipeline against strong labels")
+    ev.add_argument("--config", required=True, type=Path)
+    ev.add_argument("--audio", required=True, type=Path, help="folder of recordings (or one file)")
+    ev.add_argument("--labels", required=True, type=Path, help="DCASE TSV: filename onset offset event_label")
+    ev.add_argument("--collar", type=float, default=1.0, help="onset/offset collar in seconds")
+    ev.add_argument("--json", type=Path, help="also write the report as JSON")
+    ev.add_argument("--model", type=Path)
+
     sub.add_parser("devices", parents=[common], help="list audio input devices")
     return p
 
@@ -221,6 +230,37 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 1 if failures == len(files) else 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from streamdetect.evaluate import LabelsError, evaluate
+
+    detector = _detector_without_sinks(args)
+    try:
+        report = evaluate(detector, args.audio, args.labels, args.collar)
+    except LabelsError as e:
+        raise UsageError(str(e)) from None
+    if report.ignored_labels:
+        log.warning("labels in %s that the config does not detect (ignored): %s", args.labels,
+                    ", ".join(report.ignored_labels))
+    width = max(12, *(len(x) for x in report.labels))
+    print(f"{report.files} files, collar {report.collar_s:g} s")
+    print(f"{'label':{width}s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'TP':>5s} {'FP':>5s} {'ref':>5s}")
+    for label, m in report.per_label.items():
+        print(f"{label:{width}s} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} {m['tp']:5d} {m['fp']:5d} "
+              f"{m['n_ref']:5d}")
+    print(f"{'micro':{width}s} {report.micro['precision']:9.3f} {report.micro['recall']:7.3f} "
+          f"{report.micro['f1']:6.3f}")
+    print(f"macro F1 {report.macro_f1:.3f}   PSDS1 {report.psds1:.3f}")
+    if report.unreferenced_labels:
+        print(f"(no reference events for {', '.join(report.unreferenced_labels)}: only false alarms counted, "
+              "left out of the averages)")
+    if args.json:
+        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return 0
+
+
 def cmd_devices(_args: argparse.Namespace) -> int:
     from streamdetect.sources.microphone import input_devices
 
@@ -247,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(args.log_level)
     commands = {"run": cmd_run, "export": cmd_export, "devices": cmd_devices, "prompts": cmd_prompts,
-                "scan": cmd_scan, "tag": cmd_tag}
+                "scan": cmd_scan, "tag": cmd_tag, "evaluate": cmd_evaluate}
     try:
         return commands[args.command](args)
     except (ConfigError, ModelError, UsageError) as e:

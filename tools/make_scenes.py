@@ -94,7 +94,13 @@ def make_scene(rng: np.random.Generator, background: np.ndarray, library: dict[s
         label = labels[rng.integers(len(labels))]
         name, clip = library[label][rng.integers(len(library[label]))]
         clip = clip[: scene.size]
-        onset = int(rng.integers(0, scene.size - clip.size + 1))
+        taken = [(int(p.onset * SR), int(p.offset * SR)) for p in placed if p.label == label]
+        for _ in range(50):  # events of one class must not touch: strong labels cannot express that
+            onset = int(rng.integers(0, scene.size - clip.size + 1))
+            if all(onset > end or onset + clip.size < start for start, end in taken):
+                break
+        else:
+            continue
         snr = float(rng.uniform(*snr_range))
         gain = scale_for_snr(clip, background[onset : onset + clip.size], snr)
         scene[onset : onset + clip.size] += gain * clip

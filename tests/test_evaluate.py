@@ -1,0 +1,94 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, write_config, write_tone_scene
+from streamdetect.evaluate import LabelsError, event_timeline, merge_touching, read_strong_labels
+
+
+def _scenes(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(3):
+        write_tone_scene(audio / f"s{i}.wav", seconds=12.0, tone_at=(2 + i, 6 + i), seed=i)
+    return audio
+
+
+def _detections(tiny_model, tmp_path, audio, threshold):
+    """What the real pipeline detects, as (file, start, end, label) rows."""
+    out = tmp_path / "det.jsonl"
+    cfg = write_config(tmp_path / "run.yaml", tiny_model, [
+        {"label": "dog", "prompts": ["a dog barking"], "threshold": threshold, "hysteresis": 0.0,
+         "cooldown_s": 0.0}], sinks=[{"type": "jsonl", "path": str(out)}])
+    rows = []
+    for wav in sorted(audio.iterdir()):
+        result = run_cli("run", "--config", str(cfg), "--input", str(wav))
+        assert result.returncode == 0, result.stderr
+    for line in out.read_text().splitlines():
+        r = json.loads(line)
+        if r["phase"] == "end":
+            rows.append((r["stream"], r["start_s"], r["end_s"], r["label"]))
+    return cfg, rows
+
+
+def _tsv(path, rows, shift=0.0):
+    path.write_text("filename\tonset\toffset\tevent_label\n" + "".join(
+        f"{f}\t{s + shift:.3f}\t{e + shift:.3f}\t{label}\n" for f, s, e, label in rows))
+    return path
+
+
+def test_metrics_are_1_for_the_pipelines_own_events_and_0_beyond_the_collar(tiny_model, tmp_path):
+    audio = _scenes(tmp_path)
+    scan = run_cli("scan", str(audio / "s0.wav"), "--config", str(write_config(tmp_path / "s.yaml", tiny_model, [
+        {"label": "dog", "prompts": ["a dog barking"], "threshold": 0.0}])), "--csv", str(tmp_path / "s.csv"))
+    assert scan.returncode == 0, scan.stderr
+    scores = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)[:, 2]
+    cfg, rows = _detections(tiny_model, tmp_path, audio, float(np.median(scores)))
+    assert rows, "the scenes should give at least one detection"
+
+    perfect = run_cli("evaluate", "--config", str(cfg), "--audio", str(audio), "--labels",
+                      str(_tsv(tmp_path / "same.tsv", rows)), "--json", str(tmp_path / "same.json"))
+    assert perfect.returncode == 0, perfect.stderr
+    report = json.loads((tmp_path / "same.json").read_text())
+    assert report["per_label"]["dog"]["f1"] == pytest.approx(1.0)
+    assert report["per_label"]["dog"]["tp"] == len(rows) and report["per_label"]["dog"]["fp"] == 0
+    assert report["micro"] == pytest.approx({"precision": 1.0, "recall": 1.0, "f1": 1.0})
+    assert 0.0 <= report["psds1"] <= 1.0 and report["files"] == 3
+    assert "PSDS1" in perfect.stdout and "dog" in perfect.stdout
+
+    run_cli("evaluate", "--config", str(cfg), "--audio", str(audio), "--labels",
+            str(_tsv(tmp_path / "shifted.tsv", rows, shift=1.5)), "--json", str(tmp_path / "shifted.json"))
+    shifted = json.loads((tmp_path / "shifted.json").read_text())
+    assert shifted["per_label"]["dog"]["f1"] == 0.0 and shifted["per_label"]["dog"]["fp"] == len(rows)
+
+    inside = run_cli("evaluate", "--config", str(cfg), "--audio", str(audio), "--labels",
+                     str(_tsv(tmp_path / "inside.tsv", rows, shift=0.5)), "--json", str(tmp_path / "inside.json"))
+    assert inside.returncode == 0
+    assert json.loads((tmp_path / "inside.json").read_text())["per_label"]["dog"]["f1"] == pytest.approx(1.0)
+
+
+def test_event_timeline_thresholded_at_half_gives_back_the_events():
+    df = event_timeline([(1.0, 3.0, "a"), (2.0, 4.5, "b")], ("a", "b"), 6.0)
+    assert list(df["onset"]) == [0.0, 1.0, 2.0, 3.0, 4.5]
+    assert df["a"].tolist() == [0, 1, 1, 0, 0] and df["b"].tolist() == [0, 0, 1, 1, 0]
+
+
+def test_label_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("filename\tonset\toffset\tevent_label\na.wav\t1.0\t0.5\tdog\n")
+    with pytest.raises(LabelsError, match=r"bad\.tsv:2: need 0 <= onset < offset"):
+        read_strong_labels(bad)
+    bad.write_text("a.wav\t1.0\tdog\n")
+    with pytest.raises(LabelsError, match=r"bad\.tsv:1: expected 4 tab-separated columns"):
+        read_strong_labels(bad)
+    assert merge_touching([(0, 2, "a"), (1, 3, "a"), (3, 4, "b"), (5, 6, "a")]) == [
+        (0, 3, "a"), (3, 4, "b"), (5, 6, "a")]
+
+
+def test_missing_audio_is_reported(tiny_model, tmp_path):
+    audio = _scenes(tmp_path)
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, [{"label": "dog", "prompts": ["x"], "threshold": 0.1}])
+    tsv = _tsv(tmp_path / "l.tsv", [("nope.wav", 1.0, 2.0, "dog")])
+    result = run_cli("evaluate", "--config", str(cfg), "--audio", str(audio), "--labels", str(tsv))
+    assert result.returncode == 2 and "names files not found" in result.stderr and "nope.wav" in result.stderr
