@@ -72,6 +72,20 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, help="also write the report as JSON")
     ev.add_argument("--model", type=Path)
 
+    ca = sub.add_parser("calibrate", parents=[common],
+                        help="pick each event's threshold from positive and negative recordings")
+    ca.add_argument("--config", required=True, type=Path)
+    ca.add_argument("--positives", required=True, type=Path,
+                    help="folder with one sub-folder per event label (or a TSV list: path<TAB>label)")
+    ca.add_argument("--negatives", required=True, type=Path, help="folder of audio containing none of the events")
+    target = ca.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-precision", type=float, help="e.g. 0.9")
+    target.add_argument("--max-false-alarms-per-hour", type=float, help="on the negative audio, e.g. 1")
+    where = ca.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, help="new config (default: <config>.calibrated.yaml; never overwritten)")
+    where.add_argument("--in-place", action="store_true", help="rewrite --config itself")
+    ca.add_argument("--model", type=Path)
+
     sub.add_parser("devices", parents=[common], help="list audio input devices")
     return p
 
@@ -261,6 +275,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from streamdetect.calibrate import calibrate
+
+    if args.target_precision is not None and not 0 < args.target_precision <= 1:
+        raise UsageError(f"--target-precision must be in (0, 1], found {args.target_precision}")
+    out = args.config if args.in_place else (args.out or args.config.with_suffix(".calibrated.yaml"))
+    if out.exists() and not args.in_place:
+        raise UsageError(f"{out} exists; pass another --out, or --in-place to rewrite {args.config}")
+    detector = _detector_without_sinks(args)
+    try:
+        results = calibrate(detector, args.positives, args.negatives, args.target_precision,
+                            args.max_false_alarms_per_hour)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"{'label':16s} {'old':>7s} {'new':>7s} {'precision':>9s} {'recall':>7s} {'FA/hour':>8s} {'pos':>4s}")
+    data = yaml.safe_load(args.config.read_text())
+    for i, c in enumerate(results):
+        new = "-" if c.threshold is None else f"{c.threshold:7.4f}"
+        print(f"{c.label:16s} {c.old_threshold:7.3f} {new:>7s} {c.precision:9.3f} {c.recall:7.3f} "
+              f"{c.false_alarms_per_hour:8.2f} {c.positives:4d}")
+        if c.threshold is not None:
+            data["events"][i]["threshold"] = c.threshold
+    unmet = [c.label for c in results if c.threshold is None]
+    if unmet:
+        log.warning("kept the old threshold for %s: no threshold reaches the target (or no positives given)",
+                    ", ".join(unmet))
+    hours = results[0].negative_hours if results else 0.0
+    header = (f"# calibrated by streamdetect on {len(results)} events, {hours:.2f} h of negative audio; "
+              f"target {'precision ' + str(args.target_precision) if args.target_precision is not None else str(args.max_false_alarms_per_hour) + ' false alarms/hour'}\n")
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    load_config(out)  # what we wrote must load
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_devices(_args: argparse.Namespace) -> int:
     from streamdetect.sources.microphone import input_devices
 
@@ -287,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(args.log_level)
     commands = {"run": cmd_run, "export": cmd_export, "devices": cmd_devices, "prompts": cmd_prompts,
-                "scan": cmd_scan, "tag": cmd_tag, "evaluate": cmd_evaluate}
+                "scan": cmd_scan, "tag": cmd_tag, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate}
     try:
         return commands[args.command](args)
     except (ConfigError, ModelError, UsageError) as e:

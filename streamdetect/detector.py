@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +35,22 @@ def _iso(ts: datetime) -> str:
 
 
 @dataclass
+class ScoreLog:
+    """Every analysed window's scores, for the tools that look at raw scores (scan, evaluate, calibrate)."""
+
+    starts_s: list[float] = field(default_factory=list)
+    ends_s: list[float] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)  # one (events,) row per window
+    vetoed: list[np.ndarray] = field(default_factory=list)  # one (events,) bool row: a negative won
+
+    def arrays(self, n_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not self.scores:
+            empty = np.zeros((0, n_events))
+            return np.zeros(0), np.zeros(0), empty, empty.astype(bool)
+        return (np.array(self.starts_s), np.array(self.ends_s), np.stack(self.scores), np.stack(self.vetoed))
+
+
+@dataclass
 class StreamState:
     """Per-stream state: its window cutter, one tracker per label, counters."""
 
@@ -45,7 +62,7 @@ class StreamState:
     pending: list[Window] = field(default_factory=list)
     windows_processed: int = 0
     records_emitted: int = 0
-    score_log: list[tuple[float, float, np.ndarray]] | None = None  # (start_s, end_s, scores), for `scan`
+    score_log: ScoreLog | None = None
 
     def wall_time(self, stream_s: float) -> str:
         """Live streams: when that sample was heard. Files: when the result was computed."""
@@ -148,7 +165,10 @@ class Detector:
                                      scores.vetoed_by[b][e], top, wall)
                     records += self._emit(stream, tracker.update(ws))
                 if stream.score_log is not None:
-                    stream.score_log.append((window.start_s, window.end_s, scores.event[b].copy()))
+                    stream.score_log.starts_s.append(window.start_s)
+                    stream.score_log.ends_s.append(window.end_s)
+                    stream.score_log.scores.append(scores.event[b].copy())
+                    stream.score_log.vetoed.append(np.array([v is not None for v in scores.vetoed_by[b]]))
                 stream.windows_processed += 1
         return records
 
@@ -180,6 +200,22 @@ def summarize(detector: Detector, stream: StreamState, source: AudioSource, wall
         wall_s=wall_s,
         source_stats=source.stats(),
     )
+
+
+def analyse_file(detector: Detector, path: Path, on_block: Callable[[np.ndarray], None] | None = None,
+                 ) -> tuple[StreamState, list[EventRecord]]:
+    """Run a file through the detector in this thread, logging every window's scores."""
+    from streamdetect.sources.file import FileOptions, FileSource
+
+    stream = detector.open_stream(Path(path).name, live=False)
+    stream.score_log = ScoreLog()
+    records: list[EventRecord] = []
+    for block in FileSource(FileOptions(path=str(path)), detector.bundle.sample_rate).blocks(threading.Event()):
+        records += detector.push(stream, block)
+        if on_block is not None:
+            on_block(block)
+    records += detector.finish(stream)
+    return stream, records
 
 
 def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -> RunSummary:

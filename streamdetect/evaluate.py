@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import csv
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from streamdetect.detector import Detector
-from streamdetect.sources.file import FileOptions, FileSource
+from streamdetect.detector import Detector, analyse_file
 from streamdetect.tagging import audio_files
 
 Event = tuple[float, float, str]
@@ -70,19 +68,14 @@ class FileResult:
 
 def detect_file(detector: Detector, path: Path) -> FileResult:
     """Run the streaming pipeline over a file; keep its events and every window's scores."""
-    stream = detector.open_stream(path.name, live=False)
-    stream.score_log = []
-    records = []
-    for block in FileSource(FileOptions(path=str(path)), detector.bundle.sample_rate).blocks(threading.Event()):
-        records += detector.push(stream, block)
-    records += detector.finish(stream)
-    log = stream.score_log
+    stream, records = analyse_file(detector, path)
+    starts, ends, scores, _ = stream.score_log.arrays(len(detector.bank.labels))
     return FileResult(
         duration_s=stream.windower.total_samples / detector.bundle.sample_rate,
         events=[(r.start_s, r.end_s, r.label) for r in records if r.phase == "end"],
-        starts_s=np.array([s for s, _, _ in log]),
-        ends_s=np.array([e for _, e, _ in log]),
-        scores=np.stack([r for _, _, r in log]),
+        starts_s=starts,
+        ends_s=ends,
+        scores=scores,
     )
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from streamdetect.detector import Detector
+from streamdetect.detector import Detector, analyse_file
 from streamdetect.events import EventRecord
 from streamdetect.frontend import FrontendParams, slaney_mel_filters
 from streamdetect.sources.file import FileOptions, FileSource
@@ -107,29 +106,27 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
     from tqdm import tqdm
 
     sample_rate = detector.bundle.sample_rate
-    source = FileSource(FileOptions(path=str(path)), sample_rate)
+    source = FileSource(FileOptions(path=str(path)), sample_rate)  # opened first: a bad file fails here
     total = int(source.duration_s * sample_rate)
-    stream = detector.open_stream(source.name, live=False)
-    stream.score_log = []
     mel, envelope = PooledMel(detector.bundle.frontend_params, total), Envelope(total)
-    records: list[EventRecord] = []
     with tqdm(total=round(source.duration_s, 1), unit="s", desc=f"scanning {source.name}", file=sys.stderr,
               disable=not progress, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
-        for block in source.blocks(threading.Event()):
-            records += detector.push(stream, block)
+
+        def on_block(block: np.ndarray) -> None:
             mel.push(block)
             envelope.push(block)
             bar.update(block.shape[0] / sample_rate)
-        records += detector.finish(stream)
-    log = stream.score_log
+
+        stream, records = analyse_file(detector, Path(path), on_block)
+    starts, ends, scores, _ = stream.score_log.arrays(len(detector.bank.labels))
     return ScanResult(
         path=Path(path),
         duration_s=stream.windower.total_samples / sample_rate,
         labels=detector.bank.labels,
         thresholds=tuple(e.threshold for e in detector.config.events),
-        starts_s=np.array([s for s, _, _ in log]),
-        ends_s=np.array([e for _, e, _ in log]),
-        scores=np.stack([r for _, _, r in log]) if log else np.zeros((0, len(detector.bank.labels))),
+        starts_s=starts,
+        ends_s=ends,
+        scores=scores,
         events=[r for r in records if r.phase == "end"],
         envelope=envelope.result(),
         mel_db=mel.result(),
