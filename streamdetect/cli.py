@@ -86,6 +86,22 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--in-place", action="store_true", help="rewrite --config itself")
     ca.add_argument("--model", type=Path)
 
+    ix = sub.add_parser("index", parents=[common], help="embed a folder of audio for `search` (incremental)")
+    ix.add_argument("folder", type=Path)
+    ix.add_argument("--window-s", type=float, default=3.0)
+    ix.add_argument("--hop-s", type=float, default=1.0)
+    ix.add_argument("--model", type=Path)
+
+    se = sub.add_parser("search", parents=[common], help="rank indexed files for a text query or an example")
+    se.add_argument("query", nargs="?", help='what to look for, e.g. "a chainsaw"')
+    se.add_argument("--like", type=Path, help="an example recording instead of a text query")
+    se.add_argument("--dir", type=Path, default=Path("."), help="the indexed folder (default: here)")
+    se.add_argument("--top", type=int, default=10)
+    se.add_argument("--window-s", type=float, default=3.0)
+    se.add_argument("--hop-s", type=float, default=1.0)
+    se.add_argument("--json", action="store_true")
+    se.add_argument("--model", type=Path)
+
     sub.add_parser("devices", parents=[common], help="list audio input devices")
     return p
 
@@ -312,6 +328,60 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace, folder: Path):
+    from streamdetect.encoder import RuntimeOptions, audio_encoder_file
+    from streamdetect.index import AudioIndex
+
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder")
+    bundle = ModelBundle.load(args.model or default_model_dir())
+    options = RuntimeOptions()
+    return bundle, options, AudioIndex(folder, bundle, audio_encoder_file(bundle, options), args.window_s,
+                                       args.hop_s).load()
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from streamdetect.encoder import AudioEncoder
+    from streamdetect.frontend import LogMelFrontend
+
+    bundle, options, index = _index(args, args.folder)
+    report = index.update(LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, options))
+    index.save()
+    for name, error in report["failed"]:
+        print(f"streamdetect: skipped {name}: {error}", file=sys.stderr)
+    print(f"{len(index.entries)} files indexed in {index.path}: {len(report['added'])} added, "
+          f"{len(report['updated'])} changed, {len(report['unchanged'])} unchanged, "
+          f"{len(report['removed'])} removed, {len(report['failed'])} failed")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from streamdetect.config import EventConfig
+    from streamdetect.encoder import AudioEncoder
+    from streamdetect.frontend import LogMelFrontend
+    from streamdetect.prompts import prompt_bank_for
+    from streamdetect.tagging import clip_embedding
+
+    if (args.query is None) == (args.like is None):
+        raise UsageError("give a text query or --like FILE (one of them)")
+    bundle, options, index = _index(args, args.dir)
+    if not index.entries:
+        raise UsageError(f"no index for this model in {args.dir}; run: streamdetect index {args.dir}")
+    if args.like is not None:
+        query = clip_embedding(args.like, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, options))
+    else:
+        bank = prompt_bank_for(bundle, [EventConfig(label="q", prompts=[args.query], threshold=0.0)], None, options)
+        query = bank.events[0]
+    for rank, hit in enumerate(index.search(query, args.top), start=1):
+        if args.json:
+            print(json.dumps(hit.__dict__))
+        else:
+            print(f"{rank:3d}. {hit.score:.3f}  {hit.path}  (best window {hit.start_s:.1f}-{hit.end_s:.1f} s)")
+    return 0
+
+
 def cmd_devices(_args: argparse.Namespace) -> int:
     from streamdetect.sources.microphone import input_devices
 
@@ -338,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(args.log_level)
     commands = {"run": cmd_run, "export": cmd_export, "devices": cmd_devices, "prompts": cmd_prompts,
-                "scan": cmd_scan, "tag": cmd_tag, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate}
+                "scan": cmd_scan, "tag": cmd_tag, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "index": cmd_index, "search": cmd_search}
     try:
         return commands[args.command](args)
     except (ConfigError, ModelError, UsageError) as e:

@@ -87,13 +87,18 @@ def open_session(path: Path, options: RuntimeOptions):
     return session
 
 
+def audio_encoder_file(bundle: ModelBundle, options: RuntimeOptions) -> str:
+    """Which exported audio encoder these options run (int8 only on CPU)."""
+    on_gpu = _providers(options.device)[0] != "CPUExecutionProvider"
+    return bundle.audio_encoder_file(options.precision, on_gpu)
+
+
 class AudioEncoder:
     """Log-mel features ``(batch, 1, frames, mels)`` -> L2-normalised embeddings ``(batch, dim)``."""
 
     def __init__(self, bundle: ModelBundle, options: RuntimeOptions | None = None):
         self.options = options or RuntimeOptions()
-        on_gpu = _providers(self.options.device)[0] != "CPUExecutionProvider"
-        self.file = bundle.audio_encoder_file(self.options.precision, on_gpu)
+        self.file = audio_encoder_file(bundle, self.options)
         self.session = open_session(bundle.path(self.file), self.options)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
