@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--model", type=Path)
     sc.add_argument("--plot", type=Path, help="write the waveform / mel / similarity plot here (PNG)")
     sc.add_argument("--csv", type=Path, help="write time x event scores here")
+    sc.add_argument("--title", help="plot title (default: the file name)")
 
     tg = sub.add_parser("tag", parents=[common], help="zero-shot tags for whole clips (a file or a folder)")
     tg.add_argument("target", type=Path, help="audio file or folder")
@@ -218,7 +219,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         result.write_csv(args.csv)
         log.info("wrote %s (%d windows x %d events)", args.csv, *result.scores.shape)
     if args.plot:
-        plot_scan(result, args.plot)
+        plot_scan(result, args.plot, args.title)
         log.info("wrote %s", args.plot)
     for event in result.events:
         print(f"{event.label}: {event.start_s:.1f}-{event.end_s:.1f} s, peak {event.peak_score:.3f} "

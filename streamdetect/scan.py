@@ -133,7 +133,7 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
     )
 
 
-def plot_scan(result: ScanResult, out: Path) -> None:
+def plot_scan(result: ScanResult, out: Path, title: str | None = None) -> None:
     """Waveform on top, mel spectrogram in the middle, one similarity curve per event below; thresholds
     dashed, detected events shaded across all three panels."""
     import matplotlib
@@ -148,7 +148,7 @@ def plot_scan(result: ScanResult, out: Path) -> None:
     t_env = np.linspace(0, duration, lo.size)
     ax_wave.fill_between(t_env, lo, hi, color="0.3", linewidth=0)
     ax_wave.set_ylabel("waveform")
-    ax_wave.set_title(f"{result.path.name}: similarity of 3 s windows to each event's prompts")
+    ax_wave.set_title(title or f"{result.path.name}: similarity of each window to each event's prompts")
     ax_mel.imshow(result.mel_db, origin="lower", aspect="auto", extent=(0, duration, 0, result.mel_db.shape[0]),
                   cmap="magma", vmin=max(result.mel_db.min(), result.mel_db.max() - 80), vmax=result.mel_db.max())
     ax_mel.set_ylabel("mel band")

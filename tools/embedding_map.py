@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heatmap", type=Path, default=Path("similarity_heatmap.png"))
     parser.add_argument("--json", type=Path, help="write accuracies and confusions as JSON")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--title", help="prefix for the plot titles (default: the model's source)")
     args = parser.parse_args(argv)
 
     import matplotlib
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, c in enumerate(classes):
         ax.scatter(*prompt_xy[i], s=140, marker="^", color=colour[major_of[c]], edgecolors="black", linewidths=0.8)
         ax.annotate(c, prompt_xy[i], fontsize=7, xytext=(4, 4), textcoords="offset points")
-    source = bundle.manifest["source"]["model"]
+    source = args.title or bundle.manifest["source"]["model"]
     ax.set_title(f"{source}: clips (circles) and prompts '{args.prompt_template}' (triangles)")
     ax.legend(title="major category", fontsize="small")
     fig.savefig(args.out, dpi=110)
