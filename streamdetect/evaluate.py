@@ -103,6 +103,17 @@ def window_timeline(result: FileResult, labels: tuple[str, ...]):
     return create_score_dataframe(result.scores.astype(np.float64), bounds, list(labels))
 
 
+def event_fscore(detections: dict, ground_truth: dict[str, list[Event]], collar_s: float):
+    """Collar-based (onset and offset within ``collar_s``) F1, precision, recall and counts per label.
+
+    ``detections`` are ``event_timeline`` frames: thresholding them at 0.5 yields exactly the detected events.
+    """
+    from sed_scores_eval import collar_based
+
+    return collar_based.fscore(detections, ground_truth, 0.5, onset_collar=collar_s, offset_collar=collar_s,
+                               offset_collar_rate=0.0)
+
+
 @dataclass
 class Report:
     labels: tuple[str, ...]
@@ -118,7 +129,7 @@ class Report:
 
 def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: float = 1.0,
              progress: bool = True) -> Report:
-    from sed_scores_eval import collar_based, intersection_based
+    from sed_scores_eval import intersection_based
     from tqdm import tqdm
 
     truth = read_strong_labels(labels_tsv)
@@ -149,8 +160,7 @@ def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: fl
         for _, _, label in result.events:
             if label not in scored:
                 unscored_fp[label] += 1
-    f, p, r, stats = collar_based.fscore(detections, ground_truth, 0.5, onset_collar=collar_s,
-                                         offset_collar=collar_s, offset_collar_rate=0.0)
+    f, p, r, stats = event_fscore(detections, ground_truth, collar_s)
     psds1 = intersection_based.psds(windows, ground_truth, durations, dtc_threshold=0.7, gtc_threshold=0.7,
                                     cttc_threshold=None, alpha_ct=0.0, alpha_st=1.0, max_efpr=100.0)[0]
     per_label = {}

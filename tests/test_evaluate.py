@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_config, write_tone_scene
-from streamdetect.evaluate import LabelsError, event_timeline, merge_touching, read_strong_labels
+from streamdetect.evaluate import (
+    LabelsError,
+    event_fscore,
+    event_timeline,
+    merge_touching,
+    read_strong_labels,
+)
 
 
 def _scenes(tmp_path):
@@ -92,3 +98,22 @@ def test_missing_audio_is_reported(tiny_model, tmp_path):
     tsv = _tsv(tmp_path / "l.tsv", [("nope.wav", 1.0, 2.0, "dog")])
     result = run_cli("evaluate", "--config", str(cfg), "--audio", str(audio), "--labels", str(tsv))
     assert result.returncode == 2 and "names files not found" in result.stderr and "nope.wav" in result.stderr
+
+
+def test_event_fscore_on_hand_computed_cases():
+    labels = ("dog", "bell")
+    truth = {"a": [(1.0, 3.0, "dog"), (6.0, 8.0, "dog"), (4.0, 5.0, "bell")]}
+
+    def score(events, collar=1.0):
+        return event_fscore({"a": event_timeline(events, labels, 10.0)}, truth, collar)
+
+    f, p, r, _ = score(list(truth["a"]))
+    assert f["dog"] == f["bell"] == 1.0 and f["micro_average"] == 1.0
+    # one dog right (0.8 s late: inside the collar), one dog missed, one false dog, the bell 2 s late
+    f, p, r, stats = score([(1.8, 3.8, "dog"), (8.5, 9.5, "dog"), (6.0, 7.0, "bell")])
+    assert (p["dog"], r["dog"], f["dog"]) == (0.5, 0.5, 0.5)
+    assert stats["dog"]["tps"] == 1 and stats["dog"]["fps"] == 1 and stats["dog"]["n_ref"] == 2
+    assert (p["bell"], r["bell"], f["bell"]) == (0.0, 0.0, 0.0)
+    assert p["micro_average"] == pytest.approx(1 / 3) and r["micro_average"] == pytest.approx(1 / 3)
+    f, *_ = score(list(truth["a"]), collar=0.0)  # exact boundaries still match without a collar
+    assert f["micro_average"] == 1.0
