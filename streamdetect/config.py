@@ -145,6 +145,12 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         _validate_plugin(SINKS, sink, ("sinks", i), problems)
     if config.source is not None:
         _validate_plugin(SOURCES, config.source, ("source",), problems)
+    known = [e.label for e in config.events]
+    for i, sink in enumerate(config.sinks):
+        labels = sink.options.get("labels")
+        for label in labels if isinstance(labels, list) else []:
+            if label not in known:
+                problems.append((f"sinks[{i}].labels", f"{label!r} is not an event label ({', '.join(known)})"))
     if problems:
         raise ConfigError(source, problems)
     return config

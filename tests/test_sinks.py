@@ -86,6 +86,54 @@ def test_third_party_sink_registers_through_an_entry_point(tmp_path, monkeypatch
                            "sinks": [{"type": "pigeon", "loft": "roof"}]})
     sinks = build_sinks(config.sinks)
     sinks.emit(record())
+    sinks.close()  # configured sinks run in their own worker threads; close() drains them
     assert sys.modules["pigeon_sink"].PigeonSink.sent == [("roof", "bird")]
     with pytest.raises(Exception, match=r"sinks\[0\]\.loft"):
         parse_config({"events": [{"label": "b", "prompts": ["x"], "threshold": 0.1}], "sinks": [{"type": "pigeon"}]})
+
+
+class Slow(Sink):
+    def __init__(self, options, delay_s):
+        super().__init__(options)
+        self.delay_s, self.got = delay_s, []
+
+    def emit(self, record):
+        import time
+
+        time.sleep(self.delay_s)
+        self.got.append(record.label)
+
+
+def test_threaded_sinks_never_hold_up_the_caller_and_drain_on_close():
+    import time
+
+    slow = Slow(Slow.Options(), 0.05)
+    fast = Slow(Slow.Options(), 0.0)
+    sinks = SinkSet([("slow", slow), ("fast", fast), ("bad", Exploding(Exploding.Options()))], threaded=True)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        sinks.emit(record())
+    assert time.perf_counter() - t0 < 0.5  # 20 x 50 ms would be 1 s if delivered inline
+    sinks.close()
+    assert len(slow.got) == len(fast.got) == 20 and sinks.failures["bad"] == 20
+
+
+def test_full_queue_drops_and_counts(caplog):
+    slow = Slow(Slow.Options(queue_size=2), 0.2)
+    sinks = SinkSet([("slow", slow)], threaded=True)
+    for _ in range(10):
+        sinks.emit(record())
+    assert sinks.dropped["slow"] >= 6 and "records dropped so far" in caplog.text
+    sinks.close()
+    assert len(slow.got) + sinks.dropped["slow"] == 10
+
+
+def test_sink_label_filter_and_its_validation():
+    only = Slow(Slow.Options(labels=["dog"]), 0.0)
+    sinks = SinkSet([("only", only)])
+    sinks.emit(record(label="bird"))
+    sinks.emit(record(label="dog"))
+    assert only.got == ["dog"]
+    with pytest.raises(Exception, match=r"sinks\[0\]\.labels: 'cat' is not an event label \(bird\)"):
+        parse_config({"events": [{"label": "bird", "prompts": ["x"], "threshold": 0.1}],
+                      "sinks": [{"type": "stdout", "labels": ["cat"]}]})
