@@ -13,6 +13,7 @@ from streamdetect import __version__
 from streamdetect.config import Config, ConfigError, load_config
 from streamdetect.export import ExportError  # torch is imported inside export_model(), not here
 from streamdetect.manifest import DEFAULT_MODEL_ID, ModelBundle, ModelError, default_model_dir
+from streamdetect.sinks.base import SinkError
 from streamdetect.sources.base import SourceError
 
 log = logging.getLogger("streamdetect")
@@ -413,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except (ConfigError, ModelError, UsageError) as e:
+        print(f"streamdetect: {e}", file=sys.stderr)
+        return 2
+    except SinkError as e:
         print(f"streamdetect: {e}", file=sys.stderr)
         return 2
     except (SourceError, ExportError) as e:

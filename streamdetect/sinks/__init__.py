@@ -8,5 +8,6 @@ SINKS = Registry(
     builtins={
         "stdout": "streamdetect.sinks.stdout:StdoutSink",
         "jsonl": "streamdetect.sinks.jsonl:JsonlSink",
+        "webhook": "streamdetect.sinks.webhook:WebhookSink",
     },
 )

@@ -15,6 +15,10 @@ from streamdetect.events import EventRecord
 log = logging.getLogger(__name__)
 
 
+class SinkError(RuntimeError):
+    """A sink that cannot start (bad settings, missing secret) or could not deliver a record."""
+
+
 class SinkOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,0 +1,112 @@
+"""HTTP POST of each record as JSON, with retries, an optional HMAC signature, and a disk spool so that a receiver
+outage loses nothing: records that still fail are appended to a JSON-lines spool and re-sent, oldest first, as
+soon as the receiver answers again (also after a restart). Delivery is at least once; receivers can drop
+repeats by ``(id, phase)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field
+
+from streamdetect.events import EventRecord
+from streamdetect.sinks.base import Sink, SinkError, SinkOptions
+
+log = logging.getLogger(__name__)
+SIGNATURE_HEADER = "X-Streamdetect-Signature"
+
+
+class WebhookOptions(SinkOptions):
+    url: AnyHttpUrl = Field(description="http:// or https:// address that receives the POSTs")
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    retries: int = Field(4, ge=0, le=20, description="extra attempts before a record goes to the spool")
+    backoff_s: float = Field(0.5, gt=0, le=60, description="first retry delay; doubles each time, with jitter")
+    max_backoff_s: float = Field(30.0, gt=0, le=3600)
+    headers: dict[str, str] = Field(default_factory=dict)
+    secret_env: str | None = Field(None, description="environment variable holding the HMAC-SHA256 secret")
+    spool_dir: str = Field("spool", min_length=1, description="where undelivered records wait")
+
+
+class WebhookSink(Sink):
+    Options = WebhookOptions
+
+    def __init__(self, options: WebhookOptions):
+        super().__init__(options)
+        import httpx
+
+        self.url = str(options.url)
+        self.secret: bytes | None = None
+        if options.secret_env:
+            value = os.environ.get(options.secret_env)
+            if not value:
+                raise SinkError(f"webhook {self.url}: environment variable {options.secret_env} (secret_env) is not "
+                                "set; export it, or remove secret_env to send unsigned requests")
+            self.secret = value.encode()
+        self.client = httpx.Client(timeout=options.timeout_s, headers=options.headers)
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
+        self.spool = Path(options.spool_dir) / f"webhook-{digest}.jsonl"
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        self.delivered = 0
+        self._flush_spool()  # records left by an earlier run go out first
+
+    def emit(self, record: EventRecord) -> None:
+        body = json.dumps(record.to_dict(), sort_keys=True, ensure_ascii=False).encode()
+        if self._flush_spool() and self._send(body, attempts=1 + self.options.retries):
+            return
+        with open(self.spool, "ab") as fh:  # the receiver is down (or older records still wait): keep order
+            fh.write(body + b"\n")
+        raise SinkError(f"webhook {self.url} unreachable; {record.label} {record.phase} record spooled to "
+                        f"{self.spool}")
+
+    def _send(self, body: bytes, attempts: int) -> bool:
+        import httpx
+
+        headers = {"Content-Type": "application/json"}
+        if self.secret is not None:
+            headers[SIGNATURE_HEADER] = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+        for attempt in range(attempts):
+            if attempt:
+                delay = min(self.options.max_backoff_s, self.options.backoff_s * 2 ** (attempt - 1))
+                time.sleep(delay * random.uniform(0.5, 1.0))
+            try:
+                response = self.client.post(self.url, content=body, headers=headers)
+            except httpx.HTTPError as e:
+                log.debug("webhook %s: %s", self.url, e)
+                continue
+            if response.is_success:
+                self.delivered += 1
+                return True
+            if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                log.error("webhook %s refused a record with HTTP %d; not retried", self.url, response.status_code)
+                return True  # the receiver will never take it: retrying or spooling cannot help
+        return False
+
+    def _flush_spool(self) -> bool:
+        """Send spooled records oldest first; True when the spool is empty afterwards."""
+        if not self.spool.is_file() or self.spool.stat().st_size == 0:
+            return True
+        lines = self.spool.read_bytes().splitlines()
+        sent = 0
+        for line in lines:
+            if not self._send(line, attempts=1):
+                break
+            sent += 1
+        if sent:
+            log.info("webhook %s: re-sent %d spooled record(s), %d left", self.url, sent, len(lines) - sent)
+            fd, tmp = tempfile.mkstemp(dir=self.spool.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.writelines(line + b"\n" for line in lines[sent:])
+            os.replace(tmp, self.spool)
+        return sent == len(lines)
+
+    def close(self) -> None:
+        self.client.close()

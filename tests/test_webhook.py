@@ -1,0 +1,120 @@
+"""The webhook sink against a real HTTP receiver on loopback that fails on purpose."""
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import run_cli, write_config, write_tone_scene
+from streamdetect.config import parse_config
+from streamdetect.events import EventRecord
+from streamdetect.sinks.base import SinkError, SinkSet
+from streamdetect.sinks.webhook import WebhookOptions, WebhookSink
+
+
+class Receiver:
+    """Answers 500 to the first ``fail_first`` POSTs, then 200; keeps what it accepted."""
+
+    def __init__(self, fail_first=0, port=0):
+        self.fail_first, self.seen, self.accepted, self.headers = fail_first, 0, [], []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.seen += 1
+                if receiver.seen <= receiver.fail_first:
+                    self.send_response(500)
+                else:
+                    receiver.accepted.append(body)
+                    receiver.headers.append(dict(self.headers))
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def records(self):
+        return [json.loads(b) for b in self.accepted]
+
+
+def rec(i, phase="start"):
+    return EventRecord(id=f"e{i}", label="dog", phase=phase, start_s=float(i), end_s=None, peak_score=0.5,
+                       peak_time_s=float(i), stream="s", time="t", top=())
+
+
+def options(url, tmp_path, **kw):
+    return WebhookOptions(url=url, spool_dir=str(tmp_path / "spool"), backoff_s=0.01, max_backoff_s=0.05, **kw)
+
+
+def test_retries_until_the_receiver_recovers_and_signs_the_body(tmp_path, monkeypatch):
+    receiver = Receiver(fail_first=3)
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    sink = WebhookSink(options(receiver.url, tmp_path, retries=5, secret_env="HOOK_SECRET",
+                               headers={"X-Station": "garden"}))
+    for i in range(3):
+        sink.emit(rec(i))
+    sink.close()
+    receiver.stop()
+    assert [r["id"] for r in receiver.records()] == ["e0", "e1", "e2"]  # each exactly once, in order
+    for body, headers in zip(receiver.accepted, receiver.headers, strict=True):
+        expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert headers["X-Streamdetect-Signature"] == expected and headers["X-Station"] == "garden"
+
+
+def test_outage_spools_and_a_restart_resends_everything_exactly_once(tmp_path):
+    receiver = Receiver()
+    url = receiver.url
+    receiver.stop()  # the receiver is down
+    sinks = SinkSet([("hook", WebhookSink(options(url, tmp_path, retries=1)))], threaded=True)
+    for i in range(4):
+        sinks.emit(rec(i))
+    sinks.close()
+    assert sinks.failures["hook"] == 4  # counted and logged, detection went on
+    spooled = [json.loads(line) for line in (tmp_path / "spool").glob("webhook-*.jsonl").__next__().read_text()
+               .splitlines()]
+    assert [r["id"] for r in spooled] == ["e0", "e1", "e2", "e3"]
+
+    # the daemon restarts while the receiver is back on the same port; the spool goes out first, in order
+    back = Receiver(port=int(url.rsplit(":", 1)[1].split("/")[0]))
+    sink = WebhookSink(options(url, tmp_path))
+    sink.emit(rec(4))
+    sink.close()
+    back.stop()
+    assert [r["id"] for r in back.records()] == ["e0", "e1", "e2", "e3", "e4"]
+    assert all(p.read_text() == "" for p in (tmp_path / "spool").glob("webhook-*.jsonl"))
+
+
+def test_bad_settings_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("NOPE_SECRET", raising=False)
+    with pytest.raises(SinkError, match="environment variable NOPE_SECRET"):
+        WebhookSink(options("http://127.0.0.1:9/x", tmp_path, secret_env="NOPE_SECRET"))
+    with pytest.raises(Exception, match=r"sinks\[0\]\.url"):
+        parse_config({"events": [{"label": "a", "prompts": ["x"], "threshold": 0.1}],
+                      "sinks": [{"type": "webhook", "url": "ftp://example.org/x"}]})
+
+
+def test_cli_run_posts_records_and_names_a_missing_secret(tiny_model, tmp_path, monkeypatch):
+    receiver = Receiver(fail_first=1)
+    wav = write_tone_scene(tmp_path / "a.wav", seconds=4.0)
+    events = [{"label": "dog", "prompts": ["a dog barking"], "threshold": -1.0}]
+    sink = {"type": "webhook", "url": receiver.url, "spool_dir": str(tmp_path / "sp"), "backoff_s": 0.01}
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, events, sinks=[sink])
+    result = run_cli("run", "--config", str(cfg), "--input", str(wav))
+    receiver.stop()
+    assert result.returncode == 0, result.stderr
+    assert [(r["label"], r["phase"]) for r in receiver.records()] == [("dog", "start"), ("dog", "end")]
+    cfg = write_config(tmp_path / "c2.yaml", tiny_model, events, sinks=[{**sink, "secret_env": "UNSET_SECRET_X"}])
+    result = run_cli("run", "--config", str(cfg), "--input", str(wav))
+    assert result.returncode == 2 and "UNSET_SECRET_X" in result.stderr and "Traceback" not in result.stderr
