@@ -104,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--json", action="store_true")
     se.add_argument("--model", type=Path)
 
+    es = sub.add_parser("events", parents=[common], help="list records stored by a `sqlite` sink")
+    es.add_argument("--db", type=Path, default=Path("events.db"))
+    es.add_argument("--label")
+    es.add_argument("--since", help="ISO-8601 time or an age: 7d, 12h, 30m")
+    es.add_argument("--until", help="ISO-8601 time or an age")
+    es.add_argument("--limit", type=int)
+    es.add_argument("--csv", action="store_true", help="CSV instead of a table")
+
     sub.add_parser("devices", parents=[common], help="list audio input devices")
     return p
 
@@ -384,6 +392,29 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    import csv
+
+    from streamdetect.sinks.sqlite import COLUMNS, parse_when, query_events
+
+    try:
+        rows = query_events(args.db, args.label, args.since and parse_when(args.since),
+                            args.until and parse_when(args.until), args.limit)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    for r in rows:
+        extent = f"{r['start_s']:.1f}-{r['end_s']:.1f} s" if r["end_s"] is not None else f"from {r['start_s']:.1f} s"
+        print(f"{r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
+              f"peak {r['peak_score']:.3f}")
+    print(f"{len(rows)} records", file=sys.stderr)
+    return 0
+
+
 def cmd_devices(_args: argparse.Namespace) -> int:
     from streamdetect.sources.microphone import input_devices
 
@@ -410,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(args.log_level)
     commands = {"run": cmd_run, "export": cmd_export, "devices": cmd_devices, "prompts": cmd_prompts,
-                "scan": cmd_scan, "tag": cmd_tag, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "index": cmd_index, "search": cmd_search}
+                "scan": cmd_scan, "tag": cmd_tag, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "index": cmd_index, "search": cmd_search,
+                "events": cmd_events}
     try:
         return commands[args.command](args)
     except (ConfigError, ModelError, UsageError) as e:

@@ -9,5 +9,7 @@ SINKS = Registry(
         "stdout": "streamdetect.sinks.stdout:StdoutSink",
         "jsonl": "streamdetect.sinks.jsonl:JsonlSink",
         "webhook": "streamdetect.sinks.webhook:WebhookSink",
+        "sqlite": "streamdetect.sinks.sqlite:SqliteSink",
+        "command": "streamdetect.sinks.command:CommandSink",
     },
 )
