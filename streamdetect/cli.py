@@ -177,8 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for summary in summaries:
         speed = summary.audio_s / summary.wall_s if summary.wall_s > 0 else float("inf")
         log.info(
-            "%s: %.1f s of audio, %d windows, %d records, %d dropped windows, %.1fx real time%s",
-            summary.stream, summary.audio_s, summary.windows, summary.records, summary.dropped_windows, speed,
+            "%s: %.1f s of audio, %d windows (%d gated as silence), %d records, %d dropped windows, "
+            "%.1fx real time%s",
+            summary.stream, summary.audio_s, summary.windows, summary.gated_windows, summary.records,
+            summary.dropped_windows, speed,
             "".join(f", {k} {v}" for k, v in summary.source_stats.items()),
         )
     log.info(

@@ -33,6 +33,11 @@ class RuntimeConfig(Strict):
     batch_size: int = Field(4, ge=1, le=1024, description="windows per encoder call when several are ready")
 
 
+class GateConfig(Strict):
+    min_dbfs: float | None = Field(None, ge=-200.0, le=0.0, description="windows quieter than this skip the "
+                                   "encoder and count as silence (none: every window is analysed)")
+
+
 class EventConfig(Strict):
     label: str = Field(min_length=1, max_length=200)
     prompts: list[str] = Field(min_length=1, description="text prompts, averaged as an ensemble")
@@ -72,6 +77,7 @@ class Config(Strict):
     prompt_cache: str | None = Field(None, description="directory for cached prompt embeddings")
     windows: WindowConfig = WindowConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    gate: GateConfig = GateConfig()
     source: PluginConfig | None = None
     events: list[EventConfig] = Field(min_length=1)
     sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")])

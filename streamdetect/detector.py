@@ -23,11 +23,17 @@ from streamdetect.frontend import LogMelFrontend
 from streamdetect.manifest import ModelBundle
 from streamdetect.prompts import PromptBank, prompt_bank_for
 from streamdetect.ringbuffer import Window, Windower
-from streamdetect.scoring import Scores, score
+from streamdetect.scoring import Scores, gated_scores, score
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.base import AudioSource, Gap
 
 log = logging.getLogger(__name__)
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """Level of a window in dB relative to full scale (a full-scale square wave is 0 dBFS)."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    return 20.0 * np.log10(max(rms, 1e-10))
 
 
 def _iso(ts: datetime) -> str:
@@ -62,6 +68,7 @@ class StreamState:
     pending: list[Window] = field(default_factory=list)
     windows_processed: int = 0
     records_emitted: int = 0
+    gated_windows: int = 0  # analysed as silence by the energy gate, without the encoder
     score_log: ScoreLog | None = None
 
     def wall_time(self, stream_s: float) -> str:
@@ -136,7 +143,20 @@ class Detector:
         return records
 
     def scores(self, windows: list[Window]) -> Scores:
-        """Scores of a batch of windows (also used by tools that need raw scores, not events)."""
+        """Scores of a batch of windows (also used by tools that need raw scores, not events).
+
+        With an energy gate, windows quieter than ``gate.min_dbfs`` skip the encoder and score -1.
+        """
+        floor = self.config.gate.min_dbfs
+        if floor is not None:
+            gated = np.array([rms_dbfs(w.samples) < floor for w in windows])
+            if gated.any():
+                open_windows = [w for w, g in zip(windows, gated, strict=True) if not g]
+                return gated_scores(self.scores_ungated(open_windows) if open_windows else None, gated,
+                                    self.bank.labels)
+        return self.scores_ungated(windows)
+
+    def scores_ungated(self, windows: list[Window]) -> Scores:
         t0 = time.perf_counter()
         feats = self.frontend([w.samples for w in windows])
         t1 = time.perf_counter()
@@ -170,6 +190,8 @@ class Detector:
                     stream.score_log.scores.append(scores.event[b].copy())
                     stream.score_log.vetoed.append(np.array([v is not None for v in scores.vetoed_by[b]]))
                 stream.windows_processed += 1
+                if scores.gated is not None and scores.gated[b]:
+                    stream.gated_windows += 1
         return records
 
     def _emit(self, stream: StreamState, records: list[EventRecord]) -> list[EventRecord]:
@@ -186,6 +208,7 @@ class RunSummary:
     windows: int
     records: int
     dropped_windows: int
+    gated_windows: int
     wall_s: float
     source_stats: dict[str, int]
 
@@ -197,6 +220,7 @@ def summarize(detector: Detector, stream: StreamState, source: AudioSource, wall
         windows=stream.windows_processed,
         records=stream.records_emitted,
         dropped_windows=stream.windower.dropped_windows,
+        gated_windows=stream.gated_windows,
         wall_s=wall_s,
         source_stats=source.stats(),
     )

@@ -17,6 +17,7 @@ class Scores:
     labels: tuple[str, ...]
     event: np.ndarray  # (batch, n_events)
     vetoed_by: list[list[str | None]]  # [batch][event] negative prompt that outscored the event, if any
+    gated: np.ndarray | None = None  # (batch,) True where the energy gate skipped the window (scores are -1)
 
     def top(self, b: int, k: int = 3) -> tuple[LabelScore, ...]:
         order = np.argsort(-self.event[b], kind="stable")[:k]
@@ -39,3 +40,14 @@ def score(embeddings: np.ndarray, bank: PromptBank) -> Scores:
             if best is None or neg[b, n] > neg[b, bank.negative_texts.index(best)]:
                 vetoed[b][owner] = bank.negative_texts[n]
     return Scores(labels=bank.labels, event=event, vetoed_by=vetoed)
+
+
+def gated_scores(open_scores: Scores | None, gated: np.ndarray, labels: tuple[str, ...]) -> Scores:
+    """Scores for a batch in which the windows marked ``gated`` were never encoded: -1 (below any threshold)."""
+    event = np.full((gated.shape[0], len(labels)), -1.0, dtype=np.float32)
+    vetoed: list[list[str | None]] = [[None] * len(labels) for _ in range(gated.shape[0])]
+    if open_scores is not None:
+        event[~gated] = open_scores.event
+        for row, b in enumerate(np.flatnonzero(~gated)):
+            vetoed[b] = open_scores.vetoed_by[row]
+    return Scores(labels=labels, event=event, vetoed_by=vetoed, gated=gated)

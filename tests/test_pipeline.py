@@ -213,3 +213,22 @@ def test_default_sink_is_jsonl_on_stdout(tiny_model, tmp_path):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["label"], r["phase"], r["start_s"], r["end_s"]) for r in records] == [
         ("dog", "start", 0.0, None), ("dog", "end", 0.0, 2.0)]
+
+
+def test_energy_gate_skips_quiet_windows_without_the_encoder(tiny_model, tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    audio = (1e-4 * rng.standard_normal(48_000 * 12)).astype(np.float32)  # about -80 dBFS
+    audio[48_000 * 5 : 48_000 * 7] = 0.1 * rng.standard_normal(48_000 * 2)  # about -20 dBFS for 2 s
+    wav = tmp_path / "quiet.wav"
+    sf.write(wav, audio, 48_000, subtype="FLOAT")
+    det, sink = make_detector(tiny_model, [{**EVENTS[0], "threshold": -0.99, "hysteresis": 0.0, "cooldown_s": 0.0}],
+                              gate={"min_dbfs": -50.0})
+    calls = []
+    encoder = det.encoder
+    det.encoder = lambda feats: calls.append(feats.shape[0]) or encoder(feats)
+    summary = run_source(det, FileSource(FileOptions(path=str(wav)), 48_000), threading.Event())
+    # windows starting at 3..6 s overlap the loud part (5-7 s); the other 6 of 10 are gated
+    assert summary.windows == 10 and summary.gated_windows == 6 and sum(calls) == 4
+    assert [(r.phase, r.start_s, r.end_s) for r in sink.records] == [("start", 3.0, None), ("end", 3.0, 9.0)]
