@@ -11,5 +11,6 @@ SINKS = Registry(
         "webhook": "streamdetect.sinks.webhook:WebhookSink",
         "sqlite": "streamdetect.sinks.sqlite:SqliteSink",
         "command": "streamdetect.sinks.command:CommandSink",
+        "mqtt": "streamdetect.sinks.mqtt:MqttSink",
     },
 )
