@@ -19,6 +19,19 @@ from streamdetect.sources.base import SourceError
 log = logging.getLogger("streamdetect")
 
 
+class JsonFormatter(logging.Formatter):
+    """Structured log lines: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
+               "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
 class UsageError(RuntimeError):
     """A problem with how the command was called; printed as is, exit status 2."""
 
@@ -28,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"streamdetect {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common.add_argument("--log-json", action="store_true", help="one JSON object per log line (for journald, Loki ...)")
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("export", parents=[common], help="turn a Hugging Face CLAP checkpoint into ONNX encoders + manifest")
@@ -234,7 +248,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Our own messages at the chosen level; libraries (onnxscript, onnx_ir ...) only when they warn.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if args.log_json else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     log.setLevel(args.log_level)
     commands = {"run": cmd_run, "export": cmd_export, "devices": cmd_devices, "prompts": cmd_prompts}
     if args.command not in commands:

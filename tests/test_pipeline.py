@@ -232,3 +232,13 @@ def test_energy_gate_skips_quiet_windows_without_the_encoder(tiny_model, tmp_pat
     # windows starting at 3..6 s overlap the loud part (5-7 s); the other 6 of 10 are gated
     assert summary.windows == 10 and summary.gated_windows == 6 and sum(calls) == 4
     assert [(r.phase, r.start_s, r.end_s) for r in sink.records] == [("start", 3.0, None), ("end", 3.0, 9.0)]
+
+
+def test_log_json_writes_one_object_per_line(tiny_model, tmp_path):
+    wav = write_tone_scene(tmp_path / "a.wav", seconds=3.0)
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, EVENTS, sinks=[{"type": "jsonl", "path": str(tmp_path / "o")}])
+    result = run_cli("run", "--config", str(cfg), "--input", str(wav), "--log-json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+    assert any("3.0 s of audio" in x["message"] for x in lines)
