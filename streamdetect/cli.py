@@ -148,21 +148,25 @@ def _load(args: argparse.Namespace) -> tuple[Config, ModelBundle]:
         raise ModelError(f"{e}\n(model directory from {origin})") from None
 
 
-def _source(args: argparse.Namespace, config: Config, sample_rate: int):
+def _sources(args: argparse.Namespace, config: Config, sample_rate: int) -> list:
+    """--input / --device if given, else every source of the config."""
     from streamdetect.sources import SOURCES
 
     if args.input is not None:
         from streamdetect.sources.file import FileOptions, FileSource
 
-        return FileSource(FileOptions(path=str(args.input)), sample_rate)
+        return [FileSource(FileOptions(path=str(args.input)), sample_rate)]
     if args.device is not None:
         from streamdetect.sources.microphone import MicrophoneOptions, MicrophoneSource
 
-        return MicrophoneSource(MicrophoneOptions(device=args.device), sample_rate)
-    if config.source is None:
-        raise UsageError(f"nothing to listen to: give --input FILE or --device DEV, or add a `source:` to {args.config}")
-    cls = SOURCES.get(config.source.type)
-    return cls(cls.Options.model_validate(config.source.options), sample_rate)
+        return [MicrophoneSource(MicrophoneOptions(device=args.device), sample_rate)]
+    if not config.all_sources:
+        raise UsageError(f"nothing to listen to: give --input FILE or --device DEV, or add `sources:` to {args.config}")
+    built = []
+    for entry in config.all_sources:
+        cls = SOURCES.get(entry.type)
+        built.append(cls(cls.Options.model_validate(entry.options), sample_rate, entry.name))
+    return built
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -171,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamdetect.sinks.base import build_sinks
 
     config, bundle = _load(args)
-    source = _source(args, config, bundle.sample_rate)
+    sources = _sources(args, config, bundle.sample_rate)
     sinks = build_sinks(config.sinks)
     stop = threading.Event()
 
@@ -183,9 +187,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         detector = Detector(config, bundle, sinks)
-        log.info("listening to %s for %s (%s)", source.name, ", ".join(detector.bank.labels),
+        log.info("listening to %s for %s (%s)", ", ".join(s.name for s in sources), ", ".join(detector.bank.labels),
                  getattr(detector.encoder, "file", "custom encoder"))
-        summaries, stats = run_sources(detector, [source], stop)
+        summaries, stats = run_sources(detector, sources, stop)
     finally:
         sinks.close()
     for summary in summaries:

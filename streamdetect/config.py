@@ -66,6 +66,7 @@ class PluginConfig(Strict):
 
     model_config = ConfigDict(extra="allow", frozen=True)
     type: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1, max_length=100, description="stream name in records and topics")
 
     @property
     def options(self) -> dict[str, Any]:
@@ -79,8 +80,22 @@ class Config(Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     gate: GateConfig = GateConfig()
     source: PluginConfig | None = None
+    sources: list[PluginConfig] = Field(default_factory=list, description="several streams in one detector")
     events: list[EventConfig] = Field(min_length=1)
     sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")])
+
+    @property
+    def all_sources(self) -> list[PluginConfig]:
+        return self.sources or ([self.source] if self.source is not None else [])
+
+    @model_validator(mode="after")
+    def _one_way_to_name_sources(self) -> Config:
+        if self.source is not None and self.sources:
+            raise ValueError("give either `source` or `sources`, not both")
+        names = [s.name for s in self.sources if s.name]
+        if len(names) != len(set(names)):
+            raise ValueError(f"source names must be unique, found {names}")
+        return self
 
     @model_validator(mode="after")
     def _unique_labels(self) -> Config:
@@ -151,6 +166,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         _validate_plugin(SINKS, sink, ("sinks", i), problems)
     if config.source is not None:
         _validate_plugin(SOURCES, config.source, ("source",), problems)
+    for i, entry in enumerate(config.sources):
+        _validate_plugin(SOURCES, entry, ("sources", i), problems)
     known = [e.label for e in config.events]
     for i, sink in enumerate(config.sinks):
         labels = sink.options.get("labels")

@@ -117,3 +117,38 @@ def test_one_slow_stream_does_not_hold_back_the_others(tiny_model):
     assert [s.windows for s in summaries] == [4, 4]
     # the fast stream's windows were not kept waiting for the slow one: every batch waited at most max_wait_s
     assert stats.latency_ms(50) < 400
+
+
+def test_config_with_several_named_sources_runs_them_together(tiny_model, tmp_path):
+    import json
+
+    from conftest import run_cli, write_config
+
+    north = write_tone_scene(tmp_path / "n.wav", seconds=5.0, seed=1)
+    south = write_tone_scene(tmp_path / "s.wav", seconds=6.0, seed=2)
+    out = tmp_path / "events.jsonl"
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, [{"label": "x", "prompts": ["birdsong"], "threshold": -1.0}],
+                       sinks=[{"type": "jsonl", "path": str(out)}],
+                       sources=[{"type": "file", "name": "north", "path": str(north)},
+                                {"type": "file", "name": "south", "path": str(south)}])
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    ends = {r["stream"]: r for r in map(json.loads, out.read_text().splitlines()) if r["phase"] == "end"}
+    assert set(ends) == {"north", "south"} and ends["north"]["end_s"] == 5.0 and ends["south"]["end_s"] == 6.0
+    assert "north: 5.0 s of audio" in result.stderr and "south: 6.0 s of audio" in result.stderr
+
+
+def test_source_config_mistakes_are_reported():
+    import pytest
+
+    from streamdetect.config import ConfigError, parse_config
+
+    events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
+    with pytest.raises(ConfigError, match="source names must be unique"):
+        parse_config({"events": events, "sources": [{"type": "file", "name": "a", "path": "1.wav"},
+                                                    {"type": "file", "name": "a", "path": "2.wav"}]})
+    with pytest.raises(ConfigError, match=r"sources\[1\]\.type: unknown source type 'rtsp'"):
+        parse_config({"events": events, "sources": [{"type": "file", "path": "1.wav"}, {"type": "rtsp"}]})
+    with pytest.raises(ConfigError, match="either `source` or `sources`"):
+        parse_config({"events": events, "source": {"type": "file", "path": "1.wav"},
+                      "sources": [{"type": "file", "path": "2.wav"}]})
