@@ -185,13 +185,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    server = None
     try:
         detector = Detector(config, bundle, sinks)
+        if config.metrics.port is not None:
+            from streamdetect.metrics import Metrics, MetricsServer
+
+            detector.metrics = Metrics(config.metrics.stale_after_s)
+            for name in sinks.failures:
+                detector.metrics.sink_failures.labels(name).set_function(lambda n=name: sinks.failures[n])
+                detector.metrics.sink_dropped.labels(name).set_function(lambda n=name: sinks.dropped.get(n, 0))
+            server = MetricsServer(detector.metrics, config.metrics.host, config.metrics.port)
+            log.info("metrics on http://%s:%d/metrics and /healthz", *server.address[:2])
         log.info("listening to %s for %s (%s)", ", ".join(s.name for s in sources), ", ".join(detector.bank.labels),
                  getattr(detector.encoder, "file", "custom encoder"))
         summaries, stats = run_sources(detector, sources, stop)
     finally:
         sinks.close()
+        if server is not None:
+            server.close()
     for summary in summaries:
         speed = summary.audio_s / summary.wall_s if summary.wall_s > 0 else float("inf")
         log.info(

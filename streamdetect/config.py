@@ -38,6 +38,12 @@ class GateConfig(Strict):
                                    "encoder and count as silence (none: every window is analysed)")
 
 
+class MetricsConfig(Strict):
+    port: int | None = Field(None, ge=1, le=65535, description="serve /metrics and /healthz here (off if unset)")
+    host: str = Field("127.0.0.1", description="listen address; loopback unless you mean to expose it")
+    stale_after_s: float = Field(10.0, gt=0, le=3600, description="/healthz fails for a live stream this quiet")
+
+
 class EventConfig(Strict):
     label: str = Field(min_length=1, max_length=200)
     prompts: list[str] = Field(min_length=1, description="text prompts, averaged as an ensemble")
@@ -79,6 +85,7 @@ class Config(Strict):
     windows: WindowConfig = WindowConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     gate: GateConfig = GateConfig()
+    metrics: MetricsConfig = MetricsConfig()
     source: PluginConfig | None = None
     sources: list[PluginConfig] = Field(default_factory=list, description="several streams in one detector")
     events: list[EventConfig] = Field(min_length=1)

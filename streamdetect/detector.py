@@ -105,6 +105,7 @@ class Detector:
         ]
         self.encoder_seconds = 0.0
         self.frontend_seconds = 0.0
+        self.metrics = None  # a streamdetect.metrics.Metrics when the daemon serves /metrics
 
     def open_stream(self, name: str, live: bool) -> StreamState:
         windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
@@ -125,8 +126,11 @@ class Detector:
         """Lost audio: stream time moves on and the windows touching the gap are counted as dropped."""
         before = stream.windower.dropped_windows
         stream.windower.skip(gap.n_samples)
+        lost = stream.windower.dropped_windows - before
         log.warning("%s: %.2f s of audio lost, %d window(s) not analysed", stream.name,
-                    gap.n_samples / self.bundle.sample_rate, stream.windower.dropped_windows - before)
+                    gap.n_samples / self.bundle.sample_rate, lost)
+        if self.metrics is not None:
+            self.metrics.dropped_windows.labels(stream.name).inc(lost)
 
     def finish(self, stream: StreamState) -> list[EventRecord]:
         """End of stream (or shutdown): analyse what is owed, then close active events."""
@@ -190,13 +194,25 @@ class Detector:
                     stream.score_log.scores.append(scores.event[b].copy())
                     stream.score_log.vetoed.append(np.array([v is not None for v in scores.vetoed_by[b]]))
                 stream.windows_processed += 1
-                if scores.gated is not None and scores.gated[b]:
-                    stream.gated_windows += 1
+                gated = scores.gated is not None and bool(scores.gated[b])
+                stream.gated_windows += gated
+                if self.metrics is not None:
+                    self._observe(stream.name, scores.event[b], gated)
         return records
+
+    def _observe(self, stream: str, scores: np.ndarray, gated: bool) -> None:
+        self.metrics.windows.labels(stream).inc()
+        if gated:
+            self.metrics.gated.labels(stream).inc()
+            return
+        for label, value in zip(self.bank.labels, scores, strict=True):
+            self.metrics.scores.labels(label).observe(float(value))
 
     def _emit(self, stream: StreamState, records: list[EventRecord]) -> list[EventRecord]:
         for record in records:
             self.sinks.emit(record)
+            if self.metrics is not None:
+                self.metrics.records.labels(record.label, record.phase).inc()
         stream.records_emitted += len(records)
         return records
 

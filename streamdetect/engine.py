@@ -100,6 +100,8 @@ class BatchingEngine:
         backlog = sum(1 for item in self._queue if item.window is not None)
         self.stats.backlog = backlog
         self.stats.max_backlog = max(self.stats.max_backlog, backlog)
+        if self.detector.metrics is not None:
+            self.detector.metrics.backlog.set(backlog)
         oldest = self._queue[0].submitted if self._queue else time.monotonic()
         behind_s = time.monotonic() - oldest
         if behind_s > self.backlog_warn_s and time.monotonic() - self._last_warning > self.backlog_warn_s:
@@ -136,7 +138,11 @@ class BatchingEngine:
                 if windows:
                     self.detector.analyse(windows)
                     done = time.monotonic()
-                    self.stats.latencies_s.extend(done - item.submitted for item in batch if item.window is not None)
+                    latencies = [done - item.submitted for item in batch if item.window is not None]
+                    self.stats.latencies_s.extend(latencies)
+                    if self.detector.metrics is not None:
+                        for latency in latencies:
+                            self.detector.metrics.latency.observe(latency)
                     self.stats.windows += len(windows)
                     self.stats.batches += 1
                 for item in batch:
@@ -153,8 +159,11 @@ def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event) -> 
     """Cut a source's windows in the calling thread and hand them to the engine."""
     detector = engine.detector
     stream = detector.open_stream(source.name, source.live)
+    metrics = detector.metrics
     try:
         for block in source.blocks(stop):
+            if metrics is not None:
+                metrics.heard(stream.name, source.live)
             if isinstance(block, Gap):
                 detector.skip(stream, block)
             else:
@@ -162,6 +171,8 @@ def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event) -> 
                 if windows:
                     engine.submit(stream, windows)
         engine.submit(stream, list(stream.windower.finish()))
+        if metrics is not None and not source.live:
+            metrics.forget(stream.name)  # a finished file is not a dead stream
     finally:
         engine.close_stream(stream)
     return stream
