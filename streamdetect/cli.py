@@ -171,7 +171,7 @@ def _sources(args: argparse.Namespace, config: Config, sample_rate: int) -> list
 
 def cmd_run(args: argparse.Namespace) -> int:
     from streamdetect.detector import Detector
-    from streamdetect.engine import run_sources
+    from streamdetect.engine import BatchingEngine, run_sources
     from streamdetect.sinks.base import build_sinks
 
     config, bundle = _load(args)
@@ -185,6 +185,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    engine = None
+
+    def _reload(_signum: int, _frame) -> None:
+        try:
+            new = load_config(args.config)
+        except ConfigError as e:
+            log.error("SIGHUP: config reload rejected, the running config stays:\n%s", e)
+            return
+        log.info("SIGHUP: reloading %s", args.config)
+        if engine is not None:
+            engine.request_reload(new)
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, _reload)
     server = None
     try:
         detector = Detector(config, bundle, sinks)
@@ -199,7 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info("metrics on http://%s:%d/metrics and /healthz", *server.address[:2])
         log.info("listening to %s for %s (%s)", ", ".join(s.name for s in sources), ", ".join(detector.bank.labels),
                  getattr(detector.encoder, "file", "custom encoder"))
-        summaries, stats = run_sources(detector, sources, stop)
+        engine = BatchingEngine(detector)
+        summaries, stats = run_sources(detector, sources, stop, engine=engine)
     finally:
         sinks.close()
         if server is not None:

@@ -106,11 +106,43 @@ class Detector:
         self.encoder_seconds = 0.0
         self.frontend_seconds = 0.0
         self.metrics = None  # a streamdetect.metrics.Metrics when the daemon serves /metrics
+        self.streams: list[StreamState] = []
+        self.runtime = runtime
 
     def open_stream(self, name: str, live: bool) -> StreamState:
         windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
         trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules, strict=True)]
-        return StreamState(name=name, live=live, windower=windower, trackers=trackers)
+        stream = StreamState(name=name, live=live, windower=windower, trackers=trackers)
+        self.streams.append(stream)
+        return stream
+
+    def reload(self, config: Config) -> list[EventRecord]:
+        """Switch to a new config's events and gate without a restart (call from the thread that analyses).
+
+        Kept labels keep their state (an active event stays active under the new threshold); removed labels
+        have their open events closed; new labels start idle. Window, runtime, source and sink settings need
+        a restart and are left as they were.
+        """
+        for key in ("windows", "runtime", "sources", "source", "sinks", "model", "metrics"):
+            if getattr(config, key) != getattr(self.config, key):
+                log.warning("config reload: %s changed, which takes effect only after a restart", key)
+        bank = prompt_bank_for(self.bundle, config.events, config.prompt_cache, self.runtime)
+        rules = [EventRules(e.threshold, e.hysteresis, e.min_windows, e.cooldown_s) for e in config.events]
+        records: list[EventRecord] = []
+        for stream in self.streams:
+            old = {t.label: t for t in stream.trackers}
+            for label in set(old) - set(bank.labels):
+                wall = stream.wall_time(stream.windower.total_samples / self.bundle.sample_rate)
+                records += self._emit(stream, old[label].finish(wall))
+            stream.trackers = []
+            for label, rule in zip(bank.labels, rules, strict=True):
+                tracker = old.get(label) or EventTracker(label, rule, stream=stream.name)
+                tracker.rules = rule
+                stream.trackers.append(tracker)
+        self.config, self.bank, self.rules = config.model_copy(update={
+            "windows": self.config.windows, "runtime": self.config.runtime}), bank, rules
+        log.info("config reloaded: events %s", ", ".join(bank.labels))
+        return records
 
     def push(self, stream: StreamState, block: np.ndarray | Gap) -> list[EventRecord]:
         """Feed audio; live streams are analysed at once, files in batches of ``runtime.batch_size``."""

@@ -61,6 +61,7 @@ class BatchingEngine:
         self._thread = threading.Thread(target=self._loop, name="streamdetect-inference", daemon=True)
         self._error: BaseException | None = None
         self._last_warning = 0.0
+        self._reload = None  # a validated Config waiting to be applied by the inference thread
 
     def start(self) -> None:
         self._thread.start()
@@ -80,6 +81,12 @@ class BatchingEngine:
         """Close the stream's open events once every window queued before this call is analysed."""
         with self._cond:
             self._queue.append(_Item(stream, None, time.monotonic()))
+            self._cond.notify_all()
+
+    def request_reload(self, config) -> None:
+        """Apply a new (already validated) config between two batches, on the inference thread."""
+        with self._cond:
+            self._reload = config
             self._cond.notify_all()
 
     def stop(self, timeout_s: float = 60.0) -> None:
@@ -112,7 +119,9 @@ class BatchingEngine:
 
     def _take(self) -> list[_Item] | None:
         with self._cond:
-            self._cond.wait_for(lambda: self._queue or self._stopping)
+            self._cond.wait_for(lambda: self._queue or self._stopping or self._reload is not None)
+            if self._reload is not None:
+                return []  # the loop applies the reload first
             if not self._queue:
                 return None
             # Bounded wait for the other streams' windows of this tick, so they share one encoder call.
@@ -134,6 +143,10 @@ class BatchingEngine:
     def _loop(self) -> None:
         try:
             while (batch := self._take()) is not None:
+                with self._cond:
+                    config, self._reload = self._reload, None
+                if config is not None:
+                    self.detector.reload(config)
                 windows = [(item.stream, item.window) for item in batch if item.window is not None]
                 if windows:
                     self.detector.analyse(windows)

@@ -242,3 +242,48 @@ def test_log_json_writes_one_object_per_line(tiny_model, tmp_path):
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert lines and all({"time", "level", "logger", "message"} <= set(x) for x in lines)
     assert any("3.0 s of audio" in x["message"] for x in lines)
+
+
+def test_sighup_reloads_events_and_rejects_an_invalid_config(tiny_model, tmp_path):
+    import signal
+    import time
+
+    import yaml
+
+    wav = write_tone_scene(tmp_path / "long.wav", seconds=1200.0, sample_rate=16_000)
+    out = tmp_path / "events.jsonl"
+    never = {**EVENTS[0], "threshold": 1.0}
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_model, [never], sinks=[{"type": "jsonl", "path": str(out)}],
+                       runtime={"device": "cpu", "batch_size": 1})
+    proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--input", str(wav)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = []
+    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+
+    def wait_for(predicate, what):
+        deadline = time.monotonic() + 60
+        while not predicate():
+            assert proc.poll() is None and time.monotonic() < deadline, f"{what}\n" + "".join(log)
+            time.sleep(0.05)
+
+    try:
+        wait_for(lambda: any("listening to" in line for line in log), "never started")
+        data = yaml.safe_load(cfg.read_text())
+        data["events"].append({**EVENTS[1], "threshold": -1.0})  # a new event that fires at once
+        cfg.write_text(yaml.safe_dump(data))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: out.exists() and '"dog"' in out.read_text(), "the new event never fired")
+        cfg.write_text("events:\n  - label: broken\n    threshold: 7\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: any("reload rejected" in line for line in log), "invalid config not reported")
+        assert proc.poll() is None  # still running on the previous config
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        reader.join(10)
+    assert proc.returncode == 0, "".join(log)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["label"], r["phase"]) for r in records] == [("dog", "start"), ("dog", "end")]
+    assert records[0]["start_s"] > 0  # the new event started mid-stream, at the reload
+    assert any("events[0].threshold" in line for line in log)
