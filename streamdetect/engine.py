@@ -146,7 +146,10 @@ class BatchingEngine:
                 with self._cond:
                     config, self._reload = self._reload, None
                 if config is not None:
-                    self.detector.reload(config)
+                    try:
+                        self.detector.reload(config)
+                    except Exception:  # noqa: BLE001 - a failed reload must not stop detection
+                        log.exception("config reload failed; the previous config keeps running")
                 windows = [(item.stream, item.window) for item in batch if item.window is not None]
                 if windows:
                     self.detector.analyse(windows)
