@@ -16,18 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.config import EventConfig
-from streamdetect.detector import Detector, analyse_file
+from streamdetect.detector import Detector, FileScores, score_file
 from streamdetect.events import EventRules, EventTracker, WindowScore
 from streamdetect.tagging import audio_files
-
-
-@dataclass
-class WindowScores:
-    starts_s: np.ndarray
-    ends_s: np.ndarray
-    scores: np.ndarray  # (windows, events)
-    vetoed: np.ndarray  # (windows, events) bool
-    duration_s: float
 
 
 @dataclass
@@ -42,13 +33,7 @@ class Calibration:
     negative_hours: float
 
 
-def window_scores(detector: Detector, path: Path) -> WindowScores:
-    stream, _ = analyse_file(detector, path)
-    starts, ends, scores, vetoed = stream.score_log.arrays(len(detector.bank.labels))
-    return WindowScores(starts, ends, scores, vetoed, stream.windower.total_samples / detector.bundle.sample_rate)
-
-
-def count_starts(ws: WindowScores, column: int, event: EventConfig, threshold: float) -> int:
+def count_starts(ws: FileScores, column: int, event: EventConfig, threshold: float) -> int:
     """How many times the event would fire on these windows at ``threshold``."""
     tracker = EventTracker(event.label, EventRules(threshold, event.hysteresis, event.min_windows, event.cooldown_s))
     starts = 0
@@ -59,7 +44,7 @@ def count_starts(ws: WindowScores, column: int, event: EventConfig, threshold: f
     return starts
 
 
-def calibrate_event(event: EventConfig, column: int, positives: list[WindowScores], negatives: list[WindowScores],
+def calibrate_event(event: EventConfig, column: int, positives: list[FileScores], negatives: list[FileScores],
                     target_precision: float | None, max_false_alarms_per_hour: float | None,
                     candidates: int = 200) -> Calibration:
     values = np.concatenate([w.scores[:, column] for w in positives + negatives])
@@ -111,7 +96,7 @@ def calibrate(detector: Detector, positives_source: Path, negatives_dir: Path, t
     by_label = positives_by_label(positives_source, labels)
     negative_files = audio_files(negatives_dir)
     every = sorted({p for paths in by_label.values() for p in paths} | set(negative_files))
-    scored = {p: window_scores(detector, p) for p in tqdm(every, desc="scoring", unit="file", file=sys.stderr,
+    scored = {p: score_file(detector, p) for p in tqdm(every, desc="scoring", unit="file", file=sys.stderr,
                                                           disable=not progress)}
     results = []
     for column, event in enumerate(detector.config.events):

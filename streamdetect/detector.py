@@ -36,6 +36,11 @@ def rms_dbfs(samples: np.ndarray) -> float:
     return 20.0 * np.log10(max(rms, 1e-10))
 
 
+def event_rules(events) -> list[EventRules]:
+    """The state-machine rules of each configured event, in order."""
+    return [EventRules(e.threshold, e.hysteresis, e.min_windows, e.cooldown_s) for e in events]
+
+
 def _iso(ts: datetime) -> str:
     return ts.isoformat(timespec="milliseconds")
 
@@ -100,9 +105,7 @@ class Detector:
         self.frontend = LogMelFrontend(bundle.frontend_params)
         self.encoder = encoder or AudioEncoder(bundle, runtime)
         self.bank = bank or prompt_bank_for(bundle, config.events, config.prompt_cache, runtime)
-        self.rules = [
-            EventRules(e.threshold, e.hysteresis, e.min_windows, e.cooldown_s) for e in config.events
-        ]
+        self.rules = event_rules(config.events)
         self.encoder_seconds = 0.0
         self.frontend_seconds = 0.0
         self.metrics = None  # a streamdetect.metrics.Metrics when the daemon serves /metrics
@@ -127,7 +130,7 @@ class Detector:
             if getattr(config, key) != getattr(self.config, key):
                 log.warning("config reload: %s changed, which takes effect only after a restart", key)
         bank = prompt_bank_for(self.bundle, config.events, config.prompt_cache, self.runtime)
-        rules = [EventRules(e.threshold, e.hysteresis, e.min_windows, e.cooldown_s) for e in config.events]
+        rules = event_rules(config.events)
         records: list[EventRecord] = []
         for stream in self.streams:
             old = {t.label: t for t in stream.trackers}
@@ -288,6 +291,25 @@ def analyse_file(detector: Detector, path: Path, on_block: Callable[[np.ndarray]
             on_block(block)
     records += detector.finish(stream)
     return stream, records
+
+
+@dataclass
+class FileScores:
+    """A file run through the detector: every window's scores and the events it reported."""
+
+    duration_s: float
+    starts_s: np.ndarray  # (windows,)
+    ends_s: np.ndarray
+    scores: np.ndarray  # (windows, events)
+    vetoed: np.ndarray  # (windows, events) bool: a negative prompt outscored the event
+    events: list[tuple[float, float, str]]  # (start_s, end_s, label) of each detected event
+
+
+def score_file(detector: Detector, path: Path) -> FileScores:
+    stream, records = analyse_file(detector, path)
+    starts, ends, scores, vetoed = stream.score_log.arrays(len(detector.bank.labels))
+    return FileScores(stream.windower.total_samples / detector.bundle.sample_rate, starts, ends, scores, vetoed,
+                      [(r.start_s, r.end_s, r.label) for r in records if r.phase == "end"])
 
 
 def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -> RunSummary:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.detector import Detector, analyse_file
+from streamdetect.detector import Detector, FileScores, score_file
 from streamdetect.tagging import audio_files
 
 Event = tuple[float, float, str]
@@ -57,28 +57,6 @@ def merge_touching(events: list[Event]) -> list[Event]:
     return sorted(merged)
 
 
-@dataclass
-class FileResult:
-    duration_s: float
-    events: list[Event]
-    starts_s: np.ndarray
-    ends_s: np.ndarray
-    scores: np.ndarray  # (windows, labels)
-
-
-def detect_file(detector: Detector, path: Path) -> FileResult:
-    """Run the streaming pipeline over a file; keep its events and every window's scores."""
-    stream, records = analyse_file(detector, path)
-    starts, ends, scores, _ = stream.score_log.arrays(len(detector.bank.labels))
-    return FileResult(
-        duration_s=stream.windower.total_samples / detector.bundle.sample_rate,
-        events=[(r.start_s, r.end_s, r.label) for r in records if r.phase == "end"],
-        starts_s=starts,
-        ends_s=ends,
-        scores=scores,
-    )
-
-
 def event_timeline(events: list[Event], labels: tuple[str, ...], duration_s: float):
     """Detected events as a 0/1 score DataFrame, so that threshold 0.5 recovers exactly these events."""
     from sed_scores_eval.base_modules.scores import create_score_dataframe
@@ -94,7 +72,7 @@ def event_timeline(events: list[Event], labels: tuple[str, ...], duration_s: flo
     return create_score_dataframe(scores, np.array(bounds), list(labels))
 
 
-def window_timeline(result: FileResult, labels: tuple[str, ...]):
+def window_timeline(result: FileScores, labels: tuple[str, ...]):
     """Raw window scores as a score DataFrame: each window covers the stretch nearest to its centre."""
     from sed_scores_eval.base_modules.scores import create_score_dataframe
 
@@ -151,7 +129,7 @@ def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: fl
     unscored_fp = dict.fromkeys(labels, 0)
     for name, path in tqdm(sorted(files.items()), desc="evaluating", unit="file", file=sys.stderr,
                            disable=not progress):
-        result = detect_file(detector, path)
+        result = score_file(detector, path)
         detections[name] = event_timeline([e for e in result.events if e[2] in scored], scored, result.duration_s)
         result.scores = result.scores[:, columns]
         windows[name] = window_timeline(result, scored)
