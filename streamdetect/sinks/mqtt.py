@@ -66,14 +66,18 @@ class MqttSink(Sink):
                                                                              rc)
         self._announced: set[tuple[str, str]] = set()
         self._unacked: set[int] = set()  # message ids not yet acknowledged by the broker (QoS 1/2)
-        self._lock = threading.Lock()
+        self._acked_early: set[int] = set()  # acknowledged before publish() returned their id to us
+        self._lock = threading.Lock()  # never held while calling into paho: paho calls back under its own locks
         self.client.on_publish = self._on_publish
         self.client.connect_async(options.host, options.port)
         self.client.loop_start()
 
     def _on_publish(self, _client, _userdata, mid, *_rest) -> None:
         with self._lock:
-            self._unacked.discard(mid)
+            if mid in self._unacked:
+                self._unacked.discard(mid)
+            else:
+                self._acked_early.add(mid)
 
     def emit(self, record: EventRecord) -> None:
         stream, label = topic_part(record.stream), topic_part(record.label)
@@ -103,10 +107,13 @@ class MqttSink(Sink):
 
     def _publish(self, topic: str, payload: str, retain: bool) -> None:
         # Without a connection paho still queues QoS 1/2 messages and sends them once it reconnects.
-        with self._lock:
-            info = self.client.publish(topic, payload, qos=self.options.qos, retain=retain)
-            if self.options.qos > 0:
-                self._unacked.add(info.mid)
+        info = self.client.publish(topic, payload, qos=self.options.qos, retain=retain)
+        if self.options.qos > 0:
+            with self._lock:
+                if info.mid in self._acked_early:
+                    self._acked_early.discard(info.mid)
+                else:
+                    self._unacked.add(info.mid)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Wait (bounded) for queued messages to reach the broker, then disconnect."""
