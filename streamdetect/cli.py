@@ -165,7 +165,9 @@ def _sources(args: argparse.Namespace, config: Config, sample_rate: int) -> list
     built = []
     for entry in config.all_sources:
         cls = SOURCES.get(entry.type)
-        built.append(cls(cls.Options.model_validate(entry.options), sample_rate, entry.name))
+        source = cls(cls.Options.model_validate(entry.options), sample_rate, entry.name)
+        source.gate = entry.gate
+        built.append(source)
     return built
 
 

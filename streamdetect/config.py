@@ -79,6 +79,12 @@ class PluginConfig(Strict):
         return dict(self.model_extra or {})
 
 
+class SourceConfig(PluginConfig):
+    """A source entry: the plugin's options plus settings the detector applies to that stream."""
+
+    gate: GateConfig | None = Field(None, description="this stream's energy gate (default: the top-level gate)")
+
+
 class Config(Strict):
     model: str | None = Field(None, description="directory written by `streamdetect export`")
     prompt_cache: str | None = Field(None, description="directory for cached prompt embeddings")
@@ -86,13 +92,13 @@ class Config(Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     gate: GateConfig = GateConfig()
     metrics: MetricsConfig = MetricsConfig()
-    source: PluginConfig | None = None
-    sources: list[PluginConfig] = Field(default_factory=list, description="several streams in one detector")
+    source: SourceConfig | None = None
+    sources: list[SourceConfig] = Field(default_factory=list, description="several streams in one detector")
     events: list[EventConfig] = Field(min_length=1)
     sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")])
 
     @property
-    def all_sources(self) -> list[PluginConfig]:
+    def all_sources(self) -> list[SourceConfig]:
         return self.sources or ([self.source] if self.source is not None else [])
 
     @model_validator(mode="after")

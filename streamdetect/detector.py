@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.config import Config
+from streamdetect.config import Config, GateConfig
 from streamdetect.encoder import AudioEncoder, RuntimeOptions
 from streamdetect.events import EventRecord, EventRules, EventTracker, WindowScore
 from streamdetect.frontend import LogMelFrontend
@@ -74,6 +74,7 @@ class StreamState:
     windows_processed: int = 0
     records_emitted: int = 0
     gated_windows: int = 0  # analysed as silence by the energy gate, without the encoder
+    gate: GateConfig | None = None  # this stream's own energy gate; None follows the config's top-level gate
     score_log: ScoreLog | None = None
 
     def wall_time(self, stream_s: float) -> str:
@@ -112,10 +113,10 @@ class Detector:
         self.streams: list[StreamState] = []
         self.runtime = runtime
 
-    def open_stream(self, name: str, live: bool) -> StreamState:
+    def open_stream(self, name: str, live: bool, gate: GateConfig | None = None) -> StreamState:
         windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
         trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules, strict=True)]
-        stream = StreamState(name=name, live=live, windower=windower, trackers=trackers)
+        stream = StreamState(name=name, live=live, windower=windower, trackers=trackers, gate=gate)
         self.streams.append(stream)
         return stream
 
@@ -181,14 +182,15 @@ class Detector:
             records += self._emit(stream, tracker.finish(wall))
         return records
 
-    def scores(self, windows: list[Window]) -> Scores:
+    def scores(self, windows: list[Window], floors: list[float | None] | None = None) -> Scores:
         """Scores of a batch of windows (also used by tools that need raw scores, not events).
 
-        With an energy gate, windows quieter than ``gate.min_dbfs`` skip the encoder and score -1.
+        With an energy gate, windows quieter than their floor (``floors[i]``, else the top-level
+        ``gate.min_dbfs``) skip the encoder and score -1.
         """
-        floor = self.config.gate.min_dbfs
-        if floor is not None:
-            gated = np.array([rms_dbfs(w.samples) < floor for w in windows])
+        floors = floors or [self.config.gate.min_dbfs] * len(windows)
+        if any(f is not None for f in floors):
+            gated = np.array([f is not None and rms_dbfs(w.samples) < f for w, f in zip(windows, floors, strict=True)])
             if gated.any():
                 open_windows = [w for w, g in zip(windows, gated, strict=True) if not g]
                 return gated_scores(self.scores_ungated(open_windows) if open_windows else None, gated,
@@ -215,7 +217,8 @@ class Detector:
         batch_size = self.config.runtime.batch_size
         for offset in range(0, len(items), batch_size):
             batch = items[offset : offset + batch_size]
-            scores = self.scores([window for _, window in batch])
+            scores = self.scores([window for _, window in batch],
+                                 [(stream.gate or self.config.gate).min_dbfs for stream, _ in batch])
             for b, (stream, window) in enumerate(batch):
                 top = scores.top(b)
                 wall = stream.wall_time(window.end_s)
@@ -314,7 +317,7 @@ def score_file(detector: Detector, path: Path) -> FileScores:
 
 def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -> RunSummary:
     """Drive one source through the detector in this thread until it ends or ``stop`` is set."""
-    stream = detector.open_stream(source.name, source.live)
+    stream = detector.open_stream(source.name, source.live, source.gate)
     t0 = time.perf_counter()
     try:
         for block in source.blocks(stop):

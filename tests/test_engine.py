@@ -152,3 +152,39 @@ def test_source_config_mistakes_are_reported():
     with pytest.raises(ConfigError, match="either `source` or `sources`"):
         parse_config({"events": events, "source": {"type": "file", "path": "1.wav"},
                       "sources": [{"type": "file", "path": "2.wav"}]})
+
+
+def test_each_source_can_have_its_own_energy_gate(tiny_model, tmp_path):
+    """A source entry's gate replaces the top-level one for that stream only; `min_dbfs: null` turns it off."""
+    import soundfile as sf
+
+    from conftest import run_cli, write_config
+
+    rng = np.random.default_rng(3)
+    quiet = (1e-4 * rng.standard_normal(SR * 6)).astype(np.float32)  # about -80 dBFS everywhere
+    for name in ("own", "off", "default"):
+        sf.write(tmp_path / f"{name}.wav", quiet, SR, subtype="FLOAT")
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, [{"label": "x", "prompts": ["birdsong"], "threshold": 0.9}],
+                       sinks=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}],
+                       gate={"min_dbfs": -50.0},
+                       sources=[{"type": "file", "name": "own", "path": str(tmp_path / "own.wav"),
+                                 "gate": {"min_dbfs": -120.0}},
+                                {"type": "file", "name": "off", "path": str(tmp_path / "off.wav"),
+                                 "gate": {"min_dbfs": None}},
+                                {"type": "file", "name": "default", "path": str(tmp_path / "default.wav")}])
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    # 6 s at 3 s windows and 1 s hop: 4 windows per stream
+    assert "own: 6.0 s of audio, 4 windows (0 gated as silence)" in result.stderr
+    assert "off: 6.0 s of audio, 4 windows (0 gated as silence)" in result.stderr
+    assert "default: 6.0 s of audio, 4 windows (4 gated as silence)" in result.stderr
+
+
+def test_a_source_gate_is_validated_with_its_key_path():
+    import pytest
+
+    from streamdetect.config import ConfigError, parse_config
+
+    events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.gate\.min_dbfs: expected less than or equal to 0"):
+        parse_config({"events": events, "sources": [{"type": "file", "path": "1.wav", "gate": {"min_dbfs": 3}}]})

@@ -36,6 +36,9 @@ class AudioSource(ABC):
 
     def __init__(self, options: SourceOptions, sample_rate: int, name: str):
         self.options, self.sample_rate, self.name = options, sample_rate, name
+        # This stream's energy gate from its config entry (set by whoever builds the source from a config);
+        # None follows the config's top-level gate. Typed loosely so sources need not import the config.
+        self.gate = None
 
     @abstractmethod
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray | Gap]:
