@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.manifest import AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER, ModelBundle
+from streamdetect.manifest import AUDIO_ENCODER_INT8, TEXT_ENCODER, TOKENIZER, ModelBundle
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class RuntimeOptions:
     """How to run the ONNX sessions; mirrors the ``runtime`` section of the config."""
 
     device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | int8
+    precision: str = "auto"  # auto | fp32 | int8 | fp16
     intra_op_threads: int = 0  # 0: onnxruntime picks (one per physical core)
     inter_op_threads: int = 1
     spin: bool = False  # let idle onnxruntime threads busy-wait (lower latency, but they steal the CPU)
@@ -49,14 +50,26 @@ def _providers(device: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels of streamdetect[gpu], if installed
         ort.preload_dlls()
-    if "CUDAExecutionProvider" not in available:
-        if device == "cuda":
+    wanted = ["TensorrtExecutionProvider"] if device == "tensorrt" else []
+    wanted.append("CUDAExecutionProvider")
+    if wanted[0] not in available:
+        if device in ("cuda", "tensorrt"):
             raise RuntimeError(
-                "runtime.device is 'cuda' but this onnxruntime has no CUDA provider "
-                f"(available: {', '.join(available)}); install onnxruntime-gpu or set runtime.device: cpu"
+                f"runtime.device is '{device}' but this onnxruntime has no {wanted[0]} "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu (and TensorRT for 'tensorrt') "
+                "or set runtime.device: cpu"
             )
         return ["CPUExecutionProvider"]
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return wanted + ["CPUExecutionProvider"]
+
+
+def _provider_options(provider: str, path: Path) -> dict[str, str]:
+    """TensorRT builds an engine per model and shape range; caching it next to the model makes that a one-off
+    cost (minutes) instead of one at every start. fp16 engines unless the model is int8-quantised."""
+    if provider != "TensorrtExecutionProvider":
+        return {}
+    return {"trt_fp16_enable": "True", "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(path.parent / "trt_cache"), "trt_timing_cache_enable": "True"}
 
 
 def open_session(path: Path, options: RuntimeOptions):
@@ -73,13 +86,15 @@ def open_session(path: Path, options: RuntimeOptions):
     so.enable_mem_pattern = options.memory_arena
     so.log_severity_level = 3  # onnxruntime's own warnings go to stderr unstructured; we log what matters
     wanted = _providers(options.device)
-    session = ort.InferenceSession(str(path), sess_options=so, providers=wanted)
+    session = ort.InferenceSession(str(path), sess_options=so, providers=wanted,
+                                   provider_options=[_provider_options(p, path) for p in wanted])
     used = session.get_providers()
     if wanted[0] not in used:
-        if options.device == "cuda":
+        if options.device in ("cuda", "tensorrt"):
             raise RuntimeError(
-                f"runtime.device is 'cuda' but onnxruntime could not start {wanted[0]} for {path.name} "
-                f"(running on {', '.join(used)}); check the CUDA/cuDNN libraries or set runtime.device: cpu"
+                f"runtime.device is '{options.device}' but onnxruntime could not start {wanted[0]} for {path.name} "
+                f"(running on {', '.join(used)}); check the CUDA/cuDNN (and TensorRT) libraries or set "
+                "runtime.device: cpu"
             )
         log.warning("%s: %s did not start (missing CUDA/cuDNN libraries? pip install 'streamdetect[gpu]'), "
                     "running on %s", path.name, wanted[0], used[0])
@@ -88,8 +103,8 @@ def open_session(path: Path, options: RuntimeOptions):
 
 
 def audio_encoder_file(bundle: ModelBundle, options: RuntimeOptions) -> str:
-    """Which exported audio encoder these options run (int8 only on CPU)."""
-    on_gpu = _providers(options.device)[0] != "CPUExecutionProvider"
+    """Which exported audio encoder these options run ('auto': int8 on CPU, fp16 on GPU, when shipped)."""
+    on_gpu = _providers(options.device)[0] in GPU_PROVIDERS
     return bundle.audio_encoder_file(options.precision, on_gpu)
 
 
@@ -111,7 +126,10 @@ class AudioEncoder:
         self.providers = self.session.get_providers()
         # Dynamic int8 quantises activations with one scale per call, so a window's embedding would depend on
         # the other windows of its batch; running int8 one window at a time keeps every result independent.
-        self.one_window_per_call = self.file != AUDIO_ENCODER
+        self.one_window_per_call = self.file == AUDIO_ENCODER_INT8
+        # On a GPU, IO binding lets onnxruntime copy the features in and the embeddings out once per call
+        # instead of going through its generic feed/fetch path.
+        self.io_binding = self.providers[0] in GPU_PROVIDERS
         self(np.zeros((1, *self.feature_shape), dtype=np.float32))  # warm-up: first run allocates and plans
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
@@ -126,7 +144,13 @@ class AudioEncoder:
         return self._run(features)
 
     def _run(self, features: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: features})[0]
+        if not self.io_binding:
+            return self.session.run([self.output_name], {self.input_name: features})[0]
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, features)
+        binding.bind_output(self.output_name, "cuda" if self.providers[0] in GPU_PROVIDERS else "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
 
 class TextEncoder:

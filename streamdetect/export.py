@@ -25,6 +25,7 @@ import streamdetect
 from streamdetect.frontend import FrontendParams, LogMelFrontend
 from streamdetect.manifest import (
     AUDIO_ENCODER,
+    AUDIO_ENCODER_FP16,
     AUDIO_ENCODER_INT8,
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -36,6 +37,7 @@ from streamdetect.manifest import (
 
 MIN_COSINE = 0.9999
 INT8_MIN_COSINE = 0.999  # int8 ships only if it stays this close to fp32 on the verification audio
+FP16_MIN_COSINE = 0.999  # likewise fp16 (for GPUs; on a CPU onnxruntime runs it through casts, slowly)
 VERIFY_PROMPTS = (
     "birdsong",
     "a dog barking in the distance",
@@ -241,24 +243,27 @@ def export_model(
                 f"exported encoders do not reproduce PyTorch (min cosine audio {check.audio_cosine_min:.6f}, "
                 f"text {check.text_cosine_min:.6f}, required {MIN_COSINE}); nothing was written to {out}"
             )
-        report("quantizing the audio encoder to int8 (dynamic, per channel)")
-        int8_cosine = quantize_int8(staging / AUDIO_ENCODER, staging / AUDIO_ENCODER_INT8, params)
-        shipped = int8_cosine >= INT8_MIN_COSINE
-        manifest["precisions"] = {
-            "fp32": {"file": AUDIO_ENCODER, "status": "shipped"},
-            "int8": {"file": AUDIO_ENCODER_INT8, "status": "shipped" if shipped else "refused",
-                     "cosine_min_vs_fp32": int8_cosine, "required": INT8_MIN_COSINE},
-        }
-        if shipped:
-            manifest["files"][AUDIO_ENCODER_INT8] = sha256_file(staging / AUDIO_ENCODER_INT8)
-        else:
-            (staging / AUDIO_ENCODER_INT8).unlink()
-        report(f"  int8: min cosine vs fp32 {int8_cosine:.5f} -> "
-               + ("shipped" if shipped else f"refused (needs >= {INT8_MIN_COSINE}); fp32 only"))
+        manifest["precisions"] = {"fp32": {"file": AUDIO_ENCODER, "status": "shipped"}}
+        reduced = {"int8": (AUDIO_ENCODER_INT8, quantize_int8, INT8_MIN_COSINE, "dynamic, per channel"),
+                   "fp16": (AUDIO_ENCODER_FP16, convert_fp16, FP16_MIN_COSINE, "inputs and outputs stay fp32")}
+        for precision, (name, convert, required, how) in reduced.items():
+            report(f"converting the audio encoder to {precision} ({how})")
+            convert(staging / AUDIO_ENCODER, staging / name)
+            cosine = cosine_vs_fp32(staging / AUDIO_ENCODER, staging / name, params)
+            shipped = cosine >= required
+            manifest["precisions"][precision] = {"file": name, "status": "shipped" if shipped else "refused",
+                                                 "cosine_min_vs_fp32": cosine, "required": required}
+            if shipped:
+                manifest["files"][name] = sha256_file(staging / name)
+            else:
+                (staging / name).unlink()
+            report(f"  {precision}: min cosine vs fp32 {cosine:.5f} -> "
+                   + ("shipped" if shipped else f"refused (needs >= {required})"))
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        names = [AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER] + ([AUDIO_ENCODER_INT8] if shipped else [])
+        optional = [name for name, *_ in reduced.values()]
+        names = [AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER] + [n for n in optional if n in manifest["files"]]
         if out.exists():
-            for name in (*names, AUDIO_ENCODER_INT8, MANIFEST_NAME):
+            for name in (*names, *optional, MANIFEST_NAME):
                 (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         for name in (*names, MANIFEST_NAME):  # manifest last: it marks completion
@@ -299,26 +304,45 @@ def verify_export(directory: Path, clap, fe, tokenizer, torch) -> Verification:
     )
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, params: FrontendParams) -> float:
-    """Dynamic int8 quantisation of the MatMul weights; returns the min cosine vs fp32 on generated audio."""
+def _load_without_stale_shapes(path: Path):
+    """The dynamo exporter leaves shape annotations that its own graph rewrites made stale; onnx shape
+    inference (in the quantizer and the fp16 converter) rejects them, so drop them and let it infer afresh."""
+    import onnx
+
+    model = onnx.load(path)
+    del model.graph.value_info[:]
+    return model
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic int8 quantisation of the MatMul weights (int8 GEMMs are what make a CPU faster)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from streamdetect.encoder import RuntimeOptions, open_session
-
-    model = onnx.load(fp32_path)
-    # The dynamo exporter leaves shape annotations that its own graph rewrites made stale; the quantizer's
-    # shape inference rejects them, so drop them and let it infer afresh.
-    del model.graph.value_info[:]
     with tempfile.TemporaryDirectory() as tmp:
         clean = Path(tmp) / "clean.onnx"
-        onnx.save(model, clean)
+        onnx.save(_load_without_stale_shapes(fp32_path), clean)
         quantize_dynamic(clean, int8_path, weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"])
+
+
+def convert_fp16(fp32_path: Path, fp16_path: Path) -> None:
+    """fp16 weights and activations for GPU tensor cores; the input and output stay fp32, so callers and the
+    front end are unchanged. Uses onnxruntime's own converter (no extra dependency)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(_load_without_stale_shapes(fp32_path), keep_io_types=True), fp16_path)
+
+
+def cosine_vs_fp32(fp32_path: Path, other_path: Path, params: FrontendParams) -> float:
+    """Min cosine between the embeddings of two encoder files on the generated verification audio (CPU)."""
+    from streamdetect.encoder import RuntimeOptions, open_session
+
     features = LogMelFrontend(params)(verification_audio(params.sample_rate))
     cpu = RuntimeOptions(device="cpu")
     outputs = []
-    for path in (fp32_path, int8_path):
+    for path in (fp32_path, other_path):
         session = open_session(path, cpu)
         outputs.append(session.run(None, {session.get_inputs()[0].name: features})[0])
     return float(_cosine_rows(*outputs).min())

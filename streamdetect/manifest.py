@@ -19,6 +19,8 @@ MANIFEST_VERSION = 1
 DEFAULT_MODEL_ID = "laion/clap-htsat-unfused"
 AUDIO_ENCODER = "audio_encoder.onnx"
 AUDIO_ENCODER_INT8 = "audio_encoder.int8.onnx"
+AUDIO_ENCODER_FP16 = "audio_encoder.fp16.onnx"
+REDUCED_PRECISIONS = {"int8": AUDIO_ENCODER_INT8, "fp16": AUDIO_ENCODER_FP16}
 TEXT_ENCODER = "text_encoder.onnx"
 TOKENIZER = "tokenizer.json"
 
@@ -107,17 +109,24 @@ class ModelBundle:
         files = self.manifest["files"]
         return hashlib.sha256(f"{files[TEXT_ENCODER]}:{files[TOKENIZER]}".encode()).hexdigest()
 
+    def shipped(self, precision: str) -> bool:
+        return self.manifest.get("precisions", {}).get(precision, {}).get("status") == "shipped"
+
     def audio_encoder_file(self, precision: str, on_gpu: bool) -> str:
-        """The encoder file for a requested precision ('auto': int8 on CPU when the export shipped it)."""
-        int8 = self.manifest.get("precisions", {}).get("int8", {})
+        """The encoder file for a requested precision ('auto': the fastest one the export shipped for this
+        kind of device: int8 on a CPU, fp16 on a GPU, else fp32)."""
         if precision == "auto":
-            return AUDIO_ENCODER_INT8 if (int8.get("status") == "shipped" and not on_gpu) else AUDIO_ENCODER
-        if precision == "int8" and int8.get("status") != "shipped":
-            why = (f"it was refused at export (min cosine vs fp32 {int8['cosine_min_vs_fp32']:.5f} < "
-                   f"{int8['required']})" if int8 else "this export predates int8 support; export again")
-            raise ModelError(f"runtime.precision is int8 but {self.directory} has no int8 encoder: {why}. "
-                             "Use precision fp32 or auto.")
-        return AUDIO_ENCODER_INT8 if precision == "int8" else AUDIO_ENCODER
+            precision = "fp16" if on_gpu else "int8"
+            return REDUCED_PRECISIONS[precision] if self.shipped(precision) else AUDIO_ENCODER
+        if precision == "fp32":
+            return AUDIO_ENCODER
+        if not self.shipped(precision):
+            info = self.manifest.get("precisions", {}).get(precision, {})
+            why = (f"it was refused at export (min cosine vs fp32 {info['cosine_min_vs_fp32']:.5f} < "
+                   f"{info['required']})" if info else f"this export predates {precision} support; export again")
+            raise ModelError(f"runtime.precision is {precision} but {self.directory} has no {precision} encoder: "
+                             f"{why}. Use precision fp32 or auto.")
+        return REDUCED_PRECISIONS[precision]
 
     def path(self, name: str) -> Path:
         """Path of an exported file, after checking it against the manifest's sha256 (once per process)."""

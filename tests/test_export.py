@@ -10,6 +10,7 @@ from streamdetect.export import ExportError, export_model
 from streamdetect.frontend import LogMelFrontend
 from streamdetect.manifest import (
     AUDIO_ENCODER,
+    AUDIO_ENCODER_FP16,
     AUDIO_ENCODER_INT8,
     TEXT_ENCODER,
     TOKENIZER,
@@ -77,7 +78,7 @@ def test_onnx_text_embeddings_match_pytorch_without_transformers_tokenizer(tiny_
     assert cosine_rows(ours, ref).min() >= 0.9999
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "fp16"])
 def test_batched_audio_equals_single_windows(tiny_model, precision):
     bundle = ModelBundle.load(tiny_model)
     encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu", precision=precision))
@@ -153,3 +154,57 @@ def test_int8_is_refused_below_the_bound_and_then_cannot_be_requested(tiny_check
     assert AudioEncoder(bundle, RuntimeOptions(device="cpu")).file == AUDIO_ENCODER  # auto falls back
     with pytest.raises(ModelError, match=r"no int8 encoder: it was refused at export \(min cosine vs fp32 0\.9"):
         AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="int8"))
+
+
+def test_fp16_encoder_ships_when_close_to_fp32_and_keeps_fp32_inputs(tiny_model):
+    manifest = json.loads((tiny_model / "manifest.json").read_text())
+    fp16 = manifest["precisions"]["fp16"]
+    assert fp16["status"] == "shipped" and fp16["cosine_min_vs_fp32"] >= 0.999
+    assert manifest["files"][AUDIO_ENCODER_FP16] == sha256_file(tiny_model / AUDIO_ENCODER_FP16)
+    bundle = ModelBundle.load(tiny_model)
+    half = AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="fp16"))
+    assert half.file == AUDIO_ENCODER_FP16 and half.session.get_inputs()[0].type == "tensor(float)"
+    # on a CPU, auto keeps int8; fp16 is the GPU default (manifest.audio_encoder_file decides both)
+    assert AudioEncoder(bundle, RuntimeOptions(device="cpu")).file == AUDIO_ENCODER_INT8
+    assert bundle.audio_encoder_file("auto", on_gpu=True) == AUDIO_ENCODER_FP16
+    rng = np.random.default_rng(11)
+    feats = LogMelFrontend(bundle.frontend_params)(
+        [(rng.standard_normal(48_000 * 3) * 0.1).astype(np.float32) for _ in range(4)])
+    out = half(feats)
+    assert out.dtype == np.float32 and cosine_rows(out, AudioEncoder(bundle, CPU)(feats)).min() >= 0.999
+
+
+def test_io_binding_path_gives_the_same_embeddings(tiny_model):
+    """The GPU path binds inputs and outputs; on a CPU the same calls must give identical results."""
+    bundle = ModelBundle.load(tiny_model)
+    encoder = AudioEncoder(bundle, CPU)
+    feats = LogMelFrontend(bundle.frontend_params)(
+        [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(3)])
+    plain = encoder(feats)
+    encoder.io_binding = True
+    np.testing.assert_array_equal(encoder(feats), plain)
+
+
+def test_fp16_is_refused_below_the_bound_and_auto_on_gpu_falls_back_to_fp32(tiny_checkpoint, tmp_path,
+                                                                           monkeypatch):
+    import streamdetect.export as export
+
+    monkeypatch.setattr(export, "FP16_MIN_COSINE", 1.0 + 1e-9)
+    out = tmp_path / "strict16"
+    export.export_model(str(tiny_checkpoint), out, report=lambda _m: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precisions"]["fp16"]["status"] == "refused" and not (out / AUDIO_ENCODER_FP16).exists()
+    assert manifest["precisions"]["int8"]["status"] == "shipped"
+    bundle = ModelBundle.load(out)
+    assert bundle.audio_encoder_file("auto", on_gpu=True) == AUDIO_ENCODER
+    with pytest.raises(ModelError, match=r"no fp16 encoder: it was refused at export"):
+        AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="fp16"))
+
+
+def test_tensorrt_without_the_provider_is_a_clear_error(tiny_model, monkeypatch):
+    import streamdetect.encoder as encoder
+
+    monkeypatch.setattr(encoder, "nvidia_driver_present", lambda: True)
+    # onnxruntime-gpu lists the provider even without the TensorRT libraries; then it cannot start it
+    with pytest.raises(RuntimeError, match=r"runtime\.device is 'tensorrt' but .*TensorrtExecutionProvider"):
+        AudioEncoder(ModelBundle.load(tiny_model), RuntimeOptions(device="tensorrt"))

@@ -79,14 +79,14 @@ def baseline(checkpoint: Path, windows: list[np.ndarray]) -> tuple[dict, np.ndar
 
 
 def streamdetect_stage(model_dir: Path, windows: list[np.ndarray], precision: str,
-                       batch: int) -> tuple[dict, np.ndarray]:
+                       batch: int, device: str = "cpu") -> tuple[dict, np.ndarray]:
     from streamdetect.encoder import AudioEncoder, RuntimeOptions
     from streamdetect.frontend import LogMelFrontend
     from streamdetect.manifest import ModelBundle
 
     bundle = ModelBundle.load(model_dir)
     frontend = LogMelFrontend(bundle.frontend_params)
-    encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu", precision=precision))
+    encoder = AudioEncoder(bundle, RuntimeOptions(device=device, precision=precision))
     encoder(frontend(windows[:batch]))  # warm-up at this batch size
     ms, fe_ms, embeddings = [], [], []
     for i in range(0, len(windows) - batch + 1, batch):
@@ -103,7 +103,35 @@ def streamdetect_stage(model_dir: Path, windows: list[np.ndarray], precision: st
     return result, np.concatenate(embeddings)
 
 
-def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: str) -> dict:
+def batch_sweep(model_dir: Path, windows: list[np.ndarray], precision: str, device: str,
+                sizes: list[int], repeats: int = 5) -> list[dict]:
+    """Encoder throughput per batch size (features computed once, so this is the encoder alone): where a
+    GPU stops gaining from larger batches, and how many 1 s-hop streams one encoder call per second serves."""
+    from streamdetect.encoder import AudioEncoder, RuntimeOptions
+    from streamdetect.frontend import LogMelFrontend
+    from streamdetect.manifest import ModelBundle
+
+    bundle = ModelBundle.load(model_dir)
+    encoder = AudioEncoder(bundle, RuntimeOptions(device=device, precision=precision))
+    feats = LogMelFrontend(bundle.frontend_params)(windows)
+    out = []
+    for size in sizes:
+        batch = np.ascontiguousarray(np.resize(feats, (size, *feats.shape[1:])))
+        encoder(batch)  # warm-up: allocations (and TensorRT engines) for this shape
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            encoder(batch)
+            times.append(time.perf_counter() - t0)
+        median = float(np.median(times))
+        out.append({"batch": size, "ms_per_call": round(1000 * median, 2),
+                    "windows_per_s": round(size / median, 1), "providers": encoder.providers[0]})
+        print(f"  {precision} batch {size:4d}: {1000 * median:8.2f} ms/call, {size / median:9.1f} windows/s",
+              flush=True)
+    return out
+
+
+def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: str, device: str = "cpu") -> dict:
     """N paced live streams for ``seconds``: real time if nothing is dropped and the backlog does not grow."""
     from streamdetect.config import parse_config
     from streamdetect.detector import Detector
@@ -129,7 +157,7 @@ def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: st
                 yield self.audio[i : i + block]
 
     config = parse_config({"events": [{"label": "x", "prompts": ["birdsong"], "threshold": 0.3}],
-                           "runtime": {"device": "cpu", "precision": precision, "batch_size": max(1, n_streams)}})
+                           "runtime": {"device": device, "precision": precision, "batch_size": max(1, n_streams)}})
     detector = Detector(config, ModelBundle.load(model_dir), SinkSet([]))
     engine = BatchingEngine(detector, max_wait_s=0.05, backlog_warn_s=3600)
     rng = np.random.default_rng(n_streams)
@@ -193,6 +221,10 @@ def main() -> int:
     parser.add_argument("--stream-seconds", type=float, default=15.0)
     parser.add_argument("--quick", action="store_true", help="fewer windows and stream trials")
     parser.add_argument("--json", type=Path, default=Path("bench.json"))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "tensorrt"],
+                        help="where streamdetect's encoder runs (the tutorial baseline stays on the CPU)")
+    parser.add_argument("--batch-sweep", default="", help="also time the encoder alone at these batch sizes, "
+                        "e.g. 1,8,64,512 (GPU: where batching stops paying)")
     args = parser.parse_args()
     if args.quick:
         args.windows, args.stream_seconds = 8, 8.0
@@ -210,15 +242,22 @@ def main() -> int:
     windows = bench_audio(args.windows)
     # streamdetect first: torch's OpenMP threads keep spinning after the baseline and would slow what follows
     stages, embeddings = {}, {}
-    for name, precision, batch in (("fp32", "fp32", 1), ("fp32 batch 4", "fp32", 4), ("int8", "int8", 1)):
+    for name, precision, batch in (("fp32", "fp32", 1), ("fp32 batch 4", "fp32", 4), ("int8", "int8", 1),
+                                   ("fp16", "fp16", 1)):
         try:
-            stages[name], embeddings[name] = streamdetect_stage(args.model, windows, precision, batch)
+            stages[name], embeddings[name] = streamdetect_stage(args.model, windows, precision, batch, args.device)
         except Exception as e:  # noqa: BLE001 - a refused precision is a result, not a crash
             stages[name] = {"error": str(e)}
+    if args.batch_sweep:
+        sizes = [int(x) for x in args.batch_sweep.split(",")]
+        results["batch_sweep"] = {p: batch_sweep(args.model, windows, p, args.device, sizes)
+                                  for p in ("fp32", "fp16") if "error" not in stages[p]}
     trials, best = [], 0
-    precision = "int8" if "error" not in stages["int8"] else "fp32"
-    for n in (4, 8, 12, 16, 20, 24, 28, 32) if not args.quick else (2, 4):
-        trial = streams_trial(args.model, n, args.stream_seconds, precision)
+    fastest = "int8" if args.device == "cpu" else "fp16"  # what precision 'auto' picks there
+    precision = fastest if "error" not in stages[fastest] else "fp32"
+    counts = (4, 8, 12, 16, 20, 24, 28, 32) if args.device == "cpu" else (32, 64, 128, 256, 512, 1024, 2048)
+    for n in counts if not args.quick else (2, 4):
+        trial = streams_trial(args.model, n, args.stream_seconds, precision, args.device)
         trials.append(trial)
         print(f"  {n:3d} streams: realtime={trial['realtime']} latency p99 {trial['latency_p99_ms']} ms, "
               f"late backlog {trial['late_backlog_max']}", flush=True)
