@@ -172,7 +172,7 @@ def test_clip_waits_for_the_post_roll(tmp_path):
     feed(sink, audio[: 5 * 8000])  # the event ends at 4 s: its post-roll is not heard yet
     thread, errors = emit_in_thread(sink, end_record(start_s=2.0, end_s=4.0))
     time.sleep(0.2)  # give the worker the chance to write too early (a correct sink waits)
-    assert sink.written == []
+    assert len(sink.written) == 0
     feed(sink, audio[5 * 8000 :], start=5 * 8000)
     thread.join(30)
     assert not thread.is_alive() and not errors
@@ -229,7 +229,7 @@ def test_audio_that_left_the_buffer_is_reported_not_invented(tmp_path, caplog):
 def test_start_records_are_ignored_and_unknown_streams_fail_loudly(tmp_path):
     sink = ClipsSink(ClipsOptions(dir=str(tmp_path)))
     sink.emit(EventRecord("x", "bird", "start", 1.0, None, 0.5, 1.5, "garden", "t", ()))
-    assert sink.written == []
+    assert len(sink.written) == 0
     sinks = SinkSet([("clips", sink)])
     sinks.emit(end_record(stream="nobody"))
     assert sinks.failures == {"clips": 1}
@@ -279,6 +279,8 @@ def test_safe_names_are_kept_and_changed_names_do_not_collide():
     assert safe_name("Bär") != safe_name("Bör")
     assert all(set(safe_name(n)) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
                for n in ("../x", "a b/c", "ä", "", "...."))
+    m = CLIP_NAME.match("2026-11-25T06-40-12Z_cam_1_-0.0500_abcd1234.flac")  # '_' in a stream, negative score
+    assert (m["stream"], m["score"], m["id"]) == ("cam_1", "-0.0500", "abcd1234")
 
 
 # -- retention ----------------------------------------------------------------------------------------------

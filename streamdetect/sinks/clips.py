@@ -205,11 +205,11 @@ class ClipsSink(Sink):
         self._streams: dict[str, _StreamAudio] = {}
         self._closing = False
         self._retention_lock = threading.Lock()
-        self.written: list[Path] = []  # clips written by this instance, for logs and tests
+        self.written: deque[Path] = deque(maxlen=1000)  # the latest clips this instance wrote, for tests
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
+        self.apply_retention()  # also removes the temp files of writes a crash interrupted
         if options.max_age_days is not None or options.max_total_mb is not None:
-            self.apply_retention()
             self._janitor = threading.Thread(target=self._janitor_loop, name="clips-retention", daemon=True)
             self._janitor.start()
 
