@@ -38,6 +38,8 @@ CLIP_NAME = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)_(?P<stream>[
 TEMP_NAME = re.compile(r"^\.(?P<clip>.+\.(?:flac|wav))\.tmp$")
 RETENTION_INTERVAL_S = 3600.0
 MAX_NAME_CHARS = 64
+# A file is read ahead of detection by up to 4 x batch_size windows (engine.BatchingEngine.finite_queue_windows).
+LAG_HINT = "a file run reads up to 4 x runtime.batch_size x windows.hop_s seconds ahead of detection"
 
 
 class ClipsOptions(SinkOptions):
@@ -295,10 +297,10 @@ class ClipsSink(Sink):
                 if buf.oldest >= int(round(record.end_s * sr)):
                     raise SinkError(f"clips sink: the audio of the {record.label} event at {record.start_s:.1f}-"
                                     f"{record.end_s:.1f} s of {record.stream} has left the buffer (detection "
-                                    f"lagged behind the audio; raise buffer_slack_s)")
+                                    f"lagged behind the audio; raise buffer_slack_s: {LAG_HINT})")
                 log.warning("clips sink: the %s clip of %s misses %.1f s that had left the buffer (detection "
-                            "lagged behind the audio; raise buffer_slack_s)", record.label, record.stream,
-                            (buf.oldest - a) / sr)
+                            "lagged behind the audio; raise buffer_slack_s: %s)", record.label, record.stream,
+                            (buf.oldest - a) / sr, LAG_HINT)
                 event_limit = int(round((record.end_s + opts.post_roll_s) * sr))
                 a, b = buf.oldest, min(buf.oldest + (b - a), event_limit, buf.written)
             if b <= a:
