@@ -153,10 +153,17 @@ class Detector:
         if isinstance(block, Gap):
             self.skip(stream, block)
             return []
+        self.tap(stream, block)
         stream.pending.extend(stream.windower.push(block))
         if stream.live or len(stream.pending) >= self.config.runtime.batch_size:
             return self._flush(stream)
         return []
+
+    def tap(self, stream: StreamState, block: np.ndarray) -> None:
+        """Show a block to the sinks that keep audio (clips), before it is windowed, at its absolute sample
+        index; a ``Gap`` advances that index without audio, which those sinks see as a jump."""
+        if self.sinks.wants_audio:
+            self.sinks.audio(stream.name, stream.windower.total_samples, block, self.bundle.sample_rate)
 
     def skip(self, stream: StreamState, gap: Gap) -> None:
         """Lost audio: stream time moves on and the windows touching the gap are counted as dropped."""
@@ -172,7 +179,9 @@ class Detector:
         """End of stream (or shutdown): analyse what is owed, then close active events."""
         stream.pending.extend(stream.windower.finish())
         records = self._flush(stream)
-        return records + self.close_events(stream)
+        records += self.close_events(stream)
+        self.sinks.stream_ended(stream.name)
+        return records
 
     def close_events(self, stream: StreamState) -> list[EventRecord]:
         """Emit an ``end`` for every event of the stream that is still active."""

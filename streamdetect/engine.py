@@ -164,6 +164,7 @@ class BatchingEngine:
                 for item in batch:
                     if item.window is None:
                         self.detector.close_events(item.stream)
+                        self.detector.sinks.stream_ended(item.stream.name)
         except BaseException as e:  # noqa: BLE001 - reported to the feeding threads and the caller
             log.exception("inference thread failed")
             with self._cond:
@@ -183,6 +184,7 @@ def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event) -> 
             if isinstance(block, Gap):
                 detector.skip(stream, block)
             else:
+                detector.tap(stream, block)
                 windows = list(stream.windower.push(block))
                 if windows:
                     engine.submit(stream, windows)

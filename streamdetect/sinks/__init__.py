@@ -12,5 +12,6 @@ SINKS = Registry(
         "sqlite": "streamdetect.sinks.sqlite:SqliteSink",
         "command": "streamdetect.sinks.command:CommandSink",
         "mqtt": "streamdetect.sinks.mqtt:MqttSink",
+        "clips": "streamdetect.sinks.clips:ClipsSink",
     },
 )

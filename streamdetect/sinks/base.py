@@ -8,6 +8,7 @@ import threading
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamdetect.events import EventRecord
@@ -31,6 +32,8 @@ class Sink(ABC):
     """A destination for event records. ``Options`` validates the sink's keys in the config."""
 
     Options: ClassVar[type[SinkOptions]] = SinkOptions
+    # True: the sink also gets the audio itself through ``audio``/``stream_ended`` (the clips sink).
+    wants_audio: ClassVar[bool] = False
 
     def __init__(self, options: SinkOptions):
         self.options = options
@@ -44,6 +47,13 @@ class Sink(ABC):
 
     def wants(self, record: EventRecord) -> bool:
         return self.options.labels is None or record.label in self.options.labels
+
+    def audio(self, stream: str, start_sample: int, block: np.ndarray, sample_rate: int) -> None:  # noqa: B027
+        """A block of a stream's audio; ``start_sample`` is the absolute index of its first sample (lost audio
+        shows as a jump). Runs in the feeding thread: copy and return, never block or do I/O."""
+
+    def stream_ended(self, stream: str) -> None:  # noqa: B027
+        """The stream has ended and its events are closed: no more audio will come for it."""
 
 
 class SinkWorker:
@@ -101,6 +111,31 @@ class SinkSet:
         self.failures: dict[str, int] = {name: 0 for name, _ in sinks}
         self.drain_timeout_s = drain_timeout_s
         self.workers = {name: SinkWorker(name, sink, self.failures) for name, sink in sinks} if threaded else {}
+        self.audio_sinks = [(name, sink) for name, sink in sinks if sink.wants_audio]
+
+    @property
+    def wants_audio(self) -> bool:
+        return bool(self.audio_sinks)
+
+    def audio(self, stream: str, start_sample: int, block: np.ndarray, sample_rate: int) -> None:
+        """Hand a fed block to the sinks that keep audio, in the caller's (feeding) thread."""
+        for name, sink in self.audio_sinks:
+            try:
+                sink.audio(stream, start_sample, block, sample_rate)
+            except Exception as e:  # noqa: BLE001 - a sink must never stop detection
+                self._audio_failed(name, "audio", e)
+
+    def stream_ended(self, stream: str) -> None:
+        for name, sink in self.audio_sinks:
+            try:
+                sink.stream_ended(stream)
+            except Exception as e:  # noqa: BLE001
+                self._audio_failed(name, "stream_ended", e)
+
+    def _audio_failed(self, name: str, hook: str, error: Exception) -> None:
+        self.failures[name] += 1
+        if self.failures[name] in (1, 10, 100) or self.failures[name] % 1000 == 0:  # called per block: no flood
+            log.error("sink %s failed in %s (%d failures so far): %s", name, hook, self.failures[name], error)
 
     def emit(self, record: EventRecord) -> None:
         for name, sink in self.sinks:
