@@ -9,7 +9,9 @@ released) and restart it on the same port, or pause it (socket open, no bytes: a
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -34,7 +36,7 @@ from streamdetect.ringbuffer import Window
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sources import SOURCES
 from streamdetect.sources.base import Gap, SourceError
-from streamdetect.sources.ffmpeg import FfmpegOptions, FfmpegSource, ffmpeg_command, mask_url
+from streamdetect.sources.ffmpeg import FfmpegOptions, FfmpegSource, _Backoff, ffmpeg_command, mask_url
 
 SR = 48_000
 SERVER_RATE = 44_100
@@ -233,7 +235,8 @@ def test_decodes_a_paced_http_wav_stream_to_the_model_rate(server):
     assert stop_s < 1.0 and consumer.source.pid is None and _reaped(consumer.pids[0])
 
 
-def test_server_outage_becomes_a_gap_of_its_length_and_audio_resumes(server):
+def test_server_outage_becomes_a_gap_of_its_length_and_audio_resumes(server, caplog):
+    caplog.set_level(logging.INFO, logger="streamdetect.sources.ffmpeg")
     consumer = Consumer(_source(server.url))
     consumer.wait_audio(1.5)
     server.stop()
@@ -251,6 +254,9 @@ def test_server_outage_becomes_a_gap_of_its_length_and_audio_resumes(server):
     stats = consumer.source.stats()
     assert stats["gap_samples"] == gaps[0] and stats["reconnects"] >= 2  # refused while down, then back
     assert stats["stalls"] == 0
+    assert stats["reconnects"] <= 12  # ~3 s down with delays from 0.2 s doubling to 1 s: no busy retry loop
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and "lost http://127.0.0.1" in warnings[0] and "is back after" in warnings[1], warnings
     # stream time (samples + gap) stays on the wall clock across the outage
     span = consumer.items[-1][0] - consumer.items[0][0]
     assert abs((consumer.audio().size + gaps[0]) / SR - span) < 0.5, span
@@ -339,6 +345,26 @@ def test_passwords_are_masked_and_rtsp_uses_tcp():
     assert "-rtsp_transport" not in ffmpeg_command(FfmpegOptions(url="http://x/a.wav"), "ffmpeg", SR)
     source = FfmpegSource(FfmpegOptions(url=url), SR)
     assert source.name == "rtsp://admin:***@10.0.0.5:554/stream1" and "s3cret" not in source.masked_url
+
+
+def test_passwords_never_reach_the_log_even_when_ffmpeg_prints_the_url(server, caplog):
+    caplog.set_level(logging.DEBUG, logger="streamdetect.sources.ffmpeg")
+    server.stop()  # refused: ffmpeg's error line names the URL it could not open
+    consumer = Consumer(_source(server.url.replace("http://", "http://user:s3cret@")))
+    consumer.wait_for(lambda: consumer.source.stats()["reconnects"] >= 2, 10.0, "two refused connections")
+    consumer.finish()
+    assert "Connection refused" in caplog.text and "user:***@127.0.0.1" in caplog.text, caplog.text
+    assert "s3cret" not in caplog.text
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
+    backoff = _Backoff(0.5, 4.0, rng=random.Random(1))
+    delays = [backoff.next_delay() for _ in range(8)]
+    bases = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    assert all(base / 2 <= d <= base for d, base in zip(delays, bases, strict=True)), delays
+    assert len(set(delays)) == len(delays)  # jittered: cameras that failed together do not retry together
+    backoff.reset()
+    assert 0.25 <= backoff.next_delay() <= 0.5
 
 
 def test_config_errors_name_the_key_and_a_missing_binary_says_how_to_install():

@@ -212,6 +212,7 @@ class FfmpegSource(AudioSource):
         last_audio = time.monotonic()  # when the last sample arrived (start-up counts, so a dead camera is a gap)
         outage_since: float | None = None  # set while we are between connections that delivered audio
         attempts = 0
+        heard = False  # any audio yet: an outage at start-up is "cannot open", later ones "lost"
         while not stop.is_set():
             child = self._spawn()
             attempts += 1
@@ -249,7 +250,7 @@ class FfmpegSource(AudioSource):
                             outage_since = None
                         else:
                             log.info("%s: receiving audio from %s", self.name, self.masked_url)
-                        attempts = 0
+                        attempts, heard = 0, True
                     elif backoff.failures and now - connected_at >= opts.healthy_after_s:
                         backoff.reset()
                     last_audio = now
@@ -269,8 +270,8 @@ class FfmpegSource(AudioSource):
             delay = backoff.next_delay()
             if outage_since is None:
                 outage_since = time.monotonic()
-                log.warning("%s: lost %s: %s; reconnecting (first retry in %.1f s)", self.name, self.masked_url,
-                            reason, delay)
+                log.warning("%s: %s %s: %s; reconnecting (first retry in %.1f s)", self.name,
+                            "lost" if heard else "cannot open", self.masked_url, reason, delay)
             else:
                 log.debug("%s: %s still down: %s; next retry in %.1f s", self.name, self.masked_url, reason, delay)
             self.reconnects += 1
