@@ -318,6 +318,49 @@ def test_stop_is_prompt_during_a_stalled_read_and_during_back_off(server):
     assert consumer.finish() < 1.0 and all(_reaped(p) for p in consumer.pids)
 
 
+def _push_rtsp(url: str, freq: float, seconds: float, timeout_s: float = 15.0) -> None:
+    """Publish a sine to ``url`` with a second ffmpeg, retrying until the listening side accepts it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pusher = subprocess.run(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+             f"sine=frequency={freq:g}:sample_rate=44100", "-t", str(seconds), "-c:a", "pcm_s16be",
+             "-rtsp_transport", "tcp", "-f", "rtsp", url], capture_output=True, text=True, timeout=seconds + 20)
+        if pusher.returncode == 0:
+            return
+        assert time.monotonic() < deadline, pusher.stderr
+        time.sleep(0.2)  # our side is between connections (refused): try again
+
+
+def test_an_rtsp_stream_is_decoded_and_followed_across_publisher_restarts():
+    # No RTSP server package is at hand, so our source's ffmpeg takes the server role itself (listen mode) and a
+    # second ffmpeg publishes to it over RTSP/TCP: the RTSP demuxer, depacketising and -rtsp_transport are real.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"rtsp://127.0.0.1:{port}/live"
+    source = _source(url, input_args=["-rtsp_flags", "listen"], stall_timeout_s=8.0)
+    assert ffmpeg_command(source.options, "ffmpeg", SR)[5:7] == ["-rtsp_transport", "tcp"]
+    consumer = Consumer(source)
+    _push_rtsp(url, 3000, 2.5)
+    first_end = time.monotonic()
+    consumer.wait_for(lambda: source.stats()["reconnects"] >= 1, 10.0, "the end of the first publication")
+    time.sleep(1.0)
+    _push_rtsp(url, 1000, 2.5)
+    consumer.wait_audio(2.0, since=first_end + 0.5)
+    consumer.finish()
+
+    kinds = ["gap" if isinstance(b, Gap) else "audio" for _, b in consumer.items]
+    assert kinds.count("gap") == 1, kinds
+    split = kinds.index("gap")
+    before = np.concatenate([b for _, b in consumer.items[:split]])
+    after = np.concatenate([b for _, b in consumer.items[split + 1:]])
+    assert before.size > 2 * SR and after.size > 2 * SR
+    assert abs(_peak_hz(before[SR // 2: SR // 2 + SR]) - 3000) <= 2
+    assert abs(_peak_hz(after[SR // 2: SR // 2 + SR]) - 1000) <= 2
+    assert all(_reaped(pid) for pid in consumer.pids)
+
+
 def test_finite_mode_reads_a_file_and_reports_ffmpeg_errors(tmp_path):
     import soundfile as sf
 
