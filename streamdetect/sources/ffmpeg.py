@@ -260,13 +260,7 @@ class FfmpegSource(AudioSource):
                 self.pid = None
             if stop.is_set():
                 return
-            if reason:  # we killed a stalled ffmpeg; what it said before may tell why
-                reason += f"; ffmpeg said: {child.stderr[-1]}" if child.stderr else ""
-            elif code != 0:
-                self.ffmpeg_exits += 1
-                reason = child.describe(code)
-            else:
-                reason = "stream ended (ffmpeg exit code 0)"
+            reason = self._why(child, code, reason)
             delay = backoff.next_delay()
             if outage_since is None:
                 outage_since = time.monotonic()
@@ -276,6 +270,15 @@ class FfmpegSource(AudioSource):
                 log.debug("%s: %s still down: %s; next retry in %.1f s", self.name, self.masked_url, reason, delay)
             self.reconnects += 1
             stop.wait(delay)
+
+    def _why(self, child: _Child, code: int, stalled: str) -> str:
+        """The reason a connection ended, for the outage log line; counts ffmpeg's own failures."""
+        if stalled:  # we killed a stalled ffmpeg; what it said before may tell why
+            return stalled + (f"; ffmpeg said: {child.stderr[-1]}" if child.stderr else "")
+        if code != 0:
+            self.ffmpeg_exits += 1
+            return child.describe(code)
+        return "stream ended (ffmpeg exit code 0)"
 
     def stats(self) -> dict[str, int]:
         return {"reconnects": self.reconnects, "stalls": self.stalls, "gap_samples": self.gap_samples,
