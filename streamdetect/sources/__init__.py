@@ -6,6 +6,7 @@ SOURCES = Registry(
     kind="source",
     entry_point_group="streamdetect.sources",
     builtins={
+        "ffmpeg": "streamdetect.sources.ffmpeg:FfmpegSource",
         "file": "streamdetect.sources.file:FileSource",
         "microphone": "streamdetect.sources.microphone:MicrophoneSource",
     },
