@@ -62,8 +62,7 @@ class WebhookSink(Sink):
         body = json.dumps(record.to_dict(), sort_keys=True, ensure_ascii=False).encode()
         if self._flush_spool() and self._send(body, attempts=1 + self.options.retries):
             return
-        with open(self.spool, "ab") as fh:  # the receiver is down (or older records still wait): keep order
-            fh.write(body + b"\n")
+        self._append_to_spool(body, record)
         raise SinkError(f"webhook {self.url} unreachable; {record.label} {record.phase} record spooled to "
                         f"{self.spool}")
 
@@ -90,6 +89,21 @@ class WebhookSink(Sink):
                 return True  # the receiver will never take it: retrying or spooling cannot help
         return False
 
+    def _append_to_spool(self, body: bytes, record: EventRecord) -> None:
+        """Keep order behind older spooled records. A full disk can cut a line short; it is cut back off, so
+        the next record does not land on the same line and the spool stays whole JSON lines."""
+        size = self.spool.stat().st_size if self.spool.is_file() else 0
+        try:
+            with open(self.spool, "ab") as fh:
+                fh.write(body + b"\n")
+        except OSError as e:
+            try:
+                os.truncate(self.spool, size)
+            except OSError as e2:
+                log.error("webhook %s: cannot cut a partial line off %s (%s)", self.url, self.spool, e2.strerror)
+            raise SinkError(f"webhook {self.url} unreachable and its spool {self.spool} cannot be written "
+                            f"({e.strerror}): {record.label} {record.phase} record lost") from e
+
     def _flush_spool(self) -> bool:
         """Send spooled records oldest first; True when the spool is empty afterwards."""
         if not self.spool.is_file() or self.spool.stat().st_size == 0:
@@ -102,10 +116,18 @@ class WebhookSink(Sink):
             sent += 1
         if sent:
             log.info("webhook %s: re-sent %d spooled record(s), %d left", self.url, sent, len(lines) - sent)
-            fd, tmp = tempfile.mkstemp(dir=self.spool.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.writelines(line + b"\n" for line in lines[sent:])
-            os.replace(tmp, self.spool)
+            tmp = None
+            try:
+                fd, tmp = tempfile.mkstemp(dir=self.spool.parent, suffix=".tmp")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.writelines(line + b"\n" for line in lines[sent:])
+                os.replace(tmp, self.spool)
+            except OSError as e:  # full disk: the spool keeps the sent lines, which go out again (at least once)
+                if tmp is not None:
+                    Path(tmp).unlink(missing_ok=True)
+                log.error("webhook %s: cannot rewrite the spool %s (%s); %d record(s) already re-sent will be sent "
+                          "again", self.url, self.spool, e.strerror, sent)
+                return False
         return sent == len(lines)
 
     def close(self) -> None:
