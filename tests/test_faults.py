@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 import soundfile as sf
+from test_webhook import Receiver, options, rec
 
 from conftest import write_config
 from streamdetect.sinks.base import FailureLog, SinkSet
 from streamdetect.sinks.webhook import WebhookSink
-from test_webhook import Receiver, options, rec
 
 
 class FakeClock:
