@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import threading
 import time
 import tracemalloc
@@ -323,3 +324,15 @@ def test_text_encoder_is_verified_before_prompts_are_embedded(tiny_model, tmp_pa
         fh.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(ModelError, match="text_encoder.onnx does not match its manifest"):
         prompt_bank_for(ModelBundle.load(copy), parse_config({"events": [EVENT]}).events, tmp_path / "fresh")
+
+
+@pytest.mark.parametrize("offset,fmt,value", [(24, "<I", 2_000_000_000), (24, "<I", 1), (22, "<H", 1000)])
+def test_absurd_rate_or_channel_count_in_a_header_is_refused(good_files, offset, fmt, value):
+    """libsndfile opens these; reading one block of a "2 GHz" file would allocate 8 GB, and a "1 Hz" file of
+    a few KB would be resampled into hours of audio."""
+    data = bytearray((good_files / "good.wav").read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    path = good_files / "odd.wav"
+    path.write_bytes(bytes(data))
+    with pytest.raises(SourceError, match=r"odd.wav: .* is outside what is supported .* is the header damaged"):
+        FileSource(FileOptions(path=str(path)), SR)
