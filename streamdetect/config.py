@@ -139,13 +139,43 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+MAX_CONFIG_NODES = 50_000  # a real config has hundreds; YAML aliases can make millions out of a few lines
+MAX_CONFIG_DEPTH = 50
+MAX_FOUND_CHARS = 200
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_FOUND_CHARS else text[:MAX_FOUND_CHARS] + "..."
+
+
 def _describe(error: dict[str, Any]) -> str:
     kind, found = error["type"], error.get("input")
     if kind == "extra_forbidden":
-        return f"unknown key (found {found!r})"
+        return f"unknown key (found {_shown(found)})"
     if kind == "missing":
         return "required key is missing"
-    return f"{error['msg'].replace('Input should be', 'expected')} (found {found!r})"
+    return f"{error['msg'].replace('Input should be', 'expected')} (found {_shown(found)})"
+
+
+def _too_big(data: Any) -> str | None:
+    """Why the data is too large to validate, or None. PyYAML builds aliases as shared references, so a
+    "billion laughs" file loads fast but expands exponentially once validation walks it; this walk stops at
+    the limit instead of expanding."""
+    stack, nodes = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_CONFIG_NODES:
+            return (f"too large: more than {MAX_CONFIG_NODES} values once YAML aliases (*name) are expanded; "
+                    "a config this size is almost certainly an alias bomb or a wrong file")
+        if depth > MAX_CONFIG_DEPTH:
+            return f"nested more than {MAX_CONFIG_DEPTH} levels deep"
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list | tuple | set):
+            stack.extend((item, depth + 1) for item in value)
+    return None
 
 
 def _problems(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
@@ -173,6 +203,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
 
     if not isinstance(data, dict):
         raise ConfigError(source, [("", f"expected a mapping of keys at the top level, found {type(data).__name__}")])
+    if (why := _too_big(data)) is not None:
+        raise ConfigError(source, [("", why)])
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
@@ -198,13 +230,18 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(str(path), [("", f"cannot read the file ({e.strerror})")]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), [("", f"not UTF-8 text (byte {e.start}): is this the config file?")]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(str(path), [("", f"not valid YAML: {where}{getattr(e, 'problem', e)}")]) from None
+    except RecursionError:
+        raise ConfigError(str(path), [("", f"not valid YAML: nested too deeply (over {MAX_CONFIG_DEPTH} levels "
+                                           "are refused)")]) from None
     return parse_config(data, str(path))

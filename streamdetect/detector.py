@@ -285,7 +285,8 @@ def summarize(detector: Detector, stream: StreamState, source: AudioSource, wall
         dropped_windows=stream.windower.dropped_windows,
         gated_windows=stream.gated_windows,
         wall_s=wall_s,
-        source_stats=source.stats(),
+        source_stats={**source.stats(), **({"nonfinite_samples": stream.windower.nonfinite_samples}
+                                           if stream.windower.nonfinite_samples else {})},
     )
 
 

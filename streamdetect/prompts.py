@@ -32,8 +32,9 @@ def normalize(matrix: np.ndarray) -> np.ndarray:
 class PromptCache:
     """One ``.npy`` file per (model, prompt) under ``directory/<model key>/``; writes are atomic."""
 
-    def __init__(self, directory: Path, model_key: str):
+    def __init__(self, directory: Path, model_key: str, dim: int | None = None):
         self.directory = Path(directory) / model_key[:16]
+        self.dim = dim  # embeddings of another shape (another model's, a damaged file) are not used
 
     def _path(self, text: str) -> Path:
         return self.directory / (hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] + ".npy")
@@ -43,10 +44,16 @@ class PromptCache:
         if not path.is_file():
             return None
         try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
+            embedding = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
             log.warning("ignoring unreadable prompt cache file %s (%s)", path, e)
             return None
+        if embedding.ndim != 1 or (self.dim is not None and embedding.shape[0] != self.dim) or \
+                embedding.dtype.kind != "f" or not np.isfinite(embedding).all():
+            log.warning("ignoring prompt cache file %s: shape %s %s is not a finite %s-dim embedding of this model; "
+                        "it is embedded again", path, embedding.shape, embedding.dtype, self.dim or "n")
+            return None
+        return embedding
 
     def put(self, text: str, embedding: np.ndarray) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -106,5 +113,6 @@ def prompt_bank_for(bundle: ModelBundle, events: Sequence[EventConfig], cache_di
     """The bank for a model directory; the cache defaults to ``<model>/prompt_cache``."""
     from streamdetect.encoder import TextEncoder
 
-    cache = PromptCache(Path(cache_dir) if cache_dir else bundle.directory / "prompt_cache", bundle.text_key)
+    cache = PromptCache(Path(cache_dir) if cache_dir else bundle.directory / "prompt_cache", bundle.text_key,
+                        bundle.embedding_dim)
     return PromptBank.build(events, cache, lambda: TextEncoder(bundle, runtime))

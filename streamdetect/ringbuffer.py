@@ -6,11 +6,14 @@ window's start time exact: ``start_sample / sample_rate``, however the audio arr
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class RingBuffer:
@@ -137,6 +140,7 @@ class Windower:
         self.next_index = 0
         self.next_start_sample = 0
         self.dropped_windows = 0
+        self.nonfinite_samples = 0  # NaN/Inf in the input, replaced by 0 so they cannot poison a window's scores
         self._gap_end_sample = 0  # windows starting before this overlap lost audio and are not analysed
 
     @property
@@ -148,11 +152,25 @@ class Windower:
 
         Blocks larger than the ring are split so that no sample is lost between two windows.
         """
-        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        block = self._finite(np.asarray(block, dtype=np.float32).reshape(-1))
         step = self.ring.capacity_samples - self.window_samples
         for offset in range(0, block.shape[0], step):
             self.ring.write(block[offset : offset + step])
             yield from self._ready()
+
+    def _finite(self, block: np.ndarray) -> np.ndarray:
+        """One NaN would turn a whole window's log-mel, embedding and every score into NaN, and NaN compares
+        false with any threshold: events would silently never fire. Such samples become silence and are
+        counted (logged the first time)."""
+        bad = ~np.isfinite(block)
+        if not bad.any():
+            return block
+        n = int(bad.sum())
+        if not self.nonfinite_samples:
+            log.warning("%d non-finite audio sample(s) (NaN/Inf) at sample %d replaced by silence; later ones are "
+                        "counted in the run summary", n, self.ring.written_samples + int(np.argmax(bad)))
+        self.nonfinite_samples += n
+        return np.where(bad, np.float32(0.0), block)
 
     def skip(self, n_samples: int) -> None:
         """Account for ``n_samples`` of lost audio: time moves on, windows overlapping the gap are dropped."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -60,8 +62,8 @@ class SinkWorker:
     """One sink behind its own bounded queue and thread: a slow or failing sink never holds up detection or
     the other sinks. A full queue drops the new record and counts it; shutdown drains what is queued."""
 
-    def __init__(self, name: str, sink: Sink, failures: dict[str, int]):
-        self.name, self.sink, self.failures = name, sink, failures
+    def __init__(self, name: str, sink: Sink, report: FailureLog):
+        self.name, self.sink, self.report = name, sink, report
         self.queue: queue.Queue[EventRecord | None] = queue.Queue(maxsize=sink.options.queue_size)
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
@@ -78,7 +80,7 @@ class SinkWorker:
 
     def _run(self) -> None:
         while (record := self.queue.get()) is not None:
-            _deliver(self.name, self.sink, record, self.failures)
+            _deliver(self.name, self.sink, record, self.report)
 
     def close(self, timeout_s: float) -> None:
         try:
@@ -93,24 +95,51 @@ class SinkWorker:
                       self.queue.qsize())
 
 
-def _deliver(name: str, sink: Sink, record: EventRecord, failures: dict[str, int]) -> None:
+class FailureLog:
+    """Counts every failed record per sink but logs at most one line per sink per ``interval_s``: a receiver
+    down for an hour, or a full disk, must not bury the log under one error per record."""
+
+    def __init__(self, failures: dict[str, int], interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.failures, self.interval_s, self.clock = failures, interval_s, clock
+        self._last_logged: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, name: str, what: EventRecord | str, error: Exception) -> None:
+        """Count a failure of sink ``name`` on a record (or on another hook, described by a string)."""
+        with self._lock:
+            self.failures[name] += 1
+            now, last = self.clock(), self._last_logged.get(name)
+            if last is not None and now - last < self.interval_s:
+                self._unlogged[name] = self._unlogged.get(name, 0) + 1
+                return
+            unlogged, self._unlogged[name], self._last_logged[name] = self._unlogged.get(name, 0), 0, now
+        since = f", {unlogged} not logged since the last message" if unlogged else ""
+        if isinstance(what, EventRecord):
+            what = f"{what.label} {what.phase} record"
+        log.error("sink %s failed on %s (%d failures so far%s; next message in %.0f s at the earliest): %s",
+                  name, what, self.failures[name], since, self.interval_s, error)
+
+
+def _deliver(name: str, sink: Sink, record: EventRecord, report: FailureLog) -> None:
     try:
         sink.emit(record)
     except Exception as e:  # noqa: BLE001 - a sink must never stop detection
-        failures[name] += 1
-        log.error("sink %s failed on %s %s record (%d failures so far): %s",
-                  name, record.label, record.phase, failures[name], e)
+        report.failed(name, record, e)
 
 
 class SinkSet:
     """Fans records out to every sink that wants them. ``threaded``: each sink gets a ``SinkWorker``;
     otherwise records are delivered in the caller's thread (tests, tools). Failures are logged and counted."""
 
-    def __init__(self, sinks: list[tuple[str, Sink]], threaded: bool = False, drain_timeout_s: float = 30.0):
+    def __init__(self, sinks: list[tuple[str, Sink]], threaded: bool = False, drain_timeout_s: float = 30.0,
+                 failure_log_interval_s: float = 60.0):
         self.sinks = sinks
         self.failures: dict[str, int] = {name: 0 for name, _ in sinks}
+        self.report = FailureLog(self.failures, failure_log_interval_s)
         self.drain_timeout_s = drain_timeout_s
-        self.workers = {name: SinkWorker(name, sink, self.failures) for name, sink in sinks} if threaded else {}
+        self.workers = {name: SinkWorker(name, sink, self.report) for name, sink in sinks} if threaded else {}
         self.audio_sinks = [(name, sink) for name, sink in sinks if sink.wants_audio]
 
     @property
@@ -123,19 +152,14 @@ class SinkSet:
             try:
                 sink.audio(stream, start_sample, block, sample_rate)
             except Exception as e:  # noqa: BLE001 - a sink must never stop detection
-                self._audio_failed(name, "audio", e)
+                self.report.failed(name, f"{stream} audio block", e)
 
     def stream_ended(self, stream: str) -> None:
         for name, sink in self.audio_sinks:
             try:
                 sink.stream_ended(stream)
             except Exception as e:  # noqa: BLE001
-                self._audio_failed(name, "stream_ended", e)
-
-    def _audio_failed(self, name: str, hook: str, error: Exception) -> None:
-        self.failures[name] += 1
-        if self.failures[name] in (1, 10, 100) or self.failures[name] % 1000 == 0:  # called per block: no flood
-            log.error("sink %s failed in %s (%d failures so far): %s", name, hook, self.failures[name], error)
+                self.report.failed(name, f"{stream} end of stream", e)
 
     def emit(self, record: EventRecord) -> None:
         for name, sink in self.sinks:
@@ -144,7 +168,7 @@ class SinkSet:
             if self.workers:
                 self.workers[name].put(record)
             else:
-                _deliver(name, sink, record, self.failures)
+                _deliver(name, sink, record, self.report)
 
     @property
     def dropped(self) -> dict[str, int]:

@@ -36,6 +36,12 @@ class WebhookOptions(SinkOptions):
     spool_dir: str = Field("spool", min_length=1, description="where undelivered records wait")
 
 
+def redacted(url: AnyHttpUrl) -> str:
+    """The URL with a password (https://user:token@host/...) replaced by ***."""
+    text = str(url)
+    return text.replace(f":{url.password}@", ":***@", 1) if url.password else text
+
+
 class WebhookSink(Sink):
     Options = WebhookOptions
 
@@ -44,12 +50,13 @@ class WebhookSink(Sink):
         import httpx
 
         self.url = str(options.url)
+        self.shown_url = redacted(options.url)  # for logs and errors: a password in the URL is a secret too
         self.secret: bytes | None = None
         if options.secret_env:
             value = os.environ.get(options.secret_env)
             if not value:
-                raise SinkError(f"webhook {self.url}: environment variable {options.secret_env} (secret_env) is not "
-                                "set; export it, or remove secret_env to send unsigned requests")
+                raise SinkError(f"webhook {self.shown_url}: environment variable {options.secret_env} (secret_env) "
+                                "is not set; export it, or remove secret_env to send unsigned requests")
             self.secret = value.encode()
         self.client = httpx.Client(timeout=options.timeout_s, headers=options.headers)
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
@@ -62,9 +69,8 @@ class WebhookSink(Sink):
         body = json.dumps(record.to_dict(), sort_keys=True, ensure_ascii=False).encode()
         if self._flush_spool() and self._send(body, attempts=1 + self.options.retries):
             return
-        with open(self.spool, "ab") as fh:  # the receiver is down (or older records still wait): keep order
-            fh.write(body + b"\n")
-        raise SinkError(f"webhook {self.url} unreachable; {record.label} {record.phase} record spooled to "
+        self._append_to_spool(body, record)
+        raise SinkError(f"webhook {self.shown_url} unreachable; {record.label} {record.phase} record spooled to "
                         f"{self.spool}")
 
     def _send(self, body: bytes, attempts: int) -> bool:
@@ -80,15 +86,32 @@ class WebhookSink(Sink):
             try:
                 response = self.client.post(self.url, content=body, headers=headers)
             except httpx.HTTPError as e:
-                log.debug("webhook %s: %s", self.url, e)
+                log.debug("webhook %s: %s", self.shown_url, e)
                 continue
             if response.is_success:
                 self.delivered += 1
                 return True
             if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
-                log.error("webhook %s refused a record with HTTP %d; not retried", self.url, response.status_code)
+                log.error("webhook %s refused a record with HTTP %d; not retried", self.shown_url,
+                          response.status_code)
                 return True  # the receiver will never take it: retrying or spooling cannot help
         return False
+
+    def _append_to_spool(self, body: bytes, record: EventRecord) -> None:
+        """Keep order behind older spooled records. A full disk can cut a line short; it is cut back off, so
+        the next record does not land on the same line and the spool stays whole JSON lines."""
+        size = self.spool.stat().st_size if self.spool.is_file() else 0
+        try:
+            with open(self.spool, "ab") as fh:
+                fh.write(body + b"\n")
+        except OSError as e:
+            try:
+                os.truncate(self.spool, size)
+            except OSError as e2:
+                log.error("webhook %s: cannot cut a partial line off %s (%s)", self.shown_url, self.spool,
+                          e2.strerror)
+            raise SinkError(f"webhook {self.shown_url} unreachable and its spool {self.spool} cannot be written "
+                            f"({e.strerror}): {record.label} {record.phase} record lost") from e
 
     def _flush_spool(self) -> bool:
         """Send spooled records oldest first; True when the spool is empty afterwards."""
@@ -101,11 +124,19 @@ class WebhookSink(Sink):
                 break
             sent += 1
         if sent:
-            log.info("webhook %s: re-sent %d spooled record(s), %d left", self.url, sent, len(lines) - sent)
-            fd, tmp = tempfile.mkstemp(dir=self.spool.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.writelines(line + b"\n" for line in lines[sent:])
-            os.replace(tmp, self.spool)
+            log.info("webhook %s: re-sent %d spooled record(s), %d left", self.shown_url, sent, len(lines) - sent)
+            tmp = None
+            try:
+                fd, tmp = tempfile.mkstemp(dir=self.spool.parent, suffix=".tmp")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.writelines(line + b"\n" for line in lines[sent:])
+                os.replace(tmp, self.spool)
+            except OSError as e:  # full disk: the spool keeps the sent lines, which go out again (at least once)
+                if tmp is not None:
+                    Path(tmp).unlink(missing_ok=True)
+                log.error("webhook %s: cannot rewrite the spool %s (%s); %d record(s) already re-sent will be sent "
+                          "again", self.shown_url, self.spool, e.strerror, sent)
+                return False
         return sent == len(lines)
 
     def close(self) -> None:

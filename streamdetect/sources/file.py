@@ -12,6 +12,8 @@ from pydantic import Field
 
 from streamdetect.sources.base import AudioSource, Gap, Resampler, SourceError, SourceOptions
 
+MIN_RATE, MAX_RATE, MAX_CHANNELS = 1_000, 768_000, 64
+
 
 class FileOptions(SourceOptions):
     path: str = Field(min_length=1)
@@ -36,6 +38,12 @@ class FileSource(AudioSource):
             raise SourceError(
                 f"cannot decode {self.path} as audio ({e}); supported formats: {', '.join(sorted(sf.available_formats()))}"
             ) from e
+        # A damaged header can claim any rate or channel count; reading one block of it could then ask for
+        # gigabytes (or make the resampler's ratio absurd). Real recordings sit well inside these bounds.
+        if not MIN_RATE <= self.file_rate <= MAX_RATE or not 1 <= self.channels <= MAX_CHANNELS:
+            raise SourceError(f"{self.path}: {self.file_rate} Hz, {self.channels} channel(s) is outside what is "
+                              f"supported ({MIN_RATE}-{MAX_RATE} Hz, 1-{MAX_CHANNELS} channels); is the header "
+                              "damaged?")
 
     @property
     def duration_s(self) -> float:
@@ -46,7 +54,11 @@ class FileSource(AudioSource):
         block_frames = max(1, int(self.options.block_s * self.file_rate))
         with sf.SoundFile(self.path) as fh:
             while not stop.is_set():
-                data = fh.read(block_frames, dtype="float32", always_2d=True)
+                try:
+                    data = fh.read(block_frames, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as e:  # corrupt data after a good header
+                    raise SourceError(f"{self.path}: cannot decode the audio after {fh.tell() / self.file_rate:.1f} "
+                                      f"s ({e}); the file is damaged") from e
                 last = data.shape[0] < block_frames
                 mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
                 out = resample(mono, last=last)
