@@ -7,6 +7,7 @@ lookup by name after a re-plug (new index), the Gap and the reaction to ``stop``
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import types
@@ -81,7 +82,7 @@ class FakePortAudio:
 def fake_sd(monkeypatch):
     def install(script):
         fake = FakePortAudio(script)
-        monkeypatch.setitem(__import__("sys").modules, "sounddevice", fake.module)
+        monkeypatch.setitem(sys.modules, "sounddevice", fake.module)
         return fake
     return install
 

@@ -197,7 +197,9 @@ class MicrophoneSource(AudioSource):
             if lost_since is not None:
                 self.reopens += 1
                 log.info("%s: input device reopened after %.1f s without audio", self.name, opened_at - lost_since)
-                yield Gap(int(round((opened_at - lost_since) * self.sample_rate)))
+                lost = int(round((opened_at - lost_since) * self.sample_rate))
+                if lost > 0:  # a device that delivered faster than the clock just before failing owes nothing
+                    yield Gap(lost)
                 lost_since = None
             try:
                 yield from self._record(sd, stream, stop)
