@@ -125,10 +125,8 @@ def test_microphone_source_records_and_resamples_what_is_played(pulse_in_process
     assert abs(peak_hz - 1000) < 5  # resampled from the device rate to 48 kHz without a pitch shift
 
 
-def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(pulse, tiny_model, tmp_path):
-    # Pick a threshold between the scores of a silent window and a tone window, so the event can only
-    # fire if the tone really travels through PulseAudio, PortAudio, the ring buffer and the resampler.
-    # (For the seeded tiny model a 3 kHz tone raises the score of "a dog barking" by about 0.01.)
+def tone_events(tiny_model) -> list[dict]:
+    """One event whose threshold lies between the tiny model's scores for silence and for the test tone."""
     events = [{"label": "tone", "prompts": ["a dog barking"], "threshold": 0.0, "hysteresis": 0.0,
                "cooldown_s": 0.0}]
     config = parse_config({"model": str(tiny_model), "events": events, "runtime": {"device": "cpu"}})
@@ -139,6 +137,14 @@ def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(p
         [Window(0, 0, np.zeros(3 * SR, np.float32), SR), Window(1, 0, tone, SR)]).event[:, 0]
     assert tone_score - silent_score > 3e-3, "the tiny model no longer separates tone from silence"
     events[0]["threshold"] = float((silent_score + tone_score) / 2)
+    return events
+
+
+def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(pulse, tiny_model, tmp_path):
+    # Pick a threshold between the scores of a silent window and a tone window, so the event can only
+    # fire if the tone really travels through PulseAudio, PortAudio, the ring buffer and the resampler.
+    # (For the seeded tiny model a 3 kHz tone raises the score of "a dog barking" by about 0.01.)
+    events = tone_events(tiny_model)
 
     out = tmp_path / "mic.jsonl"
     cfg = write_config(tmp_path / "mic.yaml", tiny_model, events, sinks=[{"type": "jsonl", "path": str(out)}],
@@ -232,3 +238,45 @@ def test_microphone_reopens_after_the_sound_server_dies_and_hears_audio_again(pu
     segment = audio[np.argmax(np.abs(audio) > 0.1) :][: SR // 2]
     peak_hz = np.argmax(np.abs(np.fft.rfft(segment))) * SR / segment.size
     assert abs(peak_hz - 1000) < 5
+
+
+def test_daemon_survives_the_sound_server_restarting_and_detects_afterwards(pulse, tiny_model, tmp_path):
+    """The daemon on a live input keeps running through a device failure and detects a sound played after the
+    device came back; the outage is logged as lost audio and SIGTERM still ends it cleanly."""
+    server_env = {k: v for k, v in pulse.items() if k != "PULSE_SERVER"}
+    out = tmp_path / "mic.jsonl"
+    cfg = write_config(tmp_path / "mic.yaml", tiny_model, tone_events(tiny_model),
+                       sinks=[{"type": "jsonl", "path": str(out)}], runtime={"device": "cpu"})
+    proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--device", "default"],
+                            env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+
+    def wait_log(text: str, timeout_s: float) -> None:
+        wait_until(lambda: any(text in line for line in log) or proc.poll() is not None, timeout_s,
+                   f"no {text!r} in the log:\n" + "".join(log))
+        assert proc.poll() is None, "".join(log)
+
+    player = None
+    try:
+        wait_log("recording from", 60)
+        time.sleep(1.0)
+        kill_pulse(server_env)
+        wait_log("failed", 30)
+        time.sleep(1.0)
+        start_pulse(server_env)
+        wait_log("reopened", 60)
+        player = play(tone_file(tmp_path / "tone.wav", 5.0, TONE_HZ), pulse)
+        wait_until(lambda: out.exists() and '"start"' in out.read_text(), 30, "no event after the restart")
+    finally:
+        if player is not None:
+            player.wait(timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    stderr = "".join(log)
+    assert proc.returncode == 0, stderr
+    assert "audio lost" in stderr and "reopens 1" in stderr, stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["start", "end"], (records, stderr)
