@@ -33,6 +33,27 @@ SR = 48_000
 TONE_HZ = 3000.0
 
 
+def start_pulse(server_env: dict) -> dict:
+    """Start the private server with the null sink whose monitor is the default input; the client environment."""
+    subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "--daemonize=yes"], env=server_env,
+                   check=True, capture_output=True, timeout=30)
+    env = {**server_env, "PULSE_SERVER": f"unix:{server_env['XDG_RUNTIME_DIR']}/pulse/native"}
+    for cmd in (["pactl", "load-module", "module-null-sink", "sink_name=streamdetect_test", "rate=48000",
+                 "channels=1"], ["pactl", "set-default-sink", "streamdetect_test"],
+                ["pactl", "set-default-source", "streamdetect_test.monitor"]):
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=30)
+    return env
+
+
+def kill_pulse(server_env: dict) -> None:
+    """Stop the server and wait until it is really gone (``--kill`` only sends the signal)."""
+    subprocess.run(["pulseaudio", "--kill"], env=server_env, capture_output=True, timeout=30)
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pulseaudio", "--check"], env=server_env, capture_output=True, timeout=30).returncode == 0:
+        assert time.monotonic() < deadline, "pulseaudio did not exit"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def pulse(tmp_path_factory):
     """Environment variables that point PortAudio's ALSA 'default' device at a fresh PulseAudio null sink."""
@@ -44,15 +65,8 @@ def pulse(tmp_path_factory):
     server_env = {k: v for k, v in os.environ.items() if k != "PULSE_SERVER"}  # a set server blocks starting
     server_env["XDG_RUNTIME_DIR"] = str(runtime)
     server_env["PULSE_STATE_PATH"] = str(runtime / "state")  # keep the server's state out of the home directory
-    subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "--daemonize=yes"], env=server_env,
-                   check=True, capture_output=True, timeout=30)
-    env = {**server_env, "PULSE_SERVER": f"unix:{runtime}/pulse/native"}
     try:
-        for cmd in (["pactl", "load-module", "module-null-sink", "sink_name=streamdetect_test", "rate=48000",
-                     "channels=1"], ["pactl", "set-default-sink", "streamdetect_test"],
-                    ["pactl", "set-default-source", "streamdetect_test.monitor"]):
-            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=30)
-        yield env
+        yield start_pulse(server_env)
     finally:
         subprocess.run(["pulseaudio", "--kill"], env=server_env, capture_output=True, timeout=30)
 
@@ -111,10 +125,8 @@ def test_microphone_source_records_and_resamples_what_is_played(pulse_in_process
     assert abs(peak_hz - 1000) < 5  # resampled from the device rate to 48 kHz without a pitch shift
 
 
-def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(pulse, tiny_model, tmp_path):
-    # Pick a threshold between the scores of a silent window and a tone window, so the event can only
-    # fire if the tone really travels through PulseAudio, PortAudio, the ring buffer and the resampler.
-    # (For the seeded tiny model a 3 kHz tone raises the score of "a dog barking" by about 0.01.)
+def tone_events(tiny_model) -> list[dict]:
+    """One event whose threshold lies between the tiny model's scores for silence and for the test tone."""
     events = [{"label": "tone", "prompts": ["a dog barking"], "threshold": 0.0, "hysteresis": 0.0,
                "cooldown_s": 0.0}]
     config = parse_config({"model": str(tiny_model), "events": events, "runtime": {"device": "cpu"}})
@@ -125,6 +137,14 @@ def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(p
         [Window(0, 0, np.zeros(3 * SR, np.float32), SR), Window(1, 0, tone, SR)]).event[:, 0]
     assert tone_score - silent_score > 3e-3, "the tiny model no longer separates tone from silence"
     events[0]["threshold"] = float((silent_score + tone_score) / 2)
+    return events
+
+
+def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(pulse, tiny_model, tmp_path):
+    # Pick a threshold between the scores of a silent window and a tone window, so the event can only
+    # fire if the tone really travels through PulseAudio, PortAudio, the ring buffer and the resampler.
+    # (For the seeded tiny model a 3 kHz tone raises the score of "a dog barking" by about 0.01.)
+    events = tone_events(tiny_model)
 
     out = tmp_path / "mic.jsonl"
     cfg = write_config(tmp_path / "mic.yaml", tiny_model, events, sinks=[{"type": "jsonl", "path": str(out)}],
@@ -157,3 +177,106 @@ def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(p
     start = records[0]
     assert start["label"] == "tone" and start["stream"].startswith("mic:") and start["start_s"] >= 1.0  # silence did not fire
     assert "recording from" in stderr and "SIGTERM received" in stderr
+
+
+def wait_until(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_microphone_reopens_after_the_sound_server_dies_and_hears_audio_again(pulse_in_process, tmp_path):
+    """A real device failure: the PulseAudio server behind the ALSA 'default' device is killed mid-stream and
+    started again later. The source must notice, retry with back-off, reopen (re-initialising PortAudio),
+    record what is played afterwards, and account for the time without audio with one Gap."""
+    from streamdetect.sources.base import Gap
+    from streamdetect.sources.microphone import MicrophoneOptions, MicrophoneSource
+
+    server_env = {k: v for k, v in pulse_in_process.items() if k != "PULSE_SERVER"}
+    options = MicrophoneOptions(device="default", stall_timeout_s=2.0, reconnect_min_s=0.1, reconnect_max_s=0.5)
+    source = MicrophoneSource(options, SR)
+    stop = threading.Event()
+    got: list = []
+
+    def consume() -> None:
+        for item in source.blocks(stop):
+            got.append(item)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    player = None
+    try:
+        wait_until(lambda: sum(b.size for b in got if not isinstance(b, Gap)) > SR // 2, 30, "no audio at all")
+        killed_at = time.monotonic()
+        kill_pulse(server_env)
+        wait_until(lambda: source.failed_opens >= 2, 30, "the source did not notice the dead server or retry")
+        assert source.stats()["reopens"] == 0 and reader.is_alive()
+        restarted_at = time.monotonic()
+        start_pulse(server_env)
+        wait_until(lambda: source.stats()["reopens"] == 1, 30, "the source did not reopen the device")
+        wait_until(lambda: any(isinstance(b, Gap) for b in got), 10, "no Gap for the outage")
+        after_gap = next(i for i, b in enumerate(got) if isinstance(b, Gap))
+        player = play(tone_file(tmp_path / "tone.wav", 1.0), pulse_in_process)
+
+        def tone_heard() -> bool:
+            blocks = [b for b in got[after_gap + 1 :] if not isinstance(b, Gap)]
+            return bool(blocks) and int(np.sum(np.abs(np.concatenate(blocks)) > 0.1)) > SR // 2
+
+        wait_until(tone_heard, 30, "the tone played after the restart never arrived")
+    finally:
+        if player is not None:
+            player.wait(timeout=30)
+        stop.set()
+        reader.join(timeout=10)
+    assert not reader.is_alive(), "blocks() did not end promptly after stop"
+    gaps = [b for b in got if isinstance(b, Gap)]
+    assert len(gaps) == 1 and source.stats()["reopens"] == 1
+    # the gap covers at least the time the server was down (audio ended no later than the kill)
+    assert gaps[0].n_samples >= (restarted_at - killed_at) * SR * 0.95, (gaps[0], restarted_at - killed_at)
+    audio = np.concatenate([b for b in got[after_gap + 1 :] if not isinstance(b, Gap)])
+    segment = audio[np.argmax(np.abs(audio) > 0.1) :][: SR // 2]
+    peak_hz = np.argmax(np.abs(np.fft.rfft(segment))) * SR / segment.size
+    assert abs(peak_hz - 1000) < 5
+
+
+def test_daemon_survives_the_sound_server_restarting_and_detects_afterwards(pulse, tiny_model, tmp_path):
+    """The daemon on a live input keeps running through a device failure and detects a sound played after the
+    device came back; the outage is logged as lost audio and SIGTERM still ends it cleanly."""
+    server_env = {k: v for k, v in pulse.items() if k != "PULSE_SERVER"}
+    out = tmp_path / "mic.jsonl"
+    cfg = write_config(tmp_path / "mic.yaml", tiny_model, tone_events(tiny_model),
+                       sinks=[{"type": "jsonl", "path": str(out)}], runtime={"device": "cpu"})
+    proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--device", "default"],
+                            env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+
+    def wait_log(text: str, timeout_s: float) -> None:
+        wait_until(lambda: any(text in line for line in log) or proc.poll() is not None, timeout_s,
+                   f"no {text!r} in the log:\n" + "".join(log))
+        assert proc.poll() is None, "".join(log)
+
+    player = None
+    try:
+        wait_log("recording from", 60)
+        time.sleep(1.0)
+        kill_pulse(server_env)
+        wait_log("failed", 30)
+        time.sleep(1.0)
+        start_pulse(server_env)
+        wait_log("reopened", 60)
+        player = play(tone_file(tmp_path / "tone.wav", 5.0, TONE_HZ), pulse)
+        wait_until(lambda: out.exists() and '"start"' in out.read_text(), 30, "no event after the restart")
+    finally:
+        if player is not None:
+            player.wait(timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    stderr = "".join(log)
+    assert proc.returncode == 0, stderr
+    assert "audio lost" in stderr and "reopens 1" in stderr, stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["start", "end"], (records, stderr)

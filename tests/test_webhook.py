@@ -118,3 +118,38 @@ def test_cli_run_posts_records_and_names_a_missing_secret(tiny_model, tmp_path, 
     cfg = write_config(tmp_path / "c2.yaml", tiny_model, events, sinks=[{**sink, "secret_env": "UNSET_SECRET_X"}])
     result = run_cli("run", "--config", str(cfg), "--input", str(wav))
     assert result.returncode == 2 and "UNSET_SECRET_X" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("fail_first", [4, 7])
+def test_cli_records_of_a_run_during_an_outage_arrive_once_in_order_after_a_restart(tiny_model, tmp_path, fail_first):
+    """Run 1 finds the receiver down and spools everything; run 2 (another input) finds it up but failing its
+    first requests. Every record of both runs arrives exactly once, in order, and the spool ends up empty.
+    (fail_first=7: every request of run 2 fails until the last flush when the sink closes.)"""
+    down = Receiver()
+    port = down.server.server_address[1]
+    down.stop()
+    events = [{"label": label, "prompts": [prompt], "threshold": -1.0}
+              for label, prompt in [("dog", "a dog barking"), ("rain", "rain on a roof"), ("glass", "glass breaking")]]
+    spool = tmp_path / "spool"
+    hook = {"type": "webhook", "url": down.url, "spool_dir": str(spool), "retries": 0, "backoff_s": 0.01}
+    expected = []
+    for run, seconds in [(1, 4.0), (2, 5.0)]:
+        emitted = tmp_path / f"run{run}.jsonl"
+        cfg = write_config(tmp_path / f"c{run}.yaml", tiny_model, events,
+                           sinks=[hook, {"type": "jsonl", "path": str(emitted)}])
+        wav = write_tone_scene(tmp_path / f"in{run}.wav", seconds=seconds, seed=run)
+        receiver = Receiver(fail_first=fail_first, port=port) if run == 2 else None
+        try:
+            result = run_cli("run", "--config", str(cfg), "--input", str(wav))
+        finally:
+            if receiver is not None:
+                receiver.stop()
+        assert result.returncode == 0, result.stderr
+        expected += [(r["id"], r["phase"]) for r in map(json.loads, emitted.read_text().splitlines())]
+        if run == 1:
+            assert "webhook" in result.stderr and "sink failures" in result.stderr  # the outage was reported
+            spooled = [json.loads(line) for p in spool.glob("webhook-*.jsonl") for line in p.read_text().splitlines()]
+            assert [(r["id"], r["phase"]) for r in spooled] == expected and len(expected) == 6
+    assert receiver.seen == fail_first + len(expected)  # nothing was sent twice
+    assert [(r["id"], r["phase"]) for r in receiver.records()] == expected and len(expected) == 12
+    assert all(p.read_text() == "" for p in spool.glob("webhook-*.jsonl"))
