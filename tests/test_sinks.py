@@ -118,6 +118,21 @@ def test_threaded_sinks_never_hold_up_the_caller_and_drain_on_close():
     assert len(slow.got) == len(fast.got) == 20 and sinks.failures["bad"] == 20
 
 
+def test_shutdown_drains_all_sinks_within_one_shared_deadline(caplog):
+    """Several slow sinks must not add their drain times up past a service manager's stop timeout."""
+    import time
+
+    sinks = [Slow(Slow.Options(), 0.3) for _ in range(3)]
+    sink_set = SinkSet([(f"slow{i}", s) for i, s in enumerate(sinks)], threaded=True, drain_timeout_s=1.0)
+    for _ in range(10):  # 3 s of work queued on each sink
+        sink_set.emit(record())
+    t0 = time.monotonic()
+    sink_set.close()
+    assert time.monotonic() - t0 < 2.0  # one 1 s deadline for all three, not 1 s each
+    assert all(1 <= len(s.got) < 10 for s in sinks)  # each drained concurrently until the deadline
+    assert caplog.text.count("did not drain before the shutdown deadline") == 3
+
+
 def test_full_queue_drops_and_counts(caplog):
     slow = Slow(Slow.Options(queue_size=2), 0.2)
     sinks = SinkSet([("slow", slow)], threaded=True)

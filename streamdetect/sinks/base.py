@@ -64,8 +64,9 @@ class SinkWorker:
 
     def __init__(self, name: str, sink: Sink, report: FailureLog):
         self.name, self.sink, self.report = name, sink, report
-        self.queue: queue.Queue[EventRecord | None] = queue.Queue(maxsize=sink.options.queue_size)
+        self.queue: queue.Queue[EventRecord] = queue.Queue(maxsize=sink.options.queue_size)
         self.dropped = 0
+        self._closing = threading.Event()  # set at shutdown: deliver what is queued, then end
         self._thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
         self._thread.start()
 
@@ -79,19 +80,23 @@ class SinkWorker:
                           self.queue.qsize(), self.dropped)
 
     def _run(self) -> None:
-        while (record := self.queue.get()) is not None:
+        while True:
+            try:
+                record = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
             _deliver(self.name, self.sink, record, self.report)
 
-    def close(self, timeout_s: float) -> None:
-        try:
-            self.queue.put(None, timeout=timeout_s)
-        except queue.Full:
-            log.error("sink %s did not drain within %.0f s; %d records not delivered", self.name, timeout_s,
-                      self.queue.qsize())
-            return
-        self._thread.join(timeout_s)
+    def start_closing(self) -> None:
+        self._closing.set()
+
+    def join(self, deadline: float) -> None:
+        """Wait until the queue is delivered or the (shared, monotonic) deadline passes."""
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.error("sink %s still busy after %.0f s; %d records not delivered", self.name, timeout_s,
+            log.error("sink %s did not drain before the shutdown deadline; %d records not delivered", self.name,
                       self.queue.qsize())
 
 
@@ -175,8 +180,13 @@ class SinkSet:
         return {name: w.dropped for name, w in self.workers.items()}
 
     def close(self) -> None:
+        """Drain every sink's queue at once within one shared ``drain_timeout_s`` (so several slow sinks
+        cannot add up past a service manager's stop timeout), then close the sinks."""
+        deadline = time.monotonic() + self.drain_timeout_s
         for worker in self.workers.values():
-            worker.close(self.drain_timeout_s)
+            worker.start_closing()
+        for worker in self.workers.values():
+            worker.join(deadline)
         for name, sink in self.sinks:
             try:
                 sink.close()
