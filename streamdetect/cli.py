@@ -115,8 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--log", type=Path, help="search the `embedding_log` directory of a running detector instead")
     se.add_argument("--since", help="with --log: ISO-8601 time or an age: 7d, 12h, 30m")
     se.add_argument("--until", help="with --log: ISO-8601 time or an age")
-    se.add_argument("--drop", type=float, default=0.05,
-                    help="with --log: a stretch grows over neighbouring windows scoring within this of its best")
+    se.add_argument("--drop", type=float, default=0.5,
+                    help="with --log: a stretch grows over neighbouring windows scoring above "
+                         "best - DROP x (best - median score); 0..1")
     se.add_argument("--top", type=int, default=10)
     se.add_argument("--window-s", type=float, default=3.0)
     se.add_argument("--hop-s", type=float, default=1.0)

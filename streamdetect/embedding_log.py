@@ -188,12 +188,15 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
-def stretches(logged: LoggedWindows, scores: np.ndarray, top: int = 10, drop: float = 0.05) -> Iterator[Stretch]:
-    """Best windows first, each grown over its stream's neighbouring windows that score within ``drop`` of it.
+def stretches(logged: LoggedWindows, scores: np.ndarray, top: int = 10, drop: float = 0.5) -> Iterator[Stretch]:
+    """Best windows first, each grown over its stream's neighbouring windows that score above
+    ``best - drop * (best - median score)``.
 
-    Neighbours are windows of the same stream that overlap or touch in stream time (logged in order); a window
-    used by one stretch is not reported again.
+    The margin is relative to how far the best window stands out from a typical one, because the spread of
+    cosine scores differs a lot between models and queries. Neighbours are windows of the same stream that
+    overlap or touch in stream time; a window used by one stretch is not reported again.
     """
+    typical = float(np.median(scores)) if scores.size else 0.0
     used = np.zeros(scores.shape[0], bool)
     order: dict[str, np.ndarray] = {}
     for name in set(logged.streams.tolist()):
@@ -209,7 +212,7 @@ def stretches(logged: LoggedWindows, scores: np.ndarray, top: int = 10, drop: fl
         seq = order[name]
         pos = int(np.flatnonzero(seq == best)[0])
         lo = hi = pos
-        floor = scores[best] - drop
+        floor = scores[best] - drop * max(float(scores[best]) - typical, 0.0)
 
         def fits(k: int, floor: float = floor) -> bool:
             return not used[k] and scores[k] >= floor
