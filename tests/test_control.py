@@ -24,7 +24,7 @@ from conftest import collecting_sink, write_config
 from streamdetect.config import parse_config
 from streamdetect.control import ControlError, ControlServer, control_token
 from streamdetect.detector import Detector
-from streamdetect.engine import BatchingEngine, run_sources
+from streamdetect.engine import BatchingEngine, ReloadTicket, run_sources
 from streamdetect.manifest import ModelBundle
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.base import AudioSource
@@ -185,3 +185,17 @@ def test_cli_control_port_answers_on_a_live_run(tiny_model, tmp_path, pulse):  #
     stderr = "".join(log)
     assert proc.returncode == 0, stderr
     assert TOKEN not in stderr
+
+
+def test_slow_or_failed_reload_is_reported(tiny_model):
+    config = parse_config({"model": str(tiny_model), "events": [{"label": "x", "prompts": ["a"], "threshold": 0.5}]})
+    failed = ReloadTicket(error="RuntimeError: text encoder broke")
+    failed.done.set()
+    for ticket, status in ((ReloadTicket(), 202), (failed, 500)):
+        server = ControlServer(lambda: config, lambda _c, t=ticket: t, TOKEN, "127.0.0.1", 0, apply_timeout_s=0.2)
+        try:
+            code, body = request(server.address[1], "PUT", [{"label": "y", "prompts": ["b"], "threshold": 0.5}])
+        finally:
+            server.close()
+        assert code == status, body
+        assert ("GET /events" in body["check"]) if status == 202 else ("text encoder broke" in body["error"])
