@@ -100,3 +100,29 @@ def test_stretches_merge_adjacent_windows_of_one_stream_only():
     found = list(stretches(logged, scores, top=5, drop=0.5))  # joins above 0.9 - 0.5 * (0.9 - 0.75)
     assert [(s.stream, s.start_s, s.end_s, s.windows) for s in found] == [
         ("a", 2.0, 6.0, 2), ("a", 5.0, 8.0, 1), ("a", 1.0, 4.0, 1), ("b", 0.0, 3.0, 1), ("b", 1.0, 4.0, 1)]
+
+
+def test_run_with_the_new_features_never_imports_torch(tiny_model, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    wav = write_tone_scene(tmp_path / "t.wav", seconds=4.0)
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, [{"label": "x", "prompts": ["a dog"], "threshold": -1.0}],
+                       sinks=[{"type": "sqlite", "path": str(tmp_path / "e.db")}],
+                       embedding_log={"dir": str(tmp_path / "emb")}, control={"port": port})
+    code = (
+        "import sys; from streamdetect.cli import main\n"
+        f"rc = main(['run', '--config', {str(cfg)!r}, '--input', {str(wav)!r}])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "print('RC', rc, 'HEAVY', bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "STREAMDETECT_CONTROL_TOKEN": "t0ken"})
+    assert "RC 0 HEAVY []" in result.stdout, result.stdout + result.stderr
+    assert "control API on" in result.stderr and list((tmp_path / "emb").glob("*/*/*.npz"))
