@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("query", nargs="?", help='what to look for, e.g. "a chainsaw"')
     se.add_argument("--like", type=Path, help="an example recording instead of a text query")
     se.add_argument("--dir", type=Path, default=Path("."), help="the indexed folder (default: here)")
+    se.add_argument("--log", type=Path, help="search the `embedding_log` directory of a running detector instead")
+    se.add_argument("--since", help="with --log: ISO-8601 time or an age: 7d, 12h, 30m")
+    se.add_argument("--until", help="with --log: ISO-8601 time or an age")
+    se.add_argument("--drop", type=float, default=0.5,
+                    help="with --log: a stretch grows over neighbouring windows scoring above "
+                         "best - DROP x (best - median score); 0..1")
     se.add_argument("--top", type=int, default=10)
     se.add_argument("--window-s", type=float, default=3.0)
     se.add_argument("--hop-s", type=float, default=1.0)
@@ -125,6 +131,23 @@ def _parser() -> argparse.ArgumentParser:
     es.add_argument("--until", help="ISO-8601 time or an age")
     es.add_argument("--limit", type=int)
     es.add_argument("--csv", action="store_true", help="CSV instead of a table")
+
+    fb = sub.add_parser("feedback", parents=[common], help="mark a stored event as right or wrong (for `refine`)")
+    fb.add_argument("--db", type=Path, default=Path("events.db"))
+    fb.add_argument("--event", required=True, help="event id (or a unique prefix) from `streamdetect events`")
+    verdict = fb.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--confirm", action="store_true")
+    verdict.add_argument("--reject", action="store_true")
+
+    rf = sub.add_parser("refine", parents=[common],
+                        help="move event prompt embeddings toward confirmed and away from rejected events")
+    rf.add_argument("--config", required=True, type=Path)
+    rf.add_argument("--db", type=Path, default=Path("events.db"))
+    rf.add_argument("--alpha", type=float, default=0.5, help="weight of the confirmed mean (0..1)")
+    rf.add_argument("--beta", type=float, default=0.25, help="weight of the rejected mean (0..1)")
+    rf.add_argument("--max-angle", type=float, default=20.0, help="degrees the embedding may move at most")
+    rf.add_argument("--undo", metavar="LABEL", help="retire the newest refinement of LABEL instead")
+    rf.add_argument("--model", type=Path)
 
     sub.add_parser("devices", parents=[common], help="list audio input devices")
     return p
@@ -177,6 +200,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streamdetect.sinks.base import build_sinks
 
     config, bundle = _load(args)
+    token = None
+    if config.control.port is not None:
+        from streamdetect.control import ControlError, control_token
+
+        try:
+            token = control_token(config.control.token_env)
+        except ControlError as e:
+            raise UsageError(f"{args.config}: {e}") from None
     sources = _sources(args, config, bundle.sample_rate)
     sinks = build_sinks(config.sinks)
     stop = threading.Event()
@@ -201,9 +232,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, _reload)
-    server = None
+    server = control = embedding_log = None
     try:
         detector = Detector(config, bundle, sinks)
+        if config.embedding_log.dir is not None:
+            from streamdetect.embedding_log import EmbeddingLogWriter, log_key
+
+            embedding_log = detector.embedding_log = EmbeddingLogWriter(
+                Path(config.embedding_log.dir), log_key(bundle), config.embedding_log.max_days,
+                config.embedding_log.queue_windows)
         if config.metrics.port is not None:
             from streamdetect.metrics import Metrics, MetricsServer
 
@@ -216,9 +253,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("listening to %s for %s (%s)", ", ".join(s.name for s in sources), ", ".join(detector.bank.labels),
                  getattr(detector.encoder, "file", "custom encoder"))
         engine = BatchingEngine(detector)
+        if token is not None:
+            from streamdetect.control import ControlError, ControlServer
+
+            try:
+                control = ControlServer(lambda: detector.config, engine.request_reload, token, config.control.host,
+                                        config.control.port)
+            except ControlError as e:
+                raise UsageError(f"{args.config}: {e}") from None
+            log.info("control API on http://%s:%d/events", *control.address[:2])
         summaries, stats = run_sources(detector, sources, stop, engine=engine)
     finally:
+        if control is not None:
+            control.close()
         sinks.close()
+        if embedding_log is not None:
+            embedding_log.close()
         if server is not None:
             server.close()
     for summary in summaries:

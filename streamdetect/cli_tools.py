@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from streamdetect.cli import UsageError, _load, _model_dir, log
 from streamdetect.config import load_config
 from streamdetect.manifest import ModelBundle, default_model_dir
@@ -171,30 +173,134 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    import json
-
+def _query_embedding(args: argparse.Namespace, bundle: ModelBundle, options):
+    """The text query (through the prompt cache) or the ``--like`` example's embedding."""
     from streamdetect.config import EventConfig
     from streamdetect.encoder import AudioEncoder
     from streamdetect.frontend import LogMelFrontend
     from streamdetect.prompts import prompt_bank_for
     from streamdetect.tagging import clip_embedding
 
+    if args.like is not None:
+        return clip_embedding(args.like, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, options))
+    bank = prompt_bank_for(bundle, [EventConfig(label="q", prompts=[args.query], threshold=0.0)], None, options,
+                           refined=False)
+    return bank.events[0]
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import json
+
     if (args.query is None) == (args.like is None):
         raise UsageError("give a text query or --like FILE (one of them)")
+    if args.log is not None:
+        return _search_log(args)
+    if args.since or args.until:
+        raise UsageError("--since/--until filter an embedding log: add --log DIR")
     bundle, options, index = _index(args, args.dir)
     if not index.entries:
         raise UsageError(f"no index for this model in {args.dir}; run: streamdetect index {args.dir}")
-    if args.like is not None:
-        query = clip_embedding(args.like, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, options))
-    else:
-        bank = prompt_bank_for(bundle, [EventConfig(label="q", prompts=[args.query], threshold=0.0)], None, options)
-        query = bank.events[0]
+    query = _query_embedding(args, bundle, options)
     for rank, hit in enumerate(index.search(query, args.top), start=1):
         if args.json:
             print(json.dumps(hit.__dict__))
         else:
             print(f"{rank:3d}. {hit.score:.3f}  {hit.path}  (best window {hit.start_s:.1f}-{hit.end_s:.1f} s)")
+    return 0
+
+
+def _search_log(args: argparse.Namespace) -> int:
+    import json
+    from datetime import datetime
+
+    from streamdetect.embedding_log import log_key, read_log, stretches
+    from streamdetect.encoder import RuntimeOptions
+    from streamdetect.prompts import normalize
+    from streamdetect.sinks.sqlite import parse_when
+
+    try:
+        since, until = (args.since and datetime.fromisoformat(parse_when(args.since)).timestamp(),
+                        args.until and datetime.fromisoformat(parse_when(args.until)).timestamp())
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    bundle = ModelBundle.load(args.model or default_model_dir())
+    try:
+        logged = read_log(args.log, log_key(bundle), since or None, until or None)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    if not logged.wall.size:
+        print("no logged windows in that time range", file=sys.stderr)
+        return 0
+    query = normalize(np.asarray(_query_embedding(args, bundle, RuntimeOptions()), np.float32))
+    scores = logged.embeddings.astype(np.float32) @ query
+    for rank, hit in enumerate(stretches(logged, scores, args.top, args.drop), start=1):
+        if args.json:
+            print(json.dumps(hit.__dict__))
+        else:
+            print(f"{rank:3d}. {hit.score:.3f}  {hit.stream}  {hit.start_s:.1f}-{hit.end_s:.1f} s  "
+                  f"({hit.time_from} .. {hit.time_to}, {hit.windows} windows)")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from streamdetect.refine import FeedbackError, mark_feedback
+
+    verdict = "confirmed" if args.confirm else "rejected"
+    try:
+        event_id, label = mark_feedback(args.db, args.event, verdict)
+    except FeedbackError as e:
+        raise UsageError(str(e)) from None
+    print(f"{label} event {event_id} {verdict}; run `streamdetect refine --config CONFIG --db {args.db}` to use it")
+    return 0
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from streamdetect.encoder import RuntimeOptions
+    from streamdetect.prompts import prompt_bank_for, refinements_dir
+    from streamdetect.refine import (
+        FeedbackError,
+        RefinementStore,
+        RefineParams,
+        feedback_embeddings,
+        prompt_key,
+        rocchio,
+    )
+
+    config, bundle = _load(args)
+    store = RefinementStore(refinements_dir(bundle))
+    try:
+        if args.undo is not None:
+            now = store.undo(args.undo)
+            print(f"{args.undo}: now using " + (f"refinement v{now}" if now else "the plain prompts")
+                  + " (send SIGHUP to a running detector)")
+            return 0
+        params = RefineParams(args.alpha, args.beta, args.max_angle)
+        if not args.db.is_file():
+            raise FeedbackError(f"no event database at {args.db} (a `sqlite` sink writes one)")
+    except FeedbackError as e:
+        raise UsageError(str(e)) from None
+    bank = prompt_bank_for(bundle, config.events, config.prompt_cache, RuntimeOptions(device=config.runtime.device),
+                           refined=False)
+    for event, base in zip(config.events, bank.events, strict=True):
+        fb = feedback_embeddings(args.db, event.label)
+        if fb.without_embedding:
+            log.warning("%s: %d marked event(s) have no stored embedding (recorded before embeddings were "
+                        "stored) and are left out", event.label, fb.without_embedding)
+        if not fb.confirmed.size and not fb.rejected.size:
+            print(f"{event.label}: no feedback, unchanged")
+            continue
+        vector = rocchio(base, fb.confirmed, fb.rejected, params)
+        angle = float(np.degrees(np.arccos(np.clip(vector @ base, -1, 1))))
+        version = store.save(event.label, vector, {
+            "prompt_key": prompt_key(event.prompts, bundle.text_key), "prompts": list(event.prompts),
+            "confirmed": int(fb.confirmed.shape[0]), "rejected": int(fb.rejected.shape[0]),
+            "alpha": params.alpha, "beta": params.beta, "max_angle_deg": params.max_angle_deg,
+            "angle_deg": round(angle, 3), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        print(f"{event.label}: v{version} from {fb.confirmed.shape[0]} confirmed, {fb.rejected.shape[0]} rejected "
+              f"(moved {angle:.1f} degrees)")
+    print(f"refinements in {store.directory}; send SIGHUP to a running detector to use them")
     return 0
 
 

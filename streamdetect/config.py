@@ -47,6 +47,20 @@ class MetricsConfig(Strict):
     stale_after_s: float = Field(10.0, gt=0, le=3600, description="/healthz fails for a live stream this quiet")
 
 
+class ControlConfig(Strict):
+    port: int | None = Field(None, ge=1, le=65535, description="serve GET/PUT /events here (off if unset)")
+    host: str = Field("127.0.0.1", description="listen address; loopback unless you mean to expose it")
+    token_env: str = Field("STREAMDETECT_CONTROL_TOKEN", min_length=1,
+                           description="environment variable holding the bearer token (never put it in YAML)")
+
+
+class EmbeddingLogConfig(Strict):
+    dir: str | None = Field(None, min_length=1, description="keep every analysed window's embedding here (off if unset)")
+    max_days: float = Field(30.0, gt=0, le=3650, description="chunks older than this are deleted")
+    queue_windows: int = Field(10_000, ge=1, le=10_000_000, description="windows waiting for the writer before "
+                                                                          "new ones are dropped (and counted)")
+
+
 class EventConfig(Strict):
     label: str = Field(min_length=1, max_length=200)
     prompts: list[str] = Field(min_length=1, description="text prompts, averaged as an ensemble")
@@ -95,6 +109,8 @@ class Config(Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     gate: GateConfig = GateConfig()
     metrics: MetricsConfig = MetricsConfig()
+    control: ControlConfig = ControlConfig()
+    embedding_log: EmbeddingLogConfig = EmbeddingLogConfig()
     source: SourceConfig | None = None
     sources: list[SourceConfig] = Field(default_factory=list, description="several streams in one detector")
     events: list[EventConfig] = Field(min_length=1)

@@ -112,6 +112,7 @@ class Detector:
         self.metrics = None  # a streamdetect.metrics.Metrics when the daemon serves /metrics
         self.streams: list[StreamState] = []
         self.runtime = runtime
+        self.embedding_log = None  # a streamdetect.embedding_log.EmbeddingLogWriter when windows are logged
 
     def open_stream(self, name: str, live: bool, gate: GateConfig | None = None) -> StreamState:
         windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
@@ -127,7 +128,8 @@ class Detector:
         have their open events closed; new labels start idle. Window, runtime, source and sink settings need
         a restart and are left as they were.
         """
-        for key in ("windows", "runtime", "sources", "source", "sinks", "model", "metrics"):
+        for key in ("windows", "runtime", "sources", "source", "sinks", "model", "metrics", "control",
+                    "embedding_log"):
             if getattr(config, key) != getattr(self.config, key):
                 log.warning("config reload: %s changed, which takes effect only after a restart", key)
         bank = prompt_bank_for(self.bundle, config.events, config.prompt_cache, self.runtime)
@@ -231,9 +233,13 @@ class Detector:
             for b, (stream, window) in enumerate(batch):
                 top = scores.top(b)
                 wall = stream.wall_time(window.end_s)
+                gated = scores.gated is not None and bool(scores.gated[b])
+                emb = None if scores.embeddings is None or gated else scores.embeddings[b]
+                if emb is not None and self.embedding_log is not None:
+                    self.embedding_log.add(stream.name, window.start_s, window.end_s, wall, emb)
                 for e, tracker in enumerate(stream.trackers):
                     ws = WindowScore(window.start_s, window.end_s, float(scores.event[b, e]),
-                                     scores.vetoed_by[b][e], top, wall)
+                                     scores.vetoed_by[b][e], top, wall, emb)
                     records += self._emit(stream, tracker.update(ws))
                 if stream.score_log is not None:
                     stream.score_log.starts_s.append(window.start_s)
@@ -241,7 +247,6 @@ class Detector:
                     stream.score_log.scores.append(scores.event[b].copy())
                     stream.score_log.vetoed.append(np.array([v is not None for v in scores.vetoed_by[b]]))
                 stream.windows_processed += 1
-                gated = scores.gated is not None and bool(scores.gated[b])
                 stream.gated_windows += gated
                 if self.metrics is not None:
                     self._observe(stream.name, scores.event[b], gated)

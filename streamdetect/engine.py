@@ -39,6 +39,14 @@ class EngineStats:
         return float(np.percentile(np.asarray(self.latencies_s), q) * 1000) if self.latencies_s else 0.0
 
 
+@dataclass
+class ReloadTicket:
+    """Lets a caller (the control API) wait until the inference thread applied, or rejected, its reload."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
 @dataclass(frozen=True)
 class _Item:
     stream: StreamState
@@ -62,6 +70,7 @@ class BatchingEngine:
         self._error: BaseException | None = None
         self._last_warning = 0.0
         self._reload = None  # a validated Config waiting to be applied by the inference thread
+        self._tickets: list[ReloadTicket] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -83,11 +92,14 @@ class BatchingEngine:
             self._queue.append(_Item(stream, None, time.monotonic()))
             self._cond.notify_all()
 
-    def request_reload(self, config) -> None:
+    def request_reload(self, config) -> ReloadTicket:
         """Apply a new (already validated) config between two batches, on the inference thread."""
+        ticket = ReloadTicket()
         with self._cond:
             self._reload = config
+            self._tickets.append(ticket)
             self._cond.notify_all()
+        return ticket
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Finish what is queued, then end the inference thread."""
@@ -145,11 +157,17 @@ class BatchingEngine:
             while (batch := self._take()) is not None:
                 with self._cond:
                     config, self._reload = self._reload, None
+                    tickets, self._tickets = self._tickets, []
                 if config is not None:
+                    error = None
                     try:
                         self.detector.reload(config)
-                    except Exception:  # noqa: BLE001 - a failed reload must not stop detection
+                    except Exception as e:  # noqa: BLE001 - a failed reload must not stop detection
                         log.exception("config reload failed; the previous config keeps running")
+                        error = f"{type(e).__name__}: {e}"
+                    for ticket in tickets:  # a superseded request counts as answered by the newest one
+                        ticket.error = error
+                        ticket.done.set()
                 windows = [(item.stream, item.window) for item in batch if item.window is not None]
                 if windows:
                     self.detector.analyse(windows)

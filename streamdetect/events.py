@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class WindowScore:
     suppressed_by: str | None  # the negative prompt that outscored the event in this window, if any
     top: tuple[LabelScore, ...]  # best labels of this window, for the record
     wall_time: str  # ISO-8601 wall-clock time of this window, supplied by the caller
+    embedding: Any = None  # the window's audio embedding, kept for the peak so feedback can refine prompts
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,11 @@ class EventRecord:
     stream: str
     time: str
     top: tuple[LabelScore, ...]
+    # The peak window's embedding (numpy array) for stores that keep it; never part of ``to_dict``.
+    embedding: Any = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "embedding"}
         out["top"] = [asdict(t) for t in self.top]
         return out
 
@@ -69,12 +73,14 @@ class _Peak:
     score: float = float("-inf")
     time_s: float = 0.0
     top: tuple[LabelScore, ...] = ()
+    embedding: Any = None
 
     def update(self, window: WindowScore) -> None:
         if window.score > self.score:
             self.score = window.score
             self.time_s = round((window.start_s + window.end_s) / 2, 6)
             self.top = window.top
+            self.embedding = window.embedding
 
 
 @dataclass
@@ -154,4 +160,5 @@ class EventTracker:
             stream=self.stream,
             time=wall_time,
             top=self._peak.top,
+            embedding=self._peak.embedding,
         )

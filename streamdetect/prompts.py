@@ -109,10 +109,23 @@ class PromptBank:
 
 
 def prompt_bank_for(bundle: ModelBundle, events: Sequence[EventConfig], cache_dir: str | Path | None,
-                    runtime=None) -> PromptBank:
-    """The bank for a model directory; the cache defaults to ``<model>/prompt_cache``."""
+                    runtime=None, refined: bool = True) -> PromptBank:
+    """The bank for a model directory; the cache defaults to ``<model>/prompt_cache``.
+
+    ``refined``: apply the feedback refinements kept in ``<model>/refinements`` (see ``streamdetect.refine``).
+    """
     from streamdetect.encoder import TextEncoder
 
     cache = PromptCache(Path(cache_dir) if cache_dir else bundle.directory / "prompt_cache", bundle.text_key,
                         bundle.embedding_dim)
-    return PromptBank.build(events, cache, lambda: TextEncoder(bundle, runtime))
+    bank = PromptBank.build(events, cache, lambda: TextEncoder(bundle, runtime))
+    if not refined:
+        return bank
+    from streamdetect.refine import RefinementStore, apply_refinements
+
+    return apply_refinements(bank, [list(e.prompts) for e in events], RefinementStore(refinements_dir(bundle)),
+                             bundle.text_key)
+
+
+def refinements_dir(bundle: ModelBundle) -> Path:
+    return bundle.directory / "refinements"

@@ -9,6 +9,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 from pydantic import Field
 
 from streamdetect.events import EventRecord
@@ -24,6 +25,8 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_time ON records (time);
 CREATE INDEX IF NOT EXISTS records_label_time ON records (label, time);
 """
+# Added after the first release; ``connect`` adds them to older databases.
+EXTRA_COLUMNS = {"embedding": "BLOB", "feedback": "TEXT", "feedback_time": "TEXT"}
 COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score", "peak_time_s", "id", "top")
 
 
@@ -31,6 +34,11 @@ def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+    with db:
+        for name, kind in EXTRA_COLUMNS.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
     return db
 
 
@@ -50,11 +58,14 @@ class SqliteSink(Sink):
     def emit(self, record: EventRecord) -> None:
         row = record.to_dict()
         row["top"] = json.dumps(row["top"])
+        # The peak window's embedding (float16), so `streamdetect refine` can learn from feedback later.
+        row["embedding"] = (None if record.embedding is None
+                            else np.asarray(record.embedding, dtype=np.float16).tobytes())
         with self._lock, self.db:  # one transaction per record: a crash loses at most the record in flight
             self.db.execute(
                 "INSERT OR IGNORE INTO records (id, phase, label, stream, start_s, end_s, peak_score, peak_time_s, "
-                "time, top) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, :peak_score, :peak_time_s, "
-                ":time, :top)", row)
+                "time, top, embedding) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, :peak_score, "
+                ":peak_time_s, :time, :top, :embedding)", row)
 
     def close(self) -> None:
         self.db.close()

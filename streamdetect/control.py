@@ -1,0 +1,129 @@
+"""A small loopback HTTP API to read and replace the running events: ``GET /events``, ``PUT /events``.
+
+A ``PUT`` goes through the same path as SIGHUP: the new events are validated with the config's own pydantic
+models (errors come back with key paths, status 400), then the inference thread applies them between two
+batches and the answer waits (bounded) for that. Changes live in memory only: the YAML file is not rewritten,
+so the next SIGHUP or restart goes back to what the file says.
+
+The stdlib ``ThreadingHTTPServer`` is enough for two routes used by one operator or script on loopback, and
+adds no dependency to the run-time path (the metrics endpoint uses it the same way).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from streamdetect.config import Config, ConfigError, parse_config
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_000_000
+
+
+class ControlError(RuntimeError):
+    """The control API cannot start (no token in the environment, port in use)."""
+
+
+def control_token(env_var: str, environ: dict[str, str] | None = None) -> str:
+    token = (environ if environ is not None else os.environ).get(env_var, "")
+    if not token.strip():
+        raise ControlError(f"control.port is set but the environment variable {env_var} holding the control API "
+                           "token is empty or unset; export it (e.g. a long random string) or remove control.port")
+    return token
+
+
+def events_payload(config: Config) -> dict[str, Any]:
+    return {"events": [e.model_dump() for e in config.events]}
+
+
+def replace_events(config: Config, body: Any) -> Config:
+    """The running config with its events replaced; raises ``ConfigError`` with key paths on mistakes."""
+    events = body.get("events") if isinstance(body, dict) else body
+    if not isinstance(events, list):
+        raise ConfigError("PUT /events", [("", "expected a JSON list of events (or {\"events\": [...]})")])
+    data = config.model_dump(exclude_unset=False)
+    data["events"] = events
+    return parse_config(data, "PUT /events")
+
+
+class ControlServer:
+    """Serves the API in a background thread; ``request_reload(config)`` returns a ticket with a ``done`` event."""
+
+    def __init__(self, current: Callable[[], Config], request_reload: Callable[[Config], Any], token: str,
+                 host: str = "127.0.0.1", port: int = 0, apply_timeout_s: float = 30.0):
+        secret = token.encode("utf-8")
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                body = (json.dumps(payload, ensure_ascii=False) + "\n").encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _authorised(self) -> bool:
+                header = self.headers.get("Authorization", "")
+                given = header[7:].encode("utf-8") if header.startswith("Bearer ") else b""
+                if hmac.compare_digest(given, secret):
+                    return True
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", "Bearer")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return False
+
+            def do_GET(self):
+                if self.path.split("?")[0] != "/events":
+                    return self._send(404, {"error": "not found; the API has GET and PUT /events"})
+                if self._authorised():
+                    self._send(200, events_payload(current()))
+
+            def do_PUT(self):
+                if self.path.split("?")[0] != "/events":
+                    return self._send(404, {"error": "not found; the API has GET and PUT /events"})
+                if not self._authorised():
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                if length <= 0 or length > MAX_BODY_BYTES:
+                    return self._send(400, {"error": f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes"})
+                try:
+                    body = json.loads(self.rfile.read(length))
+                except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                    return self._send(400, {"error": f"body is not JSON: {e}"})
+                try:
+                    config = replace_events(current(), body)
+                except ConfigError as e:
+                    return self._send(400, {"error": "invalid events",
+                                            "problems": [{"key": k, "message": m} for k, m in e.problems]})
+                log.info("control API: reloading events %s", ", ".join(ev.label for ev in config.events))
+                ticket = request_reload(config)
+                if not ticket.done.wait(apply_timeout_s):
+                    return self._send(202, {"status": "pending", "check": "GET /events shows the running events"})
+                if ticket.error is not None:
+                    return self._send(500, {"error": f"reload failed, the previous events keep running: "
+                                                     f"{ticket.error}"})
+                self._send(200, events_payload(current()))
+
+            def log_message(self, *args):
+                pass  # request lines would carry nothing useful; the token is never logged
+
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise ControlError(f"control API cannot listen on {host}:{port} ({e.strerror}); change control.port") from None
+        self.server.daemon_threads = True
+        self.address = self.server.server_address
+        self._thread = threading.Thread(target=self.server.serve_forever, name="control-http", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
