@@ -36,6 +36,7 @@ class WindowScore:
     suppressed_by: str | None  # the negative prompt that outscored the event in this window, if any
     top: tuple[LabelScore, ...]  # best labels of this window, for the record
     wall_time: str  # ISO-8601 wall-clock time of this window, supplied by the caller
+    sounds_like: tuple[LabelScore, ...] = ()  # closest vocabulary names of this window, if a vocabulary is set
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,15 @@ class EventRecord:
     stream: str
     time: str
     top: tuple[LabelScore, ...]
+    sounds_like: tuple[LabelScore, ...] = ()  # vocabulary names closest to the peak window (empty without one)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["top"] = [asdict(t) for t in self.top]
+        if self.sounds_like:  # only with a vocabulary, so records of configs without one are unchanged
+            out["sounds_like"] = [asdict(t) for t in self.sounds_like]
+        else:
+            del out["sounds_like"]
         return out
 
 
@@ -69,12 +75,14 @@ class _Peak:
     score: float = float("-inf")
     time_s: float = 0.0
     top: tuple[LabelScore, ...] = ()
+    sounds_like: tuple[LabelScore, ...] = ()
 
     def update(self, window: WindowScore) -> None:
         if window.score > self.score:
             self.score = window.score
             self.time_s = round((window.start_s + window.end_s) / 2, 6)
             self.top = window.top
+            self.sounds_like = window.sounds_like
 
 
 @dataclass
@@ -154,4 +162,5 @@ class EventTracker:
             stream=self.stream,
             time=wall_time,
             top=self._peak.top,
+            sounds_like=self._peak.sounds_like,
         )
