@@ -386,3 +386,48 @@ def test_novelty_config_is_checked():
     config = parse_config({"events": [{"label": "a", "prompts": ["x"], "threshold": 0.1}],
                            "novelty": {"enabled": True}, "sinks": [{"type": "stdout", "labels": ["novelty"]}]})
     assert config.novelty.label == "novelty"
+
+
+def test_every_feature_together_on_the_run_path_without_torch(tiny_model, tmp_path):
+    import sqlite3
+    import subprocess
+    import sys
+
+    wav = write_tone_scene(tmp_path / "t.wav", seconds=6.0)
+    write_tone(tmp_path / "tone.wav")
+    out, db = tmp_path / "o.jsonl", tmp_path / "e.db"
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_model, [
+        {"label": "tone", "examples": ["tone.wav"], "prompts": ["a beeping alarm"], "example_weight": 0.9,
+         "threshold": 0.5}],
+        sinks=[{"type": "jsonl", "path": str(out)}, {"type": "sqlite", "path": str(db)}, {"type": "stdout"}],
+        scoring={"mode": "softmax", "background": BACKGROUND}, vocabulary={"file": "audioset", "top_k": 2},
+        novelty={"enabled": True, "warmup_windows": 2}, prompt_cache=str(tmp_path / "cache"))
+    code = (
+        "import sys; from streamdetect.cli import main\n"
+        f"rc = main(['run', '--config', {str(cfg)!r}, '--input', {str(wav)!r}])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "print('RC', rc, 'HEAVY', bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "RC 0 HEAVY []" in result.stdout, result.stdout + result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["label"], r["phase"]) for r in records] == [("tone", "start"), ("tone", "end")]
+    assert all(len(r["sounds_like"]) == 2 and 0.5 <= r["peak_score"] <= 1.0 for r in records)
+    assert "sounds like: " in result.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 2
+
+
+def test_reload_switches_scoring_vocabulary_and_novelty(tiny_model, tmp_path):
+    events = [{"label": "dog", "prompts": ["a dog barking"], "threshold": 0.3}]
+    detector, _ = make_detector(tiny_model, events, prompt_cache=str(tmp_path / "cache"))
+    stream = detector.open_stream("s", live=True)
+    assert stream.novelty is None and detector.bank.vocabulary is None
+    new = parse_config({"model": str(tiny_model), "events": events, **CPU, "prompt_cache": str(tmp_path / "cache"),
+                        "scoring": {"mode": "softmax", "background": ["silence"]},
+                        "vocabulary": {"file": "audioset"}, "novelty": {"enabled": True, "threshold": 0.5}})
+    detector.reload(new)
+    assert stream.novelty is not None and stream.novelty.tracker.rules.threshold == 0.5
+    assert detector.bank.background_texts == ("silence",) and len(detector.bank.vocabulary_names) == 527
+    detector.reload(new.model_copy(update={"novelty": new.novelty.model_copy(update={"enabled": False})}))
+    assert stream.novelty is None
