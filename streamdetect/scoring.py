@@ -70,7 +70,10 @@ def score(embeddings: np.ndarray, bank: PromptBank, mode: str = "cosine", logit_
     closest = [(names[i], float(everything[b, i])) for b, i in enumerate(best)]
     sounds_like = None
     if vocab.shape[1]:
-        order = np.argsort(-vocab, axis=1, kind="stable")[:, :top_k]
+        k = min(top_k, vocab.shape[1])
+        best_k = np.argpartition(-vocab, k - 1, axis=1)[:, :k]  # the k best, unordered; then sort only those
+        ranked = np.take_along_axis(vocab, best_k, axis=1)
+        order = np.take_along_axis(best_k, np.argsort(-ranked, axis=1, kind="stable"), axis=1)
         sounds_like = [tuple(LabelScore(bank.vocabulary_names[i], round(float(vocab[b, i]), 6)) for i in row)
                        for b, row in enumerate(order)]
     return Scores(labels=bank.labels, event=event, vetoed_by=vetoed, embeddings=embeddings, closest=closest,
