@@ -342,8 +342,10 @@ class FileScores:
 def score_file(detector: Detector, path: Path) -> FileScores:
     stream, records = analyse_file(detector, path)
     starts, ends, scores, vetoed = stream.score_log.arrays(len(detector.bank.labels))
+    # Novelty records have no column of scores and no reference labels: evaluate and calibrate leave them out.
+    events = [(r.start_s, r.end_s, r.label) for r in records if r.phase == "end" and r.label in detector.bank.labels]
     return FileScores(stream.windower.total_samples / detector.bundle.sample_rate, starts, ends, scores, vetoed,
-                      [(r.start_s, r.end_s, r.label) for r in records if r.phase == "end"])
+                      events)
 
 
 def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -> RunSummary:

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from conftest import SAMPLE_RATE, collecting_sink, run_cli, write_config, write_tone_scene
 from streamdetect.config import ConfigError, load_config, parse_config
-from streamdetect.detector import Detector, analyse_file
+from streamdetect.detector import Detector, analyse_file, score_file
 from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder
 from streamdetect.examples import ExampleCache
 from streamdetect.frontend import LogMelFrontend
@@ -343,6 +343,8 @@ def test_novelty_fires_on_a_new_sound_after_steady_background_and_not_before(tin
     end = next(r for r in records if r.phase == "end")
     assert windows[inside[-1]].end_s <= end.end_s < new_at[1] + 3.0
     assert end.peak_score >= threshold
+    again, _ = make_detector(tiny_model, events, novelty=novelty)
+    assert score_file(again, wav).events == []  # evaluate / calibrate score configured events only
 
     # without novelty, or with the sound known as an event (an example of it), nothing novel is reported
     plain, _ = make_detector(tiny_model, events)
