@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from streamdetect.plugins import Registry, UnknownPluginError
 
@@ -63,12 +71,24 @@ class EmbeddingLogConfig(Strict):
 
 class EventConfig(Strict):
     label: str = Field(min_length=1, max_length=200)
-    prompts: list[str] = Field(min_length=1, description="text prompts, averaged as an ensemble")
-    threshold: float = Field(ge=-1.0, le=1.0, description="cosine similarity at which the event fires")
+    prompts: list[str] = Field(description="text prompts, averaged as an ensemble (may be empty with examples)")
+    threshold: float = Field(ge=-1.0, le=1.0, description="score at which the event fires: a cosine in "
+                             "scoring mode cosine, a probability (0..1) in scoring mode softmax")
     negatives: list[str] = Field(default_factory=list, description="confusers: no firing where one scores higher")
     min_windows: int = Field(1, ge=1, le=1000, description="consecutive windows above threshold to fire")
     hysteresis: float = Field(0.02, ge=0.0, le=2.0, description="stay active until score < threshold - hysteresis")
     cooldown_s: float = Field(2.0, ge=0.0, le=86_400.0, description="quiet time after an end before firing again")
+    examples: list[str] = Field(default_factory=list, max_length=100, description="audio files of the sound "
+                                "(query by example), relative to the config file's directory")
+    example_weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the examples in the ensemble when "
+                                  "the event has both prompts and examples (0: text only, 1: examples only)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _examples_make_prompts_optional(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("examples") and "prompts" not in value:
+            return {**value, "prompts": []}
+        return value
 
     @field_validator("prompts", "negatives", mode="before")
     @classmethod
@@ -82,6 +102,87 @@ class EventConfig(Strict):
             if not text.strip():
                 raise ValueError("prompts must not be empty strings")
         return value
+
+    @field_validator("examples", mode="before")
+    @classmethod
+    def _one_example_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("examples")
+    @classmethod
+    def _examples_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """Relative paths are taken from the config file's directory, so a config and its clips move together."""
+        base = Path((info.context or {}).get("base_dir") or ".")
+        resolved = []
+        for name in value:
+            path = Path(name).expanduser()
+            path = path if path.is_absolute() else base / path
+            if not path.is_file():
+                raise ValueError(f"example file {str(path)!r} does not exist")
+            resolved.append(str(path))
+        return resolved
+
+    @model_validator(mode="after")
+    def _prompts_or_examples(self) -> EventConfig:
+        if not self.prompts and not self.examples:
+            raise ValueError("an event needs at least one prompt or one example file")
+        return self
+
+
+class ScoringConfig(Strict):
+    mode: Literal["cosine", "softmax"] = Field(
+        "cosine", description="cosine: raw cosine of each event; softmax: probability over events + background "
+        "with the model's logit scale (thresholds are then probabilities)")
+    background: list[str] = Field(default_factory=list, max_length=100, description="prompts for what is always "
+                                  "there (silence, wind noise, room tone): they compete with the events in softmax "
+                                  "mode and never fire")
+
+    @field_validator("background")
+    @classmethod
+    def _no_blank_background(cls, value: list[str]) -> list[str]:
+        if any(not text.strip() for text in value):
+            raise ValueError("background prompts must not be empty strings")
+        return value
+
+
+class VocabularyConfig(Strict):
+    file: str | None = Field(None, description="'audioset' (the 527 AudioSet class names shipped with "
+                             "streamdetect) or a text file with one name per line; none: no vocabulary")
+    template: str = Field("This is a sound of {}.", description="prompt for each name; {} is the name")
+    top_k: int = Field(3, ge=1, le=50, description="names per record in `sounds_like`")
+
+    @field_validator("file")
+    @classmethod
+    def _file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value == "audioset":
+            return value
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else Path((info.context or {}).get("base_dir") or ".") / path
+        if not path.is_file():
+            raise ValueError(f"vocabulary file {str(path)!r} does not exist (or use 'audioset')")
+        return str(path)
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_slot(cls, value: str) -> str:
+        if value.count("{}") != 1:
+            raise ValueError("template must contain {} exactly once")
+        return value
+
+
+class NoveltyConfig(Strict):
+    enabled: bool = False
+    label: str = Field("novelty", min_length=1, max_length=200, description="label of the novelty records")
+    max_prompt_similarity: float = Field(0.3, ge=-1.0, le=1.0, description="novel only while the best cosine to "
+                                         "every prompt (events, negatives, background, vocabulary) is below this")
+    threshold: float = Field(0.2, gt=0.0, le=2.0, description="novel when the cosine distance (1 - cosine) of a "
+                             "window to the site profile is at least this")
+    half_life_windows: float = Field(300.0, ge=1.0, le=1e7, description="the site profile is an exponential "
+                                     "moving average of window embeddings with this half-life, in windows")
+    warmup_windows: int = Field(30, ge=1, le=1_000_000, description="windows the profile must have seen first")
+    min_windows: int = Field(1, ge=1, le=1000)
+    hysteresis: float = Field(0.02, ge=0.0, le=2.0)
+    cooldown_s: float = Field(10.0, ge=0.0, le=86_400.0)
 
 
 class PluginConfig(Strict):
@@ -114,6 +215,9 @@ class Config(Strict):
     source: SourceConfig | None = None
     sources: list[SourceConfig] = Field(default_factory=list, description="several streams in one detector")
     events: list[EventConfig] = Field(min_length=1)
+    scoring: ScoringConfig = ScoringConfig()
+    vocabulary: VocabularyConfig = VocabularyConfig()
+    novelty: NoveltyConfig = NoveltyConfig()
     sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")])
 
     @property
@@ -136,6 +240,8 @@ class Config(Strict):
             if event.label in seen:
                 raise ValueError(f"event label {event.label!r} appears twice; labels must be unique")
             seen.add(event.label)
+        if self.novelty.enabled and self.novelty.label in seen:
+            raise ValueError(f"novelty.label {self.novelty.label!r} is also an event label; pick another")
         return self
 
 
@@ -212,8 +318,29 @@ def _validate_plugin(
         problems.extend(_problems(e, where))
 
 
-def parse_config(data: Any, source: str = "<config>") -> Config:
-    """Validate already-parsed YAML data (also used by tests and by config reload)."""
+def _scoring_problems(config: Config) -> list[tuple[str, str]]:
+    """Checks across sections: thresholds that mean nothing in the chosen scoring mode."""
+    problems: list[tuple[str, str]] = []
+    scoring = config.scoring
+    if scoring.mode == "softmax":
+        for i, event in enumerate(config.events):
+            if not 0.0 <= event.threshold <= 1.0:
+                problems.append((f"events[{i}].threshold", f"scoring.mode is softmax, so the threshold is a "
+                                 f"probability between 0 and 1 (found {event.threshold!r})"))
+        if len(config.events) + len(scoring.background) < 2:
+            problems.append(("scoring.background", "softmax over a single prompt is always 1: add background "
+                             "prompts (e.g. silence, room tone) or use scoring.mode cosine"))
+    elif scoring.background and not config.novelty.enabled:
+        problems.append(("scoring.background", "background prompts only take part in scoring.mode softmax (and "
+                         "in novelty): set scoring.mode: softmax or remove them"))
+    return problems
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: str | Path | None = None) -> Config:
+    """Validate already-parsed YAML data (also used by tests and by config reload).
+
+    ``base_dir`` is where relative example paths are looked up (the config file's directory; default: here).
+    """
     from streamdetect.sinks import SINKS
     from streamdetect.sources import SOURCES
 
@@ -222,17 +349,17 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     if (why := _too_big(data)) is not None:
         raise ConfigError(source, [("", why)])
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={"base_dir": str(base_dir) if base_dir else None})
     except ValidationError as e:
         raise ConfigError(source, _problems(e)) from None
-    problems: list[tuple[str, str]] = []
+    problems = _scoring_problems(config)
     for i, sink in enumerate(config.sinks):
         _validate_plugin(SINKS, sink, ("sinks", i), problems)
     if config.source is not None:
         _validate_plugin(SOURCES, config.source, ("source",), problems)
     for i, entry in enumerate(config.sources):
         _validate_plugin(SOURCES, entry, ("sources", i), problems)
-    known = [e.label for e in config.events]
+    known = [e.label for e in config.events] + ([config.novelty.label] if config.novelty.enabled else [])
     for i, sink in enumerate(config.sinks):
         labels = sink.options.get("labels")
         for label in labels if isinstance(labels, list) else []:
@@ -260,4 +387,4 @@ def load_config(path: str | Path) -> Config:
     except RecursionError:
         raise ConfigError(str(path), [("", f"not valid YAML: nested too deeply (over {MAX_CONFIG_DEPTH} levels "
                                            "are refused)")]) from None
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), base_dir=path.parent)

@@ -21,6 +21,7 @@ from streamdetect.encoder import AudioEncoder, RuntimeOptions
 from streamdetect.events import EventRecord, EventRules, EventTracker, WindowScore
 from streamdetect.frontend import LogMelFrontend
 from streamdetect.manifest import ModelBundle
+from streamdetect.novelty import NoveltyState
 from streamdetect.prompts import PromptBank, prompt_bank_for
 from streamdetect.ringbuffer import Window, Windower
 from streamdetect.scoring import Scores, gated_scores, score
@@ -39,6 +40,12 @@ def rms_dbfs(samples: np.ndarray) -> float:
 def event_rules(events) -> list[EventRules]:
     """The state-machine rules of each configured event, in order."""
     return [EventRules(e.threshold, e.hysteresis, e.min_windows, e.cooldown_s) for e in events]
+
+
+def bank_for_config(bundle: ModelBundle, config: Config, runtime, audio_encoder=None) -> PromptBank:
+    """Everything a config asks to embed: event prompts and examples, background prompts, the vocabulary."""
+    return prompt_bank_for(bundle, config.events, config.prompt_cache, runtime, audio_encoder=audio_encoder,
+                           background=config.scoring.background, vocabulary=config.vocabulary)
 
 
 def _iso(ts: datetime) -> str:
@@ -76,6 +83,7 @@ class StreamState:
     gated_windows: int = 0  # analysed as silence by the energy gate, without the encoder
     gate: GateConfig | None = None  # this stream's own energy gate; None follows the config's top-level gate
     score_log: ScoreLog | None = None
+    novelty: NoveltyState | None = None  # site profile and novelty tracker, when novelty is enabled
 
     def wall_time(self, stream_s: float) -> str:
         """Live streams: when that sample was heard. Files: when the result was computed."""
@@ -105,7 +113,7 @@ class Detector:
                                  intra_op_threads=config.runtime.intra_op_threads)
         self.frontend = LogMelFrontend(bundle.frontend_params)
         self.encoder = encoder or AudioEncoder(bundle, runtime)
-        self.bank = bank or prompt_bank_for(bundle, config.events, config.prompt_cache, runtime)
+        self.bank = bank or bank_for_config(bundle, config, runtime, self.encoder)
         self.rules = event_rules(config.events)
         self.encoder_seconds = 0.0
         self.frontend_seconds = 0.0
@@ -118,6 +126,8 @@ class Detector:
         windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
         trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules, strict=True)]
         stream = StreamState(name=name, live=live, windower=windower, trackers=trackers, gate=gate)
+        if self.config.novelty.enabled:
+            stream.novelty = NoveltyState.create(self.config.novelty, name)
         self.streams.append(stream)
         return stream
 
@@ -132,7 +142,7 @@ class Detector:
                     "embedding_log"):
             if getattr(config, key) != getattr(self.config, key):
                 log.warning("config reload: %s changed, which takes effect only after a restart", key)
-        bank = prompt_bank_for(self.bundle, config.events, config.prompt_cache, self.runtime)
+        bank = bank_for_config(self.bundle, config, self.runtime, self.encoder)
         rules = event_rules(config.events)
         records: list[EventRecord] = []
         for stream in self.streams:
@@ -145,9 +155,24 @@ class Detector:
                 tracker = old.get(label) or EventTracker(label, rule, stream=stream.name)
                 tracker.rules = rule
                 stream.trackers.append(tracker)
+            records += self._reload_novelty(stream, config)
         self.config, self.bank, self.rules = config.model_copy(update={
             "windows": self.config.windows, "runtime": self.config.runtime}), bank, rules
         log.info("config reloaded: events %s", ", ".join(bank.labels))
+        return records
+
+    def _reload_novelty(self, stream: StreamState, config: Config) -> list[EventRecord]:
+        novelty = config.novelty
+        if stream.novelty is not None and (not novelty.enabled or novelty.label != stream.novelty.config.label):
+            wall = stream.wall_time(stream.windower.total_samples / self.bundle.sample_rate)
+            records = self._emit(stream, stream.novelty.tracker.finish(wall))
+            stream.novelty = None
+        else:
+            records = []
+        if novelty.enabled and stream.novelty is None:
+            stream.novelty = NoveltyState.create(novelty, stream.name)
+        elif novelty.enabled:
+            stream.novelty.reconfigure(novelty)
         return records
 
     def push(self, stream: StreamState, block: np.ndarray | Gap) -> list[EventRecord]:
@@ -191,6 +216,8 @@ class Detector:
         records: list[EventRecord] = []
         for tracker in stream.trackers:
             records += self._emit(stream, tracker.finish(wall))
+        if stream.novelty is not None:
+            records += self._emit(stream, stream.novelty.tracker.finish(wall))
         return records
 
     def scores(self, windows: list[Window], floors: list[float | None] | None = None) -> Scores:
@@ -215,7 +242,8 @@ class Detector:
         embeddings = self.encoder(feats)
         self.frontend_seconds += t1 - t0
         self.encoder_seconds += time.perf_counter() - t1
-        return score(embeddings, self.bank)
+        return score(embeddings, self.bank, self.config.scoring.mode, self.bundle.logit_scale,
+                     self.config.vocabulary.top_k)
 
     def _flush(self, stream: StreamState) -> list[EventRecord]:
         items = [(stream, window) for window in stream.pending]
@@ -237,10 +265,16 @@ class Detector:
                 emb = None if scores.embeddings is None or gated else scores.embeddings[b]
                 if emb is not None and self.embedding_log is not None:
                     self.embedding_log.add(stream.name, window.start_s, window.end_s, wall, emb)
+                sounds_like = scores.sounds_like[b] if scores.sounds_like is not None else ()
                 for e, tracker in enumerate(stream.trackers):
                     ws = WindowScore(window.start_s, window.end_s, float(scores.event[b, e]),
-                                     scores.vetoed_by[b][e], top, wall, emb)
+                                     scores.vetoed_by[b][e], top, wall, embedding=emb, sounds_like=sounds_like)
                     records += self._emit(stream, tracker.update(ws))
+                if stream.novelty is not None:
+                    encoded = scores.embeddings is not None and not (scores.gated is not None and scores.gated[b])
+                    records += self._emit(stream, stream.novelty.window(
+                        window.start_s, window.end_s, scores.embeddings[b] if encoded else None,
+                        scores.closest[b] if scores.closest is not None else ("", -1.0), top, sounds_like, wall))
                 if stream.score_log is not None:
                     stream.score_log.starts_s.append(window.start_s)
                     stream.score_log.ends_s.append(window.end_s)
@@ -326,8 +360,10 @@ class FileScores:
 def score_file(detector: Detector, path: Path) -> FileScores:
     stream, records = analyse_file(detector, path)
     starts, ends, scores, vetoed = stream.score_log.arrays(len(detector.bank.labels))
+    # Novelty records have no column of scores and no reference labels: evaluate and calibrate leave them out.
+    events = [(r.start_s, r.end_s, r.label) for r in records if r.phase == "end" and r.label in detector.bank.labels]
     return FileScores(stream.windower.total_samples / detector.bundle.sample_rate, starts, ends, scores, vetoed,
-                      [(r.start_s, r.end_s, r.label) for r in records if r.phase == "end"])
+                      events)
 
 
 def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -> RunSummary:

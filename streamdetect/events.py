@@ -38,6 +38,7 @@ class WindowScore:
     top: tuple[LabelScore, ...]  # best labels of this window, for the record
     wall_time: str  # ISO-8601 wall-clock time of this window, supplied by the caller
     embedding: Any = None  # the window's audio embedding, kept for the peak so feedback can refine prompts
+    sounds_like: tuple[LabelScore, ...] = ()  # closest vocabulary names of this window, if a vocabulary is set
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,15 @@ class EventRecord:
     top: tuple[LabelScore, ...]
     # The peak window's embedding (numpy array) for stores that keep it; never part of ``to_dict``.
     embedding: Any = field(default=None, compare=False, repr=False)
+    sounds_like: tuple[LabelScore, ...] = ()  # vocabulary names closest to the peak window (empty without one)
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "embedding"}
         out["top"] = [asdict(t) for t in self.top]
+        if self.sounds_like:  # only with a vocabulary, so records of configs without one are unchanged
+            out["sounds_like"] = [asdict(t) for t in self.sounds_like]
+        else:
+            del out["sounds_like"]
         return out
 
 
@@ -74,6 +80,7 @@ class _Peak:
     time_s: float = 0.0
     top: tuple[LabelScore, ...] = ()
     embedding: Any = None
+    sounds_like: tuple[LabelScore, ...] = ()
 
     def update(self, window: WindowScore) -> None:
         if window.score > self.score:
@@ -81,6 +88,7 @@ class _Peak:
             self.time_s = round((window.start_s + window.end_s) / 2, 6)
             self.top = window.top
             self.embedding = window.embedding
+            self.sounds_like = window.sounds_like
 
 
 @dataclass
@@ -161,4 +169,5 @@ class EventTracker:
             time=wall_time,
             top=self._peak.top,
             embedding=self._peak.embedding,
+            sounds_like=self._peak.sounds_like,
         )

@@ -77,48 +77,109 @@ def embed_texts(texts: Sequence[str], cache: PromptCache, embedder: Callable[[],
     return normalize(np.stack([found[t] for t in texts]).astype(np.float32))
 
 
+ExampleFn = Callable[[Sequence[str]], np.ndarray]
+
+
+def event_ensemble(text: np.ndarray, examples: np.ndarray, example_weight: float) -> np.ndarray:
+    """One event's direction: the normalised mean of its prompts and of its examples, mixed by ``example_weight``.
+
+    Each side is normalised before mixing so the weight is the share of each side whatever their counts.
+    Audio-to-audio cosines of CLAP are much higher than audio-to-text ones, so examples also raise the scores.
+    """
+    if not examples.shape[0]:
+        return normalize(text.mean(axis=0))
+    if not text.shape[0]:
+        return normalize(examples.mean(axis=0))
+    mixed = (1.0 - example_weight) * normalize(text.mean(axis=0)) + example_weight * normalize(examples.mean(axis=0))
+    return normalize(mixed)
+
+
+def vocabulary_names(spec: str) -> list[str]:
+    """Names of a vocabulary: 'audioset' is the 527 AudioSet class names shipped with streamdetect."""
+    if spec == "audioset":
+        from importlib.resources import files
+
+        text = files("streamdetect").joinpath("data/audioset_labels.txt").read_text(encoding="utf-8")
+    else:
+        text = Path(spec).read_text(encoding="utf-8")
+    names = list(dict.fromkeys(n.strip() for n in text.splitlines() if n.strip() and not n.startswith("#")))
+    if not names:
+        raise ValueError(f"vocabulary {spec} holds no names")
+    return names
+
+
 @dataclass(frozen=True)
 class PromptBank:
-    """Per-event ensemble embeddings and the confuser (negative) prompts that can veto them."""
+    """Per-event ensemble embeddings, the confuser (negative) prompts that can veto them, and the open-set
+    prompts: background (competes in softmax scoring, never fires) and a vocabulary (``sounds_like``)."""
 
     labels: tuple[str, ...]
-    events: np.ndarray  # (n_events, dim), L2-normalised mean of each event's prompt embeddings
+    events: np.ndarray  # (n_events, dim), L2-normalised ensemble of each event's prompts (and examples)
     negatives: np.ndarray  # (n_negatives, dim)
     negative_owner: np.ndarray  # (n_negatives,) index of the event each negative belongs to
     negative_texts: tuple[str, ...]
+    background: np.ndarray | None = None  # (n_background, dim)
+    background_texts: tuple[str, ...] = ()
+    vocabulary: np.ndarray | None = None  # (n_names, dim)
+    vocabulary_names: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, events: Sequence[EventConfig], cache: PromptCache, embedder: Callable[[], TextEmbedder]):
+    def build(cls, events: Sequence[EventConfig], cache: PromptCache, embedder: Callable[[], TextEmbedder], *,
+              examples: ExampleFn | None = None, background: Sequence[str] = (),
+              vocabulary: Sequence[str] = (), template: str = "{}"):
         texts = [p for e in events for p in e.prompts]
         neg_texts = [n for e in events for n in e.negatives]
-        matrix = embed_texts(texts + neg_texts, cache, embedder)
-        prompt_part, neg_part = matrix[: len(texts)], matrix[len(texts) :]
+        vocab_texts = [template.format(name) for name in vocabulary]
+        all_texts = texts + neg_texts + list(background) + vocab_texts
+        if any(e.examples for e in events) and examples is None:
+            raise ValueError("events with examples need an example embedder")
+        audio = {i: normalize(examples(e.examples)) for i, e in enumerate(events) if e.examples}
+        if all_texts:
+            matrix = embed_texts(all_texts, cache, embedder)
+        else:  # every event is defined by examples only
+            matrix = np.zeros((0, next(iter(audio.values())).shape[1]), np.float32)
+        parts = np.split(matrix, np.cumsum([len(texts), len(neg_texts), len(background)]))
+        prompt_part, neg_part, bg_part, vocab_part = parts
         ensembles, offset = [], 0
-        for event in events:
-            ensembles.append(prompt_part[offset : offset + len(event.prompts)].mean(axis=0))
+        for i, event in enumerate(events):
+            text = prompt_part[offset : offset + len(event.prompts)]
+            ensembles.append(event_ensemble(text, audio.get(i, text[:0]), event.example_weight))
             offset += len(event.prompts)
         owner = np.array([i for i, e in enumerate(events) for _ in e.negatives], dtype=np.int64)
         dim = matrix.shape[1]
         return cls(
             labels=tuple(e.label for e in events),
-            events=normalize(np.stack(ensembles)),
+            events=np.stack(ensembles).astype(np.float32),
             negatives=neg_part if len(neg_texts) else np.zeros((0, dim), np.float32),
             negative_owner=owner,
             negative_texts=tuple(neg_texts),
+            background=bg_part if len(background) else None,
+            background_texts=tuple(background),
+            vocabulary=vocab_part if len(vocab_texts) else None,
+            vocabulary_names=tuple(vocabulary),
         )
 
 
 def prompt_bank_for(bundle: ModelBundle, events: Sequence[EventConfig], cache_dir: str | Path | None,
-                    runtime=None, refined: bool = True) -> PromptBank:
+                    runtime=None, refined: bool = True, *, audio_encoder=None, background: Sequence[str] = (),
+                    vocabulary=None) -> PromptBank:
     """The bank for a model directory; the cache defaults to ``<model>/prompt_cache``.
 
+    Example files are embedded with ``audio_encoder`` (the detector's) or, if none is given, with an audio
+    encoder opened only when an example is not cached. ``vocabulary`` is a ``VocabularyConfig`` or None.
     ``refined``: apply the feedback refinements kept in ``<model>/refinements`` (see ``streamdetect.refine``).
     """
     from streamdetect.encoder import TextEncoder
+    from streamdetect.examples import example_embedder_for
 
-    cache = PromptCache(Path(cache_dir) if cache_dir else bundle.directory / "prompt_cache", bundle.text_key,
-                        bundle.embedding_dim)
-    bank = PromptBank.build(events, cache, lambda: TextEncoder(bundle, runtime))
+    directory = Path(cache_dir) if cache_dir else bundle.directory / "prompt_cache"
+    cache = PromptCache(directory, bundle.text_key, bundle.embedding_dim)
+    examples = (example_embedder_for(bundle, directory, runtime, audio_encoder)
+                if any(e.examples for e in events) else None)
+    names = vocabulary_names(vocabulary.file) if vocabulary is not None and vocabulary.file else []
+    bank = PromptBank.build(events, cache, lambda: TextEncoder(bundle, runtime), examples=examples,
+                            background=background, vocabulary=names,
+                            template=vocabulary.template if vocabulary is not None else "{}")
     if not refined:
         return bank
     from streamdetect.refine import RefinementStore, apply_refinements

@@ -92,6 +92,7 @@ class ScanResult:
     events: list[EventRecord]  # end records: one per detected event
     envelope: tuple[np.ndarray, np.ndarray]
     mel_db: np.ndarray
+    score_name: str = "cosine similarity"  # or "probability" in softmax scoring mode
 
     def write_csv(self, path: Path) -> None:
         with open(path, "w", newline="") as fh:
@@ -130,6 +131,7 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
         events=[r for r in records if r.phase == "end"],
         envelope=envelope.result(),
         mel_db=mel.result(),
+        score_name="probability" if detector.config.scoring.mode == "softmax" else "cosine similarity",
     )
 
 
@@ -161,7 +163,7 @@ def plot_scan(result: ScanResult, out: Path, title: str | None = None) -> None:
         for event in (e for e in result.events if e.label == label):
             for ax in (ax_wave, ax_mel, ax_sim):
                 ax.axvspan(event.start_s, event.end_s, color=colour, alpha=0.15, linewidth=0)
-    ax_sim.set_ylabel("cosine similarity")
+    ax_sim.set_ylabel(result.score_name)
     ax_sim.set_xlabel("time (s)")
     ax_sim.set_xlim(0, duration)
     ax_sim.legend(loc="upper right", fontsize="small", ncol=min(4, len(result.labels)))

@@ -17,6 +17,7 @@ def format_record(record: EventRecord) -> str:
     return (
         f"{record.time}  [{record.stream}] {record.label} {record.phase.upper():5s} {extent}  "
         f"peak {record.peak_score:.3f} at {record.peak_time_s:.2f} s  (top: {top})"
+        + (f"  sounds like: {', '.join(t.label for t in record.sounds_like)}" if record.sounds_like else "")
     )
 
 
