@@ -147,6 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     rf.add_argument("--beta", type=float, default=0.25, help="weight of the rejected mean (0..1)")
     rf.add_argument("--max-angle", type=float, default=20.0, help="degrees the embedding may move at most")
     rf.add_argument("--undo", metavar="LABEL", help="retire the newest refinement of LABEL instead")
+    rf.add_argument("--clips", type=Path, help="folder of a `clips` sink: marked events with a saved clip are "
+                    "embedded from it (whole event, current model) instead of the stored peak embedding")
     rf.add_argument("--model", type=Path)
 
     sub.add_parser("devices", parents=[common], help="list audio input devices")

@@ -283,8 +283,9 @@ def cmd_refine(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     bank = prompt_bank_for(bundle, config.events, config.prompt_cache, RuntimeOptions(device=config.runtime.device),
                            refined=False)
+    clip_embedding = _clip_embedder(args.clips, bundle, config) if args.clips else None
     for event, base in zip(config.events, bank.events, strict=True):
-        fb = feedback_embeddings(args.db, event.label)
+        fb = feedback_embeddings(args.db, event.label, clip_embedding)
         if fb.without_embedding:
             log.warning("%s: %d marked event(s) have no stored embedding (recorded before embeddings were "
                         "stored) and are left out", event.label, fb.without_embedding)
@@ -298,10 +299,36 @@ def cmd_refine(args: argparse.Namespace) -> int:
             "confirmed": int(fb.confirmed.shape[0]), "rejected": int(fb.rejected.shape[0]),
             "alpha": params.alpha, "beta": params.beta, "max_angle_deg": params.max_angle_deg,
             "angle_deg": round(angle, 3), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        print(f"{event.label}: v{version} from {fb.confirmed.shape[0]} confirmed, {fb.rejected.shape[0]} rejected "
-              f"(moved {angle:.1f} degrees)")
+        clips = f", {fb.from_clips} from saved clips" if args.clips else ""
+        print(f"{event.label}: v{version} from {fb.confirmed.shape[0]} confirmed, {fb.rejected.shape[0]} rejected"
+              f"{clips} (moved {angle:.1f} degrees)")
     print(f"refinements in {store.directory}; send SIGHUP to a running detector to use them")
     return 0
+
+
+def _clip_embedder(folder: Path, bundle, config):
+    """Event id -> embedding of its saved clip (a `clips` sink folder), or None when it has none."""
+    from streamdetect.encoder import AudioEncoder, RuntimeOptions
+    from streamdetect.frontend import LogMelFrontend
+    from streamdetect.sinks.clips import scan_clips
+    from streamdetect.tagging import clip_embedding
+
+    if not folder.is_dir():
+        raise UsageError(f"--clips {folder}: no such folder (give the `dir` of a clips sink)")
+    by_id = {clip.event_id8: clip.path for clip in scan_clips(folder)}
+    frontend, encoder = None, None
+
+    def embed(event_id: str):
+        nonlocal frontend, encoder
+        path = by_id.get(event_id[:8])
+        if path is None:
+            return None
+        if encoder is None:  # opened only when a marked event has a clip
+            frontend = LogMelFrontend(bundle.frontend_params)
+            encoder = AudioEncoder(bundle, RuntimeOptions(device=config.runtime.device))
+        return clip_embedding(path, frontend, encoder)
+
+    return embed
 
 
 def cmd_events(args: argparse.Namespace) -> int:

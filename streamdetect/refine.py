@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,10 +67,14 @@ class Feedback:
     confirmed: np.ndarray  # (n, dim) float32 peak-window embeddings
     rejected: np.ndarray
     without_embedding: int  # marked records that carry no embedding (written before it was stored)
+    from_clips: int = 0  # events whose saved clip was embedded instead of using the stored embedding
 
 
-def feedback_embeddings(db_path: Path, label: str) -> Feedback:
-    """Peak-window embeddings of the marked events of one label (the ``end`` record's peak when there is one)."""
+def feedback_embeddings(db_path: Path, label: str,
+                        clip_embedding: Callable[[str], np.ndarray | None] | None = None) -> Feedback:
+    """Embeddings of the marked events of one label: the event's saved clip embedded afresh where
+    ``clip_embedding(event_id)`` finds one (the whole event, and by the current model), else the stored
+    peak-window embedding (the ``end`` record's peak when there is one)."""
     from streamdetect.sinks.sqlite import connect
 
     db = connect(Path(db_path))
@@ -83,9 +88,13 @@ def feedback_embeddings(db_path: Path, label: str) -> Feedback:
         if blob is not None or event_id not in best:
             best[event_id] = (verdict, blob)
     out: dict[str, list[np.ndarray]] = {v: [] for v in VERDICTS}
-    missing = 0
-    for verdict, blob in best.values():
-        if blob is None:
+    missing = from_clips = 0
+    for event_id, (verdict, blob) in best.items():
+        from_clip = clip_embedding(event_id) if clip_embedding is not None else None
+        if from_clip is not None:
+            out[verdict].append(np.asarray(from_clip, np.float32))
+            from_clips += 1
+        elif blob is None:
             missing += 1
         else:
             out[verdict].append(np.frombuffer(blob, dtype=np.float16).astype(np.float32))
@@ -93,7 +102,7 @@ def feedback_embeddings(db_path: Path, label: str) -> Feedback:
     def stack(rows_: list[np.ndarray]) -> np.ndarray:
         return np.stack(rows_) if rows_ else np.zeros((0, 0), np.float32)
 
-    return Feedback(stack(out["confirmed"]), stack(out["rejected"]), missing)
+    return Feedback(stack(out["confirmed"]), stack(out["rejected"]), missing, from_clips)
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,41 @@ def test_cli_feedback_refine_and_undo_on_recorded_events(own_model, tmp_path):
     undo = run_cli("refine", "--config", str(cfg), "--undo", "dog")
     assert undo.returncode == 0 and "plain prompts" in undo.stdout
     assert np.array_equal(prompt_bank_for(bundle, config.events, cache).events[0], before)
+
+
+def test_refine_embeds_saved_clips_when_a_clips_folder_is_given(own_model, tmp_path):
+    """With --clips, a marked event's saved clip (the whole event, by the current model) replaces the stored
+    peak embedding; an event without a clip falls back to the stored one."""
+    from streamdetect.encoder import AudioEncoder, RuntimeOptions
+    from streamdetect.frontend import LogMelFrontend
+    from streamdetect.tagging import clip_embedding
+
+    tone = write_tone_scene(tmp_path / "tone.wav", seconds=6.0, tone_at=(0.0, 6.0))
+    db, clips, cache = tmp_path / "events.db", tmp_path / "clips", tmp_path / "cache"
+    events = [{"label": "dog", "prompts": ["a dog barking"], "threshold": -1.0}]
+    cfg = write_config(tmp_path / "c.yaml", own_model, events, prompt_cache=str(cache),
+                       sinks=[{"type": "sqlite", "path": str(db)}, {"type": "clips", "dir": str(clips)}])
+    result = run_cli("run", "--config", str(cfg), "--input", str(tone))
+    assert result.returncode == 0, result.stderr
+    [event_id] = {r[0] for r in sqlite3.connect(db).execute("SELECT id FROM records")}
+    [clip] = list(clips.glob(f"dog/*_{event_id[:8]}.flac"))
+    assert run_cli("feedback", "--db", str(db), "--event", event_id, "--confirm").returncode == 0
+
+    bundle = ModelBundle.load(own_model)
+    config = parse_config({"events": events})
+    base = prompt_bank_for(bundle, config.events, cache, refined=False).events[0]
+    from_clip = clip_embedding(clip, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, RuntimeOptions()))
+    refined = run_cli("refine", "--config", str(cfg), "--db", str(db), "--clips", str(clips), "--max-angle", "45")
+    assert refined.returncode == 0, refined.stderr
+    assert "1 confirmed, 0 rejected, 1 from saved clips" in refined.stdout
+    expected = rocchio(base, from_clip[None], np.zeros((0, 0)), RefineParams(max_angle_deg=45))
+    np.testing.assert_allclose(prompt_bank_for(bundle, config.events, cache).events[0], expected, atol=1e-5)
+
+    clip.unlink()  # no clip any more: the stored peak embedding is used
+    again = run_cli("refine", "--config", str(cfg), "--db", str(db), "--clips", str(clips), "--max-angle", "45")
+    assert again.returncode == 0 and "0 from saved clips" in again.stdout
+    stored = feedback_embeddings(db, "dog").confirmed
+    np.testing.assert_allclose(prompt_bank_for(bundle, config.events, cache).events[0],
+                               rocchio(base, stored, np.zeros((0, 0)), RefineParams(max_angle_deg=45)), atol=1e-5)
+    missing = run_cli("refine", "--config", str(cfg), "--db", str(db), "--clips", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "no such folder" in missing.stderr

@@ -79,6 +79,7 @@ class ClipFile:
     time: datetime
     score: float
     size: int
+    event_id8: str = ""  # the first 8 characters of the event id (what `streamdetect refine --clips` looks up)
 
 
 def scan_clips(root: Path) -> list[ClipFile]:
@@ -104,7 +105,7 @@ def scan_clips(root: Path) -> list[ClipFile]:
             except ValueError:  # a name that only looks like ours (month 13): not ours to delete
                 continue
             clips.append(ClipFile(Path(entry.path), folder.name, when, float(m["score"]),
-                                  entry.stat(follow_symlinks=False).st_size))
+                                  entry.stat(follow_symlinks=False).st_size, m["id"]))
     return clips
 
 
