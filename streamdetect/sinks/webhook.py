@@ -142,6 +142,6 @@ class WebhookSink(Sink):
     def close(self) -> None:
         # One last try, so records spooled just before the receiver came back do not wait for the next start.
         if not self._flush_spool():
-            log.warning("webhook %s: %d record(s) stay in %s and are sent when the daemon next starts", self.url,
+            log.warning("webhook %s: %d record(s) stay in %s and are sent when the daemon next starts", self.shown_url,
                         len(self.spool.read_bytes().splitlines()), self.spool)
         self.client.close()
