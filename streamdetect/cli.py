@@ -191,7 +191,7 @@ def _sources(args: argparse.Namespace, config: Config, sample_rate: int) -> list
     for entry in config.all_sources:
         cls = SOURCES.get(entry.type)
         source = cls(cls.Options.model_validate(entry.options), sample_rate, entry.name)
-        source.gate = entry.gate
+        source.gate, source.labels = entry.gate, entry.events
         built.append(source)
     return built
 

@@ -201,6 +201,8 @@ class SourceConfig(PluginConfig):
     """A source entry: the plugin's options plus settings the detector applies to that stream."""
 
     gate: GateConfig | None = Field(None, description="this stream's energy gate (default: the top-level gate)")
+    events: list[str] | None = Field(None, min_length=1, description="labels of the events this stream listens "
+                                     "for (default: all); streams can share events or have their own")
 
 
 class Config(Strict):
@@ -365,6 +367,13 @@ def parse_config(data: Any, source: str = "<config>", base_dir: str | Path | Non
         for label in labels if isinstance(labels, list) else []:
             if label not in known:
                 problems.append((f"sinks[{i}].labels", f"{label!r} is not an event label ({', '.join(known)})"))
+    entries = [(f"sources[{i}]", e) for i, e in enumerate(config.sources)] + (
+        [("source", config.source)] if config.source is not None else [])
+    for where, entry in entries:
+        for label in entry.events or []:
+            if label not in known[: len(config.events)]:
+                problems.append((f"{where}.events", f"{label!r} is not an event label "
+                                                    f"({', '.join(e.label for e in config.events)})"))
     if problems:
         raise ConfigError(source, problems)
     return config

@@ -82,6 +82,7 @@ class StreamState:
     records_emitted: int = 0
     gated_windows: int = 0  # analysed as silence by the energy gate, without the encoder
     gate: GateConfig | None = None  # this stream's own energy gate; None follows the config's top-level gate
+    labels: frozenset[str] | None = None  # the events this stream listens for; None: all of them
     score_log: ScoreLog | None = None
     novelty: NoveltyState | None = None  # site profile and novelty tracker, when novelty is enabled
 
@@ -122,10 +123,12 @@ class Detector:
         self.runtime = runtime
         self.embedding_log = None  # a streamdetect.embedding_log.EmbeddingLogWriter when windows are logged
 
-    def open_stream(self, name: str, live: bool, gate: GateConfig | None = None) -> StreamState:
+    def open_stream(self, name: str, live: bool, gate: GateConfig | None = None,
+                    labels: list[str] | None = None) -> StreamState:
         windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
         trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules, strict=True)]
-        stream = StreamState(name=name, live=live, windower=windower, trackers=trackers, gate=gate)
+        stream = StreamState(name=name, live=live, windower=windower, trackers=trackers, gate=gate,
+                             labels=frozenset(labels) if labels is not None else None)
         if self.config.novelty.enabled:
             stream.novelty = NoveltyState.create(self.config.novelty, name)
         self.streams.append(stream)
@@ -267,6 +270,8 @@ class Detector:
                     self.embedding_log.add(stream.name, window.start_s, window.end_s, wall, emb)
                 sounds_like = scores.sounds_like[b] if scores.sounds_like is not None else ()
                 for e, tracker in enumerate(stream.trackers):
+                    if stream.labels is not None and tracker.label not in stream.labels:
+                        continue
                     ws = WindowScore(window.start_s, window.end_s, float(scores.event[b, e]),
                                      scores.vetoed_by[b][e], top, wall, embedding=emb, sounds_like=sounds_like)
                     records += self._emit(stream, tracker.update(ws))
@@ -368,7 +373,7 @@ def score_file(detector: Detector, path: Path) -> FileScores:
 
 def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -> RunSummary:
     """Drive one source through the detector in this thread until it ends or ``stop`` is set."""
-    stream = detector.open_stream(source.name, source.live, source.gate)
+    stream = detector.open_stream(source.name, source.live, source.gate, source.labels)
     t0 = time.perf_counter()
     try:
         for block in source.blocks(stop):

@@ -193,7 +193,7 @@ class BatchingEngine:
 def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event) -> StreamState:
     """Cut a source's windows in the calling thread and hand them to the engine."""
     detector = engine.detector
-    stream = detector.open_stream(source.name, source.live, source.gate)
+    stream = detector.open_stream(source.name, source.live, source.gate, source.labels)
     metrics = detector.metrics
     try:
         for block in source.blocks(stop):

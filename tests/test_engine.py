@@ -188,3 +188,36 @@ def test_a_source_gate_is_validated_with_its_key_path():
     events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
     with pytest.raises(ConfigError, match=r"sources\[0\]\.gate\.min_dbfs: expected less than or equal to 0"):
         parse_config({"events": events, "sources": [{"type": "file", "path": "1.wav", "gate": {"min_dbfs": 3}}]})
+
+
+def test_each_source_listens_for_its_own_events_or_shares_them(tiny_model, tmp_path):
+    import json
+
+    from conftest import run_cli, write_config
+
+    wav = write_tone_scene(tmp_path / "t.wav", seconds=4.0)
+    out = tmp_path / "out.jsonl"
+    events = [{"label": label, "prompts": ["birdsong"], "threshold": -1.0} for label in ("bird", "dog", "rain")]
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, events, sinks=[{"type": "jsonl", "path": str(out)}],
+                       sources=[{"type": "file", "name": "garden", "path": str(wav), "events": ["bird", "rain"]},
+                                {"type": "file", "name": "porch", "path": str(wav), "events": ["dog"]},
+                                {"type": "file", "name": "roof", "path": str(wav)}])
+    result = run_cli("run", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    heard: dict[str, set] = {}
+    for r in map(json.loads, out.read_text().splitlines()):
+        heard.setdefault(r["stream"], set()).add(r["label"])
+    assert heard == {"garden": {"bird", "rain"}, "porch": {"dog"}, "roof": {"bird", "dog", "rain"}}
+
+
+def test_a_source_naming_an_unknown_event_is_refused_with_its_key_path():
+    import pytest
+
+    from streamdetect.config import ConfigError, parse_config
+
+    events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
+    with pytest.raises(ConfigError, match=r"sources\[1\]\.events: 'dgo' is not an event label \(x\)"):
+        parse_config({"events": events, "sources": [{"type": "file", "path": "1.wav", "events": ["x"]},
+                                                    {"type": "file", "path": "2.wav", "events": ["dgo"]}]})
+    with pytest.raises(ConfigError, match=r"source\.events: expected"):
+        parse_config({"events": events, "source": {"type": "file", "path": "1.wav", "events": "x"}})
