@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from streamdetect.frontend import LogMelFrontend
 from streamdetect.manifest import ModelBundle, sha256_file
+from streamdetect.prompts import EmbeddingCache
 
 log = logging.getLogger(__name__)
 
@@ -27,32 +26,12 @@ POOLING = "clip-pieces-mean-v1"  # part of the cache key: change it when the way
 AudioEncoderFn = Callable[[np.ndarray], np.ndarray]
 
 
-class ExampleCache:
-    """One ``.npy`` per (encoder, file content) under ``directory/examples/<encoder key>/``; atomic writes."""
+class ExampleCache(EmbeddingCache):
+    """File content sha256 -> clip embedding, under ``directory/examples/<encoder key>/``."""
 
-    def __init__(self, directory: Path, encoder_sha256: str):
+    def __init__(self, directory: Path, encoder_sha256: str, dim: int | None = None):
         key = hashlib.sha256(f"{encoder_sha256}:{POOLING}".encode()).hexdigest()
-        self.directory = Path(directory) / "examples" / key[:16]
-
-    def _path(self, file_sha256: str) -> Path:
-        return self.directory / (file_sha256[:32] + ".npy")
-
-    def get(self, file_sha256: str) -> np.ndarray | None:
-        path = self._path(file_sha256)
-        if not path.is_file():
-            return None
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            log.warning("ignoring unreadable example cache file %s (%s)", path, e)
-            return None
-
-    def put(self, file_sha256: str, embedding: np.ndarray) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, np.asarray(embedding, dtype=np.float32))
-        os.replace(tmp, self._path(file_sha256))
+        super().__init__(Path(directory) / "examples" / key[:16], dim, "example cache")
 
 
 class ExampleEmbedder:
@@ -101,4 +80,4 @@ def example_embedder_for(bundle: ModelBundle, cache_dir: Path, runtime=None,
         name = audio_encoder_file(bundle, runtime)
         factory = lambda: AudioEncoder(bundle, runtime)  # noqa: E731
     digest = bundle.manifest["files"].get(name) if name else None
-    return ExampleEmbedder(bundle, factory, ExampleCache(cache_dir, digest) if digest else None)
+    return ExampleEmbedder(bundle, factory, ExampleCache(cache_dir, digest, bundle.embedding_dim) if digest else None)

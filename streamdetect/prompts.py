@@ -29,38 +29,45 @@ def normalize(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
-class PromptCache:
-    """One ``.npy`` file per (model, prompt) under ``directory/<model key>/``; writes are atomic."""
+class EmbeddingCache:
+    """One ``.npy`` file per key under ``directory``; writes are atomic. An embedding of another shape or kind
+    (another model's, a damaged file) is ignored with a warning and computed again."""
 
-    def __init__(self, directory: Path, model_key: str, dim: int | None = None):
-        self.directory = Path(directory) / model_key[:16]
-        self.dim = dim  # embeddings of another shape (another model's, a damaged file) are not used
+    def __init__(self, directory: Path, dim: int | None = None, what: str = "embedding cache"):
+        self.directory, self.dim, self.what = Path(directory), dim, what
 
-    def _path(self, text: str) -> Path:
-        return self.directory / (hashlib.sha256(text.encode("utf-8")).hexdigest()[:32] + ".npy")
+    def _path(self, key: str) -> Path:
+        return self.directory / (hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".npy")
 
-    def get(self, text: str) -> np.ndarray | None:
-        path = self._path(text)
+    def get(self, key: str) -> np.ndarray | None:
+        path = self._path(key)
         if not path.is_file():
             return None
         try:
             embedding = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
-            log.warning("ignoring unreadable prompt cache file %s (%s)", path, e)
+            log.warning("ignoring unreadable %s file %s (%s)", self.what, path, e)
             return None
         if embedding.ndim != 1 or (self.dim is not None and embedding.shape[0] != self.dim) or \
                 embedding.dtype.kind != "f" or not np.isfinite(embedding).all():
-            log.warning("ignoring prompt cache file %s: shape %s %s is not a finite %s-dim embedding of this model; "
-                        "it is embedded again", path, embedding.shape, embedding.dtype, self.dim or "n")
+            log.warning("ignoring %s file %s: shape %s %s is not a finite %s-dim embedding of this model; "
+                        "it is embedded again", self.what, path, embedding.shape, embedding.dtype, self.dim or "n")
             return None
         return embedding
 
-    def put(self, text: str, embedding: np.ndarray) -> None:
+    def put(self, key: str, embedding: np.ndarray) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, np.asarray(embedding, dtype=np.float32))
-        os.replace(tmp, self._path(text))
+        os.replace(tmp, self._path(key))
+
+
+class PromptCache(EmbeddingCache):
+    """Prompt text -> embedding, under ``directory/<model key>/``: another model's prompts are never used."""
+
+    def __init__(self, directory: Path, model_key: str, dim: int | None = None):
+        super().__init__(Path(directory) / model_key[:16], dim, "prompt cache")
 
 
 def embed_texts(texts: Sequence[str], cache: PromptCache, embedder: Callable[[], TextEmbedder]) -> np.ndarray:

@@ -120,3 +120,62 @@ def collecting_sink():
             self.records.append(record)
 
     return Collect()
+
+
+def tone_events(tiny_model: Path, tone_hz: float = 3000.0) -> list[dict]:
+    """One event whose threshold lies between the tiny model's scores for silence and for a loud tone, so it
+    fires only where the tone really arrives (the tiny model's scores mean nothing otherwise)."""
+    from streamdetect.config import parse_config
+    from streamdetect.detector import Detector
+    from streamdetect.manifest import ModelBundle
+    from streamdetect.ringbuffer import Window
+    from streamdetect.sinks.base import SinkSet
+
+    events = [{"label": "tone", "prompts": ["a dog barking"], "threshold": 0.0, "hysteresis": 0.0,
+               "cooldown_s": 0.0}]
+    config = parse_config({"model": str(tiny_model), "events": events, "runtime": {"device": "cpu"}})
+    detector = Detector(config, ModelBundle.load(tiny_model), SinkSet([]))
+    t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    tone = (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+    silent_score, tone_score = detector.scores(
+        [Window(0, 0, np.zeros(3 * SAMPLE_RATE, np.float32), SAMPLE_RATE), Window(1, 0, tone, SAMPLE_RATE)]
+    ).event[:, 0]
+    assert tone_score - silent_score > 3e-3, "the tiny model no longer separates tone from silence"
+    events[0]["threshold"] = float((silent_score + tone_score) / 2)
+    return events
+
+
+class CliRun:
+    """A ``streamdetect`` command as a subprocess (a daemon under test) whose stderr is collected line by line."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        import threading
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamdetect", *args], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stderr.readline, "")),
+                                        daemon=True)
+        self._reader.start()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout_s: float) -> None:
+        """Until ``text`` appears in the log; fails with the log if the process ends or time runs out."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while not any(text in line for line in self.lines):
+            assert self.proc.poll() is None and time.monotonic() < deadline, f"no {text!r} in:\n{self.log}"
+            time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 60) -> int:
+        """SIGTERM, then the exit status once the process and its log reader have finished."""
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+        return self.proc.returncode

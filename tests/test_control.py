@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from test_microphone import pulse  # noqa: F401 - the fixture
 
-from conftest import collecting_sink, write_config
+from conftest import CliRun, collecting_sink, write_config
 from streamdetect.config import parse_config
 from streamdetect.control import ControlError, ControlServer, control_token
 from streamdetect.detector import Detector
@@ -157,33 +157,24 @@ def test_cli_control_port_answers_on_a_live_run(tiny_model, tmp_path, pulse):  #
                        sinks=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}], runtime={"device": "cpu"},
                        control={"port": port})
     env = {**pulse, "STREAMDETECT_CONTROL_TOKEN": TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--device", "default"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)
-    reader.start()
+    run = CliRun("run", "--config", str(cfg), "--device", "default", env=env)
     try:
-        deadline = time.monotonic() + 60
-        while not any("control API on" in line for line in log):
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(log)
-            time.sleep(0.1)
+        run.wait_for("control API on", 60)
         assert request(port, token=None)[0] == 401
         status, body = request(port)
         assert status == 200 and [e["label"] for e in body["events"]] == ["x"]
         status, body = request(port, "PUT", [{"label": "y", "prompts": ["rain"], "threshold": 0.5}])
         assert status == 200 and [e["label"] for e in body["events"]] == ["y"], body
         assert [e["label"] for e in request(port)[1]["events"]] == ["y"]
-        proc.send_signal(signal.SIGHUP)  # back to the file's events: PUT changes are in memory only
+        run.proc.send_signal(signal.SIGHUP)  # back to the file's events: PUT changes are in memory only
         deadline = time.monotonic() + 60
         while [e["label"] for e in request(port)[1]["events"]] != ["x"]:
-            assert time.monotonic() < deadline, "".join(log)
+            assert time.monotonic() < deadline, run.log
             time.sleep(0.1)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        reader.join(timeout=10)
-    stderr = "".join(log)
-    assert proc.returncode == 0, stderr
+        status = run.stop()
+    stderr = run.log
+    assert status == 0, stderr
     assert TOKEN not in stderr
 
 

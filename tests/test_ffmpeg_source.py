@@ -18,7 +18,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,12 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from conftest import write_config
+from conftest import CliRun, tone_events, write_config
 from streamdetect.config import ConfigError, parse_config
-from streamdetect.detector import Detector
-from streamdetect.manifest import ModelBundle
-from streamdetect.ringbuffer import Window
-from streamdetect.sinks.base import SinkSet
 from streamdetect.sources import SOURCES
 from streamdetect.sources.base import Gap, SourceError
 from streamdetect.sources.ffmpeg import FfmpegOptions, FfmpegSource, _Backoff, ffmpeg_command, mask_url
@@ -428,18 +423,9 @@ def test_config_errors_name_the_key_and_a_missing_binary_says_how_to_install():
 
 
 def test_cli_detects_a_tone_after_the_stream_was_down_with_wall_clock_times(server, tiny_model, tmp_path):
-    # Threshold between the tiny model's scores for silence and for the tone (see test_microphone.py), so the
-    # event fires only if the tone played after the outage really arrives through the reconnected ffmpeg.
-    events = [{"label": "tone", "prompts": ["a dog barking"], "threshold": 0.0, "hysteresis": 0.0,
-               "cooldown_s": 0.0}]
-    config = parse_config({"model": str(tiny_model), "events": events, "runtime": {"device": "cpu"}})
-    detector = Detector(config, ModelBundle.load(tiny_model), SinkSet([]))
-    t = np.arange(3 * SR) / SR
-    tone = (0.5 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
-    silent_score, tone_score = detector.scores(
-        [Window(0, 0, np.zeros(3 * SR, np.float32), SR), Window(1, 0, tone, SR)]).event[:, 0]
-    assert tone_score - silent_score > 3e-3, "the tiny model no longer separates tone from silence"
-    events[0]["threshold"] = float((silent_score + tone_score) / 2)
+    # Threshold between the tiny model's scores for silence and for the tone, so the event fires only if the
+    # tone played after the outage really arrives through the reconnected ffmpeg.
+    events = tone_events(tiny_model, TONE_HZ)
 
     server.mode = "silence"
     out = tmp_path / "events.jsonl"
@@ -447,25 +433,14 @@ def test_cli_detects_a_tone_after_the_stream_was_down_with_wall_clock_times(serv
               "stall_timeout_s": 3.0, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0}
     cfg = write_config(tmp_path / "cfg.yaml", tiny_model, events, sinks=[{"type": "jsonl", "path": str(out)}],
                        runtime={"device": "cpu"}, sources=[source])
-    proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)
-    reader.start()
-
-    def wait_log(text: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not any(text in line for line in log):
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(log)
-            time.sleep(0.05)
-
+    run = CliRun("run", "--config", str(cfg))
     try:
-        wait_log("receiving audio from", 60)
+        run.wait_for("receiving audio from", 60)
         time.sleep(3.5)  # the first window (silence) has been analysed: nothing may fire
         server.stop()
         time.sleep(5.0)
         server.start()
-        wait_log("is back after", 15)
+        run.wait_for("is back after", 15)
         server.mode = "tone"
         tone_on = datetime.now(timezone.utc)
         deadline = time.monotonic() + 20
@@ -474,11 +449,9 @@ def test_cli_detects_a_tone_after_the_stream_was_down_with_wall_clock_times(serv
         time.sleep(0.5)
         server.mode = "silence"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        reader.join(timeout=10)
-    stderr = "".join(log)
-    assert proc.returncode == 0, stderr
+        status = run.stop(timeout_s=30)
+    stderr = run.log
+    assert status == 0, stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert records and records[0]["phase"] == "start" and records[0]["stream"] == "cam1", (records, stderr)
     start = records[0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -22,12 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import write_config
-from streamdetect.config import parse_config
-from streamdetect.detector import Detector
-from streamdetect.manifest import ModelBundle
-from streamdetect.ringbuffer import Window
-from streamdetect.sinks.base import SinkSet
+from conftest import CliRun, tone_events, write_config
 
 SR = 48_000
 TONE_HZ = 3000.0
@@ -125,21 +119,6 @@ def test_microphone_source_records_and_resamples_what_is_played(pulse_in_process
     assert abs(peak_hz - 1000) < 5  # resampled from the device rate to 48 kHz without a pitch shift
 
 
-def tone_events(tiny_model) -> list[dict]:
-    """One event whose threshold lies between the tiny model's scores for silence and for the test tone."""
-    events = [{"label": "tone", "prompts": ["a dog barking"], "threshold": 0.0, "hysteresis": 0.0,
-               "cooldown_s": 0.0}]
-    config = parse_config({"model": str(tiny_model), "events": events, "runtime": {"device": "cpu"}})
-    detector = Detector(config, ModelBundle.load(tiny_model), SinkSet([]))
-    t = np.arange(3 * SR) / SR
-    tone = (0.5 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
-    silent_score, tone_score = detector.scores(
-        [Window(0, 0, np.zeros(3 * SR, np.float32), SR), Window(1, 0, tone, SR)]).event[:, 0]
-    assert tone_score - silent_score > 3e-3, "the tiny model no longer separates tone from silence"
-    events[0]["threshold"] = float((silent_score + tone_score) / 2)
-    return events
-
-
 def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(pulse, tiny_model, tmp_path):
     # Pick a threshold between the scores of a silent window and a tone window, so the event can only
     # fire if the tone really travels through PulseAudio, PortAudio, the ring buffer and the resampler.
@@ -149,16 +128,9 @@ def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(p
     out = tmp_path / "mic.jsonl"
     cfg = write_config(tmp_path / "mic.yaml", tiny_model, events, sinks=[{"type": "jsonl", "path": str(out)}],
                        runtime={"device": "cpu"})
-    proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--device", "default"],
-                            env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)
-    reader.start()
+    run = CliRun("run", "--config", str(cfg), "--device", "default", env=pulse)
     try:
-        deadline = time.monotonic() + 60
-        while not any("recording from" in line for line in log):
-            assert proc.poll() is None and time.monotonic() < deadline, "".join(log)
-            time.sleep(0.1)
+        run.wait_for("recording from", 60)
         time.sleep(4.5)  # the first window (0-3 s) is pure silence and has been analysed: nothing may fire
         assert not out.exists() or out.read_text() == "", out.read_text()
         player = play(tone_file(tmp_path / "tone.wav", 5.0, TONE_HZ), pulse)
@@ -167,11 +139,9 @@ def test_cli_detects_a_sound_played_into_the_microphone_and_flushes_on_sigterm(p
             time.sleep(0.2)
         player.wait(timeout=30)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        reader.join(timeout=10)
-    stderr = "".join(log)
-    assert proc.returncode == 0, stderr
+        status = run.stop()
+    stderr = run.log
+    assert status == 0, stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["phase"] for r in records][:2] == ["start", "end"], (records, stderr)
     start = records[0]
@@ -247,36 +217,24 @@ def test_daemon_survives_the_sound_server_restarting_and_detects_afterwards(puls
     out = tmp_path / "mic.jsonl"
     cfg = write_config(tmp_path / "mic.yaml", tiny_model, tone_events(tiny_model),
                        sinks=[{"type": "jsonl", "path": str(out)}], runtime={"device": "cpu"})
-    proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--device", "default"],
-                            env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log: list[str] = []
-    reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")), daemon=True)
-    reader.start()
-
-    def wait_log(text: str, timeout_s: float) -> None:
-        wait_until(lambda: any(text in line for line in log) or proc.poll() is not None, timeout_s,
-                   f"no {text!r} in the log:\n" + "".join(log))
-        assert proc.poll() is None, "".join(log)
-
+    run = CliRun("run", "--config", str(cfg), "--device", "default", env=pulse)
     player = None
     try:
-        wait_log("recording from", 60)
+        run.wait_for("recording from", 60)
         time.sleep(1.0)
         kill_pulse(server_env)
-        wait_log("failed", 30)
+        run.wait_for("failed", 30)
         time.sleep(1.0)
         start_pulse(server_env)
-        wait_log("reopened", 60)
+        run.wait_for("reopened", 60)
         player = play(tone_file(tmp_path / "tone.wav", 5.0, TONE_HZ), pulse)
         wait_until(lambda: out.exists() and '"start"' in out.read_text(), 30, "no event after the restart")
     finally:
         if player is not None:
             player.wait(timeout=30)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        reader.join(timeout=10)
-    stderr = "".join(log)
-    assert proc.returncode == 0, stderr
+        status = run.stop()
+    stderr = run.log
+    assert status == 0, stderr
     assert "audio lost" in stderr and "reopens 1" in stderr, stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["phase"] for r in records] == ["start", "end"], (records, stderr)
