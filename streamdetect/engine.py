@@ -26,14 +26,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EngineStats:
-    """Counters for logs and metrics; latency is from a window being complete to its records being emitted."""
+    """Counters for logs and metrics; latency is from a window being complete to its records being emitted,
+    kept for the most recent 10,000 windows only (enough for a p99; a daemon must not grow for months)."""
 
     windows: int = 0
     batches: int = 0
     backlog: int = 0
     max_backlog: int = 0
     backlog_warnings: int = 0
-    latencies_s: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    latencies_s: deque = field(default_factory=lambda: deque(maxlen=10_000))  # the most recent windows
 
     def latency_ms(self, q: float) -> float:
         return float(np.percentile(np.asarray(self.latencies_s), q) * 1000) if self.latencies_s else 0.0

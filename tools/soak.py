@@ -191,6 +191,8 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
         "rss_mb": {"before": round(start_rss, 1), "peak_sampled": round(max(r for _, r, _ in samples), 1),
                    "end": round(samples[-1][1], 1)},
         "rss_growth_mb_per_day": round(fit_slope_mb_per_day(samples), 2),
+        "rss_growth_second_half_mb_per_day": round(fit_slope_mb_per_day(samples, warmup=0.5), 2),
+        "rss_curve_mb": [(round(a / 3600, 2), round(r, 1)) for a, r, _ in samples[:: max(1, len(samples) // 24)]],
         "open_fds": {"before": start_fds, "end": samples[-1][2], "max": max(f for _, _, f in samples)},
         "latency_p99_ms": round(stats.latency_ms(99), 1), "samples": len(samples),
     }
