@@ -276,9 +276,8 @@ class Detector:
                                      scores.vetoed_by[b][e], top, wall, embedding=emb, sounds_like=sounds_like)
                     records += self._emit(stream, tracker.update(ws))
                 if stream.novelty is not None:
-                    encoded = scores.embeddings is not None and not (scores.gated is not None and scores.gated[b])
                     records += self._emit(stream, stream.novelty.window(
-                        window.start_s, window.end_s, scores.embeddings[b] if encoded else None,
+                        window.start_s, window.end_s, emb,
                         scores.closest[b] if scores.closest is not None else ("", -1.0), top, sounds_like, wall))
                 if stream.score_log is not None:
                     stream.score_log.starts_s.append(window.start_s)
