@@ -91,7 +91,10 @@ class ControlServer:
                     return self._send(404, {"error": "not found; the API has GET and PUT /events"})
                 if not self._authorised():
                     return
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = 0
                 if length <= 0 or length > MAX_BODY_BYTES:
                     return self._send(400, {"error": f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes"})
                 try:

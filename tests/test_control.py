@@ -190,3 +190,18 @@ def test_slow_or_failed_reload_is_reported(tiny_model):
             server.close()
         assert code == status, body
         assert ("GET /events" in body["check"]) if status == 202 else ("text encoder broke" in body["error"])
+
+
+def test_a_malformed_content_length_is_a_400_not_a_crash(tiny_model):
+    config = parse_config({"model": str(tiny_model), "events": [{"label": "x", "prompts": ["a"], "threshold": 0.5}]})
+    server = ControlServer(lambda: config, lambda _c: None, TOKEN, "127.0.0.1", 0)
+    try:
+        with socket.create_connection(server.address[:2], timeout=10) as conn:
+            conn.sendall(f"PUT /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                         "Content-Length: abc\r\nConnection: close\r\n\r\n".encode())
+            reply = b""
+            while chunk := conn.recv(4096):
+                reply += chunk
+    finally:
+        server.close()
+    assert reply.startswith(b"HTTP/1.0 400") and b"send a JSON body" in reply
