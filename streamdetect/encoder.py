@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.manifest import AUDIO_ENCODER_INT8, TEXT_ENCODER, TOKENIZER, ModelBundle
+from streamdetect.manifest import AUDIO_ENCODER_INT8, TEXT_ENCODER, TOKENIZER, ModelBundle, ModelError
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt", "openvino")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
@@ -26,7 +26,7 @@ class RuntimeOptions:
     """How to run the ONNX sessions; mirrors the ``runtime`` section of the config."""
 
     device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | int8 | fp16
+    precision: str = "auto"  # auto | fp32 | int8 | fp16 | bf16 (openvino)
     intra_op_threads: int = 0  # 0: onnxruntime picks (one per physical core)
     inter_op_threads: int = 1
     spin: bool = False  # let idle onnxruntime threads busy-wait (lower latency, but they steal the CPU)
@@ -46,7 +46,8 @@ def _providers(device: str) -> list[str]:
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    if device == "cpu" or (device == "auto" and not nvidia_driver_present()):
+    # openvino runs the audio encoder itself; onnxruntime sessions (the text encoder) stay on the CPU there
+    if device in ("cpu", "openvino") or (device == "auto" and not nvidia_driver_present()):
         return ["CPUExecutionProvider"]
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels of streamdetect[gpu], if installed
         ort.preload_dlls()
@@ -102,8 +103,41 @@ def open_session(path: Path, options: RuntimeOptions):
     return session
 
 
+def _openvino():
+    try:
+        import openvino
+    except ImportError as e:
+        raise RuntimeError("runtime.device is 'openvino' but the openvino package is not installed; "
+                           "pip install 'streamdetect[openvino]' or set runtime.device: cpu") from e
+    return openvino
+
+
+def openvino_precision(bundle: ModelBundle, precision: str, core) -> str:
+    """fp32 or bf16: bf16 where asked (or 'auto') and the export verified it on OpenVINO, and this CPU has it."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ModelError(f"runtime.precision {precision} does not run on openvino; use fp32, bf16 or auto")
+    if precision == "fp32":
+        return "fp32"
+    if precision == "bf16":
+        bundle.audio_encoder_file("bf16", on_gpu=False)  # refused, with the reason, unless the export verified it
+    native = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if precision == "bf16" and not native:
+        log.warning("this CPU has no native bf16; OpenVINO emulates it (slower than fp32)")
+    return "bf16" if precision == "bf16" or (bundle.shipped("bf16") and native) else "fp32"
+
+
+def compile_openvino(path: Path, precision: str, core=None):
+    """The audio encoder compiled by OpenVINO for the CPU at fp32 or bf16 inference precision (latency hint)."""
+    ov = _openvino()
+    core = core or ov.Core()
+    hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+    return core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
+
+
 def audio_encoder_file(bundle: ModelBundle, options: RuntimeOptions) -> str:
     """Which exported audio encoder these options run ('auto': int8 on CPU, fp16 on GPU, when shipped)."""
+    if options.precision == "bf16":
+        raise ModelError("runtime.precision bf16 runs only with runtime.device: openvino")
     on_gpu = _providers(options.device)[0] in GPU_PROVIDERS
     return bundle.audio_encoder_file(options.precision, on_gpu)
 
@@ -113,6 +147,17 @@ class AudioEncoder:
 
     def __init__(self, bundle: ModelBundle, options: RuntimeOptions | None = None):
         self.options = options or RuntimeOptions()
+        params = bundle.frontend_params
+        self.feature_shape = (1, params.n_frames, params.n_mels)
+        self.embedding_dim = bundle.embedding_dim
+        self.session = self._openvino = None
+        if self.options.device == "openvino":
+            self._open_openvino(bundle)
+        else:
+            self._open_onnxruntime(bundle)
+        self(np.zeros((1, *self.feature_shape), dtype=np.float32))  # warm-up: first run allocates and plans
+
+    def _open_onnxruntime(self, bundle: ModelBundle) -> None:
         self.file = audio_encoder_file(bundle, self.options)
         self.session = open_session(bundle.path(self.file), self.options)
         inputs = self.session.get_inputs()
@@ -120,9 +165,6 @@ class AudioEncoder:
             raise RuntimeError(f"{self.file} should take one input, it takes {[i.name for i in inputs]}")
         self.input_name = inputs[0].name
         self.output_name = self.session.get_outputs()[0].name
-        params = bundle.frontend_params
-        self.feature_shape = (1, params.n_frames, params.n_mels)
-        self.embedding_dim = bundle.embedding_dim
         self.providers = self.session.get_providers()
         # Dynamic int8 quantises activations with one scale per call, so a window's embedding would depend on
         # the other windows of its batch; running int8 one window at a time keeps every result independent.
@@ -130,7 +172,17 @@ class AudioEncoder:
         # On a GPU, IO binding lets onnxruntime copy the features in and the embeddings out once per call
         # instead of going through its generic feed/fetch path.
         self.io_binding = self.providers[0] in GPU_PROVIDERS
-        self(np.zeros((1, *self.feature_shape), dtype=np.float32))  # warm-up: first run allocates and plans
+
+    def _open_openvino(self, bundle: ModelBundle) -> None:
+        """OpenVINO compiles the fp32 graph itself, at bf16 on CPUs that have it (AMX, AVX-512 BF16)."""
+        core = _openvino().Core()
+        self.precision = openvino_precision(bundle, self.options.precision, core)
+        self.file = bundle.audio_encoder_file("fp32", on_gpu=False)
+        self._openvino = compile_openvino(bundle.path(self.file), self.precision, core)
+        self._request = self._openvino.create_infer_request()
+        self.providers = [f"OpenVINO CPU {self.precision}"]
+        self.one_window_per_call = self.io_binding = False
+        log.info("%s runs on OpenVINO %s, CPU, %s", self.file, _openvino().__version__, self.precision)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         if features.ndim != 4 or features.shape[1:] != self.feature_shape:
@@ -144,6 +196,8 @@ class AudioEncoder:
         return self._run(features)
 
     def _run(self, features: np.ndarray) -> np.ndarray:
+        if self._openvino is not None:
+            return self._request.infer({0: features})[self._openvino.output(0)].copy()
         if not self.io_binding:
             return self.session.run([self.output_name], {self.input_name: features})[0]
         binding = self.session.io_binding()

@@ -38,6 +38,7 @@ from streamdetect.manifest import (
 MIN_COSINE = 0.9999
 INT8_MIN_COSINE = 0.999  # int8 ships only if it stays this close to fp32 on the verification audio
 FP16_MIN_COSINE = 0.999  # likewise fp16 (for GPUs; on a CPU onnxruntime runs it through casts, slowly)
+BF16_MIN_COSINE = 0.999  # and bf16 on OpenVINO (the fp32 file at bf16 inference precision; AMX on Intel CPUs)
 VERIFY_PROMPTS = (
     "birdsong",
     "a dog barking in the distance",
@@ -259,6 +260,15 @@ def export_model(
                 (staging / name).unlink()
             report(f"  {precision}: min cosine vs fp32 {cosine:.5f} -> "
                    + ("shipped" if shipped else f"refused (needs >= {required})"))
+        bf16 = openvino_bf16_cosine(staging / AUDIO_ENCODER, params)
+        if bf16 is None:
+            report("  bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
+        else:
+            ok = bf16 >= BF16_MIN_COSINE
+            manifest["precisions"]["bf16"] = {"engine": "openvino", "file": AUDIO_ENCODER, "cosine_min_vs_fp32": bf16,
+                                              "status": "shipped" if ok else "refused", "required": BF16_MIN_COSINE}
+            report(f"  bf16 (OpenVINO): min cosine vs fp32 {bf16:.5f} -> "
+                   + ("allowed" if ok else f"refused (needs >= {BF16_MIN_COSINE})"))
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         optional = [name for name, *_ in reduced.values()]
         names = [AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER] + [n for n in optional if n in manifest["files"]]
@@ -333,6 +343,22 @@ def convert_fp16(fp32_path: Path, fp16_path: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     onnx.save(convert_float_to_float16(_load_without_stale_shapes(fp32_path), keep_io_types=True), fp16_path)
+
+
+def openvino_bf16_cosine(fp32_path: Path, params: FrontendParams) -> float | None:
+    """Min cosine of OpenVINO at bf16 vs onnxruntime fp32 on the verification audio; None without openvino."""
+    import importlib.util
+
+    from streamdetect.encoder import RuntimeOptions, compile_openvino, open_session
+
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    compiled = compile_openvino(fp32_path, "bf16")
+    features = LogMelFrontend(params)(verification_audio(params.sample_rate))
+    session = open_session(fp32_path, RuntimeOptions(device="cpu"))
+    reference = session.run(None, {session.get_inputs()[0].name: features})[0]
+    bf16 = compiled.create_infer_request().infer({0: features})[compiled.output(0)]
+    return float(_cosine_rows(reference, bf16).min())
 
 
 def cosine_vs_fp32(fp32_path: Path, other_path: Path, params: FrontendParams) -> float:

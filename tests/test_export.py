@@ -190,6 +190,7 @@ def test_fp16_is_refused_below_the_bound_and_auto_on_gpu_falls_back_to_fp32(tiny
     import streamdetect.export as export
 
     monkeypatch.setattr(export, "FP16_MIN_COSINE", 1.0 + 1e-9)
+    monkeypatch.setattr(export, "BF16_MIN_COSINE", 1.0 + 1e-9)  # the same export also refuses bf16
     out = tmp_path / "strict16"
     export.export_model(str(tiny_checkpoint), out, report=lambda _m: None)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -199,6 +200,10 @@ def test_fp16_is_refused_below_the_bound_and_auto_on_gpu_falls_back_to_fp32(tiny
     assert bundle.audio_encoder_file("auto", on_gpu=True) == AUDIO_ENCODER
     with pytest.raises(ModelError, match=r"no fp16 encoder: it was refused at export"):
         AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="fp16"))
+    assert manifest["precisions"]["bf16"]["status"] == "refused"
+    assert AudioEncoder(bundle, RuntimeOptions(device="openvino")).precision == "fp32"  # auto falls back
+    with pytest.raises(ModelError, match=r"no bf16 encoder: it was refused at export"):
+        AudioEncoder(bundle, RuntimeOptions(device="openvino", precision="bf16"))
 
 
 def test_tensorrt_without_the_provider_is_a_clear_error(tiny_model, monkeypatch):
@@ -208,3 +213,37 @@ def test_tensorrt_without_the_provider_is_a_clear_error(tiny_model, monkeypatch)
     # onnxruntime-gpu lists the provider even without the TensorRT libraries; then it cannot start it
     with pytest.raises(RuntimeError, match=r"runtime\.device is 'tensorrt' but .*TensorrtExecutionProvider"):
         AudioEncoder(ModelBundle.load(tiny_model), RuntimeOptions(device="tensorrt"))
+
+
+def test_openvino_runs_the_fp32_graph_at_fp32_and_at_the_bf16_the_export_verified(tiny_model):
+    import openvino
+
+    manifest = json.loads((tiny_model / "manifest.json").read_text())
+    bf16 = manifest["precisions"]["bf16"]
+    assert bf16["engine"] == "openvino" and bf16["status"] == "shipped" and bf16["cosine_min_vs_fp32"] >= 0.999
+    bundle = ModelBundle.load(tiny_model)
+    feats = LogMelFrontend(bundle.frontend_params)(
+        [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(5)])
+    reference = AudioEncoder(bundle, CPU)(feats)
+    native_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    for precision, bound in (("fp32", 0.9999), ("bf16", 0.999), ("auto", 0.999)):
+        encoder = AudioEncoder(bundle, RuntimeOptions(device="openvino", precision=precision))
+        out = encoder(feats)
+        assert out.dtype == np.float32 and cosine_rows(out, reference).min() >= bound
+        singles = np.concatenate([encoder(feats[i : i + 1]) for i in range(len(feats))])
+        np.testing.assert_allclose(out, singles, atol=1e-5)  # a window's embedding never depends on its batch
+        expected = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16) else "fp32"
+        assert encoder.precision == expected and encoder.providers == [f"OpenVINO CPU {expected}"]
+
+
+def test_openvino_choices_that_cannot_work_are_clear_errors(tiny_model, monkeypatch):
+    import sys
+
+    bundle = ModelBundle.load(tiny_model)
+    with pytest.raises(ModelError, match="precision int8 does not run on openvino"):
+        AudioEncoder(bundle, RuntimeOptions(device="openvino", precision="int8"))
+    with pytest.raises(ModelError, match="bf16 runs only with runtime.device: openvino"):
+        AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="bf16"))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match=r"pip install 'streamdetect\[openvino\]'"):
+        AudioEncoder(bundle, RuntimeOptions(device="openvino"))

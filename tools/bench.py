@@ -16,6 +16,7 @@ which costs the same compute as laion/clap-htsat-unfused; its scores mean nothin
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -242,10 +243,13 @@ def main() -> int:
     windows = bench_audio(args.windows)
     # streamdetect first: torch's OpenMP threads keep spinning after the baseline and would slow what follows
     stages, embeddings = {}, {}
-    for name, precision, batch in (("fp32", "fp32", 1), ("fp32 batch 4", "fp32", 4), ("int8", "int8", 1),
-                                   ("fp16", "fp16", 1)):
+    plan = [("fp32", "fp32", 1, args.device), ("fp32 batch 4", "fp32", 4, args.device), ("int8", "int8", 1, args.device),
+            ("fp16", "fp16", 1, args.device)]
+    if args.device == "cpu" and importlib.util.find_spec("openvino") is not None:
+        plan += [("openvino fp32", "fp32", 1, "openvino"), ("openvino bf16", "bf16", 1, "openvino")]
+    for name, precision, batch, device in plan:
         try:
-            stages[name], embeddings[name] = streamdetect_stage(args.model, windows, precision, batch, args.device)
+            stages[name], embeddings[name] = streamdetect_stage(args.model, windows, precision, batch, device)
         except Exception as e:  # noqa: BLE001 - a refused precision is a result, not a crash
             stages[name] = {"error": str(e)}
     if args.batch_sweep:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs streamdetect into ./.venv on a fresh machine: system audio libraries first (Debian/Ubuntu, as root or
-# with sudo), then torch's CPU wheel and the package with its export extra (and test tools with --dev).
+# with sudo), then torch's CPU wheel and the package with its export and openvino extras (and test tools
+# with --dev).
 # usage: bash tools/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # Pinned: an unpinned torch pulls a multi-GB CUDA build; export runs fine on the CPU.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-extras="export"
-[[ $dev == 1 ]] && extras="export,dev"
+extras="export,openvino"
+[[ $dev == 1 ]] && extras="export,openvino,dev"
 .venv/bin/python -m pip install -q -e ".[$extras]"
 echo "streamdetect installed in .venv ($(.venv/bin/streamdetect --version))"
