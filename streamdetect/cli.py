@@ -338,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     log.setLevel(args.log_level)
+    if args.command != "export":  # export leaves torch's own threading alone
+        from streamdetect.encoder import limit_blas_threads
+
+        limit_blas_threads()
     commands = {"run": cmd_run, "export": cmd_export, "devices": cmd_devices, "prompts": cmd_prompts}
     if args.command not in commands:
         from streamdetect import cli_tools

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -287,3 +288,16 @@ def test_sighup_reloads_events_and_rejects_an_invalid_config(tiny_model, tmp_pat
     assert [(r["label"], r["phase"]) for r in records] == [("dog", "start"), ("dog", "end")]
     assert records[0]["start_s"] > 0  # the new event started mid-stream, at the reload
     assert any("events[0].threshold" in line for line in log)
+
+
+def test_blas_runs_on_one_thread_unless_the_user_says_otherwise():
+    """An idle OpenBLAS pool would spin on the cores the encoder needs; a user's own setting wins."""
+    code = ("import numpy, threadpoolctl; from streamdetect.encoder import limit_blas_threads; limit_blas_threads(); "
+            "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'}))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                              "MKL_NUM_THREADS")}
+    ours = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert ours.stdout.strip() == "[1]", ours.stdout + ours.stderr
+    theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**env, "OPENBLAS_NUM_THREADS": "2"})
+    assert theirs.stdout.strip() == "[2]", theirs.stdout + theirs.stderr

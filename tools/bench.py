@@ -243,6 +243,14 @@ def main() -> int:
     windows = bench_audio(args.windows)
     # streamdetect first: torch's OpenMP threads keep spinning after the baseline and would slow what follows
     stages, embeddings = {}, {}
+    # streamdetect's stages run as `streamdetect` runs them: numpy's BLAS on one thread (limit_blas_threads);
+    # the tutorial baseline below runs with the library defaults, as the tutorial does.
+    from threadpoolctl import threadpool_limits
+
+    from streamdetect.encoder import limit_blas_threads
+
+    blas = threadpool_limits(None)  # remembers the defaults to restore
+    limit_blas_threads()
     plan = [("fp32", "fp32", 1, args.device), ("fp32 batch 4", "fp32", 4, args.device), ("int8", "int8", 1, args.device),
             ("fp16", "fp16", 1, args.device)]
     if args.device == "cpu" and importlib.util.find_spec("openvino") is not None:
@@ -270,6 +278,7 @@ def main() -> int:
         best = n
     results["streams"] = {"precision": precision, "trials": trials, "max_realtime_streams": best}
 
+    blas.restore_original_limits()
     base, reference = baseline(args.checkpoint, windows)
     results["baseline"] = base
     for name, emb in embeddings.items():
