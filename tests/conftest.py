@@ -101,6 +101,18 @@ def write_config(path: Path, model: Path, events: list[dict], sinks: list[dict] 
     return path
 
 
+def run_cli_without_torch(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``streamdetect ARGS`` in a fresh interpreter and fail unless it exits 0 without ever importing torch
+    or transformers (the run-time path must not need them)."""
+    code = ("import sys; from streamdetect.cli import main\n"
+            f"rc = main({list(args)!r})\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+            "print('RC', rc, 'HEAVY', bad)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
+    assert "RC 0 HEAVY []" in result.stdout, result.stdout + result.stderr
+    return result
+
+
 def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streamdetect", *args], capture_output=True, text=True,
                           timeout=timeout, **kwargs)

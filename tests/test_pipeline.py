@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from conftest import collecting_sink, run_cli, write_config, write_tone_scene
+from conftest import collecting_sink, run_cli, run_cli_without_torch, write_config, write_tone_scene
 from streamdetect.config import parse_config
 from streamdetect.detector import Detector, run_source
 from streamdetect.encoder import RuntimeOptions, TextEncoder
@@ -157,14 +157,7 @@ def test_prompt_embeddings_are_cached_per_model(tiny_model, tmp_path):
 def test_run_path_never_imports_torch(tiny_model, tmp_path):
     wav = write_tone_scene(tmp_path / "t.wav", seconds=4.0)
     cfg = write_config(tmp_path / "cfg.yaml", tiny_model, EVENTS, sinks=[{"type": "jsonl", "path": str(tmp_path / "o")}])
-    code = (
-        "import sys; from streamdetect.cli import main\n"
-        f"rc = main(['run', '--config', {str(cfg)!r}, '--input', {str(wav)!r}])\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
-        "print('RC', rc, 'HEAVY', bad)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "RC 0 HEAVY []" in result.stdout, result.stdout + result.stderr
+    run_cli_without_torch("run", "--config", str(cfg), "--input", str(wav))
 
 
 def test_missing_model_directory_prints_the_export_command(tmp_path):
