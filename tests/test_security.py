@@ -38,6 +38,18 @@ def test_metrics_listen_on_loopback_by_default():
         server.close()
 
 
+def test_control_api_listens_on_loopback_by_default():
+    from streamdetect.control import ControlServer
+
+    config = parse_config({"events": [EVENT], "control": {"port": 9465}})
+    assert config.control.host == "127.0.0.1"
+    server = ControlServer(lambda: config, lambda _c: None, "t0ken-t0ken", port=0)  # the server's own default
+    try:
+        assert server.address[0] == "127.0.0.1"
+    finally:
+        server.close()
+
+
 def test_command_sink_passes_shell_syntax_literally(tmp_path):
     marker = tmp_path / "pwned"
     hostile = [f"$(touch {marker})", f"; touch {marker}", f"`touch {marker}`", "*", "a b", "$HOME", "|", "&&"]
