@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from pydantic import Field, model_validator
 
-from streamdetect.sources.base import AudioSource, Gap, SourceError, SourceOptions
+from streamdetect.sources.base import AudioSource, Gap, SourceError, SourceOptions, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,8 @@ class _Backoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def next_delay(self) -> float:
-        base = min(self.max_s, self.min_s * 2.0 ** min(self.failures, 30))
         self.failures += 1
-        return max(self.min_s, base * self.rng.uniform(0.5, 1.0))  # jitter spreads cameras that failed together
+        return max(self.min_s, backoff_delay(self.failures, self.min_s, self.max_s, self.rng))
 
     def reset(self) -> None:
         self.failures = 0

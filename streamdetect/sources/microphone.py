@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from streamdetect.ringbuffer import RingBuffer
-from streamdetect.sources.base import AudioSource, Gap, Resampler, SourceError, SourceOptions
+from streamdetect.sources.base import AudioSource, Gap, Resampler, SourceError, SourceOptions, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,7 @@ class MicrophoneSource(AudioSource):
 
     def _backoff_s(self, failures: int) -> float:
         """Capped exponential back-off with jitter, so several sources do not retry in lock-step."""
-        delay = min(self.options.reconnect_max_s, self.options.reconnect_min_s * 2 ** min(failures - 1, 30))
-        return delay * self._rng.uniform(0.5, 1.0)
+        return backoff_delay(failures, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng)
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray | Gap]:
         sd = _sounddevice()
