@@ -151,6 +151,8 @@ def compile_openvino(path: Path, precision: str, core=None):
 
 def audio_encoder_file(bundle: ModelBundle, options: RuntimeOptions) -> str:
     """Which exported audio encoder these options run ('auto': int8 on CPU, fp16 on GPU, when shipped)."""
+    if options.device == "openvino":  # OpenVINO runs the fp32 file at its own inference precision
+        return bundle.audio_encoder_file("fp32", on_gpu=False)
     if options.precision == "bf16":
         raise ModelError("runtime.precision bf16 runs only with runtime.device: openvino")
     on_gpu = _providers(options.device)[0] in GPU_PROVIDERS
@@ -192,7 +194,7 @@ class AudioEncoder:
         """OpenVINO compiles the fp32 graph itself, at bf16 on CPUs that have it (AMX, AVX-512 BF16)."""
         core = _openvino().Core()
         self.precision = openvino_precision(bundle, self.options.precision, core)
-        self.file = bundle.audio_encoder_file("fp32", on_gpu=False)
+        self.file = audio_encoder_file(bundle, self.options)
         self._openvino = compile_openvino(bundle.path(self.file), self.precision, core)
         self._request = self._openvino.create_infer_request()
         self.providers = [f"OpenVINO CPU {self.precision}"]

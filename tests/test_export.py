@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder
+from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder, audio_encoder_file
 from streamdetect.export import ExportError, export_model
 from streamdetect.frontend import LogMelFrontend
 from streamdetect.manifest import (
@@ -234,6 +234,8 @@ def test_openvino_runs_the_fp32_graph_at_fp32_and_at_the_bf16_the_export_verifie
         np.testing.assert_allclose(out, singles, atol=1e-5)  # a window's embedding never depends on its batch
         expected = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16) else "fp32"
         assert encoder.precision == expected and encoder.providers == [f"OpenVINO CPU {expected}"]
+        # the file that runs (it keys the example-embedding cache) is the fp32 one, never the int8 CPU default
+        assert encoder.file == audio_encoder_file(bundle, RuntimeOptions(device="openvino")) == AUDIO_ENCODER
 
 
 def test_openvino_choices_that_cannot_work_are_clear_errors(tiny_model, monkeypatch):
