@@ -209,7 +209,11 @@ class Detector:
         """End of stream (or shutdown): analyse what is owed, then close active events."""
         stream.pending.extend(stream.windower.finish())
         records = self._flush(stream)
-        records += self.close_events(stream)
+        return records + self.end_stream(stream)
+
+    def end_stream(self, stream: StreamState) -> list[EventRecord]:
+        """No more audio will come: close the stream's open events, then tell the sinks that keep audio."""
+        records = self.close_events(stream)
         self.sinks.stream_ended(stream.name)
         return records
 

@@ -182,8 +182,7 @@ class BatchingEngine:
                     self.stats.batches += 1
                 for item in batch:
                     if item.window is None:
-                        self.detector.close_events(item.stream)
-                        self.detector.sinks.stream_ended(item.stream.name)
+                        self.detector.end_stream(item.stream)
         except BaseException as e:  # noqa: BLE001 - reported to the feeding threads and the caller
             log.exception("inference thread failed")
             with self._cond:

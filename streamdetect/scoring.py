@@ -88,18 +88,20 @@ def gated_scores(open_scores: Scores | None, gated: np.ndarray, labels: tuple[st
     if open_scores is not None:
         event[~gated] = open_scores.event
         open_rows = np.flatnonzero(~gated)
-        for row, b in enumerate(open_rows):
-            vetoed[b] = open_scores.vetoed_by[row]
+
+        def spread(rows: list, out: list) -> list:
+            """Per-window values of the encoded windows put back at their places in the whole batch."""
+            for row, b in enumerate(open_rows):
+                out[b] = rows[row]
+            return out
+
+        spread(open_scores.vetoed_by, vetoed)
         if open_scores.embeddings is not None:
             embeddings = np.zeros((gated.shape[0], open_scores.embeddings.shape[1]), np.float32)
             embeddings[~gated] = open_scores.embeddings
         if open_scores.closest is not None:
-            closest = [("", -1.0)] * gated.shape[0]
-            for row, b in enumerate(open_rows):
-                closest[b] = open_scores.closest[row]
+            closest = spread(open_scores.closest, [("", -1.0)] * gated.shape[0])
         if open_scores.sounds_like is not None:
-            sounds_like = [()] * gated.shape[0]
-            for row, b in enumerate(open_rows):
-                sounds_like[b] = open_scores.sounds_like[row]
+            sounds_like = spread(open_scores.sounds_like, [()] * gated.shape[0])
     return Scores(labels=labels, event=event, vetoed_by=vetoed, gated=gated, embeddings=embeddings,
                   closest=closest, sounds_like=sounds_like)
