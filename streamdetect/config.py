@@ -35,14 +35,16 @@ class WindowConfig(Strict):
 
 class RuntimeConfig(Strict):
     device: Literal["auto", "cpu", "cuda", "tensorrt", "openvino"] = Field(
-        "auto", description="auto: CUDA when an NVIDIA driver and onnxruntime-gpu are there, else CPU; tensorrt: "
+        "auto", description="auto: CUDA when an NVIDIA driver and onnxruntime-gpu are there, else OpenVINO bf16 on a "
+        "CPU with bf16 units when openvino is installed and the export verified bf16, else CPU; tensorrt: "
         "onnxruntime's TensorRT provider (engines cached next to the model), CUDA and CPU as fallbacks; openvino: "
         "the audio encoder on Intel's OpenVINO runtime on the CPU (pip install 'streamdetect[openvino]')")
     precision: Literal["auto", "fp32", "int8", "fp16", "bf16"] = Field(
-        "auto", description="auto: int8 on CPU, fp16 on GPU, bf16 with openvino, when the export verified them "
+        "auto", description="auto: bf16 on openvino, int8 on CPU, fp16 on GPU, when the export verified them "
         "(cosine >= 0.999 vs fp32), else fp32")
     intra_op_threads: int = Field(0, ge=0, le=256, description="0 lets onnxruntime choose")
-    batch_size: int = Field(4, ge=1, le=1024, description="windows per encoder call when several are ready")
+    batch_size: int = Field(4, ge=1, le=1024, description="windows per encoder call when several are ready; "
+                            "with tensorrt also the largest batch its engine is built for")
 
 
 class GateConfig(Strict):

@@ -111,7 +111,8 @@ class Detector:
             )
         self.config, self.bundle, self.sinks = config, bundle, sinks
         runtime = RuntimeOptions(device=config.runtime.device, precision=config.runtime.precision,
-                                 intra_op_threads=config.runtime.intra_op_threads)
+                                 intra_op_threads=config.runtime.intra_op_threads,
+                                 max_batch=config.runtime.batch_size)
         self.frontend = LogMelFrontend(bundle.frontend_params)
         self.encoder = encoder or AudioEncoder(bundle, runtime)
         self.bank = bank or bank_for_config(bundle, config, runtime, self.encoder)

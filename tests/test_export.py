@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder, audio_encoder_file
+from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder, audio_encoder_file, resolve_device
 from streamdetect.export import ExportError, export_model
 from streamdetect.frontend import LogMelFrontend
 from streamdetect.manifest import (
     AUDIO_ENCODER,
     AUDIO_ENCODER_FP16,
     AUDIO_ENCODER_INT8,
+    AUDIO_ENCODER_OPENVINO,
+    AUDIO_ENCODER_OPENVINO_WEIGHTS,
     TEXT_ENCODER,
     TOKENIZER,
     ModelBundle,
@@ -185,6 +187,45 @@ def test_io_binding_path_gives_the_same_embeddings(tiny_model):
     np.testing.assert_array_equal(encoder(feats), plain)
 
 
+def test_calls_larger_than_the_engine_batch_are_split_and_give_the_same_embeddings(tiny_model):
+    bundle = ModelBundle.load(tiny_model)
+    encoder = AudioEncoder(bundle, CPU)
+    feats = LogMelFrontend(bundle.frontend_params)(
+        [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(5)])
+    whole = encoder(feats)
+    sizes, run = [], encoder._run
+    encoder._run = lambda f: sizes.append(len(f)) or run(f)
+    encoder.call_batch = 2  # what a TensorRT engine built for batches up to 2 would take
+    np.testing.assert_allclose(encoder(feats), whole, atol=1e-5)
+    assert sizes == [2, 2, 1]
+
+
+def test_tensorrt_gets_one_shape_profile_up_to_the_configured_batch(tiny_model, monkeypatch):
+    import onnxruntime
+
+    import streamdetect.encoder as encoder_module
+
+    assert encoder_module.tensorrt_profile("input_features", (1, 1001, 64), 16) == {
+        "trt_profile_min_shapes": "input_features:1x1x1001x64",
+        "trt_profile_opt_shapes": "input_features:16x1x1001x64",
+        "trt_profile_max_shapes": "input_features:16x1x1001x64"}
+    seen, real = [], onnxruntime.InferenceSession
+
+    def session(path, sess_options, providers, provider_options):
+        seen.append(dict(zip(providers, provider_options, strict=True)))
+        return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(encoder_module, "nvidia_driver_present", lambda: True)
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    bundle = ModelBundle.load(tiny_model)
+    with pytest.raises(RuntimeError, match="could not start TensorrtExecutionProvider"):
+        AudioEncoder(bundle, RuntimeOptions(device="tensorrt", precision="fp32", max_batch=8))
+    trt = seen[0]["TensorrtExecutionProvider"]
+    frames, mels = bundle.frontend_params.n_frames, bundle.frontend_params.n_mels
+    assert trt["trt_profile_max_shapes"] == f"input_features:8x1x{frames}x{mels}"
+    assert trt["trt_engine_cache_enable"] == "True" and seen[0]["CUDAExecutionProvider"] == {}
+
+
 def test_fp16_is_refused_below_the_bound_and_auto_on_gpu_falls_back_to_fp32(tiny_checkpoint, tmp_path,
                                                                            monkeypatch):
     import streamdetect.export as export
@@ -234,8 +275,53 @@ def test_openvino_runs_the_fp32_graph_at_fp32_and_at_the_bf16_the_export_verifie
         np.testing.assert_allclose(out, singles, atol=1e-5)  # a window's embedding never depends on its batch
         expected = "bf16" if precision == "bf16" or (precision == "auto" and native_bf16) else "fp32"
         assert encoder.precision == expected and encoder.providers == [f"OpenVINO CPU {expected}"]
-        # the file that runs (it keys the example-embedding cache) is the fp32 one, never the int8 CPU default
-        assert encoder.file == audio_encoder_file(bundle, RuntimeOptions(device="openvino")) == AUDIO_ENCODER
+        # the file that runs keys the example-embedding cache: the IR at bf16, the fp32 graph at fp32
+        assert encoder.file == audio_encoder_file(bundle, RuntimeOptions(device="openvino", precision=precision))
+        assert encoder.file == (AUDIO_ENCODER_OPENVINO if expected == "bf16" else AUDIO_ENCODER)
+
+
+def test_bf16_runs_from_an_openvino_ir_whose_weights_are_checked(tiny_model, tmp_path):
+    manifest = json.loads((tiny_model / "manifest.json").read_text())
+    assert manifest["precisions"]["bf16"]["file"] == AUDIO_ENCODER_OPENVINO
+    for name in (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS):
+        assert manifest["files"][name] == sha256_file(tiny_model / name)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    weights = copy / AUDIO_ENCODER_OPENVINO_WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))  # the .xml is intact, its weights are not
+    with pytest.raises(ModelError, match=r"audio_encoder\.openvino\.bin does not match its manifest"):
+        AudioEncoder(ModelBundle.load(copy), RuntimeOptions(device="openvino", precision="bf16"))
+    # an export from before the IR named the fp32 graph as its bf16 file; it still runs
+    old = json.loads((copy / "manifest.json").read_text())
+    old["precisions"]["bf16"]["file"] = AUDIO_ENCODER
+    for name in (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS):
+        del old["files"][name]
+        (copy / name).unlink()
+    (copy / "manifest.json").write_text(json.dumps(old))
+    encoder = AudioEncoder(ModelBundle.load(copy), RuntimeOptions(device="openvino", precision="bf16"))
+    assert encoder.file == AUDIO_ENCODER and encoder.precision == "bf16"
+
+
+def test_auto_device_picks_openvino_bf16_only_where_it_is_the_measured_best(tiny_model, monkeypatch):
+    import streamdetect.encoder as encoder_module
+
+    bundle = ModelBundle.load(tiny_model)
+    monkeypatch.setattr(encoder_module, "nvidia_driver_present", lambda: False)
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    auto = AudioEncoder(bundle, RuntimeOptions())
+    assert (auto.device, auto.precision, auto.file) == ("openvino", "bf16", AUDIO_ENCODER_OPENVINO)
+    # an explicit onnxruntime precision, an explicit device, or a CPU without bf16 units keep onnxruntime
+    for options in (RuntimeOptions(precision="int8"), RuntimeOptions(precision="fp32"), RuntimeOptions(device="cpu")):
+        assert resolve_device(bundle, options) == options.device
+    assert AudioEncoder(bundle, RuntimeOptions(precision="bf16")).device == "openvino"
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: False)
+    plain = AudioEncoder(bundle, RuntimeOptions())
+    assert (plain.device, plain.file, plain.providers[0]) == ("auto", AUDIO_ENCODER_INT8, "CPUExecutionProvider")
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(encoder_module, "nvidia_driver_present", lambda: True)  # a GPU machine: onnxruntime's
+    assert resolve_device(bundle, RuntimeOptions()) == "auto"
 
 
 def test_openvino_choices_that_cannot_work_are_clear_errors(tiny_model, monkeypatch):

@@ -32,6 +32,7 @@ from streamdetect.sources.file import FileOptions, FileSource
 from streamdetect.tagging import clip_embedding
 
 CPU = {"runtime": {"device": "cpu"}}
+CPU_RUNTIME = RuntimeOptions(device="cpu")  # what the detectors of these tests run
 
 
 def make_detector(model, events, **config):
@@ -49,7 +50,7 @@ def run_file(detector, wav, name=None):
 def window_embeddings(model, wav):
     """Every 3 s / 1 s window of a file and its embedding, straight from the front end and the encoder."""
     bundle = ModelBundle.load(model)
-    frontend, encoder = LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, RuntimeOptions(device="cpu"))
+    frontend, encoder = LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, CPU_RUNTIME)
     windower, windows = Windower(3.0, 1.0, SAMPLE_RATE), []
     for block in FileSource(FileOptions(path=str(wav)), SAMPLE_RATE).blocks(threading.Event()):
         windows.extend(windower.push(block))
@@ -164,7 +165,7 @@ def test_an_event_defined_only_by_an_example_fires_on_that_sound(tiny_model, tmp
     example = write_tone(tmp_path / "tone.wav")
     windows, emb = window_embeddings(tiny_model, wav)
     bundle = ModelBundle.load(tiny_model)
-    reference = clip_embedding(example, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle))
+    reference = clip_embedding(example, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, CPU_RUNTIME))
     similarity = emb @ reference
     inside, outside = tone_windows(windows)
     assert similarity[inside].min() > 0.99 and similarity[inside].min() > similarity[outside].max()
@@ -189,7 +190,7 @@ def test_example_weight_mixes_text_and_example_as_documented(tiny_model, tmp_pat
              "threshold": 0.5}
     detector, _ = make_detector(tiny_model, [event], prompt_cache=str(tmp_path / "cache"))
     bundle = ModelBundle.load(tiny_model)
-    audio = clip_embedding(example, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle))
+    audio = clip_embedding(example, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, CPU_RUNTIME))
     text = normalize(text_embeddings(tiny_model, prompts).mean(axis=0))
     expected = normalize((1 - weight) * text + weight * normalize(audio))
     np.testing.assert_allclose(detector.bank.events[0], expected, atol=1e-5)
@@ -211,7 +212,7 @@ def test_example_embeddings_are_cached_by_file_content_and_encoder(tiny_model, t
     bundle = ModelBundle.load(tiny_model)
     config = parse_config({"events": [{"label": "t", "examples": [str(example)], "threshold": 0.5}]})
     cache = tmp_path / "cache"
-    real = AudioEncoder(bundle, RuntimeOptions(device="cpu"))
+    real = AudioEncoder(bundle, CPU_RUNTIME)
     first = prompt_bank_for(bundle, config.events, cache, audio_encoder=real)
     stored = list((cache / "examples").rglob("*.npy"))
     assert len(stored) == 1
@@ -250,12 +251,12 @@ def test_scan_and_run_use_examples(tiny_model, tmp_path):
     write_tone(folder / "tone.wav")
     windows, emb = window_embeddings(tiny_model, wav)
     bundle = ModelBundle.load(tiny_model)
-    reference = clip_embedding(folder / "tone.wav", LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle))
+    reference = clip_embedding(folder / "tone.wav", LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, CPU_RUNTIME))
     inside, outside = tone_windows(windows)
     threshold = float(((emb @ reference)[inside].min() + (emb @ reference)[outside].max()) / 2)
     cfg = write_config(folder / "cfg.yaml", tiny_model, [
         {"label": "tone", "examples": ["tone.wav"], "threshold": threshold, "hysteresis": 0.0, "cooldown_s": 0.0}],
-        sinks=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}], prompt_cache=str(tmp_path / "cache"))
+        sinks=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}], prompt_cache=str(tmp_path / "cache"), **CPU)
 
     table = tmp_path / "scan.csv"
     scan = run_cli("scan", str(wav), "--config", str(cfg), "--csv", str(table), cwd=tmp_path)

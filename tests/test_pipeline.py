@@ -68,8 +68,8 @@ def test_cli_run_on_a_file_writes_the_expected_jsonl(tiny_model, tmp_path):
     events = [{**EVENTS[0], "threshold": threshold, "hysteresis": 0.0, "cooldown_s": 0.0},
               {**EVENTS[1], "threshold": 1.0}, {**EVENTS[2], "threshold": 1.0}]
     out = tmp_path / "events.jsonl"
-    cfg = write_config(tmp_path / "cfg.yaml", tiny_model, events,
-                       sinks=[{"type": "jsonl", "path": str(out)}, {"type": "stdout"}])
+    cfg = write_config(tmp_path / "cfg.yaml", tiny_model, events,  # the encoder window_scores used
+                       sinks=[{"type": "jsonl", "path": str(out)}, {"type": "stdout"}], runtime={"device": "cpu"})
     result = run_cli("run", "--config", str(cfg), "--input", str(wav))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]

@@ -113,7 +113,7 @@ def batch_sweep(model_dir: Path, windows: list[np.ndarray], precision: str, devi
     from streamdetect.manifest import ModelBundle
 
     bundle = ModelBundle.load(model_dir)
-    encoder = AudioEncoder(bundle, RuntimeOptions(device=device, precision=precision))
+    encoder = AudioEncoder(bundle, RuntimeOptions(device=device, precision=precision, max_batch=max(sizes)))
     feats = LogMelFrontend(bundle.frontend_params)(windows)
     out = []
     for size in sizes:
@@ -185,7 +185,7 @@ def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: st
             "realtime": bool(realtime)}
 
 
-def run_subprocess_metrics(model_dir: Path) -> dict:
+def run_subprocess_metrics(model_dir: Path, device: str = "auto") -> dict:
     """Start-up to first window and peak RSS of a real `streamdetect run` on a 60 s file."""
     import soundfile as sf
     import yaml
@@ -194,22 +194,25 @@ def run_subprocess_metrics(model_dir: Path) -> dict:
         wav = Path(tmp) / "a.wav"
         sf.write(wav, np.concatenate(bench_audio(20)), SR)
         cfg = Path(tmp) / "cfg.yaml"
-        cfg.write_text(yaml.safe_dump({"model": str(model_dir), "runtime": {"device": "cpu"},
+        cfg.write_text(yaml.safe_dump({"model": str(model_dir), "runtime": {"device": device},
                                        "events": [{"label": "x", "prompts": ["birdsong"], "threshold": -1.0}]}))
         # once to fill the prompt cache, as a restarted daemon would have it
         subprocess.run([sys.executable, "-m", "streamdetect", "prompts", "--config", str(cfg)], check=True,
                        capture_output=True)
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--input",
-                                 str(wav)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                 str(wav)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = proc.stdout.readline()
         startup = time.perf_counter() - t0
         proc.stdout.read()
+        runs_on = [line.split("streamdetect.encoder: ", 1)[1] for line in proc.stderr.read().splitlines()
+                   if "streamdetect.encoder: audio_encoder" in line]
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the prompts run's
         proc.returncode = os.waitstatus_to_exitcode(status)
         total = time.perf_counter() - t0
     rss_mb = usage.ru_maxrss / 1024
-    return {"startup_to_first_window_s": round(startup, 3), "first_record_seen": bool(first.strip()),
+    return {"device": device, "encoder": runs_on[0] if runs_on else "?",
+            "startup_to_first_window_s": round(startup, 3), "first_record_seen": bool(first.strip()),
             "run_60s_file_wall_s": round(total, 2), "peak_rss_mb": round(rss_mb, 1)}
 
 
@@ -238,7 +241,9 @@ def main() -> int:
 
         args.checkpoint, args.model = build(args.work)
         results["weights"] = "random (full-size architecture)"
-    results["run"] = run_subprocess_metrics(args.model)
+    # the default (device auto) and onnxruntime on the CPU, which auto picks where OpenVINO bf16 cannot run
+    results["run"] = [run_subprocess_metrics(args.model, device)
+                      for device in (("auto", "cpu") if args.device == "cpu" else (args.device,))]
 
     windows = bench_audio(args.windows)
     # streamdetect first: torch's OpenMP threads keep spinning after the baseline and would slow what follows
@@ -265,18 +270,27 @@ def main() -> int:
         results["batch_sweep"] = {p: batch_sweep(args.model, windows, p, args.device, sizes)
                                   for p in ("fp32", "fp16") if "error" not in stages[p]}
     trials, best = [], 0
-    fastest = "int8" if args.device == "cpu" else "fp16"  # what precision 'auto' picks there
-    precision = fastest if "error" not in stages[fastest] else "fp32"
-    counts = (4, 8, 12, 16, 20, 24, 28, 32) if args.device == "cpu" else (32, 64, 128, 256, 512, 1024, 2048)
+    # the streams run at what 'auto' picks: OpenVINO bf16 where the CPU has bf16 units, else int8; fp16 on a GPU
+    from streamdetect.encoder import AudioEncoder, RuntimeOptions
+    from streamdetect.manifest import ModelBundle
+
+    if args.device == "cpu":
+        auto = AudioEncoder(ModelBundle.load(args.model), RuntimeOptions())
+        device, precision = auto.device, auto.precision
+        del auto
+    else:
+        device, precision = args.device, "fp16" if "error" not in stages["fp16"] else "fp32"
+    counts = ((4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 56, 64) if args.device == "cpu"
+              else (32, 64, 128, 256, 512, 1024, 2048))
     for n in counts if not args.quick else (2, 4):
-        trial = streams_trial(args.model, n, args.stream_seconds, precision, args.device)
+        trial = streams_trial(args.model, n, args.stream_seconds, precision, device)
         trials.append(trial)
         print(f"  {n:3d} streams: realtime={trial['realtime']} latency p99 {trial['latency_p99_ms']} ms, "
               f"late backlog {trial['late_backlog_max']}", flush=True)
         if not trial["realtime"]:
             break
         best = n
-    results["streams"] = {"precision": precision, "trials": trials, "max_realtime_streams": best}
+    results["streams"] = {"device": device, "precision": precision, "trials": trials, "max_realtime_streams": best}
 
     blas.restore_original_limits()
     base, reference = baseline(args.checkpoint, windows)
@@ -300,10 +314,10 @@ def main() -> int:
     print(f"front end: HF feature extraction {base['feature_extraction_p50_ms']} ms vs streamdetect "
           f"{stages['fp32']['front_end_p50_ms']} ms per window "
           f"({base['feature_extraction_p50_ms'] / stages['fp32']['front_end_p50_ms']:.1f}x)")
-    print(f"real-time streams at 1 s hop ({precision}): {best}")
-    run = results["run"]
-    print(f"streamdetect run: start-up to first window {run['startup_to_first_window_s']} s, "
-          f"peak RSS {run['peak_rss_mb']} MB")
+    print(f"real-time streams at 1 s hop ({device} {precision}): {best}")
+    for run in results["run"]:
+        print(f"streamdetect run, device {run['device']} ({run['encoder']}): start-up to first window "
+              f"{run['startup_to_first_window_s']} s, peak RSS {run['peak_rss_mb']} MB")
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
