@@ -157,8 +157,9 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_device(bundle: ModelBundle, options: RuntimeOptions) -> str:
     """Where the audio encoder runs. 'auto' picks OpenVINO bf16 on a CPU with bf16 units when the export shipped
-    bf16 and openvino is installed: on 2 AMX cores it ran `streamdetect run` at 21 ms per window against 36 ms
-    for onnxruntime int8, at cosine 0.99996 vs fp32 against 0.9998. Otherwise 'auto' stays onnxruntime's
+    bf16 and openvino is installed: on 2 AMX cores tools/bench.py measured 22 ms per window against 29 ms for
+    onnxruntime int8 (44 real-time streams against 28), at cosine 0.99998 vs fp32 against 0.9998, and peak RSS
+    289 MB against 250 MB. Otherwise 'auto' stays onnxruntime's
     (the GPU where there is one, else the CPU); an explicit precision other than bf16 keeps onnxruntime too."""
     if options.device != "auto" or nvidia_driver_present():
         return options.device
@@ -186,8 +187,8 @@ def compile_openvino(path: Path, precision: str):
     """The audio encoder compiled by OpenVINO for the CPU at fp32 or bf16 inference precision, one window per call.
 
     A static batch of 1 measured best on the full-size model (2 cores, AMX): 21 ms per window against 25 ms, and
-    peak RSS of `streamdetect run` 520 MB with a dynamic batch (OpenVINO keeps memory for every batch size it has
-    seen) against about 360 MB. Batching buys nothing on a CPU, so callers run a batch row by row.
+    with a dynamic batch OpenVINO keeps memory for every batch size it has seen (peak RSS of `streamdetect run`
+    from the fp32 ONNX graph 520 MB against 473 MB). Batching buys nothing on a CPU; callers go row by row.
     """
     core = _openvino().Core()
     model = core.read_model(str(path))

@@ -79,5 +79,5 @@ def example_embedder_for(bundle: ModelBundle, cache_dir: Path, runtime=None,
     else:
         name = audio_encoder_file(bundle, runtime)
         factory = lambda: AudioEncoder(bundle, runtime)  # noqa: E731
-    digest = bundle.manifest["files"].get(name) if name else None
+    digest = bundle.file_digest(name) if name else None
     return ExampleEmbedder(bundle, factory, ExampleCache(cache_dir, digest, bundle.embedding_dim) if digest else None)

@@ -67,7 +67,7 @@ class AudioIndex:
                  hop_s: float = 1.0):
         self.folder, self.bundle = folder, bundle
         self.window_s, self.hop_s = window_s, hop_s
-        key = bundle.manifest["files"][encoder_file][:16]
+        key = bundle.file_digest(encoder_file)[:16]
         self.path = folder / INDEX_DIR / f"index-{key}-{window_s:g}s-{hop_s:g}s.npz"
         self.entries: dict[str, Entry] = {}
 

@@ -134,6 +134,17 @@ class ModelBundle:
                              f"{why}. Use precision fp32 or auto.")
         return self.manifest["precisions"][precision].get("file", REDUCED_PRECISIONS[precision])
 
+    def file_digest(self, name: str) -> str | None:
+        """The manifest's sha256 of an exported file, folded with its companions' (an OpenVINO .xml is the same
+        for every checkpoint of one architecture; its .bin holds the weights). Keys caches of embeddings."""
+        files = self.manifest["files"]
+        if name not in files:
+            return None
+        companions = COMPANION_FILES.get(name, ())
+        if not companions:
+            return files[name]
+        return hashlib.sha256(":".join(files.get(n, "") for n in (name, *companions)).encode()).hexdigest()
+
     def path(self, name: str) -> Path:
         """Path of an exported file, after checking it against the manifest's sha256 (once per process)."""
         expected = self.manifest["files"].get(name)

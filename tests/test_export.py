@@ -304,6 +304,15 @@ def test_bf16_runs_from_an_openvino_ir_whose_weights_are_checked(tiny_model, tmp
     assert encoder.file == AUDIO_ENCODER and encoder.precision == "bf16"
 
 
+def test_embedding_caches_of_an_openvino_ir_are_keyed_by_its_weights_too(tiny_model):
+    bundle = ModelBundle.load(tiny_model)
+    files = bundle.manifest["files"]
+    assert bundle.file_digest(AUDIO_ENCODER) == files[AUDIO_ENCODER] and bundle.file_digest("nothing") is None
+    before = bundle.file_digest(AUDIO_ENCODER_OPENVINO)
+    files[AUDIO_ENCODER_OPENVINO_WEIGHTS] = "0" * 64  # another checkpoint of the same architecture: same .xml
+    assert bundle.file_digest(AUDIO_ENCODER_OPENVINO) != before
+
+
 def test_auto_device_picks_openvino_bf16_only_where_it_is_the_measured_best(tiny_model, monkeypatch):
     import streamdetect.encoder as encoder_module
 
