@@ -1,0 +1,45 @@
+"""The speed benchmark, run quick on the tiny model: every stage it promises is measured and reported."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from streamdetect.encoder import cpu_has_native_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_bench_reports_every_stage_against_one_baseline(tiny_checkpoint, tiny_model, tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "bench.py"), "--checkpoint", str(tiny_checkpoint),
+                             "--model", str(tiny_model), "--quick", "--json", str(out)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    base = report["baseline"]["p50_ms"]
+    assert base > 0 and report["baseline"]["feature_extraction_p50_ms"] > 0
+    stages = report["stages"]
+    assert {"fp32", "fp32 batch 4", "int8", "fp16", "openvino fp32", "openvino bf16"} <= set(stages)
+    for name, stage in stages.items():
+        assert "error" not in stage, name
+        assert stage["speedup_vs_baseline"] == round(base / stage["p50_ms"], 2)
+        # every precision the export shipped is within its bound of the tutorial loop's fp32 embeddings
+        assert stage["cosine_min_vs_fp32_reference"] >= (0.9999 if "fp32" in name else 0.999), name
+    assert stages["openvino bf16"]["encoder_file"] == "audio_encoder.openvino.xml"
+    # `streamdetect run` is measured at the default and on onnxruntime, each naming what ran
+    runs = {run["device"]: run for run in report["run"]}
+    assert set(runs) == {"auto", "cpu"} and all(r["first_record_seen"] and r["peak_rss_mb"] > 0 for r in runs.values())
+    assert "audio_encoder.int8.onnx runs on CPUExecutionProvider" in runs["cpu"]["encoder"]
+    streams = report["streams"]  # at what `auto` picks on this machine
+    bf16 = cpu_has_native_bf16()
+    assert (streams["device"], streams["precision"]) == (("openvino", "bf16") if bf16 else ("auto", "int8"))
+    trials = streams["trials"]
+    assert [t["streams"] for t in trials][:1] == [2] and all(t["windows"] > 0 for t in trials)
+    kept = 0
+    for trial in trials:  # the count is the last trial of the unbroken run of real-time ones
+        if not trial["realtime"]:
+            break
+        kept = trial["streams"]
+    assert streams["max_realtime_streams"] == kept
+    assert "tutorial loop (HF + torch)" in result.stdout and "real-time streams at 1 s hop" in result.stdout
