@@ -24,6 +24,12 @@ from streamdetect.manifest import (
 CPU = RuntimeOptions(device="cpu", precision="fp32")
 
 
+def noise_features(bundle, n):
+    """Log-mel features of n different 3 s noise windows."""
+    return LogMelFrontend(bundle.frontend_params)(
+        [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(n)])
+
+
 def cosine_rows(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
@@ -84,8 +90,7 @@ def test_onnx_text_embeddings_match_pytorch_without_transformers_tokenizer(tiny_
 def test_batched_audio_equals_single_windows(tiny_model, precision):
     bundle = ModelBundle.load(tiny_model)
     encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu", precision=precision))
-    feats = LogMelFrontend(bundle.frontend_params)(
-        [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(6)])
+    feats = noise_features(bundle, 6)
     batched = encoder(feats)
     singles = np.concatenate([encoder(feats[i : i + 1]) for i in range(6)])
     np.testing.assert_allclose(batched, singles, atol=1e-5)
@@ -180,8 +185,7 @@ def test_io_binding_path_gives_the_same_embeddings(tiny_model):
     """The GPU path binds inputs and outputs; on a CPU the same calls must give identical results."""
     bundle = ModelBundle.load(tiny_model)
     encoder = AudioEncoder(bundle, CPU)
-    feats = LogMelFrontend(bundle.frontend_params)(
-        [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(3)])
+    feats = noise_features(bundle, 3)
     plain = encoder(feats)
     encoder.io_binding = True
     np.testing.assert_array_equal(encoder(feats), plain)
@@ -190,8 +194,7 @@ def test_io_binding_path_gives_the_same_embeddings(tiny_model):
 def test_calls_larger_than_the_engine_batch_are_split_and_give_the_same_embeddings(tiny_model):
     bundle = ModelBundle.load(tiny_model)
     encoder = AudioEncoder(bundle, CPU)
-    feats = LogMelFrontend(bundle.frontend_params)(
-        [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(5)])
+    feats = noise_features(bundle, 5)
     whole = encoder(feats)
     sizes, run = [], encoder._run
     encoder._run = lambda f: sizes.append(len(f)) or run(f)
@@ -263,8 +266,7 @@ def test_openvino_runs_the_fp32_graph_at_fp32_and_at_the_bf16_the_export_verifie
     bf16 = manifest["precisions"]["bf16"]
     assert bf16["engine"] == "openvino" and bf16["status"] == "shipped" and bf16["cosine_min_vs_fp32"] >= 0.999
     bundle = ModelBundle.load(tiny_model)
-    feats = LogMelFrontend(bundle.frontend_params)(
-        [np.random.default_rng(i).standard_normal(48_000 * 3).astype(np.float32) * 0.1 for i in range(5)])
+    feats = noise_features(bundle, 5)
     reference = AudioEncoder(bundle, CPU)(feats)
     native_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     for precision, bound in (("fp32", 0.9999), ("bf16", 0.999), ("auto", 0.999)):
