@@ -157,8 +157,9 @@ def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: st
                 time.sleep(max(0.0, start + i / SR - time.monotonic()))
                 yield self.audio[i : i + block]
 
+    batch = min(max(1, n_streams), 1024)  # one batch per tick up to the config's limit (GPU trials reach 2048)
     config = parse_config({"events": [{"label": "x", "prompts": ["birdsong"], "threshold": 0.3}],
-                           "runtime": {"device": device, "precision": precision, "batch_size": max(1, n_streams)}})
+                           "runtime": {"device": device, "precision": precision, "batch_size": batch}})
     detector = Detector(config, ModelBundle.load(model_dir), SinkSet([]))
     engine = BatchingEngine(detector, max_wait_s=0.05, backlog_warn_s=3600)
     rng = np.random.default_rng(n_streams)
