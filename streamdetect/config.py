@@ -45,6 +45,8 @@ class RuntimeConfig(Strict):
     intra_op_threads: int = Field(0, ge=0, le=256, description="0 lets onnxruntime choose")
     batch_size: int = Field(4, ge=1, le=1024, description="windows per encoder call when several are ready; "
                             "with tensorrt also the largest batch its engine is built for")
+    frontend_threads: int = Field(0, ge=0, le=256, description="threads computing log-mel features; 0: one when "
+                                  "the encoder runs on the CPU (it needs the cores), all cores but two on a GPU")
 
 
 class GateConfig(Strict):

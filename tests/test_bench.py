@@ -42,4 +42,5 @@ def test_quick_bench_reports_every_stage_against_one_baseline(tiny_checkpoint, t
             break
         kept = trial["streams"]
     assert streams["max_realtime_streams"] == kept
+    assert set(report["frontend_windows_per_s"]) >= {"1"} and all(v > 0 for v in report["frontend_windows_per_s"].values())
     assert "tutorial loop (HF + torch)" in result.stdout and "real-time streams at 1 s hop" in result.stdout

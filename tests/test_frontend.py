@@ -61,3 +61,46 @@ def test_rejects_too_long_and_multichannel_audio():
         frontend.log_mel(np.zeros(11 * SR, np.float32))
     with pytest.raises(ValueError, match="mono"):
         frontend.log_mel(np.zeros((SR, 2), np.float32))
+
+
+def test_parallel_front_end_gives_the_plain_front_ends_numbers_from_every_thread():
+    import threading
+
+    from streamdetect.frontend import ParallelFrontend
+
+    params = FrontendParams()
+    rng = np.random.default_rng(5)
+    windows = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (0, 24_000, 144_000, 480_000, 144_000)]
+    plain = LogMelFrontend(params)(windows)
+    parallel = ParallelFrontend(params, threads=3)
+    np.testing.assert_array_equal(parallel(windows), plain)
+    np.testing.assert_array_equal(parallel(windows[2]), plain[2:3])  # one window: no pool round trip
+    # two callers at once: each pool thread owns its buffers, so nothing is shared between windows
+    results = [None, None]
+
+    def call(slot):
+        results[slot] = parallel(windows[::-1] if slot else windows)
+
+    callers = [threading.Thread(target=call, args=(slot,)) for slot in (0, 1)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    np.testing.assert_array_equal(results[0], plain)
+    np.testing.assert_array_equal(results[1], plain[::-1])
+    assert any(t.name.startswith("frontend") for t in threading.enumerate())
+    with pytest.raises(ValueError, match="longer than the model's 10 s input"):
+        parallel([windows[1], np.zeros(480_001, np.float32)])
+
+
+def test_front_end_threads_default_to_one_on_a_cpu_and_the_cores_on_a_gpu(monkeypatch):
+    from types import SimpleNamespace
+
+    import streamdetect.detector as detector
+
+    monkeypatch.setattr(detector.os, "cpu_count", lambda: 16)
+    gpu, cpu = SimpleNamespace(providers=["CUDAExecutionProvider"]), SimpleNamespace(providers=["OpenVINO CPU bf16"])
+    assert detector.frontend_threads(0, gpu) == 14 and detector.frontend_threads(0, cpu) == 1
+    assert detector.frontend_threads(3, cpu) == 3 and detector.frontend_threads(0, lambda f: f) == 1
+    monkeypatch.setattr(detector.os, "cpu_count", lambda: 2)
+    assert detector.frontend_threads(0, gpu) == 1

@@ -294,3 +294,18 @@ def test_blas_runs_on_one_thread_unless_the_user_says_otherwise():
     theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env={**env, "OPENBLAS_NUM_THREADS": "2"})
     assert theirs.stdout.strip() == "[2]", theirs.stdout + theirs.stderr
+
+
+def test_front_end_threads_from_config_give_the_same_scores_and_events(tiny_model, tmp_path):
+    from streamdetect.detector import score_file
+
+    wav = write_tone_scene(tmp_path / "scene.wav", seconds=10.0)
+    one, _ = make_detector(tiny_model, runtime={"device": "cpu", "batch_size": 8})
+    three, _ = make_detector(tiny_model, runtime={"device": "cpu", "batch_size": 8, "frontend_threads": 3})
+    assert (one.frontend.threads, three.frontend.threads) == (1, 3)
+    used, own = [], three.frontend._own
+    three.frontend._own = lambda: used.append(threading.current_thread().name) or own()
+    a, b = score_file(one, wav), score_file(three, wav)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert a.events == b.events
+    assert used and all(name.startswith("frontend") for name in used)  # the windows went through the pool

@@ -132,6 +132,25 @@ def batch_sweep(model_dir: Path, windows: list[np.ndarray], precision: str, devi
     return out
 
 
+def frontend_throughput(model_dir: Path, windows: list[np.ndarray], thread_counts: list[int]) -> dict:
+    """Log-mel windows per second with the front end on 1..N threads: on a GPU machine the front end, not the
+    encoder, can be what limits the streams (runtime.frontend_threads)."""
+    from streamdetect.frontend import ParallelFrontend
+    from streamdetect.manifest import ModelBundle
+
+    params = ModelBundle.load(model_dir).frontend_params
+    batch = (windows * (64 // len(windows) + 1))[:64]
+    out = {}
+    for threads in thread_counts:
+        frontend = ParallelFrontend(params, threads)
+        frontend(batch)  # warm-up: each thread's buffers
+        t0 = time.perf_counter()
+        for _ in range(3):
+            frontend(batch)
+        out[str(threads)] = round(3 * len(batch) / (time.perf_counter() - t0), 1)
+    return out
+
+
 def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: str, device: str = "cpu") -> dict:
     """N paced live streams for ``seconds``: real time if nothing is dropped and the backlog does not grow."""
     from streamdetect.config import parse_config
@@ -266,6 +285,8 @@ def main() -> int:
             stages[name], embeddings[name] = streamdetect_stage(args.model, windows, precision, batch, device)
         except Exception as e:  # noqa: BLE001 - a refused precision is a result, not a crash
             stages[name] = {"error": str(e)}
+    cores = os.cpu_count() or 1
+    results["frontend_windows_per_s"] = frontend_throughput(args.model, windows, sorted({1, max(1, cores - 2), cores}))
     if args.batch_sweep:
         sizes = [int(x) for x in args.batch_sweep.split(",")]
         results["batch_sweep"] = {p: batch_sweep(args.model, windows, p, args.device, sizes)
@@ -315,6 +336,8 @@ def main() -> int:
     print(f"front end: HF feature extraction {base['feature_extraction_p50_ms']} ms vs streamdetect "
           f"{stages['fp32']['front_end_p50_ms']} ms per window "
           f"({base['feature_extraction_p50_ms'] / stages['fp32']['front_end_p50_ms']:.1f}x)")
+    print("front end throughput: " + ", ".join(f"{n} thread(s) {rate:.0f} windows/s"
+                                               for n, rate in results["frontend_windows_per_s"].items()))
     print(f"real-time streams at 1 s hop ({device} {precision}): {best}")
     for run in results["run"]:
         print(f"streamdetect run, device {run['device']} ({run['encoder']}): start-up to first window "
