@@ -174,7 +174,6 @@ class LogMelFrontend:
         return np.where(in_zeros, -1, keys)
 
 
-
 class ParallelFrontend:
     """The front end over a batch of windows on several threads, one ``LogMelFrontend`` (and its buffers) each.
 
