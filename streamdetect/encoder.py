@@ -251,7 +251,7 @@ class AudioEncoder:
     def _open_openvino(self, bundle: ModelBundle) -> None:
         """OpenVINO compiles the fp32 graph itself, at bf16 on CPUs that have it (AMX, AVX-512 BF16)."""
         self.precision = openvino_precision(bundle, self.options.precision)
-        self.file = audio_encoder_file(bundle, self.options)
+        self.file = bundle.audio_encoder_file(self.precision, on_gpu=False)  # the IR at bf16, the ONNX graph at fp32
         self._openvino = compile_openvino(bundle.path(self.file), self.precision)
         self._request = self._openvino.create_infer_request()
         self.providers = [f"OpenVINO CPU {self.precision}"]

@@ -255,15 +255,7 @@ def export_model(
             report(f"converting the audio encoder to {precision} ({how})")
             convert(staging / AUDIO_ENCODER, staging / name)
             cosine = cosine_vs_fp32(staging / AUDIO_ENCODER, staging / name, params)
-            shipped = cosine >= required
-            manifest["precisions"][precision] = {"file": name, "status": "shipped" if shipped else "refused",
-                                                 "cosine_min_vs_fp32": cosine, "required": required}
-            if shipped:
-                manifest["files"][name] = sha256_file(staging / name)
-            else:
-                (staging / name).unlink()
-            report(f"  {precision}: min cosine vs fp32 {cosine:.5f} -> "
-                   + ("shipped" if shipped else f"refused (needs >= {required})"))
+            ship_or_refuse(manifest, staging, precision, (name,), cosine, required, report)
         openvino_files = (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS)
         if importlib.util.find_spec("openvino") is None:
             report("  bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
@@ -271,17 +263,8 @@ def export_model(
             report("converting the audio encoder to OpenVINO IR (fp16-stored weights, run at bf16)")
             convert_openvino(staging / AUDIO_ENCODER, staging / AUDIO_ENCODER_OPENVINO)
             bf16 = openvino_bf16_cosine(staging / AUDIO_ENCODER, staging / AUDIO_ENCODER_OPENVINO, params)
-            ok = bf16 >= BF16_MIN_COSINE
-            manifest["precisions"]["bf16"] = {"engine": "openvino", "file": AUDIO_ENCODER_OPENVINO,
-                                              "cosine_min_vs_fp32": bf16, "status": "shipped" if ok else "refused",
-                                              "required": BF16_MIN_COSINE}
-            for name in openvino_files:
-                if ok:
-                    manifest["files"][name] = sha256_file(staging / name)
-                else:
-                    (staging / name).unlink()
-            report(f"  bf16 (OpenVINO): min cosine vs fp32 {bf16:.5f} -> "
-                   + ("shipped" if ok else f"refused (needs >= {BF16_MIN_COSINE})"))
+            ship_or_refuse(manifest, staging, "bf16", openvino_files, bf16, BF16_MIN_COSINE, report,
+                           engine="openvino")
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         optional = [name for name, *_ in reduced.values()] + list(openvino_files)
         names = [AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER] + [n for n in optional if n in manifest["files"]]
@@ -347,6 +330,23 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
         onnx.save(_load_without_stale_shapes(fp32_path), clean)
         quantize_dynamic(clean, int8_path, weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"])
+
+
+def ship_or_refuse(manifest: dict, staging: Path, precision: str, files: tuple[str, ...], cosine: float,
+                   required: float, report: Callable[[str], None], engine: str | None = None) -> None:
+    """Record a reduced precision's check in the manifest: its files are hashed if it is within ``required`` of
+    fp32, deleted from the staging directory if not."""
+    shipped = cosine >= required
+    manifest["precisions"][precision] = {**({"engine": engine} if engine else {}), "file": files[0],
+                                         "status": "shipped" if shipped else "refused",
+                                         "cosine_min_vs_fp32": cosine, "required": required}
+    for name in files:
+        if shipped:
+            manifest["files"][name] = sha256_file(staging / name)
+        else:
+            (staging / name).unlink()
+    label = f"{precision} (OpenVINO)" if engine == "openvino" else precision
+    report(f"  {label}: min cosine vs fp32 {cosine:.5f} -> " + ("shipped" if shipped else f"refused (needs >= {required})"))
 
 
 def convert_fp16(fp32_path: Path, fp16_path: Path) -> None:

@@ -140,9 +140,7 @@ def test_int8_encoder_ships_when_close_to_fp32_and_is_the_cpu_default(tiny_model
     auto = AudioEncoder(bundle, RuntimeOptions(device="cpu"))
     fp32 = AudioEncoder(bundle, CPU)
     assert auto.file == AUDIO_ENCODER_INT8 and fp32.file == AUDIO_ENCODER
-    rng = np.random.default_rng(7)
-    feats = LogMelFrontend(bundle.frontend_params)(
-        [(rng.standard_normal(48_000 * 3) * 0.1).astype(np.float32) for _ in range(4)])
+    feats = noise_features(bundle, 4)
     assert cosine_rows(auto(feats), fp32(feats)).min() >= 0.999
 
 
@@ -174,9 +172,7 @@ def test_fp16_encoder_ships_when_close_to_fp32_and_keeps_fp32_inputs(tiny_model)
     # on a CPU, auto keeps int8; fp16 is the GPU default (manifest.audio_encoder_file decides both)
     assert AudioEncoder(bundle, RuntimeOptions(device="cpu")).file == AUDIO_ENCODER_INT8
     assert bundle.audio_encoder_file("auto", on_gpu=True) == AUDIO_ENCODER_FP16
-    rng = np.random.default_rng(11)
-    feats = LogMelFrontend(bundle.frontend_params)(
-        [(rng.standard_normal(48_000 * 3) * 0.1).astype(np.float32) for _ in range(4)])
+    feats = noise_features(bundle, 4)
     out = half(feats)
     assert out.dtype == np.float32 and cosine_rows(out, AudioEncoder(bundle, CPU)(feats)).min() >= 0.999
 
