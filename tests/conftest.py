@@ -7,6 +7,7 @@ widths, so export, ONNX parity and the whole pipeline are exercised in seconds. 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,13 @@ def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedP
     return subprocess.run([sys.executable, "-m", "streamdetect", *args], capture_output=True, text=True,
                           timeout=timeout, **kwargs)
 
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on, for a test that starts a real server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def collecting_sink():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from test_microphone import pulse  # noqa: F401 - the fixture
 
-from conftest import CliRun, collecting_sink, write_config
+from conftest import CliRun, collecting_sink, free_port, write_config
 from streamdetect.config import parse_config
 from streamdetect.control import ControlError, ControlServer, control_token
 from streamdetect.detector import Detector
@@ -133,12 +133,6 @@ def test_missing_token_is_a_clear_error():
     with pytest.raises(ControlError, match="MY_TOKEN"):
         control_token("MY_TOKEN", {})
     assert control_token("MY_TOKEN", {"MY_TOKEN": "abc"}) == "abc"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_cli_without_token_in_environment_refuses_to_start(tiny_model, tmp_path):

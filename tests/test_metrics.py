@@ -1,5 +1,4 @@
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -8,7 +7,7 @@ import urllib.request
 import numpy as np
 from test_engine import LiveArray, detector_for
 
-from conftest import run_cli, write_config, write_tone_scene
+from conftest import free_port, run_cli, write_config, write_tone_scene
 from streamdetect.engine import BatchingEngine, run_sources
 from streamdetect.metrics import Metrics, MetricsServer
 
@@ -51,9 +50,7 @@ def test_metrics_and_health_while_streams_run(tiny_model):
 
 
 def test_cli_serves_metrics_on_loopback_only_when_asked(tiny_model, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     wav = write_tone_scene(tmp_path / "a.wav", seconds=3.0)
     events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
     cfg = write_config(tmp_path / "c.yaml", tiny_model, events, metrics={"port": port},

@@ -9,15 +9,9 @@ import time
 
 import pytest
 
-from conftest import run_cli, write_config, write_tone_scene
+from conftest import free_port, run_cli, write_config, write_tone_scene
 from streamdetect.events import EventRecord
 from streamdetect.sinks.mqtt import MqttOptions, MqttSink, topic_part
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_broker(tmp_path, port):

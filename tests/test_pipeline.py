@@ -8,7 +8,14 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from conftest import collecting_sink, run_cli, run_cli_without_torch, write_config, write_tone_scene
+from conftest import (
+    collecting_sink,
+    free_port,
+    run_cli,
+    run_cli_without_torch,
+    write_config,
+    write_tone_scene,
+)
 from streamdetect.config import parse_config
 from streamdetect.detector import Detector, run_source
 from streamdetect.encoder import RuntimeOptions, TextEncoder
@@ -238,6 +245,16 @@ def test_log_json_writes_one_object_per_line(tiny_model, tmp_path):
     assert any("3.0 s of audio" in x["message"] for x in lines)
 
 
+def windows_scored(port: int) -> float:
+    """The detector's own count of scored windows, read from its Prometheus endpoint."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("streamdetect_windows_total{"))
+
+
 def test_sighup_reloads_events_and_rejects_an_invalid_config(tiny_model, tmp_path):
     import signal
     import time
@@ -247,8 +264,9 @@ def test_sighup_reloads_events_and_rejects_an_invalid_config(tiny_model, tmp_pat
     wav = write_tone_scene(tmp_path / "long.wav", seconds=1200.0, sample_rate=16_000)
     out = tmp_path / "events.jsonl"
     never = {**EVENTS[0], "threshold": 1.0}
+    port = free_port()
     cfg = write_config(tmp_path / "cfg.yaml", tiny_model, [never], sinks=[{"type": "jsonl", "path": str(out)}],
-                       runtime={"device": "cpu", "batch_size": 1})
+                       runtime={"device": "cpu", "batch_size": 1}, metrics={"port": port})
     proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--input", str(wav)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = []
@@ -262,7 +280,10 @@ def test_sighup_reloads_events_and_rejects_an_invalid_config(tiny_model, tmp_pat
             time.sleep(0.05)
 
     try:
-        wait_for(lambda: any("listening to" in line for line in log), "never started")
+        wait_for(lambda: any("metrics on" in line for line in log), "never started")
+        # "started" is not "scoring": on a loaded machine the reload could land before the first window, and the
+        # new event would then start at 0 s. Reload only once the counter shows scored windows.
+        wait_for(lambda: windows_scored(port) >= 2, "no window was scored")
         data = yaml.safe_load(cfg.read_text())
         data["events"].append({**EVENTS[1], "threshold": -1.0})  # a new event that fires at once
         cfg.write_text(yaml.safe_dump(data))
