@@ -18,7 +18,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-from test_microphone import pulse  # noqa: F401 - the fixture
 
 from conftest import CliRun, collecting_sink, free_port, write_config
 from streamdetect.config import parse_config
@@ -145,7 +144,7 @@ def test_cli_without_token_in_environment_refuses_to_start(tiny_model, tmp_path)
     assert "SD_TEST_TOKEN_UNSET" in result.stderr and "control.port" in result.stderr
 
 
-def test_cli_control_port_answers_on_a_live_run(tiny_model, tmp_path, pulse):  # noqa: F811
+def test_cli_control_port_answers_on_a_live_run(tiny_model, tmp_path, pulse):
     port = free_port()
     cfg = write_config(tmp_path / "c.yaml", tiny_model, [{"label": "x", "prompts": ["a dog"], "threshold": 1.0}],
                        sinks=[{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}], runtime={"device": "cpu"},

@@ -9,8 +9,6 @@ be recorded. Needs Debian's pulseaudio, pulseaudio-utils, libasound2-plugins and
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,48 +19,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import CliRun, tone_events, write_config
+from conftest import CliRun, kill_pulse, start_pulse, tone_events, write_config
 
 SR = 48_000
 TONE_HZ = 3000.0
-
-
-def start_pulse(server_env: dict) -> dict:
-    """Start the private server with the null sink whose monitor is the default input; the client environment."""
-    subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "--daemonize=yes"], env=server_env,
-                   check=True, capture_output=True, timeout=30)
-    env = {**server_env, "PULSE_SERVER": f"unix:{server_env['XDG_RUNTIME_DIR']}/pulse/native"}
-    for cmd in (["pactl", "load-module", "module-null-sink", "sink_name=streamdetect_test", "rate=48000",
-                 "channels=1"], ["pactl", "set-default-sink", "streamdetect_test"],
-                ["pactl", "set-default-source", "streamdetect_test.monitor"]):
-        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=30)
-    return env
-
-
-def kill_pulse(server_env: dict) -> None:
-    """Stop the server and wait until it is really gone (``--kill`` only sends the signal)."""
-    subprocess.run(["pulseaudio", "--kill"], env=server_env, capture_output=True, timeout=30)
-    deadline = time.monotonic() + 30
-    while subprocess.run(["pulseaudio", "--check"], env=server_env, capture_output=True, timeout=30).returncode == 0:
-        assert time.monotonic() < deadline, "pulseaudio did not exit"
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def pulse(tmp_path_factory):
-    """Environment variables that point PortAudio's ALSA 'default' device at a fresh PulseAudio null sink."""
-    for tool in ("pulseaudio", "pactl", "paplay"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not found: run `bash tools/setup.sh --dev` (Debian pulseaudio, pulseaudio-utils)")
-    runtime = tmp_path_factory.mktemp("xdg")
-    runtime.chmod(0o700)
-    server_env = {k: v for k, v in os.environ.items() if k != "PULSE_SERVER"}  # a set server blocks starting
-    server_env["XDG_RUNTIME_DIR"] = str(runtime)
-    server_env["PULSE_STATE_PATH"] = str(runtime / "state")  # keep the server's state out of the home directory
-    try:
-        yield start_pulse(server_env)
-    finally:
-        subprocess.run(["pulseaudio", "--kill"], env=server_env, capture_output=True, timeout=30)
 
 
 @pytest.fixture
