@@ -159,8 +159,8 @@ def resolve_device(bundle: ModelBundle, options: RuntimeOptions) -> str:
     """Where the audio encoder runs. 'auto' picks OpenVINO bf16 on a CPU with bf16 units when the export shipped
     bf16 and openvino is installed: on 2 AMX cores tools/bench.py measured 22 ms per window against 29 ms for
     onnxruntime int8 (44 real-time streams against 28), at cosine 0.99998 vs fp32 against 0.9998, and peak RSS
-    289 MB against 250 MB. Otherwise 'auto' stays onnxruntime's
-    (the GPU where there is one, else the CPU); an explicit precision other than bf16 keeps onnxruntime too."""
+    289 MB against 250 MB. Otherwise 'auto' stays onnxruntime's (the GPU where there is one, else the CPU); an
+    explicit precision other than bf16 keeps onnxruntime too."""
     if options.device != "auto" or nvidia_driver_present():
         return options.device
     if options.precision == "bf16" or (options.precision == "auto" and bundle.shipped("bf16")

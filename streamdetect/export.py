@@ -251,10 +251,11 @@ def export_model(
         manifest["precisions"] = {"fp32": {"file": AUDIO_ENCODER, "status": "shipped"}}
         reduced = {"int8": (AUDIO_ENCODER_INT8, quantize_int8, INT8_MIN_COSINE, "dynamic, per channel"),
                    "fp16": (AUDIO_ENCODER_FP16, convert_fp16, FP16_MIN_COSINE, "inputs and outputs stay fp32")}
+        reference = fp32_reference(staging / AUDIO_ENCODER, params)  # what every reduced precision is held to
         for precision, (name, convert, required, how) in reduced.items():
             report(f"converting the audio encoder to {precision} ({how})")
             convert(staging / AUDIO_ENCODER, staging / name)
-            cosine = cosine_vs_fp32(staging / AUDIO_ENCODER, staging / name, params)
+            cosine = cosine_vs_fp32(reference, staging / name)
             ship_or_refuse(manifest, staging, precision, (name,), cosine, required, report)
         openvino_files = (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS)
         if importlib.util.find_spec("openvino") is None:
@@ -262,7 +263,7 @@ def export_model(
         else:
             report("converting the audio encoder to OpenVINO IR (fp16-stored weights, run at bf16)")
             convert_openvino(staging / AUDIO_ENCODER, staging / AUDIO_ENCODER_OPENVINO)
-            bf16 = openvino_bf16_cosine(staging / AUDIO_ENCODER, staging / AUDIO_ENCODER_OPENVINO, params)
+            bf16 = openvino_bf16_cosine(reference, staging / AUDIO_ENCODER_OPENVINO)
             ship_or_refuse(manifest, staging, "bf16", openvino_files, bf16, BF16_MIN_COSINE, report,
                            engine="openvino")
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -366,27 +367,36 @@ def convert_openvino(fp32_path: Path, xml_path: Path) -> None:
     ov.save_model(ov.Core().read_model(str(fp32_path)), str(xml_path), compress_to_fp16=True)
 
 
-def openvino_bf16_cosine(fp32_path: Path, openvino_path: Path, params: FrontendParams) -> float:
-    """Min cosine of OpenVINO at bf16 (on its IR) vs onnxruntime fp32 on the verification audio."""
-    from streamdetect.encoder import RuntimeOptions, compile_openvino, open_session
+@dataclass
+class Fp32Reference:
+    """The verification audio's features and the fp32 ONNX graph's embeddings of them, computed once per export."""
 
-    compiled = compile_openvino(openvino_path, "bf16")
-    features = LogMelFrontend(params)(verification_audio(params.sample_rate))
-    session = open_session(fp32_path, RuntimeOptions(device="cpu"))
-    reference = session.run(None, {session.get_inputs()[0].name: features})[0]
-    request = compiled.create_infer_request()
-    bf16 = np.concatenate([request.infer({0: row[None]})[compiled.output(0)] for row in features])
-    return float(_cosine_rows(reference, bf16).min())
+    features: np.ndarray
+    embeddings: np.ndarray
 
 
-def cosine_vs_fp32(fp32_path: Path, other_path: Path, params: FrontendParams) -> float:
-    """Min cosine between the embeddings of two encoder files on the generated verification audio (CPU)."""
+def fp32_reference(fp32_path: Path, params: FrontendParams) -> Fp32Reference:
     from streamdetect.encoder import RuntimeOptions, open_session
 
     features = LogMelFrontend(params)(verification_audio(params.sample_rate))
-    cpu = RuntimeOptions(device="cpu")
-    outputs = []
-    for path in (fp32_path, other_path):
-        session = open_session(path, cpu)
-        outputs.append(session.run(None, {session.get_inputs()[0].name: features})[0])
-    return float(_cosine_rows(*outputs).min())
+    session = open_session(fp32_path, RuntimeOptions(device="cpu"))
+    return Fp32Reference(features, session.run(None, {session.get_inputs()[0].name: features})[0])
+
+
+def openvino_bf16_cosine(reference: Fp32Reference, openvino_path: Path) -> float:
+    """Min cosine of OpenVINO at bf16 (on its IR) vs onnxruntime fp32 on the verification audio."""
+    from streamdetect.encoder import compile_openvino
+
+    compiled = compile_openvino(openvino_path, "bf16")
+    request = compiled.create_infer_request()
+    bf16 = np.concatenate([request.infer({0: row[None]})[compiled.output(0)] for row in reference.features])
+    return float(_cosine_rows(reference.embeddings, bf16).min())
+
+
+def cosine_vs_fp32(reference: Fp32Reference, other_path: Path) -> float:
+    """Min cosine between another encoder file's embeddings and the fp32 reference (onnxruntime, CPU)."""
+    from streamdetect.encoder import RuntimeOptions, open_session
+
+    session = open_session(other_path, RuntimeOptions(device="cpu"))
+    other = session.run(None, {session.get_inputs()[0].name: reference.features})[0]
+    return float(_cosine_rows(reference.embeddings, other).min())
