@@ -79,7 +79,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, tiny_checkpoint) -> Path:
     """The tiny checkpoint exported by the real ``streamdetect export`` code path."""
-    from streamdetect.export import export_model
+    from streamdetect.model.export import export_model
 
     out = tmp_path_factory.mktemp("tiny-export") / "tiny-clap"
     export_model(str(tiny_checkpoint), out, report=lambda _msg: None)
@@ -156,15 +156,15 @@ def tone_events(tiny_model: Path, tone_hz: float = 3000.0) -> list[dict]:
     scores a little off, so the tone side needs the larger margin. At the midpoint a CI run under load once
     saw a streamed tone miss the threshold for 17 s."""
     from streamdetect.config import parse_config
-    from streamdetect.detector import Detector
-    from streamdetect.manifest import ModelBundle
-    from streamdetect.ringbuffer import Window
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.build import build_detector
+    from streamdetect.pipeline.windows import Window
     from streamdetect.sinks.base import SinkSet
 
     events = [{"label": "tone", "prompts": ["a dog barking"], "threshold": 0.0, "hysteresis": 0.0,
                "cooldown_s": 0.0}]
     config = parse_config({"model": str(tiny_model), "events": events, "runtime": {"device": "cpu"}})
-    detector = Detector(config, ModelBundle.load(tiny_model), SinkSet([]))
+    detector = build_detector(config, ModelBundle.load(tiny_model), SinkSet([]))
     t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
     tone = (0.5 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
     silent_score, tone_score = detector.scores(

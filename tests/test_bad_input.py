@@ -16,11 +16,13 @@ import pytest
 import soundfile as sf
 
 from conftest import collecting_sink, run_cli, write_config
+from streamdetect.analysis.replay import analyse_file
 from streamdetect.config import ConfigError, load_config, parse_config
-from streamdetect.detector import Detector, analyse_file
-from streamdetect.manifest import AUDIO_ENCODER, TEXT_ENCODER, ModelBundle, ModelError
-from streamdetect.prompts import PromptCache, prompt_bank_for
-from streamdetect.ringbuffer import Windower
+from streamdetect.model.manifest import AUDIO_ENCODER, TEXT_ENCODER, ModelBundle, ModelError
+from streamdetect.pipeline.build import build_detector
+from streamdetect.pipeline.windows import Windower
+from streamdetect.prompts.assemble import prompt_bank_for
+from streamdetect.prompts.cache import PromptCache
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.base import SourceError
 from streamdetect.sources.file import FileOptions, FileSource
@@ -42,7 +44,7 @@ def sine(seconds: float, rate: int, freq: float = 1000.0, amp: float = 0.5) -> n
 
 def make_detector(model, **config):
     config = parse_config({"model": str(model), "events": [EVENT], "runtime": {"device": "cpu"}, **config})
-    return Detector(config, ModelBundle.load(model), SinkSet([("collect", collecting_sink())]))
+    return build_detector(config, ModelBundle.load(model), SinkSet([("collect", collecting_sink())]))
 
 
 # --- broken and foreign files -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streamdetect.encoder import cpu_has_native_bf16
+from streamdetect.pipeline.encoder.device import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 

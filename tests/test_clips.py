@@ -10,10 +10,11 @@ import pytest
 import soundfile as sf
 
 from conftest import collecting_sink, run_cli, write_config, write_tone_scene
+from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
-from streamdetect.detector import Detector, run_source
-from streamdetect.events import EventRecord
-from streamdetect.manifest import ModelBundle
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.build import build_detector
+from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks import SINKS
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sinks.clips import CLIP_NAME, ClipsOptions, ClipsSink, safe_name
@@ -57,7 +58,7 @@ def emit_in_thread(sink, record):
 
 def tone_threshold(detector, wav):
     """Between two of the tiny model's window scores for this scene, so that some windows fire."""
-    from streamdetect.ringbuffer import Windower
+    from streamdetect.pipeline.windows import Windower
 
     windower, windows = Windower(3.0, 1.0, SR), []
     for block in FileSource(FileOptions(path=str(wav)), SR).blocks(threading.Event()):
@@ -76,14 +77,14 @@ def test_clips_from_the_real_detector_hold_the_source_audio(tiny_model, tmp_path
     wav = write_tone_scene(tmp_path / "scene.wav", seconds=14.0, sample_rate=44_100, tone_at=(5.0, 9.0))
     events = [{"label": "tone", "prompts": ["smoke alarm beeping"], "threshold": 0.0, "hysteresis": 0.0,
                "cooldown_s": 0.0}]
-    probe = Detector(parse_config({"model": str(tiny_model), "events": events}), ModelBundle.load(tiny_model),
+    probe = build_detector(parse_config({"model": str(tiny_model), "events": events}), ModelBundle.load(tiny_model),
                      SinkSet([]))
     events[0]["threshold"] = tone_threshold(probe, wav)
     config = parse_config({"model": str(tiny_model), "events": events, "runtime": {"batch_size": 2}})
     clips = ClipsSink(ClipsOptions(dir=str(tmp_path / "clips"), pre_roll_s=2.0, post_roll_s=3.0))
     collect = collecting_sink()
     sinks = SinkSet([("clips", clips), ("collect", collect)], threaded=True, drain_timeout_s=60)
-    detector = Detector(config, ModelBundle.load(tiny_model), sinks)
+    detector = build_detector(config, ModelBundle.load(tiny_model), sinks)
     run_source(detector, FileSource(FileOptions(path=str(wav), block_s=0.37), SR), threading.Event())
     sinks.close()
     assert sinks.failures == {"clips": 0, "collect": 0}
@@ -108,7 +109,7 @@ def test_lost_audio_through_the_detector_is_silence_at_the_right_place(tiny_mode
         {"label": "any", "prompts": ["wind noise"], "threshold": -1.0}]})  # every window fires: one event
     clips = ClipsSink(ClipsOptions(dir=str(tmp_path), pre_roll_s=0.0, post_roll_s=0.0))
     sinks = SinkSet([("clips", clips)], threaded=True)
-    detector = Detector(config, ModelBundle.load(tiny_model), sinks)
+    detector = build_detector(config, ModelBundle.load(tiny_model), sinks)
     stream = detector.open_stream("live", live=False)
     audio = noise(9.0, sr=SR)
     detector.push(stream, audio[: 4 * SR])
@@ -128,7 +129,7 @@ def test_cli_run_writes_a_clip(tiny_model, tmp_path):
     wav = write_tone_scene(tmp_path / "scene.wav", seconds=10.0)
     events = [{"label": "tone/alarm", "prompts": ["smoke alarm beeping"], "threshold": 0.0, "hysteresis": 0.0,
                "cooldown_s": 0.0}]
-    probe = Detector(parse_config({"model": str(tiny_model), "events": events}), ModelBundle.load(tiny_model),
+    probe = build_detector(parse_config({"model": str(tiny_model), "events": events}), ModelBundle.load(tiny_model),
                      SinkSet([]))
     events[0]["threshold"] = tone_threshold(probe, wav)
     out = tmp_path / "events.jsonl"

@@ -21,10 +21,10 @@ import pytest
 
 from conftest import CliRun, collecting_sink, free_port, write_config
 from streamdetect.config import parse_config
-from streamdetect.control import ControlError, ControlServer, control_token
-from streamdetect.detector import Detector
-from streamdetect.engine import BatchingEngine, ReloadTicket, run_sources
-from streamdetect.manifest import ModelBundle
+from streamdetect.daemon.control import ControlError, ControlServer, control_token
+from streamdetect.daemon.engine import BatchingEngine, ReloadTicket, run_sources
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.build import build_detector
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.base import AudioSource
 
@@ -69,7 +69,7 @@ def running(tiny_model):
     config = parse_config({"model": str(tiny_model), "runtime": {"device": "cpu", "batch_size": 2},
                            "events": [{"label": "x", "prompts": ["a dog barking"], "threshold": 1.0}]})
     sink = collecting_sink()
-    detector = Detector(config, ModelBundle.load(tiny_model), SinkSet([("c", sink)]))
+    detector = build_detector(config, ModelBundle.load(tiny_model), SinkSet([("c", sink)]))
     engine = BatchingEngine(detector)
     server = ControlServer(lambda: detector.config, engine.request_reload, TOKEN, "127.0.0.1", 0)
     stop = threading.Event()

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from conftest import run_cli, run_cli_without_torch, write_config, write_tone_scene
-from streamdetect.embedding_log import EmbeddingLogWriter, log_key, read_log, stretches
-from streamdetect.encoder import AudioEncoder
-from streamdetect.frontend import LogMelFrontend
-from streamdetect.manifest import ModelBundle
-from streamdetect.tagging import clip_embedding
+from streamdetect.daemon.embedding_log import EmbeddingLogWriter, log_key, read_log, stretches
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.clip import clip_embedding
+from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.frontend import LogMelFrontend
 
 
 def search(log_dir, model, *args):
@@ -51,7 +51,7 @@ def test_since_and_until_select_by_wall_time(tiny_model, tmp_path):
     bundle = ModelBundle.load(tiny_model)
     tone = write_tone_scene(tmp_path / "tone.wav", seconds=3.0, tone_at=(0.0, 3.0))
     noise = write_tone_scene(tmp_path / "noise.wav", seconds=3.0, tone_at=(9.0, 9.0), seed=2)
-    frontend, encoder = LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle)
+    frontend, encoder = LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle)
     tone_emb, noise_emb = (clip_embedding(p, frontend, encoder) for p in (tone, noise))
     log_dir = tmp_path / "emb"
     writer = EmbeddingLogWriter(log_dir, log_key(bundle), max_days=30)
@@ -91,7 +91,7 @@ def test_writer_is_bounded_and_prunes_old_chunks(tmp_path):
 
 
 def test_stretches_merge_adjacent_windows_of_one_stream_only():
-    from streamdetect.embedding_log import LoggedWindows
+    from streamdetect.daemon.embedding_log import LoggedWindows
 
     streams = np.array(["a"] * 6 + ["b"] * 2, dtype=object)
     starts = np.array([0, 1, 2, 3, 4, 5, 0, 1], float)

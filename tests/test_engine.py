@@ -4,10 +4,11 @@ import time
 import numpy as np
 
 from conftest import collecting_sink, write_tone_scene
+from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
-from streamdetect.detector import Detector, run_source
-from streamdetect.engine import BatchingEngine, run_sources
-from streamdetect.manifest import ModelBundle
+from streamdetect.daemon.engine import BatchingEngine, run_sources
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.build import build_detector
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.base import AudioSource
 from streamdetect.sources.file import FileOptions, FileSource
@@ -50,7 +51,7 @@ def detector_for(model, threshold, batch_size=4, encoder=None, precision="fp32")
                            "events": [{"label": "x", "prompts": ["a dog barking"], "threshold": threshold,
                                        "hysteresis": 0.0, "cooldown_s": 0.0}]})
     sink = collecting_sink()
-    detector = Detector(config, ModelBundle.load(model), SinkSet([("c", sink)]))
+    detector = build_detector(config, ModelBundle.load(model), SinkSet([("c", sink)]))
     if encoder is not None:
         detector.encoder = encoder(detector.encoder)
     return detector, sink
@@ -79,7 +80,7 @@ def test_batched_streams_give_the_same_events_as_each_stream_alone(tiny_model, t
 
 
 def _windows(wav):
-    from streamdetect.ringbuffer import Windower
+    from streamdetect.pipeline.windows import Windower
 
     w = Windower(3.0, 1.0, SR)
     out = []

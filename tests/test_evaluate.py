@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_config, write_tone_scene
-from streamdetect.evaluate import (
+from streamdetect.analysis.evaluate import (
     LabelsError,
     event_fscore,
     event_timeline,

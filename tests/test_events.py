@@ -1,6 +1,6 @@
 import pytest
 
-from streamdetect.events import EventRules, EventTracker, LabelScore, WindowScore
+from streamdetect.pipeline.events import EventRules, EventTracker, LabelScore, WindowScore
 
 
 def run(rules, scores, vetoes=None, window_s=3.0, hop_s=1.0):

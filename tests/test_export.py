@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder, audio_encoder_file, resolve_device
-from streamdetect.export import ExportError, export_model
-from streamdetect.frontend import LogMelFrontend
-from streamdetect.manifest import (
+from streamdetect.model.export import ExportError, export_model
+from streamdetect.model.manifest import (
     AUDIO_ENCODER,
     AUDIO_ENCODER_FP16,
     AUDIO_ENCODER_INT8,
@@ -20,6 +18,11 @@ from streamdetect.manifest import (
     ModelError,
     sha256_file,
 )
+from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.encoder.base import RuntimeOptions
+from streamdetect.pipeline.encoder.device import audio_encoder_file, resolve_device
+from streamdetect.pipeline.encoder.text import TextEncoder
+from streamdetect.pipeline.frontend import LogMelFrontend
 
 CPU = RuntimeOptions(device="cpu", precision="fp32")
 
@@ -66,7 +69,7 @@ def test_onnx_audio_embeddings_match_pytorch_on_fresh_audio(tiny_model, torch_cl
     rng = np.random.default_rng(batch)
     clips = [(rng.standard_normal(48_000 * (1 + i)) * 0.2).astype(np.float32) for i in range(batch)]
     bundle = ModelBundle.load(tiny_model)
-    ours = AudioEncoder(bundle, CPU)(LogMelFrontend(bundle.frontend_params)(clips))
+    ours = open_audio_encoder(bundle, CPU)(LogMelFrontend(bundle.frontend_params)(clips))
     with torch.no_grad():
         ref = model.get_audio_features(**fe(clips, sampling_rate=48_000, return_tensors="pt")).pooler_output.numpy()
     assert ours.shape == (batch, 32)
@@ -89,7 +92,7 @@ def test_onnx_text_embeddings_match_pytorch_without_transformers_tokenizer(tiny_
 @pytest.mark.parametrize("precision", ["fp32", "int8", "fp16"])
 def test_batched_audio_equals_single_windows(tiny_model, precision):
     bundle = ModelBundle.load(tiny_model)
-    encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu", precision=precision))
+    encoder = open_audio_encoder(bundle, RuntimeOptions(device="cpu", precision=precision))
     feats = noise_features(bundle, 6)
     batched = encoder(feats)
     singles = np.concatenate([encoder(feats[i : i + 1]) for i in range(6)])
@@ -119,7 +122,7 @@ def test_tampered_file_is_refused(tiny_model, tmp_path):
     with open(copy / AUDIO_ENCODER, "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ModelError, match=r"audio_encoder\.onnx does not match its manifest"):
-        AudioEncoder(ModelBundle.load(copy), CPU)
+        open_audio_encoder(ModelBundle.load(copy), CPU)
 
 
 def test_export_cli_prints_parity_figures(tiny_checkpoint, tmp_path):
@@ -137,8 +140,8 @@ def test_int8_encoder_ships_when_close_to_fp32_and_is_the_cpu_default(tiny_model
     assert int8["status"] == "shipped" and int8["cosine_min_vs_fp32"] >= 0.999
     assert manifest["files"][AUDIO_ENCODER_INT8] == sha256_file(tiny_model / AUDIO_ENCODER_INT8)
     bundle = ModelBundle.load(tiny_model)
-    auto = AudioEncoder(bundle, RuntimeOptions(device="cpu"))
-    fp32 = AudioEncoder(bundle, CPU)
+    auto = open_audio_encoder(bundle, RuntimeOptions(device="cpu"))
+    fp32 = open_audio_encoder(bundle, CPU)
     assert auto.file == AUDIO_ENCODER_INT8 and fp32.file == AUDIO_ENCODER
     feats = noise_features(bundle, 4)
     assert cosine_rows(auto(feats), fp32(feats)).min() >= 0.999
@@ -156,9 +159,9 @@ def test_int8_is_refused_below_the_bound_and_then_cannot_be_requested(tiny_check
     assert AUDIO_ENCODER_INT8 not in manifest["files"] and not (out / AUDIO_ENCODER_INT8).exists()
     assert any("int8: min cosine vs fp32" in m and "refused" in m for m in messages)
     bundle = ModelBundle.load(out)
-    assert AudioEncoder(bundle, RuntimeOptions(device="cpu")).file == AUDIO_ENCODER  # auto falls back
+    assert open_audio_encoder(bundle, RuntimeOptions(device="cpu")).file == AUDIO_ENCODER  # auto falls back
     with pytest.raises(ModelError, match=r"no int8 encoder: it was refused at export \(min cosine vs fp32 0\.9"):
-        AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="int8"))
+        open_audio_encoder(bundle, RuntimeOptions(device="cpu", precision="int8"))
 
 
 def test_fp16_encoder_ships_when_close_to_fp32_and_keeps_fp32_inputs(tiny_model):
@@ -167,20 +170,20 @@ def test_fp16_encoder_ships_when_close_to_fp32_and_keeps_fp32_inputs(tiny_model)
     assert fp16["status"] == "shipped" and fp16["cosine_min_vs_fp32"] >= 0.999
     assert manifest["files"][AUDIO_ENCODER_FP16] == sha256_file(tiny_model / AUDIO_ENCODER_FP16)
     bundle = ModelBundle.load(tiny_model)
-    half = AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="fp16"))
+    half = open_audio_encoder(bundle, RuntimeOptions(device="cpu", precision="fp16"))
     assert half.file == AUDIO_ENCODER_FP16 and half.session.get_inputs()[0].type == "tensor(float)"
     # on a CPU, auto keeps int8; fp16 is the GPU default (manifest.audio_encoder_file decides both)
-    assert AudioEncoder(bundle, RuntimeOptions(device="cpu")).file == AUDIO_ENCODER_INT8
+    assert open_audio_encoder(bundle, RuntimeOptions(device="cpu")).file == AUDIO_ENCODER_INT8
     assert bundle.audio_encoder_file("auto", on_gpu=True) == AUDIO_ENCODER_FP16
     feats = noise_features(bundle, 4)
     out = half(feats)
-    assert out.dtype == np.float32 and cosine_rows(out, AudioEncoder(bundle, CPU)(feats)).min() >= 0.999
+    assert out.dtype == np.float32 and cosine_rows(out, open_audio_encoder(bundle, CPU)(feats)).min() >= 0.999
 
 
 def test_io_binding_path_gives_the_same_embeddings(tiny_model):
     """The GPU path binds inputs and outputs; on a CPU the same calls must give identical results."""
     bundle = ModelBundle.load(tiny_model)
-    encoder = AudioEncoder(bundle, CPU)
+    encoder = open_audio_encoder(bundle, CPU)
     feats = noise_features(bundle, 3)
     plain = encoder(feats)
     encoder.io_binding = True
@@ -189,7 +192,7 @@ def test_io_binding_path_gives_the_same_embeddings(tiny_model):
 
 def test_calls_larger_than_the_engine_batch_are_split_and_give_the_same_embeddings(tiny_model):
     bundle = ModelBundle.load(tiny_model)
-    encoder = AudioEncoder(bundle, CPU)
+    encoder = open_audio_encoder(bundle, CPU)
     feats = noise_features(bundle, 5)
     whole = encoder(feats)
     sizes, run = [], encoder._run
@@ -218,7 +221,7 @@ def test_tensorrt_gets_one_shape_profile_up_to_the_configured_batch(tiny_model, 
     monkeypatch.setattr(onnxruntime, "InferenceSession", session)
     bundle = ModelBundle.load(tiny_model)
     with pytest.raises(RuntimeError, match="could not start TensorrtExecutionProvider"):
-        AudioEncoder(bundle, RuntimeOptions(device="tensorrt", precision="fp32", max_batch=8))
+        open_audio_encoder(bundle, RuntimeOptions(device="tensorrt", precision="fp32", max_batch=8))
     trt = seen[0]["TensorrtExecutionProvider"]
     frames, mels = bundle.frontend_params.n_frames, bundle.frontend_params.n_mels
     assert trt["trt_profile_max_shapes"] == f"input_features:8x1x{frames}x{mels}"
@@ -239,11 +242,11 @@ def test_fp16_is_refused_below_the_bound_and_auto_on_gpu_falls_back_to_fp32(tiny
     bundle = ModelBundle.load(out)
     assert bundle.audio_encoder_file("auto", on_gpu=True) == AUDIO_ENCODER
     with pytest.raises(ModelError, match=r"no fp16 encoder: it was refused at export"):
-        AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="fp16"))
+        open_audio_encoder(bundle, RuntimeOptions(device="cpu", precision="fp16"))
     assert manifest["precisions"]["bf16"]["status"] == "refused"
-    assert AudioEncoder(bundle, RuntimeOptions(device="openvino")).precision == "fp32"  # auto falls back
+    assert open_audio_encoder(bundle, RuntimeOptions(device="openvino")).precision == "fp32"  # auto falls back
     with pytest.raises(ModelError, match=r"no bf16 encoder: it was refused at export"):
-        AudioEncoder(bundle, RuntimeOptions(device="openvino", precision="bf16"))
+        open_audio_encoder(bundle, RuntimeOptions(device="openvino", precision="bf16"))
 
 
 def test_tensorrt_without_the_provider_is_a_clear_error(tiny_model, monkeypatch):
@@ -252,7 +255,7 @@ def test_tensorrt_without_the_provider_is_a_clear_error(tiny_model, monkeypatch)
     monkeypatch.setattr(encoder, "nvidia_driver_present", lambda: True)
     # onnxruntime-gpu lists the provider even without the TensorRT libraries; then it cannot start it
     with pytest.raises(RuntimeError, match=r"runtime\.device is 'tensorrt' but .*TensorrtExecutionProvider"):
-        AudioEncoder(ModelBundle.load(tiny_model), RuntimeOptions(device="tensorrt"))
+        open_audio_encoder(ModelBundle.load(tiny_model), RuntimeOptions(device="tensorrt"))
 
 
 def test_openvino_runs_the_fp32_graph_at_fp32_and_at_the_bf16_the_export_verified(tiny_model):
@@ -263,10 +266,10 @@ def test_openvino_runs_the_fp32_graph_at_fp32_and_at_the_bf16_the_export_verifie
     assert bf16["engine"] == "openvino" and bf16["status"] == "shipped" and bf16["cosine_min_vs_fp32"] >= 0.999
     bundle = ModelBundle.load(tiny_model)
     feats = noise_features(bundle, 5)
-    reference = AudioEncoder(bundle, CPU)(feats)
+    reference = open_audio_encoder(bundle, CPU)(feats)
     native_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     for precision, bound in (("fp32", 0.9999), ("bf16", 0.999), ("auto", 0.999)):
-        encoder = AudioEncoder(bundle, RuntimeOptions(device="openvino", precision=precision))
+        encoder = open_audio_encoder(bundle, RuntimeOptions(device="openvino", precision=precision))
         out = encoder(feats)
         assert out.dtype == np.float32 and cosine_rows(out, reference).min() >= bound
         singles = np.concatenate([encoder(feats[i : i + 1]) for i in range(len(feats))])
@@ -290,7 +293,7 @@ def test_bf16_runs_from_an_openvino_ir_whose_weights_are_checked(tiny_model, tmp
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))  # the .xml is intact, its weights are not
     with pytest.raises(ModelError, match=r"audio_encoder\.openvino\.bin does not match its manifest"):
-        AudioEncoder(ModelBundle.load(copy), RuntimeOptions(device="openvino", precision="bf16"))
+        open_audio_encoder(ModelBundle.load(copy), RuntimeOptions(device="openvino", precision="bf16"))
     # an export from before the IR named the fp32 graph as its bf16 file; it still runs
     old = json.loads((copy / "manifest.json").read_text())
     old["precisions"]["bf16"]["file"] = AUDIO_ENCODER
@@ -298,7 +301,7 @@ def test_bf16_runs_from_an_openvino_ir_whose_weights_are_checked(tiny_model, tmp
         del old["files"][name]
         (copy / name).unlink()
     (copy / "manifest.json").write_text(json.dumps(old))
-    encoder = AudioEncoder(ModelBundle.load(copy), RuntimeOptions(device="openvino", precision="bf16"))
+    encoder = open_audio_encoder(ModelBundle.load(copy), RuntimeOptions(device="openvino", precision="bf16"))
     assert encoder.file == AUDIO_ENCODER and encoder.precision == "bf16"
 
 
@@ -317,14 +320,14 @@ def test_auto_device_picks_openvino_bf16_only_where_it_is_the_measured_best(tiny
     bundle = ModelBundle.load(tiny_model)
     monkeypatch.setattr(encoder_module, "nvidia_driver_present", lambda: False)
     monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
-    auto = AudioEncoder(bundle, RuntimeOptions())
+    auto = open_audio_encoder(bundle, RuntimeOptions())
     assert (auto.device, auto.precision, auto.file) == ("openvino", "bf16", AUDIO_ENCODER_OPENVINO)
     # an explicit onnxruntime precision, an explicit device, or a CPU without bf16 units keep onnxruntime
     for options in (RuntimeOptions(precision="int8"), RuntimeOptions(precision="fp32"), RuntimeOptions(device="cpu")):
         assert resolve_device(bundle, options) == options.device
-    assert AudioEncoder(bundle, RuntimeOptions(precision="bf16")).device == "openvino"
+    assert open_audio_encoder(bundle, RuntimeOptions(precision="bf16")).device == "openvino"
     monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: False)
-    plain = AudioEncoder(bundle, RuntimeOptions())
+    plain = open_audio_encoder(bundle, RuntimeOptions())
     assert (plain.device, plain.file, plain.providers[0]) == ("auto", AUDIO_ENCODER_INT8, "CPUExecutionProvider")
     monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(encoder_module, "nvidia_driver_present", lambda: True)  # a GPU machine: onnxruntime's
@@ -336,9 +339,9 @@ def test_openvino_choices_that_cannot_work_are_clear_errors(tiny_model, monkeypa
 
     bundle = ModelBundle.load(tiny_model)
     with pytest.raises(ModelError, match="precision int8 does not run on openvino"):
-        AudioEncoder(bundle, RuntimeOptions(device="openvino", precision="int8"))
+        open_audio_encoder(bundle, RuntimeOptions(device="openvino", precision="int8"))
     with pytest.raises(ModelError, match="bf16 runs only with runtime.device: openvino"):
-        AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="bf16"))
+        open_audio_encoder(bundle, RuntimeOptions(device="cpu", precision="bf16"))
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
     with pytest.raises(RuntimeError, match=r"pip install 'streamdetect\[openvino\]'"):
-        AudioEncoder(bundle, RuntimeOptions(device="openvino"))
+        open_audio_encoder(bundle, RuntimeOptions(device="openvino"))

@@ -12,18 +12,20 @@ import pytest
 
 from conftest import run_cli, write_config, write_tone_scene
 from streamdetect.config import parse_config
-from streamdetect.manifest import ModelBundle
-from streamdetect.prompts import normalize, prompt_bank_for, refinements_dir
-from streamdetect.refine import (
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.prompts.assemble import prompt_bank_for
+from streamdetect.prompts.refine import (
     FeedbackError,
     RefinementStore,
     RefineParams,
     feedback_embeddings,
     mark_feedback,
     prompt_key,
+    refinements_dir,
     rocchio,
 )
-from streamdetect.sinks.sqlite import connect
+from streamdetect.prompts.vectors import normalize
+from streamdetect.store import connect
 
 
 @pytest.fixture
@@ -149,9 +151,10 @@ def test_cli_feedback_refine_and_undo_on_recorded_events(own_model, tmp_path):
 def test_refine_embeds_saved_clips_when_a_clips_folder_is_given(own_model, tmp_path):
     """With --clips, a marked event's saved clip (the whole event, by the current model) replaces the stored
     peak embedding; an event without a clip falls back to the stored one."""
-    from streamdetect.encoder import AudioEncoder, RuntimeOptions
-    from streamdetect.frontend import LogMelFrontend
-    from streamdetect.tagging import clip_embedding
+    from streamdetect.pipeline.clip import clip_embedding
+    from streamdetect.pipeline.encoder import open_audio_encoder
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.frontend import LogMelFrontend
 
     tone = write_tone_scene(tmp_path / "tone.wav", seconds=6.0, tone_at=(0.0, 6.0))
     db, clips, cache = tmp_path / "events.db", tmp_path / "clips", tmp_path / "cache"
@@ -167,7 +170,7 @@ def test_refine_embeds_saved_clips_when_a_clips_folder_is_given(own_model, tmp_p
     bundle = ModelBundle.load(own_model)
     config = parse_config({"events": events})
     base = prompt_bank_for(bundle, config.events, cache, refined=False).events[0]
-    from_clip = clip_embedding(clip, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, RuntimeOptions()))
+    from_clip = clip_embedding(clip, LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, RuntimeOptions()))
     refined = run_cli("refine", "--config", str(cfg), "--db", str(db), "--clips", str(clips), "--max-angle", "45")
     assert refined.returncode == 0, refined.stderr
     assert "1 confirmed, 0 rejected, 1 from saved clips" in refined.stdout

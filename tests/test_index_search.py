@@ -3,9 +3,11 @@ import json
 import soundfile as sf
 
 from conftest import run_cli, write_tone_scene
-from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder
-from streamdetect.frontend import LogMelFrontend
-from streamdetect.manifest import ModelBundle
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.encoder.base import RuntimeOptions
+from streamdetect.pipeline.encoder.text import TextEncoder
+from streamdetect.pipeline.frontend import LogMelFrontend
 
 
 def _folder(tmp_path):
@@ -48,7 +50,7 @@ def test_search_ranks_files_by_their_best_window(tiny_model, tmp_path):
     # the reported best window and score are what the model gives for that window (index stores float16)
     bundle = ModelBundle.load(tiny_model)
     text = TextEncoder(bundle, RuntimeOptions(device="cpu"))(["a dog barking"])[0]
-    encoder, frontend = AudioEncoder(bundle, RuntimeOptions()), LogMelFrontend(bundle.frontend_params)
+    encoder, frontend = open_audio_encoder(bundle, RuntimeOptions()), LogMelFrontend(bundle.frontend_params)
     for hit in hits:
         audio, sr = sf.read(folder / hit["path"], dtype="float32")
         window = audio[int(hit["start_s"] * sr) : int(hit["end_s"] * sr)]

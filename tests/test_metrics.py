@@ -8,8 +8,8 @@ import numpy as np
 from test_engine import LiveArray, detector_for
 
 from conftest import free_port, run_cli, write_config, write_tone_scene
-from streamdetect.engine import BatchingEngine, run_sources
-from streamdetect.metrics import Metrics, MetricsServer
+from streamdetect.daemon.engine import BatchingEngine, run_sources
+from streamdetect.daemon.metrics import Metrics, MetricsServer
 
 SR = 48_000
 

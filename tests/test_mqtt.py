@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import free_port, run_cli, write_config, write_tone_scene
-from streamdetect.events import EventRecord
+from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.mqtt import MqttOptions, MqttSink, topic_part
 
 

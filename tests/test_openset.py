@@ -19,17 +19,22 @@ from conftest import (
     write_config,
     write_tone_scene,
 )
+from streamdetect.analysis.replay import analyse_file, score_file
 from streamdetect.config import ConfigError, load_config, parse_config
-from streamdetect.detector import Detector, analyse_file, score_file
-from streamdetect.encoder import AudioEncoder, RuntimeOptions, TextEncoder
-from streamdetect.examples import ExampleCache
-from streamdetect.frontend import LogMelFrontend
-from streamdetect.manifest import ModelBundle
-from streamdetect.prompts import normalize, prompt_bank_for, vocabulary_names
-from streamdetect.ringbuffer import Windower
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.build import build_detector
+from streamdetect.pipeline.clip import clip_embedding
+from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.encoder.base import RuntimeOptions
+from streamdetect.pipeline.encoder.text import TextEncoder
+from streamdetect.pipeline.frontend import LogMelFrontend
+from streamdetect.pipeline.windows import Windower
+from streamdetect.prompts.assemble import prompt_bank_for
+from streamdetect.prompts.examples import ExampleCache
+from streamdetect.prompts.vectors import normalize
+from streamdetect.prompts.vocabulary import vocabulary_names
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.file import FileOptions, FileSource
-from streamdetect.tagging import clip_embedding
 
 CPU = {"runtime": {"device": "cpu"}}
 CPU_RUNTIME = RuntimeOptions(device="cpu")  # what the detectors of these tests run
@@ -38,7 +43,7 @@ CPU_RUNTIME = RuntimeOptions(device="cpu")  # what the detectors of these tests 
 def make_detector(model, events, **config):
     config = parse_config({"model": str(model), "events": events, **CPU, **config})
     sink = collecting_sink()
-    return Detector(config, ModelBundle.load(model), SinkSet([("collect", sink)])), sink
+    return build_detector(config, ModelBundle.load(model), SinkSet([("collect", sink)])), sink
 
 
 def run_file(detector, wav, name=None):
@@ -50,7 +55,7 @@ def run_file(detector, wav, name=None):
 def window_embeddings(model, wav):
     """Every 3 s / 1 s window of a file and its embedding, straight from the front end and the encoder."""
     bundle = ModelBundle.load(model)
-    frontend, encoder = LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, CPU_RUNTIME)
+    frontend, encoder = LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, CPU_RUNTIME)
     windower, windows = Windower(3.0, 1.0, SAMPLE_RATE), []
     for block in FileSource(FileOptions(path=str(wav)), SAMPLE_RATE).blocks(threading.Event()):
         windows.extend(windower.push(block))
@@ -165,7 +170,7 @@ def test_an_event_defined_only_by_an_example_fires_on_that_sound(tiny_model, tmp
     example = write_tone(tmp_path / "tone.wav")
     windows, emb = window_embeddings(tiny_model, wav)
     bundle = ModelBundle.load(tiny_model)
-    reference = clip_embedding(example, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, CPU_RUNTIME))
+    reference = clip_embedding(example, LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, CPU_RUNTIME))
     similarity = emb @ reference
     inside, outside = tone_windows(windows)
     assert similarity[inside].min() > 0.99 and similarity[inside].min() > similarity[outside].max()
@@ -190,7 +195,7 @@ def test_example_weight_mixes_text_and_example_as_documented(tiny_model, tmp_pat
              "threshold": 0.5}
     detector, _ = make_detector(tiny_model, [event], prompt_cache=str(tmp_path / "cache"))
     bundle = ModelBundle.load(tiny_model)
-    audio = clip_embedding(example, LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, CPU_RUNTIME))
+    audio = clip_embedding(example, LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, CPU_RUNTIME))
     text = normalize(text_embeddings(tiny_model, prompts).mean(axis=0))
     expected = normalize((1 - weight) * text + weight * normalize(audio))
     np.testing.assert_allclose(detector.bank.events[0], expected, atol=1e-5)
@@ -212,7 +217,7 @@ def test_example_embeddings_are_cached_by_file_content_and_encoder(tiny_model, t
     bundle = ModelBundle.load(tiny_model)
     config = parse_config({"events": [{"label": "t", "examples": [str(example)], "threshold": 0.5}]})
     cache = tmp_path / "cache"
-    real = AudioEncoder(bundle, CPU_RUNTIME)
+    real = open_audio_encoder(bundle, CPU_RUNTIME)
     first = prompt_bank_for(bundle, config.events, cache, audio_encoder=real)
     stored = list((cache / "examples").rglob("*.npy"))
     assert len(stored) == 1
@@ -251,7 +256,7 @@ def test_scan_and_run_use_examples(tiny_model, tmp_path):
     write_tone(folder / "tone.wav")
     windows, emb = window_embeddings(tiny_model, wav)
     bundle = ModelBundle.load(tiny_model)
-    reference = clip_embedding(folder / "tone.wav", LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, CPU_RUNTIME))
+    reference = clip_embedding(folder / "tone.wav", LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, CPU_RUNTIME))
     inside, outside = tone_windows(windows)
     threshold = float(((emb @ reference)[inside].min() + (emb @ reference)[outside].max()) / 2)
     cfg = write_config(folder / "cfg.yaml", tiny_model, [

@@ -16,13 +16,16 @@ from conftest import (
     write_config,
     write_tone_scene,
 )
+from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
-from streamdetect.detector import Detector, run_source
-from streamdetect.encoder import RuntimeOptions, TextEncoder
-from streamdetect.manifest import ModelBundle
-from streamdetect.prompts import PromptBank, PromptCache
-from streamdetect.ringbuffer import Windower
-from streamdetect.scoring import score
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.build import build_detector
+from streamdetect.pipeline.encoder.base import RuntimeOptions
+from streamdetect.pipeline.encoder.text import TextEncoder
+from streamdetect.pipeline.scoring import score
+from streamdetect.pipeline.windows import Windower
+from streamdetect.prompts.bank import PromptBank
+from streamdetect.prompts.cache import PromptCache
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.file import FileOptions, FileSource
 
@@ -36,7 +39,7 @@ EVENTS = [
 def make_detector(model, events=EVENTS, **config):
     config = parse_config({"model": str(model), "events": events, "runtime": {"device": "cpu"}, **config})
     sink = collecting_sink()
-    return Detector(config, ModelBundle.load(model), SinkSet([("collect", sink)])), sink
+    return build_detector(config, ModelBundle.load(model), SinkSet([("collect", sink)])), sink
 
 
 def window_scores(model, wav, events=EVENTS):
@@ -318,7 +321,7 @@ def test_blas_runs_on_one_thread_unless_the_user_says_otherwise():
 
 
 def test_front_end_threads_from_config_give_the_same_scores_and_events(tiny_model, tmp_path):
-    from streamdetect.detector import score_file
+    from streamdetect.analysis.replay import score_file
 
     wav = write_tone_scene(tmp_path / "scene.wav", seconds=10.0)
     one, _ = make_detector(tiny_model, runtime={"device": "cpu", "batch_size": 8})

@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamdetect.config import Config, ConfigError, load_config, parse_config
-from streamdetect.events import EventRecord, EventRules, EventTracker, WindowScore
-from streamdetect.ringbuffer import RingBuffer, Windower
+from streamdetect.pipeline.events import EventRecord, EventRules, EventTracker, WindowScore
+from streamdetect.pipeline.windows import Windower
 from streamdetect.sources.base import SourceError
 from streamdetect.sources.file import FileOptions, FileSource
+from streamdetect.sources.ringbuffer import RingBuffer
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FUZZ = settings(max_examples=120, deadline=None,

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from streamdetect.ringbuffer import RingBuffer, Windower
+from streamdetect.pipeline.windows import Windower
+from streamdetect.sources.ringbuffer import RingBuffer
 
 SR = 1000  # small rate keeps the arithmetic readable; the code is rate-agnostic
 

@@ -6,11 +6,12 @@ import pytest
 import soundfile as sf
 
 from conftest import run_cli, write_config, write_tone_scene
-from streamdetect.encoder import AudioEncoder, RuntimeOptions
-from streamdetect.frontend import FrontendParams, LogMelFrontend
-from streamdetect.manifest import ModelBundle
-from streamdetect.scan import Envelope, PooledMel
-from streamdetect.tagging import clip_embedding, pieces
+from streamdetect.analysis.scan import Envelope, PooledMel
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.clip import clip_embedding, pieces
+from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.encoder.base import RuntimeOptions
+from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend
 
 SR = 48_000
 EVENTS = [{"label": "dog", "prompts": ["a dog barking"], "threshold": 0.0},
@@ -79,7 +80,7 @@ def test_long_clips_are_tagged_from_all_their_pieces(tiny_model, tmp_path):
     assert [c.size for c in chunks] == [10 * SR, 10 * SR, 5 * SR]
     bundle = ModelBundle.load(tiny_model)
     frontend = LogMelFrontend(bundle.frontend_params)
-    encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu", precision="fp32"))
+    encoder = open_audio_encoder(bundle, RuntimeOptions(device="cpu", precision="fp32"))
     pooled = clip_embedding(long, frontend, encoder)
     each = encoder(frontend(chunks))
     mean = each.mean(axis=0)

@@ -17,7 +17,7 @@ from test_webhook import Receiver, rec
 
 from conftest import run_cli, write_config
 from streamdetect.config import parse_config
-from streamdetect.metrics import Metrics, MetricsServer
+from streamdetect.daemon.metrics import Metrics, MetricsServer
 from streamdetect.sinks.base import SinkError
 from streamdetect.sinks.command import CommandOptions, CommandSink
 from streamdetect.sinks.webhook import WebhookOptions, WebhookSink
@@ -39,7 +39,7 @@ def test_metrics_listen_on_loopback_by_default():
 
 
 def test_control_api_listens_on_loopback_by_default():
-    from streamdetect.control import ControlServer
+    from streamdetect.daemon.control import ControlServer
 
     config = parse_config({"events": [EVENT], "control": {"port": 9465}})
     assert config.control.host == "127.0.0.1"

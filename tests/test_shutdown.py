@@ -14,9 +14,9 @@ import soundfile as sf
 
 from conftest import write_config
 from streamdetect.config import parse_config
-from streamdetect.detector import Detector
-from streamdetect.manifest import ModelBundle
-from streamdetect.ringbuffer import Windower
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.build import build_detector
+from streamdetect.pipeline.windows import Windower
 from streamdetect.sinks.base import SinkSet
 
 SR = 16_000
@@ -41,7 +41,7 @@ def runs_above(scores: np.ndarray, threshold: float) -> int:
 def busiest_threshold(model, events) -> float:
     """The threshold (between two of the tiny model's actual scores) that starts and ends the most events."""
     config = parse_config({"model": str(model), "events": events, "runtime": {"device": "cpu"}})
-    detector = Detector(config, ModelBundle.load(model), SinkSet([]))
+    detector = build_detector(config, ModelBundle.load(model), SinkSet([]))
     windower = Windower(3.0, 1.0, 48_000)
     import soxr
 

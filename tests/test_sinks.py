@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from streamdetect.config import parse_config
-from streamdetect.events import EventRecord, LabelScore
+from streamdetect.pipeline.events import EventRecord, LabelScore
 from streamdetect.sinks import SINKS
 from streamdetect.sinks.base import Sink, SinkSet, build_sinks
 from streamdetect.sinks.jsonl import JsonlOptions, JsonlSink

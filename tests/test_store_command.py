@@ -7,10 +7,11 @@ from datetime import datetime, timezone
 import pytest
 
 from conftest import run_cli, write_config, write_tone_scene
-from streamdetect.events import EventRecord, LabelScore
+from streamdetect.pipeline.events import EventRecord, LabelScore
 from streamdetect.sinks.base import SinkError
 from streamdetect.sinks.command import CommandOptions, CommandSink
-from streamdetect.sinks.sqlite import SqliteOptions, SqliteSink, parse_when, query_events
+from streamdetect.sinks.sqlite import SqliteOptions, SqliteSink
+from streamdetect.store import parse_when, query_events
 
 
 def rec(i, label="dog", phase="end", time="2026-11-24T06:00:00.000+00:00"):

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_cli, write_config, write_tone_scene
 from streamdetect.config import parse_config
-from streamdetect.events import EventRecord
+from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import SinkError, SinkSet
 from streamdetect.sinks.webhook import WebhookOptions, WebhookSink
 

@@ -81,13 +81,14 @@ def baseline(checkpoint: Path, windows: list[np.ndarray]) -> tuple[dict, np.ndar
 
 def streamdetect_stage(model_dir: Path, windows: list[np.ndarray], precision: str,
                        batch: int, device: str = "cpu") -> tuple[dict, np.ndarray]:
-    from streamdetect.encoder import AudioEncoder, RuntimeOptions
-    from streamdetect.frontend import LogMelFrontend
-    from streamdetect.manifest import ModelBundle
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.encoder import open_audio_encoder
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.frontend import LogMelFrontend
 
     bundle = ModelBundle.load(model_dir)
     frontend = LogMelFrontend(bundle.frontend_params)
-    encoder = AudioEncoder(bundle, RuntimeOptions(device=device, precision=precision))
+    encoder = open_audio_encoder(bundle, RuntimeOptions(device=device, precision=precision))
     encoder(frontend(windows[:batch]))  # warm-up at this batch size
     ms, fe_ms, embeddings = [], [], []
     for i in range(0, len(windows) - batch + 1, batch):
@@ -108,12 +109,13 @@ def batch_sweep(model_dir: Path, windows: list[np.ndarray], precision: str, devi
                 sizes: list[int], repeats: int = 5) -> list[dict]:
     """Encoder throughput per batch size (features computed once, so this is the encoder alone): where a
     GPU stops gaining from larger batches, and how many 1 s-hop streams one encoder call per second serves."""
-    from streamdetect.encoder import AudioEncoder, RuntimeOptions
-    from streamdetect.frontend import LogMelFrontend
-    from streamdetect.manifest import ModelBundle
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.encoder import open_audio_encoder
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.frontend import LogMelFrontend
 
     bundle = ModelBundle.load(model_dir)
-    encoder = AudioEncoder(bundle, RuntimeOptions(device=device, precision=precision, max_batch=max(sizes)))
+    encoder = open_audio_encoder(bundle, RuntimeOptions(device=device, precision=precision, max_batch=max(sizes)))
     feats = LogMelFrontend(bundle.frontend_params)(windows)
     out = []
     for size in sizes:
@@ -135,8 +137,8 @@ def batch_sweep(model_dir: Path, windows: list[np.ndarray], precision: str, devi
 def frontend_throughput(model_dir: Path, windows: list[np.ndarray], thread_counts: list[int]) -> dict:
     """Log-mel windows per second with the front end on 1..N threads: on a GPU machine the front end, not the
     encoder, can be what limits the streams (runtime.frontend_threads)."""
-    from streamdetect.frontend import ParallelFrontend
-    from streamdetect.manifest import ModelBundle
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.frontend import ParallelFrontend
 
     params = ModelBundle.load(model_dir).frontend_params
     batch = (windows * (64 // len(windows) + 1))[:64]
@@ -154,9 +156,9 @@ def frontend_throughput(model_dir: Path, windows: list[np.ndarray], thread_count
 def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: str, device: str = "cpu") -> dict:
     """N paced live streams for ``seconds``: real time if nothing is dropped and the backlog does not grow."""
     from streamdetect.config import parse_config
-    from streamdetect.detector import Detector
-    from streamdetect.engine import BatchingEngine, run_sources
-    from streamdetect.manifest import ModelBundle
+    from streamdetect.daemon.engine import BatchingEngine, run_sources
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.build import build_detector
     from streamdetect.sinks.base import SinkSet
     from streamdetect.sources.base import AudioSource
 
@@ -179,7 +181,7 @@ def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: st
     batch = min(max(1, n_streams), 1024)  # one batch per tick up to the config's limit (GPU trials reach 2048)
     config = parse_config({"events": [{"label": "x", "prompts": ["birdsong"], "threshold": 0.3}],
                            "runtime": {"device": device, "precision": precision, "batch_size": batch}})
-    detector = Detector(config, ModelBundle.load(model_dir), SinkSet([]))
+    detector = build_detector(config, ModelBundle.load(model_dir), SinkSet([]))
     engine = BatchingEngine(detector, max_wait_s=0.05, backlog_warn_s=3600)
     rng = np.random.default_rng(n_streams)
     sources = [Paced((0.05 * rng.standard_normal(int(seconds * SR))).astype(np.float32), f"s{i}")
@@ -272,7 +274,7 @@ def main() -> int:
     # the tutorial baseline below runs with the library defaults, as the tutorial does.
     from threadpoolctl import threadpool_limits
 
-    from streamdetect.encoder import limit_blas_threads
+    from streamdetect.pipeline.encoder.device import limit_blas_threads
 
     blas = threadpool_limits(None)  # remembers the defaults to restore
     limit_blas_threads()
@@ -293,11 +295,12 @@ def main() -> int:
                                   for p in ("fp32", "fp16") if "error" not in stages[p]}
     trials, best = [], 0
     # the streams run at what 'auto' picks: OpenVINO bf16 where the CPU has bf16 units, else int8; fp16 on a GPU
-    from streamdetect.encoder import AudioEncoder, RuntimeOptions
-    from streamdetect.manifest import ModelBundle
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.encoder import open_audio_encoder
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
 
     if args.device == "cpu":
-        auto = AudioEncoder(ModelBundle.load(args.model), RuntimeOptions())
+        auto = open_audio_encoder(ModelBundle.load(args.model), RuntimeOptions())
         device, precision = auto.device, auto.precision
         del auto
     else:

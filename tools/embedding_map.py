@@ -26,11 +26,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamdetect.config import EventConfig  # noqa: E402
-from streamdetect.encoder import AudioEncoder, RuntimeOptions  # noqa: E402
-from streamdetect.frontend import LogMelFrontend  # noqa: E402
-from streamdetect.manifest import ModelBundle  # noqa: E402
-from streamdetect.prompts import prompt_bank_for  # noqa: E402
-from streamdetect.tagging import AUDIO_SUFFIXES, clip_embedding  # noqa: E402
+from streamdetect.model.manifest import ModelBundle  # noqa: E402
+from streamdetect.pipeline.clip import clip_embedding  # noqa: E402
+from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.encoder.base import RuntimeOptions  # noqa: E402
+from streamdetect.pipeline.frontend import LogMelFrontend  # noqa: E402
+from streamdetect.prompts.assemble import prompt_bank_for  # noqa: E402
+from streamdetect.sources.file import AUDIO_SUFFIXES
 
 ESC50_MAJOR = ["animals", "natural soundscapes", "human non-speech", "interior/domestic", "exterior/urban"]
 
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     majors = sorted(set(major_of.values()), key=lambda m: classes.index(next(c for c in classes if major_of[c] == m)))
     bundle = ModelBundle.load(args.model)
     options = RuntimeOptions()
-    frontend, encoder = LogMelFrontend(bundle.frontend_params), AudioEncoder(bundle, options)
+    frontend, encoder = LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, options)
     rows = sorted(rows, key=lambda r: (classes.index(r[1]), str(r[0])))
     audio = np.stack([clip_embedding(p, frontend, encoder) for p, _, _ in tqdm(rows, desc="embedding clips",
                                                                                   unit="clip", file=sys.stderr)])

@@ -26,17 +26,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import make_scenes  # noqa: E402
 
+from streamdetect.analysis.evaluate import read_strong_labels  # noqa: E402
+from streamdetect.analysis.replay import score_file  # noqa: E402
 from streamdetect.config import parse_config  # noqa: E402
-from streamdetect.detector import Detector, score_file  # noqa: E402
-from streamdetect.evaluate import read_strong_labels  # noqa: E402
-from streamdetect.manifest import ModelBundle  # noqa: E402
-from streamdetect.prompts import prompt_bank_for, refinements_dir  # noqa: E402
-from streamdetect.refine import (  # noqa: E402
+from streamdetect.model.manifest import ModelBundle  # noqa: E402
+from streamdetect.pipeline.build import build_detector
+from streamdetect.pipeline.detector import Detector
+from streamdetect.prompts.assemble import prompt_bank_for
+from streamdetect.prompts.refine import (  # noqa: E402
     RefinementStore,
     RefineParams,
     feedback_embeddings,
     mark_feedback,
     prompt_key,
+    refinements_dir,  # noqa: E402
     rocchio,
 )
 from streamdetect.sinks.base import SinkSet  # noqa: E402
@@ -55,7 +58,7 @@ def detector(model: Path, thresholds: dict[str, float], sinks: SinkSet | None = 
     config = parse_config({"model": str(model), "runtime": {"device": "cpu"},
                            "events": [{**e, "threshold": thresholds.get(e["label"], 1.0), "cooldown_s": 0.0}
                                       for e in EVENTS]})
-    return Detector(config, ModelBundle.load(model), sinks or SinkSet([]))
+    return build_detector(config, ModelBundle.load(model), sinks or SinkSet([]))
 
 
 def quantile_thresholds(model: Path, scenes: Path, q: float) -> dict[str, float]:
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def score_file_records(det: Detector, path: Path):
-    from streamdetect.detector import analyse_file
+    from streamdetect.analysis.replay import analyse_file
 
     return analyse_file(det, path)[1]
 

@@ -23,8 +23,11 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamdetect.sources.file import FileOptions, FileSource  # noqa: E402
-from streamdetect.tagging import audio_files  # noqa: E402
+from streamdetect.sources.file import (  # noqa: E402
+    FileOptions,
+    FileSource,
+    audio_files,  # noqa: E402
+)
 
 SR = 48_000
 

@@ -23,7 +23,7 @@ def build(out: Path, reexport: bool = False) -> tuple[Path, Path]:
     """(checkpoint directory, exported model directory) of the full-size random-weight CLAP under ``out``."""
     import torch
 
-    from streamdetect.export import export_model
+    from streamdetect.model.export import export_model
 
     checkpoint = out / "checkpoint"
     if not (checkpoint / "config.json").exists():
@@ -50,14 +50,15 @@ def main() -> int:
     parser.add_argument("--reexport", action="store_true", help="export again even if --out has a model")
     args = parser.parse_args()
 
-    from streamdetect.encoder import AudioEncoder, RuntimeOptions
-    from streamdetect.frontend import LogMelFrontend
-    from streamdetect.manifest import ModelBundle
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.encoder import open_audio_encoder
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.frontend import LogMelFrontend
 
     checkpoint, model_dir = build(args.out, args.reexport)
     bundle = ModelBundle.load(model_dir)
     frontend = LogMelFrontend(bundle.frontend_params)
-    encoder = AudioEncoder(bundle, RuntimeOptions(device="cpu"))
+    encoder = open_audio_encoder(bundle, RuntimeOptions(device="cpu"))
     rng = np.random.default_rng(0)
     windows = [(0.1 * rng.standard_normal(3 * 48_000)).astype(np.float32) for _ in range(args.windows)]
     from transformers import ClapFeatureExtractor

@@ -108,11 +108,11 @@ class Receiver:
 
 def midway_threshold(config, bundle) -> float:
     """A threshold between the model's score for a noise window and for a tone window (any weights)."""
-    from streamdetect.detector import Detector
-    from streamdetect.ringbuffer import Window
+    from streamdetect.pipeline.build import build_detector
+    from streamdetect.pipeline.windows import Window
     from streamdetect.sinks.base import SinkSet
 
-    detector = Detector(config, bundle, SinkSet([]))
+    detector = build_detector(config, bundle, SinkSet([]))
     noise = np.concatenate([synthetic_block(i) for i in (10, 11, 12)])
     tone = np.concatenate([synthetic_block(i) for i in (0, 1, 2)])
     scores = detector.scores([Window(0, 0, noise, SR), Window(1, 0, tone, SR)]).event[:, 0]
@@ -132,10 +132,10 @@ def fit_slope_mb_per_day(samples: list[tuple[float, float, int]], warmup: float 
 
 def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, workdir: Path) -> dict:
     from streamdetect.config import parse_config
-    from streamdetect.detector import Detector
-    from streamdetect.engine import BatchingEngine, run_sources
-    from streamdetect.manifest import ModelBundle
-    from streamdetect.metrics import Metrics
+    from streamdetect.daemon.engine import BatchingEngine, run_sources
+    from streamdetect.daemon.metrics import Metrics
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.build import build_detector
     from streamdetect.sinks.base import build_sinks
 
     receiver = Receiver()
@@ -149,7 +149,7 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
     data["events"][0]["threshold"] = midway_threshold(parse_config(data), bundle)
     config = parse_config(data)
     sinks = build_sinks(config.sinks)
-    detector = Detector(config, bundle, sinks)
+    detector = build_detector(config, bundle, sinks)
     detector.metrics = Metrics()
     source = make_source_class()(int(hours * 3600), time.monotonic() + max_wall_s)
 

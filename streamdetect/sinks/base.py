@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamdetect.events import EventRecord
+from streamdetect.pipeline.events import EventRecord
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
-from streamdetect.events import EventRecord
+from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 
 log = logging.getLogger(__name__)

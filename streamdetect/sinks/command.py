@@ -8,7 +8,7 @@ import subprocess
 
 from pydantic import Field
 
-from streamdetect.events import EventRecord
+from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 
 

@@ -16,7 +16,7 @@ import time
 
 from pydantic import Field
 
-from streamdetect.events import EventRecord
+from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 
 log = logging.getLogger(__name__)

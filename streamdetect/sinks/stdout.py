@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from streamdetect.events import EventRecord
+from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkOptions
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import AnyHttpUrl, Field
 
-from streamdetect.events import EventRecord
+from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 
 log = logging.getLogger(__name__)

@@ -66,3 +66,13 @@ class FileSource(AudioSource):
                     yield out
                 if last:
                     return
+
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au"}
+
+
+def audio_files(target: Path) -> list[Path]:
+    """A file, or every audio file below a directory (sorted): what the batch verbs take as input."""
+    if target.is_dir():
+        return sorted(p for p in target.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    return [target]

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, model_validator
 
-from streamdetect.ringbuffer import RingBuffer
 from streamdetect.sources.base import AudioSource, Gap, Resampler, SourceError, SourceOptions, backoff_delay
+from streamdetect.sources.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
 

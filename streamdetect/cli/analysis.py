@@ -1,0 +1,133 @@
+"""Offline verbs over files: ``scan``, ``tag``, ``evaluate`` and ``calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from streamdetect.cli.common import UsageError, detector_without_sinks, log, model_dir
+from streamdetect.config import load_config
+from streamdetect.model.manifest import ModelBundle, default_model_dir
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from streamdetect.analysis.scan import plot_scan, scan_file
+
+    if not args.plot and not args.csv:
+        raise UsageError("give --plot FILE.png and/or --csv FILE.csv")
+    detector = detector_without_sinks(args)
+    result = scan_file(detector, args.file)
+    if args.csv:
+        result.write_csv(args.csv)
+        log.info("wrote %s (%d windows x %d events)", args.csv, *result.scores.shape)
+    if args.plot:
+        plot_scan(result, args.plot, args.title)
+        log.info("wrote %s", args.plot)
+    for event in result.events:
+        print(f"{event.label}: {event.start_s:.1f}-{event.end_s:.1f} s, peak {event.peak_score:.3f} "
+              f"at {event.peak_time_s:.1f} s")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    import json
+
+    from streamdetect.analysis.tag import tag_files
+    from streamdetect.config import EventConfig
+    from streamdetect.pipeline.encoder import open_audio_encoder
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.frontend import LogMelFrontend
+    from streamdetect.prompts.assemble import prompt_bank_for
+    from streamdetect.sources.file import audio_files
+
+    if args.config:
+        config = load_config(args.config)
+        events, folder = config.events, model_dir(args, config)
+        runtime = RuntimeOptions.from_config(config.runtime)
+    else:
+        events = [EventConfig(label=x, prompts=[args.template.format(x)], threshold=0.0) for x in args.labels]
+        folder, runtime = args.model or default_model_dir(), RuntimeOptions()
+    bundle = ModelBundle.load(folder)
+    bank = prompt_bank_for(bundle, events, None, runtime)
+    files = audio_files(args.target)
+    if not files:
+        raise UsageError(f"no audio files found in {args.target}")
+    frontend, encoder = LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, runtime)
+    failures = 0
+    for path, tags in tag_files(files, frontend, encoder, bank, bundle.logit_scale, args.top):
+        if isinstance(tags, str):
+            failures += 1
+            print(f"streamdetect: skipped {path}: {tags}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps({"file": str(path), "tags": [t.__dict__ for t in tags]}), flush=True)
+        else:
+            print(f"{path}\t" + "  ".join(f"{t.label} {t.cosine:.3f} ({t.probability:.0%})" for t in tags), flush=True)
+    return 1 if failures == len(files) else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from streamdetect.analysis.evaluate import LabelsError, evaluate
+
+    detector = detector_without_sinks(args)
+    try:
+        report = evaluate(detector, args.audio, args.labels, args.collar)
+    except LabelsError as e:
+        raise UsageError(str(e)) from None
+    if report.ignored_labels:
+        log.warning("labels in %s that the config does not detect (ignored): %s", args.labels,
+                    ", ".join(report.ignored_labels))
+    width = max(12, *(len(x) for x in report.labels))
+    print(f"{report.files} files, collar {report.collar_s:g} s")
+    print(f"{'label':{width}s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'TP':>5s} {'FP':>5s} {'ref':>5s}")
+    for label, m in report.per_label.items():
+        print(f"{label:{width}s} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} {m['tp']:5d} {m['fp']:5d} "
+              f"{m['n_ref']:5d}")
+    print(f"{'micro':{width}s} {report.micro['precision']:9.3f} {report.micro['recall']:7.3f} "
+          f"{report.micro['f1']:6.3f}")
+    print(f"macro F1 {report.macro_f1:.3f}   PSDS1 {report.psds1:.3f}")
+    if report.unreferenced_labels:
+        print(f"(no reference events for {', '.join(report.unreferenced_labels)}: only false alarms counted, "
+              "left out of the averages)")
+    if args.json:
+        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from streamdetect.analysis.calibrate import calibrate
+
+    if args.target_precision is not None and not 0 < args.target_precision <= 1:
+        raise UsageError(f"--target-precision must be in (0, 1], found {args.target_precision}")
+    out = args.config if args.in_place else (args.out or args.config.with_suffix(".calibrated.yaml"))
+    if out.exists() and not args.in_place:
+        raise UsageError(f"{out} exists; pass another --out, or --in-place to rewrite {args.config}")
+    detector = detector_without_sinks(args)
+    try:
+        results = calibrate(detector, args.positives, args.negatives, args.target_precision,
+                            args.max_false_alarms_per_hour)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"{'label':16s} {'old':>7s} {'new':>7s} {'precision':>9s} {'recall':>7s} {'FA/hour':>8s} {'pos':>4s}")
+    data = yaml.safe_load(args.config.read_text())
+    for i, c in enumerate(results):
+        new = "-" if c.threshold is None else f"{c.threshold:7.4f}"
+        print(f"{c.label:16s} {c.old_threshold:7.3f} {new:>7s} {c.precision:9.3f} {c.recall:7.3f} "
+              f"{c.false_alarms_per_hour:8.2f} {c.positives:4d}")
+        if c.threshold is not None:
+            data["events"][i]["threshold"] = c.threshold
+    unmet = [c.label for c in results if c.threshold is None]
+    if unmet:
+        log.warning("kept the old threshold for %s: no threshold reaches the target (or no positives given)",
+                    ", ".join(unmet))
+    hours = results[0].negative_hours if results else 0.0
+    header = (f"# calibrated by streamdetect on {len(results)} events, {hours:.2f} h of negative audio; "
+              f"target {'precision ' + str(args.target_precision) if args.target_precision is not None else str(args.max_false_alarms_per_hour) + ' false alarms/hour'}\n")
+    out.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    load_config(out)  # what we wrote must load
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,128 @@
+"""The argument parser: every verb, its flags and their help."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from streamdetect import __version__
+from streamdetect.model.manifest import DEFAULT_MODEL_ID
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamdetect", description="Listen for sounds described in plain words.")
+    p.add_argument("--version", action="version", version=f"streamdetect {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common.add_argument("--log-json", action="store_true", help="one JSON object per log line (for journald, Loki ...)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", parents=[common], help="turn a Hugging Face CLAP checkpoint into ONNX encoders + manifest")
+    e.add_argument("--model", default=DEFAULT_MODEL_ID, help=f"hub id or local directory (default {DEFAULT_MODEL_ID})")
+    e.add_argument("--out", type=Path, help="output directory (default models/<model-name>)")
+    e.add_argument("--revision", help="hub revision (branch, tag or commit) to export")
+    e.add_argument("--force", action="store_true", help="replace an existing export in --out")
+
+    r = sub.add_parser("run", parents=[common], help="detect the configured events in a file or a live input")
+    r.add_argument("--config", required=True, type=Path, help="YAML config (see configs/)")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--input", type=Path, help="audio file to analyse as fast as possible, then exit")
+    src.add_argument("--device", help="input device index or name substring ('default' for the default input)")
+    r.add_argument("--model", type=Path, help="exported model directory (default: the config's `model`)")
+
+    pr = sub.add_parser("prompts", parents=[common], help="embed (and cache) a config's prompts and show how they relate")
+    pr.add_argument("--config", required=True, type=Path)
+    pr.add_argument("--model", type=Path)
+
+    sc = sub.add_parser("scan", parents=[common], help="similarity of every window to every event, as CSV and plot")
+    sc.add_argument("file", type=Path, help="recording to scan")
+    sc.add_argument("--config", required=True, type=Path)
+    sc.add_argument("--model", type=Path)
+    sc.add_argument("--plot", type=Path, help="write the waveform / mel / similarity plot here (PNG)")
+    sc.add_argument("--csv", type=Path, help="write time x event scores here")
+    sc.add_argument("--title", help="plot title (default: the file name)")
+
+    tg = sub.add_parser("tag", parents=[common], help="zero-shot tags for whole clips (a file or a folder)")
+    tg.add_argument("target", type=Path, help="audio file or folder")
+    labels = tg.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", nargs="+", help="candidate labels, e.g. --labels dog rain 'glass breaking'")
+    labels.add_argument("--config", type=Path, help="use the events (and their prompts) of a config")
+    tg.add_argument("--template", default="This is a sound of {}.", help="prompt for each --labels entry")
+    tg.add_argument("--top", type=int, default=3)
+    tg.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
+    tg.add_argument("--model", type=Path)
+
+    ev = sub.add_parser("evaluate", parents=[common],
+                        help="event-based P/R/F1 and PSDS1 of the streaming pipeline against strong labels")
+    ev.add_argument("--config", required=True, type=Path)
+    ev.add_argument("--audio", required=True, type=Path, help="folder of recordings (or one file)")
+    ev.add_argument("--labels", required=True, type=Path, help="DCASE TSV: filename onset offset event_label")
+    ev.add_argument("--collar", type=float, default=1.0, help="onset/offset collar in seconds")
+    ev.add_argument("--json", type=Path, help="also write the report as JSON")
+    ev.add_argument("--model", type=Path)
+
+    ca = sub.add_parser("calibrate", parents=[common],
+                        help="pick each event's threshold from positive and negative recordings")
+    ca.add_argument("--config", required=True, type=Path)
+    ca.add_argument("--positives", required=True, type=Path,
+                    help="folder with one sub-folder per event label (or a TSV list: path<TAB>label)")
+    ca.add_argument("--negatives", required=True, type=Path, help="folder of audio containing none of the events")
+    target = ca.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-precision", type=float, help="e.g. 0.9")
+    target.add_argument("--max-false-alarms-per-hour", type=float, help="on the negative audio, e.g. 1")
+    where = ca.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, help="new config (default: <config>.calibrated.yaml; never overwritten)")
+    where.add_argument("--in-place", action="store_true", help="rewrite --config itself")
+    ca.add_argument("--model", type=Path)
+
+    ix = sub.add_parser("index", parents=[common], help="embed a folder of audio for `search` (incremental)")
+    ix.add_argument("folder", type=Path)
+    ix.add_argument("--window-s", type=float, default=3.0)
+    ix.add_argument("--hop-s", type=float, default=1.0)
+    ix.add_argument("--model", type=Path)
+
+    se = sub.add_parser("search", parents=[common], help="rank indexed files for a text query or an example")
+    se.add_argument("query", nargs="?", help='what to look for, e.g. "a chainsaw"')
+    se.add_argument("--like", type=Path, help="an example recording instead of a text query")
+    se.add_argument("--dir", type=Path, default=Path("."), help="the indexed folder (default: here)")
+    se.add_argument("--log", type=Path, help="search the `embedding_log` directory of a running detector instead")
+    se.add_argument("--since", help="with --log: ISO-8601 time or an age: 7d, 12h, 30m")
+    se.add_argument("--until", help="with --log: ISO-8601 time or an age")
+    se.add_argument("--drop", type=float, default=0.5,
+                    help="with --log: a stretch grows over neighbouring windows scoring above "
+                         "best - DROP x (best - median score); 0..1")
+    se.add_argument("--top", type=int, default=10)
+    se.add_argument("--window-s", type=float, default=3.0)
+    se.add_argument("--hop-s", type=float, default=1.0)
+    se.add_argument("--json", action="store_true")
+    se.add_argument("--model", type=Path)
+
+    es = sub.add_parser("events", parents=[common], help="list records stored by a `sqlite` sink")
+    es.add_argument("--db", type=Path, default=Path("events.db"))
+    es.add_argument("--label")
+    es.add_argument("--since", help="ISO-8601 time or an age: 7d, 12h, 30m")
+    es.add_argument("--until", help="ISO-8601 time or an age")
+    es.add_argument("--limit", type=int)
+    es.add_argument("--csv", action="store_true", help="CSV instead of a table")
+
+    fb = sub.add_parser("feedback", parents=[common], help="mark a stored event as right or wrong (for `refine`)")
+    fb.add_argument("--db", type=Path, default=Path("events.db"))
+    fb.add_argument("--event", required=True, help="event id (or a unique prefix) from `streamdetect events`")
+    verdict = fb.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--confirm", action="store_true")
+    verdict.add_argument("--reject", action="store_true")
+
+    rf = sub.add_parser("refine", parents=[common],
+                        help="move event prompt embeddings toward confirmed and away from rejected events")
+    rf.add_argument("--config", required=True, type=Path)
+    rf.add_argument("--db", type=Path, default=Path("events.db"))
+    rf.add_argument("--alpha", type=float, default=0.5, help="weight of the confirmed mean (0..1)")
+    rf.add_argument("--beta", type=float, default=0.25, help="weight of the rejected mean (0..1)")
+    rf.add_argument("--max-angle", type=float, default=20.0, help="degrees the embedding may move at most")
+    rf.add_argument("--undo", metavar="LABEL", help="retire the newest refinement of LABEL instead")
+    rf.add_argument("--clips", type=Path, help="folder of a `clips` sink: marked events with a saved clip are "
+                    "embedded from it (whole event, current model) instead of the stored peak embedding")
+    rf.add_argument("--model", type=Path)
+
+    sub.add_parser("devices", parents=[common], help="list audio input devices")
+    return p

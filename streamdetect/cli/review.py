@@ -1,0 +1,125 @@
+"""The event store's verbs: ``events`` lists, ``feedback`` marks, ``refine`` learns from the marks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from streamdetect.cli.common import UsageError, load, log
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from streamdetect.prompts.refine import FeedbackError, mark_feedback
+
+    verdict = "confirmed" if args.confirm else "rejected"
+    try:
+        event_id, label = mark_feedback(args.db, args.event, verdict)
+    except FeedbackError as e:
+        raise UsageError(str(e)) from None
+    print(f"{label} event {event_id} {verdict}; run `streamdetect refine --config CONFIG --db {args.db}` to use it")
+    return 0
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.prompts.assemble import prompt_bank_for
+    from streamdetect.prompts.refine import (
+        FeedbackError,
+        RefinementStore,
+        RefineParams,
+        feedback_embeddings,
+        prompt_key,
+        refinements_dir,
+        rocchio,
+    )
+
+    config, bundle = load(args)
+    store = RefinementStore(refinements_dir(bundle))
+    try:
+        if args.undo is not None:
+            now = store.undo(args.undo)
+            print(f"{args.undo}: now using " + (f"refinement v{now}" if now else "the plain prompts")
+                  + " (send SIGHUP to a running detector)")
+            return 0
+        params = RefineParams(args.alpha, args.beta, args.max_angle)
+        if not args.db.is_file():
+            raise FeedbackError(f"no event database at {args.db} (a `sqlite` sink writes one)")
+    except FeedbackError as e:
+        raise UsageError(str(e)) from None
+    bank = prompt_bank_for(bundle, config.events, config.prompt_cache, RuntimeOptions.from_config(config.runtime),
+                           refined=False)
+    clip_embedding = _clip_embedder(args.clips, bundle, config) if args.clips else None
+    for event, base in zip(config.events, bank.events, strict=True):
+        fb = feedback_embeddings(args.db, event.label, clip_embedding)
+        if fb.without_embedding:
+            log.warning("%s: %d marked event(s) have no stored embedding (recorded before embeddings were "
+                        "stored) and are left out", event.label, fb.without_embedding)
+        if not fb.confirmed.size and not fb.rejected.size:
+            print(f"{event.label}: no feedback, unchanged")
+            continue
+        vector = rocchio(base, fb.confirmed, fb.rejected, params)
+        angle = float(np.degrees(np.arccos(np.clip(vector @ base, -1, 1))))
+        version = store.save(event.label, vector, {
+            "prompt_key": prompt_key(event.prompts, bundle.text_key), "prompts": list(event.prompts),
+            "confirmed": int(fb.confirmed.shape[0]), "rejected": int(fb.rejected.shape[0]),
+            "alpha": params.alpha, "beta": params.beta, "max_angle_deg": params.max_angle_deg,
+            "angle_deg": round(angle, 3), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        clips = f", {fb.from_clips} from saved clips" if args.clips else ""
+        print(f"{event.label}: v{version} from {fb.confirmed.shape[0]} confirmed, {fb.rejected.shape[0]} rejected"
+              f"{clips} (moved {angle:.1f} degrees)")
+    print(f"refinements in {store.directory}; send SIGHUP to a running detector to use them")
+    return 0
+
+
+def _clip_embedder(folder: Path, bundle, config):
+    """Event id -> embedding of its saved clip (a `clips` sink folder), or None when it has none."""
+    from streamdetect.pipeline.clip import clip_embedding
+    from streamdetect.pipeline.encoder import open_audio_encoder
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.frontend import LogMelFrontend
+    from streamdetect.sinks.clips import scan_clips
+
+    if not folder.is_dir():
+        raise UsageError(f"--clips {folder}: no such folder (give the `dir` of a clips sink)")
+    by_id = {clip.event_id8: clip.path for clip in scan_clips(folder)}
+    frontend, encoder = None, None
+
+    def embed(event_id: str):
+        nonlocal frontend, encoder
+        path = by_id.get(event_id[:8])
+        if path is None:
+            return None
+        if encoder is None:  # opened only when a marked event has a clip
+            frontend = LogMelFrontend(bundle.frontend_params)
+            encoder = open_audio_encoder(bundle, RuntimeOptions.from_config(config.runtime))
+        return clip_embedding(path, frontend, encoder)
+
+    return embed
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import csv
+
+    from streamdetect.store import COLUMNS, parse_when, query_events
+
+    try:
+        rows = query_events(args.db, args.label, args.since and parse_when(args.since),
+                            args.until and parse_when(args.until), args.limit)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    for r in rows:
+        extent = f"{r['start_s']:.1f}-{r['end_s']:.1f} s" if r["end_s"] is not None else f"from {r['start_s']:.1f} s"
+        print(f"{r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
+              f"peak {r['peak_score']:.3f}")
+    print(f"{len(rows)} records", file=sys.stderr)
+    return 0

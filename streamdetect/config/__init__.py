@@ -1,0 +1,22 @@
+"""The config: one module per section, and the loader.
+
+``from streamdetect.config import ...`` is the import path plugins and tools use; it stays as it was.
+"""
+
+from streamdetect.config.base import Strict
+from streamdetect.config.daemon import ControlConfig, EmbeddingLogConfig, MetricsConfig
+from streamdetect.config.events import EventConfig
+from streamdetect.config.loader import (
+    MAX_CONFIG_DEPTH,
+    MAX_CONFIG_NODES,
+    MAX_FOUND_CHARS,
+    ConfigError,
+    load_config,
+    parse_config,
+)
+from streamdetect.config.plugins import PluginConfig, SourceConfig
+from streamdetect.config.root import Config
+from streamdetect.config.runtime import GateConfig, RuntimeConfig, WindowConfig
+from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, VocabularyConfig
+
+__all__ = ['Strict', 'WindowConfig', 'RuntimeConfig', 'GateConfig', 'MetricsConfig', 'ControlConfig', 'EmbeddingLogConfig', 'EventConfig', 'ScoringConfig', 'VocabularyConfig', 'NoveltyConfig', 'PluginConfig', 'SourceConfig', 'Config', 'ConfigError', 'MAX_CONFIG_NODES', 'MAX_CONFIG_DEPTH', 'MAX_FOUND_CHARS', 'parse_config', 'load_config']

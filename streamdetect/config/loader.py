@@ -1,0 +1,171 @@
+"""YAML -> a validated ``Config``, with every mistake reported at once by file and key path.
+
+Sink and source options are validated by the plugin's own ``Options`` model, found through the registry by
+``type``, so a third-party plugin gets the same checks as a built-in one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    ValidationError,
+)
+
+from streamdetect.config.plugins import PluginConfig
+from streamdetect.config.root import Config
+from streamdetect.plugins import Registry, UnknownPluginError
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``problems`` holds one ``(key path, message)`` per mistake."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source, self.problems = source, problems
+        lines = [f"{source}: {path}: {message}" if path else f"{source}: {message}" for path, message in problems]
+        super().__init__("invalid config\n  " + "\n  ".join(lines))
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+MAX_CONFIG_NODES = 50_000  # a real config has hundreds; YAML aliases can make millions out of a few lines
+MAX_CONFIG_DEPTH = 50
+MAX_FOUND_CHARS = 200
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_FOUND_CHARS else text[:MAX_FOUND_CHARS] + "..."
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind, found = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key (found {_shown(found)})"
+    if kind == "missing":
+        return "required key is missing"
+    return f"{error['msg'].replace('Input should be', 'expected')} (found {_shown(found)})"
+
+
+def _too_big(data: Any) -> str | None:
+    """Why the data is too large to validate, or None. PyYAML builds aliases as shared references, so a
+    "billion laughs" file loads fast but expands exponentially once validation walks it; this walk stops at
+    the limit instead of expanding."""
+    stack, nodes = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_CONFIG_NODES:
+            return (f"too large: more than {MAX_CONFIG_NODES} values once YAML aliases (*name) are expanded; "
+                    "a config this size is almost certainly an alias bomb or a wrong file")
+        if depth > MAX_CONFIG_DEPTH:
+            return f"nested more than {MAX_CONFIG_DEPTH} levels deep"
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list | tuple | set):
+            stack.extend((item, depth + 1) for item in value)
+    return None
+
+
+def _problems(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
+    return [(_key_path(prefix + tuple(e["loc"])), _describe(e)) for e in error.errors()]
+
+
+def _validate_plugin(
+    registry: Registry, entry: PluginConfig, where: tuple[Any, ...], problems: list[tuple[str, str]]
+) -> None:
+    try:
+        cls = registry.get(entry.type)
+    except UnknownPluginError as e:
+        problems.append((_key_path(where + ("type",)), str(e)))
+        return
+    try:
+        cls.Options.model_validate(entry.options)
+    except ValidationError as e:
+        problems.extend(_problems(e, where))
+
+
+def _scoring_problems(config: Config) -> list[tuple[str, str]]:
+    """Checks across sections: thresholds that mean nothing in the chosen scoring mode."""
+    problems: list[tuple[str, str]] = []
+    scoring = config.scoring
+    if scoring.mode == "softmax":
+        for i, event in enumerate(config.events):
+            if not 0.0 <= event.threshold <= 1.0:
+                problems.append((f"events[{i}].threshold", f"scoring.mode is softmax, so the threshold is a "
+                                 f"probability between 0 and 1 (found {event.threshold!r})"))
+        if len(config.events) + len(scoring.background) < 2:
+            problems.append(("scoring.background", "softmax over a single prompt is always 1: add background "
+                             "prompts (e.g. silence, room tone) or use scoring.mode cosine"))
+    elif scoring.background and not config.novelty.enabled:
+        problems.append(("scoring.background", "background prompts only take part in scoring.mode softmax (and "
+                         "in novelty): set scoring.mode: softmax or remove them"))
+    return problems
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: str | Path | None = None) -> Config:
+    """Validate already-parsed YAML data (also used by tests and by config reload).
+
+    ``base_dir`` is where relative example paths are looked up (the config file's directory; default: here).
+    """
+    from streamdetect.sinks import SINKS
+    from streamdetect.sources import SOURCES
+
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", f"expected a mapping of keys at the top level, found {type(data).__name__}")])
+    if (why := _too_big(data)) is not None:
+        raise ConfigError(source, [("", why)])
+    try:
+        config = Config.model_validate(data, context={"base_dir": str(base_dir) if base_dir else None})
+    except ValidationError as e:
+        raise ConfigError(source, _problems(e)) from None
+    problems = _scoring_problems(config)
+    for i, sink in enumerate(config.sinks):
+        _validate_plugin(SINKS, sink, ("sinks", i), problems)
+    if config.source is not None:
+        _validate_plugin(SOURCES, config.source, ("source",), problems)
+    for i, entry in enumerate(config.sources):
+        _validate_plugin(SOURCES, entry, ("sources", i), problems)
+    known = [e.label for e in config.events] + ([config.novelty.label] if config.novelty.enabled else [])
+    for i, sink in enumerate(config.sinks):
+        labels = sink.options.get("labels")
+        for label in labels if isinstance(labels, list) else []:
+            if label not in known:
+                problems.append((f"sinks[{i}].labels", f"{label!r} is not an event label ({', '.join(known)})"))
+    entries = [(f"sources[{i}]", e) for i, e in enumerate(config.sources)] + (
+        [("source", config.source)] if config.source is not None else [])
+    for where, entry in entries:
+        for label in entry.events or []:
+            if label not in known[: len(config.events)]:
+                problems.append((f"{where}.events", f"{label!r} is not an event label "
+                                                    f"({', '.join(e.label for e in config.events)})"))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), [("", f"cannot read the file ({e.strerror})")]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), [("", f"not UTF-8 text (byte {e.start}): is this the config file?")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [("", f"not valid YAML: {where}{getattr(e, 'problem', e)}")]) from None
+    except RecursionError:
+        raise ConfigError(str(path), [("", f"not valid YAML: nested too deeply (over {MAX_CONFIG_DEPTH} levels "
+                                           "are refused)")]) from None
+    return parse_config(data, str(path), base_dir=path.parent)

@@ -1,0 +1,58 @@
+"""The whole config: every section, and the checks that span sections.
+"""
+
+from __future__ import annotations
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from streamdetect.config.base import Strict
+from streamdetect.config.daemon import ControlConfig, EmbeddingLogConfig, MetricsConfig
+from streamdetect.config.events import EventConfig
+from streamdetect.config.plugins import PluginConfig, SourceConfig
+from streamdetect.config.runtime import GateConfig, RuntimeConfig, WindowConfig
+from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, VocabularyConfig
+
+
+class Config(Strict):
+    model: str | None = Field(None, description="directory written by `streamdetect export`")
+    prompt_cache: str | None = Field(None, description="directory for cached prompt embeddings")
+    windows: WindowConfig = WindowConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    gate: GateConfig = GateConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    control: ControlConfig = ControlConfig()
+    embedding_log: EmbeddingLogConfig = EmbeddingLogConfig()
+    source: SourceConfig | None = None
+    sources: list[SourceConfig] = Field(default_factory=list, description="several streams in one detector")
+    events: list[EventConfig] = Field(min_length=1)
+    scoring: ScoringConfig = ScoringConfig()
+    vocabulary: VocabularyConfig = VocabularyConfig()
+    novelty: NoveltyConfig = NoveltyConfig()
+    sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")])
+
+    @property
+    def all_sources(self) -> list[SourceConfig]:
+        return self.sources or ([self.source] if self.source is not None else [])
+
+    @model_validator(mode="after")
+    def _one_way_to_name_sources(self) -> Config:
+        if self.source is not None and self.sources:
+            raise ValueError("give either `source` or `sources`, not both")
+        names = [s.name for s in self.sources if s.name]
+        if len(names) != len(set(names)):
+            raise ValueError(f"source names must be unique, found {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> Config:
+        seen: set[str] = set()
+        for event in self.events:
+            if event.label in seen:
+                raise ValueError(f"event label {event.label!r} appears twice; labels must be unique")
+            seen.add(event.label)
+        if self.novelty.enabled and self.novelty.label in seen:
+            raise ValueError(f"novelty.label {self.novelty.label!r} is also an event label; pick another")
+        return self

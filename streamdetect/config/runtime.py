@@ -1,0 +1,38 @@
+"""The ``windows``, ``runtime`` and ``gate`` sections: how audio is cut and where the encoder runs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    Field,
+)
+
+from streamdetect.config.base import Strict
+
+
+class WindowConfig(Strict):
+    window_s: float = Field(3.0, gt=0, le=10.0, description="analysis window length; CLAP takes at most 10 s")
+    hop_s: float = Field(1.0, gt=0, le=60.0, description="time between window starts")
+
+
+class RuntimeConfig(Strict):
+    device: Literal["auto", "cpu", "cuda", "tensorrt", "openvino"] = Field(
+        "auto", description="auto: CUDA when an NVIDIA driver and onnxruntime-gpu are there, else OpenVINO bf16 on a "
+        "CPU with bf16 units when openvino is installed and the export verified bf16, else CPU; tensorrt: "
+        "onnxruntime's TensorRT provider (engines cached next to the model), CUDA and CPU as fallbacks; openvino: "
+        "the audio encoder on Intel's OpenVINO runtime on the CPU (pip install 'streamdetect[openvino]')")
+    precision: Literal["auto", "fp32", "int8", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 on openvino, int8 on CPU, fp16 on GPU, when the export verified them "
+        "(cosine >= 0.999 vs fp32), else fp32")
+    intra_op_threads: int = Field(0, ge=0, le=256, description="0 lets onnxruntime choose")
+    batch_size: int = Field(4, ge=1, le=1024, description="windows per encoder call when several are ready; "
+                            "with tensorrt also the largest batch its engine is built for")
+    frontend_threads: int = Field(0, ge=0, le=256, description="threads computing log-mel features; 0: one when "
+                                  "the encoder runs on the CPU (it needs the cores), all cores but two on a GPU")
+
+
+class GateConfig(Strict):
+    min_dbfs: float | None = Field(None, ge=-200.0, le=0.0, description="windows quieter than this skip the "
+                                   "encoder and count as silence (none: every window is analysed)")

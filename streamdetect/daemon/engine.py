@@ -1,0 +1,247 @@
+"""One inference thread for many streams: windows that are due from all streams go through the encoder together.
+
+Each source has a feeding thread that cuts its windows; the engine thread batches whatever windows are queued
+(waiting at most ``max_wait_s`` for more, so a quiet stream never holds the others back), scores them, and
+applies the scores to each stream's event trackers in order. Trackers are only touched by the engine thread.
+Live streams never block: if the engine falls behind, the queue grows and the backlog is logged and counted.
+Finite streams (files) wait for room instead, so a fast file cannot fill memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamdetect.pipeline.detector import Detector
+from streamdetect.pipeline.observers import EngineObserver
+from streamdetect.pipeline.streams import RunSummary, StreamState, summarize
+from streamdetect.pipeline.windows import Window
+from streamdetect.sources.base import AudioSource, Gap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    """Counters for logs and metrics; latency is from a window being complete to its records being emitted,
+    kept for the most recent 10,000 windows only (enough for a p99; a daemon must not grow for months)."""
+
+    windows: int = 0
+    batches: int = 0
+    backlog: int = 0
+    max_backlog: int = 0
+    backlog_warnings: int = 0
+    latencies_s: deque = field(default_factory=lambda: deque(maxlen=10_000))  # the most recent windows
+
+    def latency_ms(self, q: float) -> float:
+        return float(np.percentile(np.asarray(self.latencies_s), q) * 1000) if self.latencies_s else 0.0
+
+
+@dataclass
+class ReloadTicket:
+    """Lets a caller (the control API) wait until the inference thread applied, or rejected, its reload."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Item:
+    stream: StreamState
+    window: Window | None  # None: the stream ended, close its events
+    submitted: float
+
+
+class BatchingEngine:
+    def __init__(self, detector: Detector, max_wait_s: float = 0.02, backlog_warn_s: float = 10.0,
+                 finite_queue_windows: int | None = None, observer: EngineObserver | None = None):
+        self.detector = detector
+        self.observer = observer
+        self.max_batch = detector.config.runtime.batch_size
+        self.max_wait_s = max_wait_s
+        self.backlog_warn_s = backlog_warn_s
+        self.finite_queue_windows = finite_queue_windows or 4 * self.max_batch
+        self.stats = EngineStats()
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="streamdetect-inference", daemon=True)
+        self._error: BaseException | None = None
+        self._last_warning = 0.0
+        self._reload = None  # a validated Config waiting to be applied by the inference thread
+        self._tickets: list[ReloadTicket] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, stream: StreamState, windows: list[Window]) -> None:
+        """Queue a stream's new windows; blocks only for finite streams while the queue is full."""
+        now = time.monotonic()
+        with self._cond:
+            if not stream.live:
+                self._cond.wait_for(lambda: len(self._queue) < self.finite_queue_windows or self._error is not None)
+            self._raise_if_failed()
+            self._queue.extend(_Item(stream, w, now) for w in windows)
+            self._note_backlog()
+            self._cond.notify_all()
+
+    def close_stream(self, stream: StreamState) -> None:
+        """Close the stream's open events once every window queued before this call is analysed."""
+        with self._cond:
+            self._queue.append(_Item(stream, None, time.monotonic()))
+            self._cond.notify_all()
+
+    def request_reload(self, config) -> ReloadTicket:
+        """Apply a new (already validated) config between two batches, on the inference thread."""
+        ticket = ReloadTicket()
+        with self._cond:
+            self._reload = config
+            self._tickets.append(ticket)
+            self._cond.notify_all()
+        return ticket
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Finish what is queued, then end the inference thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error("inference thread did not finish within %.0f s; %d windows left", timeout_s, len(self._queue))
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError("the inference thread failed") from self._error
+
+    def _note_backlog(self) -> None:
+        backlog = sum(1 for item in self._queue if item.window is not None)
+        self.stats.backlog = backlog
+        self.stats.max_backlog = max(self.stats.max_backlog, backlog)
+        if self.observer is not None:
+            self.observer.backlog_changed(backlog)
+        oldest = self._queue[0].submitted if self._queue else time.monotonic()
+        behind_s = time.monotonic() - oldest
+        if behind_s > self.backlog_warn_s and time.monotonic() - self._last_warning > self.backlog_warn_s:
+            self._last_warning = time.monotonic()
+            self.stats.backlog_warnings += 1
+            log.warning("inference is %.1f s behind: %d windows queued (the machine cannot keep up with "
+                        "these streams; use fewer streams, precision int8 or a GPU)", behind_s, backlog)
+
+    def _take(self) -> list[_Item] | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._queue or self._stopping or self._reload is not None)
+            if self._reload is not None:
+                return []  # the loop applies the reload first
+            if not self._queue:
+                return None
+            # Bounded wait for the other streams' windows of this tick, so they share one encoder call.
+            deadline = time.monotonic() + self.max_wait_s
+            while len(self._queue) < self.max_batch and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    break
+            batch: list[_Item] = []
+            while self._queue and len(batch) < self.max_batch:
+                item = self._queue.popleft()
+                batch.append(item)
+                if item.window is None:
+                    break  # a close marker ends the batch: later windows of that stream cannot exist
+            self._note_backlog()
+            self._cond.notify_all()
+            return batch
+
+    def _loop(self) -> None:
+        try:
+            while (batch := self._take()) is not None:
+                with self._cond:
+                    config, self._reload = self._reload, None
+                    tickets, self._tickets = self._tickets, []
+                if config is not None:
+                    error = None
+                    try:
+                        self.detector.reload(config)
+                    except Exception as e:  # noqa: BLE001 - a failed reload must not stop detection
+                        log.exception("config reload failed; the previous config keeps running")
+                        error = f"{type(e).__name__}: {e}"
+                    for ticket in tickets:  # a superseded request counts as answered by the newest one
+                        ticket.error = error
+                        ticket.done.set()
+                windows = [(item.stream, item.window) for item in batch if item.window is not None]
+                if windows:
+                    self.detector.analyse(windows)
+                    done = time.monotonic()
+                    latencies = [done - item.submitted for item in batch if item.window is not None]
+                    self.stats.latencies_s.extend(latencies)
+                    if self.observer is not None:
+                        for latency in latencies:
+                            self.observer.window_latency(latency)
+                    self.stats.windows += len(windows)
+                    self.stats.batches += 1
+                for item in batch:
+                    if item.window is None:
+                        self.detector.end_stream(item.stream)
+        except BaseException as e:  # noqa: BLE001 - reported to the feeding threads and the caller
+            log.exception("inference thread failed")
+            with self._cond:
+                self._error = e
+                self._cond.notify_all()
+
+
+def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event) -> StreamState:
+    """Cut a source's windows in the calling thread and hand them to the engine."""
+    detector = engine.detector
+    stream = detector.open_stream(source.name, source.live, source.gate, source.labels)
+    metrics = engine.observer
+    try:
+        for block in source.blocks(stop):
+            if metrics is not None:
+                metrics.heard(stream.name, source.live)
+            if isinstance(block, Gap):
+                detector.skip(stream, block)
+            else:
+                detector.tap(stream, block)
+                windows = list(stream.windower.push(block))
+                if windows:
+                    engine.submit(stream, windows)
+        engine.submit(stream, list(stream.windower.finish()))
+        if metrics is not None and not source.live:
+            metrics.forget(stream.name)  # a finished file is not a dead stream
+    finally:
+        engine.close_stream(stream)
+    return stream
+
+
+def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.Event,
+                engine: BatchingEngine | None = None) -> tuple[list[RunSummary], EngineStats]:
+    """Run every source in its own feeding thread through one batching engine until all end or ``stop``."""
+    engine = engine or BatchingEngine(detector)
+    engine.start()
+    results: dict[int, StreamState] = {}
+    errors: list[BaseException] = []
+    t0 = time.perf_counter()
+
+    def worker(i: int, source: AudioSource) -> None:
+        try:
+            results[i] = feed(engine, source, stop)
+        except BaseException as e:  # noqa: BLE001 - re-raised below after the others finished
+            errors.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=worker, args=(i, s), name=f"feed-{s.name}", daemon=True)
+               for i, s in enumerate(sources)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(0.2)  # short joins keep the main thread responsive to signals
+    engine.stop()
+    if errors:
+        raise errors[0]
+    wall = time.perf_counter() - t0
+    return [summarize(results[i], s, detector.bundle.sample_rate, wall) for i, s in enumerate(sources)], engine.stats

@@ -1,0 +1,90 @@
+"""The daemon assembled from a config: sinks, metrics, embedding log, detector, engine and control API.
+
+``streamdetect run``, ``tools/soak.py`` and ``tools/bench.py`` all build their daemon here, so the wiring is
+written once and what the tools measure is what runs. ``DetectorService`` owns everything it opens and closes it
+in reverse order, also when building fails halfway.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+from streamdetect.config import Config
+from streamdetect.daemon.control import ControlServer, control_token
+from streamdetect.daemon.embedding_log import EmbeddingLogWriter, log_key
+from streamdetect.daemon.engine import BatchingEngine, EngineStats, ReloadTicket, run_sources
+from streamdetect.daemon.metrics import Metrics, MetricsServer
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.build import build_detector
+from streamdetect.pipeline.detector import Detector
+from streamdetect.pipeline.encoder.base import AudioEncoder
+from streamdetect.pipeline.streams import RunSummary
+from streamdetect.sinks.base import SinkSet, build_sinks
+from streamdetect.sources.base import AudioSource
+
+log = logging.getLogger(__name__)
+
+
+class DetectorService:
+    """A running detector with its services; ``run`` drives sources through it, ``close`` releases it all.
+
+    ``metrics`` forces Prometheus metrics on (the tools read them) even where the config serves none; the HTTP
+    endpoint is started only when ``metrics.port`` is configured. ``encoder`` replaces the configured one.
+    """
+
+    def __init__(self, config: Config, bundle: ModelBundle, *, sinks: SinkSet | None = None,
+                 encoder: AudioEncoder | None = None, metrics: bool = False):
+        self.config, self.bundle = config, bundle
+        self._closing = ExitStack()
+        try:
+            token = control_token(config.control.token_env) if config.control.port is not None else None
+            self.sinks = sinks if sinks is not None else build_sinks(config.sinks)
+            self._closing.callback(self.sinks.close)
+            self.metrics = Metrics(config.metrics.stale_after_s) if metrics or config.metrics.port is not None \
+                else None
+            if self.metrics is not None:
+                self.metrics.watch_sinks(list(self.sinks.failures), self.sinks.failures.__getitem__,
+                                         lambda name: self.sinks.dropped.get(name, 0))
+            self.embedding_log = None
+            if config.embedding_log.dir is not None:
+                self.embedding_log = EmbeddingLogWriter(
+                    Path(config.embedding_log.dir), log_key(bundle), config.embedding_log.max_days,
+                    config.embedding_log.queue_windows)
+                self._closing.callback(self.embedding_log.close)
+            if config.metrics.port is not None and self.metrics is not None:
+                server = MetricsServer(self.metrics, config.metrics.host, config.metrics.port)
+                self._closing.callback(server.close)
+                log.info("metrics on http://%s:%d/metrics and /healthz", *server.address[:2])
+            self.detector: Detector = build_detector(config, bundle, self.sinks, encoder=encoder,
+                                                     observer=self.metrics, embedding_log=self.embedding_log)
+            self.engine = BatchingEngine(self.detector, observer=self.metrics)
+            if token is not None:
+                control = ControlServer(lambda: self.detector.config, self.engine.request_reload, token,
+                                        config.control.host, config.control.port)
+                self._closing.callback(control.close)
+                log.info("control API on http://%s:%d/events", *control.address[:2])
+        except BaseException:
+            self._closing.close()
+            raise
+
+    def request_reload(self, config: Config) -> ReloadTicket:
+        """Apply a new, already validated config between two batches (events and gate; see Detector.reload)."""
+        return self.engine.request_reload(config)
+
+    def run(self, sources: list[AudioSource], stop: threading.Event) -> tuple[list[RunSummary], EngineStats]:
+        log.info("listening to %s for %s (%s, %s)", ", ".join(s.name for s in sources),
+                 ", ".join(self.detector.bank.labels), self.detector.encoder.file, self.detector.encoder.describe())
+        return run_sources(self.detector, sources, stop, engine=self.engine)
+
+    def close(self) -> None:
+        """Stop the control API first (no reload may arrive after), then the sinks, the log and the metrics."""
+        self._closing.close()
+
+    def __enter__(self) -> DetectorService:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

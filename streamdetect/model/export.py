@@ -1,0 +1,406 @@
+"""Offline step: a Hugging Face CLAP checkpoint -> ONNX encoders + tokenizer + manifest.
+
+This is the only module that imports torch/transformers (``pip install 'streamdetect[export]'``). The export
+checks itself before it succeeds: embeddings from the exported files, run through the same run-time code the
+detector uses (numpy front end, onnxruntime, ``tokenizers``), must match PyTorch with cosine >= 0.9999 on
+generated audio and on a few prompts, and the figures are printed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import streamdetect
+from streamdetect.model.manifest import (
+    AUDIO_ENCODER,
+    AUDIO_ENCODER_FP16,
+    AUDIO_ENCODER_INT8,
+    AUDIO_ENCODER_OPENVINO,
+    AUDIO_ENCODER_OPENVINO_WEIGHTS,
+    AUDIO_INPUT,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    TEXT_ENCODER,
+    TOKENIZER,
+    ModelBundle,
+    sha256_file,
+)
+from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend
+
+MIN_COSINE = 0.9999
+INT8_MIN_COSINE = 0.999  # int8 ships only if it stays this close to fp32 on the verification audio
+FP16_MIN_COSINE = 0.999  # likewise fp16 (for GPUs; on a CPU onnxruntime runs it through casts, slowly)
+BF16_MIN_COSINE = 0.999  # and bf16 on OpenVINO (the fp32 file at bf16 inference precision; AMX on Intel CPUs)
+VERIFY_PROMPTS = (
+    "birdsong",
+    "a dog barking in the distance",
+    "glass breaking",
+    "the beeping of a smoke alarm",
+    "wind noise on a microphone, with rain falling on a metal roof and traffic far away",
+)
+
+
+class ExportError(RuntimeError):
+    """The checkpoint cannot be exported, or the exported files do not reproduce it."""
+
+
+def _import_export_deps():
+    try:
+        import torch
+        import transformers
+        from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+    except ImportError as e:
+        raise ExportError(
+            f"export needs torch and transformers ({e.name} is missing): pip install 'streamdetect[export]'"
+        ) from e
+    return torch, transformers, ClapModel, ClapFeatureExtractor, AutoTokenizer
+
+
+def verification_audio(sample_rate: int, seed: int = 0) -> list[np.ndarray]:
+    """Generated clips of several lengths and kinds (noise, tones, chirp, bursts), all at most 10 s."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for seconds in (0.5, 1.0, 3.0, 7.0, 10.0):
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        clips.append(0.1 * rng.standard_normal(t.size))
+        clips.append(0.3 * np.sin(2 * np.pi * (400 + 2000 * t / seconds) * t) + 0.01 * rng.standard_normal(t.size))
+    t = np.arange(3 * sample_rate) / sample_rate
+    clips.append(0.5 * np.sin(2 * np.pi * 1000 * t) * (np.sin(2 * np.pi * 4 * t) > 0))
+    return [c.astype(np.float32) for c in clips]
+
+
+def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)  # float32 would round 0.99999997 up to 1.0
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+@dataclass
+class Verification:
+    audio_cosine_min: float
+    text_cosine_min: float
+    audio_max_abs_diff: float
+    text_max_abs_diff: float
+    frontend_max_abs_db: float
+    n_audio: int
+    n_text: int
+
+
+def _frontend_params(fe: Any, model_id: str) -> FrontendParams:
+    if fe.truncation == "fusion":
+        raise ExportError(
+            f"{model_id} uses feature fusion (truncation='fusion'); streamdetect supports unfused CLAP checkpoints "
+            "such as laion/clap-htsat-unfused or laion/larger_clap_general"
+        )
+    if fe.top_db is not None:
+        raise ExportError(f"{model_id}: feature extractor top_db={fe.top_db} is not supported (expected None)")
+    if fe.padding != "repeatpad":
+        raise ExportError(f"{model_id}: feature extractor padding={fe.padding!r} is not supported (expected repeatpad)")
+    return FrontendParams(
+        sample_rate=int(fe.sampling_rate),
+        n_fft=int(fe.fft_window_size),
+        hop_length=int(fe.hop_length),
+        n_mels=int(fe.feature_size),
+        f_min=float(fe.frequency_min),
+        f_max=float(fe.frequency_max),
+        max_length_s=float(fe.max_length_s),
+        padding=fe.padding,
+    )
+
+
+def _export_onnx(torch, module, args: tuple, path: Path, input_names, output_name, dynamic_shapes) -> None:
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=list(input_names),
+            output_names=[output_name],
+            dynamic_shapes=dynamic_shapes,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+
+
+def export_model(
+    model: str,
+    out: str | Path,
+    revision: str | None = None,
+    report: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+    force: bool = False,
+) -> dict[str, Any]:
+    """Export ``model`` (hub id or local directory) into ``out``; returns the manifest written."""
+    torch, transformers, ClapModel, ClapFeatureExtractor, AutoTokenizer = _import_export_deps()
+    import onnx
+    import onnxruntime
+
+    out = Path(out)
+    if (out / MANIFEST_NAME).exists() and not force:
+        raise ExportError(f"{out} already holds an exported model; pass --force to replace it")
+    t_start = time.perf_counter()
+    report(f"loading {model}" + (f" @ {revision}" if revision else ""))
+    kwargs = {"revision": revision} if revision else {}
+    if not Path(model).exists() and model.startswith(("/", "./", "../", "~")):
+        raise ExportError(f"cannot load CLAP checkpoint {model!r}: no such directory")
+    try:
+        clap = ClapModel.from_pretrained(model, **kwargs).eval()
+        fe = ClapFeatureExtractor.from_pretrained(model, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
+    except OSError as e:
+        raise ExportError(f"cannot load CLAP checkpoint {model!r}: {e}") from e
+    if clap.config.audio_config.enable_fusion:
+        raise ExportError(f"{model} is a fused CLAP checkpoint; export an unfused one (laion/clap-htsat-unfused)")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportError(f"{model} has no fast tokenizer (tokenizer.json); it cannot be used without transformers")
+    params = _frontend_params(fe, model)
+
+    class AudioTower(torch.nn.Module):
+        def __init__(self, clap):
+            super().__init__()
+            self.clap = clap
+
+        def forward(self, input_features):
+            return self.clap.get_audio_features(input_features=input_features).pooler_output
+
+    class TextTower(torch.nn.Module):
+        def __init__(self, clap):
+            super().__init__()
+            self.clap = clap
+
+        def forward(self, input_ids, attention_mask):
+            return self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        seq = torch.export.Dim("sequence", min=2, max=4096)
+        report("exporting the audio encoder to ONNX")
+        feats = torch.zeros(2, 1, params.n_frames, params.n_mels)
+        _export_onnx(torch, AudioTower(clap).eval(), (feats,), staging / AUDIO_ENCODER, [AUDIO_INPUT],
+                     "audio_embedding", {AUDIO_INPUT: {0: batch}})
+        report("exporting the text encoder to ONNX")
+        sample = tokenizer(list(VERIFY_PROMPTS[:2]), padding=True, return_tensors="pt")
+        _export_onnx(torch, TextTower(clap).eval(), (sample["input_ids"], sample["attention_mask"]), staging / TEXT_ENCODER,
+                     ["input_ids", "attention_mask"], "text_embedding",
+                     {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+        tokenizer.backend_tokenizer.save(str(staging / TOKENIZER))
+
+        text_cfg = clap.config.text_config
+        max_length = min(int(tokenizer.model_max_length), int(text_cfg.max_position_embeddings) - 2)
+        manifest: dict[str, Any] = {
+            "format_version": MANIFEST_VERSION,
+            "source": {
+                "model": model,
+                "revision": revision or getattr(clap.config, "_commit_hash", None),
+                "local_directory": str(Path(model).resolve()) if Path(model).is_dir() else None,
+            },
+            "files": {name: sha256_file(staging / name) for name in (AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER)},
+            "sample_rate": params.sample_rate,
+            "frontend": params.to_dict(),
+            "embedding_dim": int(clap.config.projection_dim),
+            "logit_scale": {"audio": clap.logit_scale_a.detach().exp().item(),
+                            "text": clap.logit_scale_t.detach().exp().item()},
+            "text": {"max_length": max_length, "pad_id": int(tokenizer.pad_token_id),
+                     "pad_token": str(tokenizer.pad_token)},
+            "inputs": {"audio": "input_features (batch, 1, frames, mels) float32 log-mel dB",
+                       "text": "input_ids, attention_mask (batch, sequence) int64"},
+            "export": {
+                "streamdetect": streamdetect.__version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+                "opset": int(onnx.load(staging / AUDIO_ENCODER, load_external_data=False).opset_import[0].version),
+                "python": platform.python_version(),
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+        report("verifying the exported files against PyTorch")
+        check = verify_export(staging, clap, fe, tokenizer, torch)
+        manifest["verification"] = check.__dict__
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        report(
+            f"  audio: {check.n_audio} generated clips, min cosine ONNX vs PyTorch {check.audio_cosine_min:.8f}, "
+            f"max |diff| {check.audio_max_abs_diff:.1e}\n"
+            f"  text:  {check.n_text} prompts, min cosine ONNX vs PyTorch {check.text_cosine_min:.8f}, "
+            f"max |diff| {check.text_max_abs_diff:.1e}\n"
+            f"  front end: max |numpy - ClapFeatureExtractor| = {check.frontend_max_abs_db:.2e} dB"
+        )
+        if min(check.audio_cosine_min, check.text_cosine_min) < MIN_COSINE:
+            raise ExportError(
+                f"exported encoders do not reproduce PyTorch (min cosine audio {check.audio_cosine_min:.6f}, "
+                f"text {check.text_cosine_min:.6f}, required {MIN_COSINE}); nothing was written to {out}"
+            )
+        manifest["precisions"] = {"fp32": {"file": AUDIO_ENCODER, "status": "shipped"}}
+        reduced = {"int8": (AUDIO_ENCODER_INT8, quantize_int8, INT8_MIN_COSINE, "dynamic, per channel"),
+                   "fp16": (AUDIO_ENCODER_FP16, convert_fp16, FP16_MIN_COSINE, "inputs and outputs stay fp32")}
+        reference = fp32_reference(staging / AUDIO_ENCODER, params)  # what every reduced precision is held to
+        for precision, (name, convert, required, how) in reduced.items():
+            report(f"converting the audio encoder to {precision} ({how})")
+            convert(staging / AUDIO_ENCODER, staging / name)
+            cosine = cosine_vs_fp32(reference, staging / name)
+            ship_or_refuse(manifest, staging, precision, (name,), cosine, required, report)
+        openvino_files = (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS)
+        if importlib.util.find_spec("openvino") is None:
+            report("  bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
+        else:
+            report("converting the audio encoder to OpenVINO IR (fp16-stored weights, run at bf16)")
+            convert_openvino(staging / AUDIO_ENCODER, staging / AUDIO_ENCODER_OPENVINO)
+            bf16 = openvino_bf16_cosine(reference, staging / AUDIO_ENCODER_OPENVINO)
+            ship_or_refuse(manifest, staging, "bf16", openvino_files, bf16, BF16_MIN_COSINE, report,
+                           engine="openvino")
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        optional = [name for name, *_ in reduced.values()] + list(openvino_files)
+        names = [AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER] + [n for n in optional if n in manifest["files"]]
+        if out.exists():
+            for name in (*names, *optional, MANIFEST_NAME):
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (*names, MANIFEST_NAME):  # manifest last: it marks completion
+            shutil.move(str(staging / name), out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report(f"exported {model} to {out} in {time.perf_counter() - t_start:.1f} s")
+    return manifest
+
+
+def verify_export(directory: Path, clap, fe, tokenizer, torch) -> Verification:
+    """Compare the run-time path over the exported files with the PyTorch model, row by row."""
+    from streamdetect.pipeline.encoder import open_audio_encoder
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.encoder.text import TextEncoder
+
+    bundle = ModelBundle.load(directory)
+    params = bundle.frontend_params
+    frontend = LogMelFrontend(params)
+    clips = verification_audio(params.sample_rate)
+    ours_feats = frontend(clips)
+    ref = fe(clips, sampling_rate=params.sample_rate, return_tensors="pt")
+    fe_diff = float(np.abs(ref["input_features"].numpy() - ours_feats).max())
+    with torch.no_grad():
+        ref_audio = clap.get_audio_features(input_features=ref["input_features"]).pooler_output.numpy()
+    cpu = RuntimeOptions(device="cpu")
+    onnx_audio = open_audio_encoder(bundle, cpu)(ours_feats)
+    enc = tokenizer(list(VERIFY_PROMPTS), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ref_text = clap.get_text_features(**enc).pooler_output.numpy()
+    onnx_text = TextEncoder(bundle, cpu)(list(VERIFY_PROMPTS))
+    return Verification(
+        audio_cosine_min=float(_cosine_rows(ref_audio, onnx_audio).min()),
+        text_cosine_min=float(_cosine_rows(ref_text, onnx_text).min()),
+        audio_max_abs_diff=float(np.abs(ref_audio - onnx_audio).max()),
+        text_max_abs_diff=float(np.abs(ref_text - onnx_text).max()),
+        frontend_max_abs_db=fe_diff,
+        n_audio=len(clips),
+        n_text=len(VERIFY_PROMPTS),
+    )
+
+
+def _load_without_stale_shapes(path: Path):
+    """The dynamo exporter leaves shape annotations that its own graph rewrites made stale; onnx shape
+    inference (in the quantizer and the fp16 converter) rejects them, so drop them and let it infer afresh."""
+    import onnx
+
+    model = onnx.load(path)
+    del model.graph.value_info[:]
+    return model
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic int8 quantisation of the MatMul weights (int8 GEMMs are what make a CPU faster)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = Path(tmp) / "clean.onnx"
+        onnx.save(_load_without_stale_shapes(fp32_path), clean)
+        quantize_dynamic(clean, int8_path, weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+
+
+def ship_or_refuse(manifest: dict, staging: Path, precision: str, files: tuple[str, ...], cosine: float,
+                   required: float, report: Callable[[str], None], engine: str | None = None) -> None:
+    """Record a reduced precision's check in the manifest: its files are hashed if it is within ``required`` of
+    fp32, deleted from the staging directory if not."""
+    shipped = cosine >= required
+    manifest["precisions"][precision] = {**({"engine": engine} if engine else {}), "file": files[0],
+                                         "status": "shipped" if shipped else "refused",
+                                         "cosine_min_vs_fp32": cosine, "required": required}
+    for name in files:
+        if shipped:
+            manifest["files"][name] = sha256_file(staging / name)
+        else:
+            (staging / name).unlink()
+    label = f"{precision} (OpenVINO)" if engine == "openvino" else precision
+    report(f"  {label}: min cosine vs fp32 {cosine:.5f} -> " + ("shipped" if shipped else f"refused (needs >= {required})"))
+
+
+def convert_fp16(fp32_path: Path, fp16_path: Path) -> None:
+    """fp16 weights and activations for GPU tensor cores; the input and output stay fp32, so callers and the
+    front end are unchanged. Uses onnxruntime's own converter (no extra dependency)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(_load_without_stale_shapes(fp32_path), keep_io_types=True), fp16_path)
+
+
+def convert_openvino(fp32_path: Path, xml_path: Path) -> None:
+    """OpenVINO IR (``.xml`` + ``.bin``) with weights stored at fp16: at bf16 inference precision OpenVINO converts
+    them anyway, and compiling from half the bytes keeps `streamdetect run` under its memory target."""
+    import openvino as ov
+
+    ov.save_model(ov.Core().read_model(str(fp32_path)), str(xml_path), compress_to_fp16=True)
+
+
+@dataclass
+class Fp32Reference:
+    """The verification audio's features and the fp32 ONNX graph's embeddings of them, computed once per export."""
+
+    features: np.ndarray
+    embeddings: np.ndarray
+
+
+def fp32_reference(fp32_path: Path, params: FrontendParams) -> Fp32Reference:
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.encoder.onnx import open_session
+
+    features = LogMelFrontend(params)(verification_audio(params.sample_rate))
+    session = open_session(fp32_path, RuntimeOptions(device="cpu"))
+    return Fp32Reference(features, session.run(None, {session.get_inputs()[0].name: features})[0])
+
+
+def openvino_bf16_cosine(reference: Fp32Reference, openvino_path: Path) -> float:
+    """Min cosine of OpenVINO at bf16 (on its IR) vs onnxruntime fp32 on the verification audio."""
+    from streamdetect.pipeline.encoder.openvino import compile_openvino
+
+    compiled = compile_openvino(openvino_path, "bf16")
+    request = compiled.create_infer_request()
+    bf16 = np.concatenate([request.infer({0: row[None]})[compiled.output(0)] for row in reference.features])
+    return float(_cosine_rows(reference.embeddings, bf16).min())
+
+
+def cosine_vs_fp32(reference: Fp32Reference, other_path: Path) -> float:
+    """Min cosine between another encoder file's embeddings and the fp32 reference (onnxruntime, CPU)."""
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.encoder.onnx import open_session
+
+    session = open_session(other_path, RuntimeOptions(device="cpu"))
+    other = session.run(None, {session.get_inputs()[0].name: reference.features})[0]
+    return float(_cosine_rows(reference.embeddings, other).min())

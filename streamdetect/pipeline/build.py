@@ -1,0 +1,33 @@
+"""A detector for a config: the encoder, the prompt bank and the reload hook the config asks for.
+
+The one place the pipeline's collaborators are built from a config, for the daemon, the analysis verbs and the
+tools alike; tests hand ``Detector`` their own encoder or bank through the same keywords.
+"""
+
+from __future__ import annotations
+
+from streamdetect.config import Config
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.detector import Detector
+from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
+from streamdetect.pipeline.observers import DetectorObserver, EmbeddingObserver, Outputs
+from streamdetect.prompts.assemble import bank_for_config
+from streamdetect.prompts.bank import PromptBank
+
+
+def build_detector(config: Config, bundle: ModelBundle, outputs: Outputs, *, encoder: AudioEncoder | None = None,
+                   bank: PromptBank | None = None, observer: DetectorObserver | None = None,
+                   embedding_log: EmbeddingObserver | None = None) -> Detector:
+    """A detector running the configured encoder (or ``encoder``) over the config's prompt bank (or ``bank``).
+
+    A config reload rebuilds the bank with the same encoder, so audio examples are embedded by what runs.
+    """
+    runtime = RuntimeOptions.from_config(config.runtime)
+    encoder = encoder or open_audio_encoder(bundle, runtime)
+
+    def bank_for(new: Config) -> PromptBank:
+        return bank_for_config(bundle, new, runtime, encoder)
+
+    return Detector(config, bundle, outputs, encoder, bank or bank_for(config), bank_for=bank_for,
+                    observer=observer, embedding_log=embedding_log)

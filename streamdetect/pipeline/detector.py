@@ -1,0 +1,259 @@
+"""The streaming detector: windows -> front end -> encoder -> scores -> event trackers -> outputs.
+
+All streaming state lives in ``Detector`` and its ``StreamState`` objects, so two detectors (or two streams)
+can run side by side in one process and one test. Its collaborators (encoder, prompt bank, outputs, observers)
+are handed in when it is built; ``streamdetect.pipeline.build`` builds them from a config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from streamdetect.config import Config, GateConfig
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.encoder.base import AudioEncoder
+from streamdetect.pipeline.events import EventRecord, EventTracker, WindowScore, event_rules
+from streamdetect.pipeline.frontend import ParallelFrontend
+from streamdetect.pipeline.novelty import NoveltyState
+from streamdetect.pipeline.observers import DetectorObserver, EmbeddingObserver, Outputs
+from streamdetect.pipeline.scoring import Scores, gated_scores, score
+from streamdetect.pipeline.streams import StreamState
+from streamdetect.pipeline.windows import Window, Windower
+from streamdetect.prompts.bank import PromptBank
+from streamdetect.sources.base import Gap
+
+log = logging.getLogger(__name__)
+
+BankFor = Callable[[Config], PromptBank]  # a reloaded config -> its prompt bank
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    """Level of a window in dB relative to full scale (a full-scale square wave is 0 dBFS)."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    return 20.0 * np.log10(max(rms, 1e-10))
+
+
+def frontend_threads(configured: int, encoder: AudioEncoder) -> int:
+    """``runtime.frontend_threads`` made concrete: 0 gives one thread when the encoder runs on the CPU, and all
+    cores but two (for the sources and sinks) when it runs on a GPU, where one thread's ~780 log-mel windows per
+    second would be the limit on streams."""
+    if configured:
+        return configured
+    return max(1, (os.cpu_count() or 1) - 2) if encoder.on_gpu else 1
+
+
+class Detector:
+    """Runs configured events over any number of streams with one encoder and one prompt bank."""
+
+    def __init__(
+        self,
+        config: Config,
+        bundle: ModelBundle,
+        outputs: Outputs,
+        encoder: AudioEncoder,
+        bank: PromptBank,
+        *,
+        bank_for: BankFor | None = None,
+        observer: DetectorObserver | None = None,
+        embedding_log: EmbeddingObserver | None = None,
+    ):
+        if config.windows.window_s > bundle.frontend_params.max_length_s:
+            raise ValueError(
+                f"windows.window_s is {config.windows.window_s} s but the model takes at most "
+                f"{bundle.frontend_params.max_length_s:g} s"
+            )
+        self.config, self.bundle, self.sinks = config, bundle, outputs
+        self.encoder, self.bank, self.bank_for = encoder, bank, bank_for
+        self.observer, self.embedding_log = observer, embedding_log
+        self.frontend = ParallelFrontend(bundle.frontend_params,
+                                         frontend_threads(config.runtime.frontend_threads, encoder))
+        self.rules = event_rules(config.events)
+        self.encoder_seconds = 0.0
+        self.frontend_seconds = 0.0
+        self.streams: list[StreamState] = []
+
+    def open_stream(self, name: str, live: bool, gate: GateConfig | None = None,
+                    labels: list[str] | None = None) -> StreamState:
+        windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
+        trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules, strict=True)]
+        stream = StreamState(name=name, live=live, windower=windower, trackers=trackers, gate=gate,
+                             labels=frozenset(labels) if labels is not None else None)
+        if self.config.novelty.enabled:
+            stream.novelty = NoveltyState.create(self.config.novelty, name)
+        self.streams.append(stream)
+        return stream
+
+    def reload(self, config: Config) -> list[EventRecord]:
+        """Switch to a new config's events and gate without a restart (call from the thread that analyses).
+
+        Kept labels keep their state (an active event stays active under the new threshold); removed labels
+        have their open events closed; new labels start idle. Window, runtime, source and sink settings need
+        a restart and are left as they were.
+        """
+        for key in ("windows", "runtime", "sources", "source", "sinks", "model", "metrics", "control",
+                    "embedding_log"):
+            if getattr(config, key) != getattr(self.config, key):
+                log.warning("config reload: %s changed, which takes effect only after a restart", key)
+        if self.bank_for is None:
+            raise RuntimeError("this detector was built with a fixed prompt bank and cannot reload its events")
+        bank = self.bank_for(config)
+        rules = event_rules(config.events)
+        records: list[EventRecord] = []
+        for stream in self.streams:
+            old = {t.label: t for t in stream.trackers}
+            for label in set(old) - set(bank.labels):
+                wall = stream.wall_time(stream.windower.total_samples / self.bundle.sample_rate)
+                records += self._emit(stream, old[label].finish(wall))
+            stream.trackers = []
+            for label, rule in zip(bank.labels, rules, strict=True):
+                tracker = old.get(label) or EventTracker(label, rule, stream=stream.name)
+                tracker.rules = rule
+                stream.trackers.append(tracker)
+            records += self._reload_novelty(stream, config)
+        self.config, self.bank, self.rules = config.model_copy(update={
+            "windows": self.config.windows, "runtime": self.config.runtime}), bank, rules
+        log.info("config reloaded: events %s", ", ".join(bank.labels))
+        return records
+
+    def _reload_novelty(self, stream: StreamState, config: Config) -> list[EventRecord]:
+        novelty = config.novelty
+        if stream.novelty is not None and (not novelty.enabled or novelty.label != stream.novelty.config.label):
+            wall = stream.wall_time(stream.windower.total_samples / self.bundle.sample_rate)
+            records = self._emit(stream, stream.novelty.tracker.finish(wall))
+            stream.novelty = None
+        else:
+            records = []
+        if novelty.enabled and stream.novelty is None:
+            stream.novelty = NoveltyState.create(novelty, stream.name)
+        elif novelty.enabled:
+            stream.novelty.reconfigure(novelty)
+        return records
+
+    def push(self, stream: StreamState, block: np.ndarray | Gap) -> list[EventRecord]:
+        """Feed audio; live streams are analysed at once, files in batches of ``runtime.batch_size``."""
+        if isinstance(block, Gap):
+            self.skip(stream, block)
+            return []
+        self.tap(stream, block)
+        stream.pending.extend(stream.windower.push(block))
+        if stream.live or len(stream.pending) >= self.config.runtime.batch_size:
+            return self._flush(stream)
+        return []
+
+    def tap(self, stream: StreamState, block: np.ndarray) -> None:
+        """Show a block to the sinks that keep audio (clips), before it is windowed, at its absolute sample
+        index; a ``Gap`` advances that index without audio, which those sinks see as a jump."""
+        if self.sinks.wants_audio:
+            self.sinks.audio(stream.name, stream.windower.total_samples, block, self.bundle.sample_rate)
+
+    def skip(self, stream: StreamState, gap: Gap) -> None:
+        """Lost audio: stream time moves on and the windows touching the gap are counted as dropped."""
+        before = stream.windower.dropped_windows
+        stream.windower.skip(gap.n_samples)
+        lost = stream.windower.dropped_windows - before
+        log.warning("%s: %.2f s of audio lost, %d window(s) not analysed", stream.name,
+                    gap.n_samples / self.bundle.sample_rate, lost)
+        if self.observer is not None:
+            self.observer.windows_dropped(stream.name, lost)
+
+    def finish(self, stream: StreamState) -> list[EventRecord]:
+        """End of stream (or shutdown): analyse what is owed, then close active events."""
+        stream.pending.extend(stream.windower.finish())
+        records = self._flush(stream)
+        return records + self.end_stream(stream)
+
+    def end_stream(self, stream: StreamState) -> list[EventRecord]:
+        """No more audio will come: close the stream's open events, then tell the sinks that keep audio."""
+        records = self.close_events(stream)
+        self.sinks.stream_ended(stream.name)
+        return records
+
+    def close_events(self, stream: StreamState) -> list[EventRecord]:
+        """Emit an ``end`` for every event of the stream that is still active."""
+        wall = stream.wall_time(stream.windower.total_samples / self.bundle.sample_rate)
+        records: list[EventRecord] = []
+        for tracker in stream.trackers:
+            records += self._emit(stream, tracker.finish(wall))
+        if stream.novelty is not None:
+            records += self._emit(stream, stream.novelty.tracker.finish(wall))
+        return records
+
+    def scores(self, windows: list[Window], floors: list[float | None] | None = None) -> Scores:
+        """Scores of a batch of windows (also used by tools that need raw scores, not events).
+
+        With an energy gate, windows quieter than their floor (``floors[i]``, else the top-level
+        ``gate.min_dbfs``) skip the encoder and score -1.
+        """
+        floors = floors or [self.config.gate.min_dbfs] * len(windows)
+        if any(f is not None for f in floors):
+            gated = np.array([f is not None and rms_dbfs(w.samples) < f for w, f in zip(windows, floors, strict=True)])
+            if gated.any():
+                open_windows = [w for w, g in zip(windows, gated, strict=True) if not g]
+                return gated_scores(self.scores_ungated(open_windows) if open_windows else None, gated,
+                                    self.bank.labels)
+        return self.scores_ungated(windows)
+
+    def scores_ungated(self, windows: list[Window]) -> Scores:
+        t0 = time.perf_counter()
+        feats = self.frontend([w.samples for w in windows])
+        t1 = time.perf_counter()
+        embeddings = self.encoder(feats)
+        self.frontend_seconds += t1 - t0
+        self.encoder_seconds += time.perf_counter() - t1
+        return score(embeddings, self.bank, self.config.scoring.mode, self.bundle.logit_scale,
+                     self.config.vocabulary.top_k)
+
+    def _flush(self, stream: StreamState) -> list[EventRecord]:
+        items = [(stream, window) for window in stream.pending]
+        stream.pending = []
+        return self.analyse(items)
+
+    def analyse(self, items: list[tuple[StreamState, Window]]) -> list[EventRecord]:
+        """Score windows of any streams in batches of ``runtime.batch_size``; apply them in order."""
+        records: list[EventRecord] = []
+        batch_size = self.config.runtime.batch_size
+        for offset in range(0, len(items), batch_size):
+            batch = items[offset : offset + batch_size]
+            scores = self.scores([window for _, window in batch],
+                                 [(stream.gate or self.config.gate).min_dbfs for stream, _ in batch])
+            for b, (stream, window) in enumerate(batch):
+                top = scores.top(b)
+                wall = stream.wall_time(window.end_s)
+                gated = scores.gated is not None and bool(scores.gated[b])
+                emb = None if scores.embeddings is None or gated else scores.embeddings[b]
+                if emb is not None and self.embedding_log is not None:
+                    self.embedding_log.add(stream.name, window.start_s, window.end_s, wall, emb)
+                sounds_like = scores.sounds_like[b] if scores.sounds_like is not None else ()
+                for e, tracker in enumerate(stream.trackers):
+                    if stream.labels is not None and tracker.label not in stream.labels:
+                        continue
+                    ws = WindowScore(window.start_s, window.end_s, float(scores.event[b, e]),
+                                     scores.vetoed_by[b][e], top, wall, embedding=emb, sounds_like=sounds_like)
+                    records += self._emit(stream, tracker.update(ws))
+                if stream.novelty is not None:
+                    records += self._emit(stream, stream.novelty.window(
+                        window.start_s, window.end_s, emb,
+                        scores.closest[b] if scores.closest is not None else ("", -1.0), top, sounds_like, wall))
+                if stream.score_log is not None:
+                    stream.score_log.starts_s.append(window.start_s)
+                    stream.score_log.ends_s.append(window.end_s)
+                    stream.score_log.scores.append(scores.event[b].copy())
+                    stream.score_log.vetoed.append(np.array([v is not None for v in scores.vetoed_by[b]]))
+                stream.windows_processed += 1
+                stream.gated_windows += gated
+                if self.observer is not None:
+                    self.observer.window_scored(stream.name, self.bank.labels, scores.event[b], gated)
+        return records
+
+    def _emit(self, stream: StreamState, records: list[EventRecord]) -> list[EventRecord]:
+        for record in records:
+            self.sinks.emit(record)
+            if self.observer is not None:
+                self.observer.record_emitted(record)
+        stream.records_emitted += len(records)
+        return records

@@ -1,0 +1,89 @@
+"""Per-stream state the detector keeps: the window cutter, the trackers, counters, and a run's summary.
+
+Everything a stream carries between two blocks of audio lives in its ``StreamState``, so two streams (or two
+detectors) can run side by side in one process and one test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+
+from streamdetect.config import GateConfig
+from streamdetect.pipeline.events import EventTracker
+from streamdetect.pipeline.novelty import NoveltyState
+from streamdetect.pipeline.windows import Window, Windower
+from streamdetect.sources.base import AudioSource
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds")
+
+
+@dataclass
+class ScoreLog:
+    """Every analysed window's scores, for the tools that look at raw scores (scan, evaluate, calibrate)."""
+
+    starts_s: list[float] = field(default_factory=list)
+    ends_s: list[float] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)  # one (events,) row per window
+    vetoed: list[np.ndarray] = field(default_factory=list)  # one (events,) bool row: a negative won
+
+    def arrays(self, n_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not self.scores:
+            empty = np.zeros((0, n_events))
+            return np.zeros(0), np.zeros(0), empty, empty.astype(bool)
+        return (np.array(self.starts_s), np.array(self.ends_s), np.stack(self.scores), np.stack(self.vetoed))
+
+
+@dataclass
+class StreamState:
+    """Per-stream state: its window cutter, one tracker per label, counters."""
+
+    name: str
+    live: bool
+    windower: Windower
+    trackers: list[EventTracker]
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    pending: list[Window] = field(default_factory=list)
+    windows_processed: int = 0
+    records_emitted: int = 0
+    gated_windows: int = 0  # analysed as silence by the energy gate, without the encoder
+    gate: GateConfig | None = None  # this stream's own energy gate; None follows the config's top-level gate
+    labels: frozenset[str] | None = None  # the events this stream listens for; None: all of them
+    score_log: ScoreLog | None = None
+    novelty: NoveltyState | None = None  # site profile and novelty tracker, when novelty is enabled
+
+    def wall_time(self, stream_s: float) -> str:
+        """Live streams: when that sample was heard. Files: when the result was computed."""
+        if self.live:
+            return _iso(self.started_at + timedelta(seconds=stream_s))
+        return _iso(datetime.now(timezone.utc))
+
+
+@dataclass
+class RunSummary:
+    stream: str
+    audio_s: float
+    windows: int
+    records: int
+    dropped_windows: int
+    gated_windows: int
+    wall_s: float
+    source_stats: dict[str, int]
+
+
+def summarize(stream: StreamState, source: AudioSource, sample_rate: int, wall_s: float) -> RunSummary:
+    return RunSummary(
+        stream=stream.name,
+        audio_s=stream.windower.total_samples / sample_rate,
+        windows=stream.windows_processed,
+        records=stream.records_emitted,
+        dropped_windows=stream.windower.dropped_windows,
+        gated_windows=stream.gated_windows,
+        wall_s=wall_s,
+        source_stats={**source.stats(), **({"nonfinite_samples": stream.windower.nonfinite_samples}
+                                           if stream.windower.nonfinite_samples else {})},
+    )

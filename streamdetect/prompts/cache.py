@@ -1,0 +1,77 @@
+"""Embeddings cached on disk per model, so a restart does not re-embed prompts or example clips.
+
+The prompt cache key is the sha256 of the exported text encoder and tokenizer plus the prompt text, so a cache
+built by another model is never used by mistake. The text encoder is opened only when a prompt is not cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from streamdetect.prompts.vectors import normalize
+
+log = logging.getLogger(__name__)
+
+TextEmbedder = Callable[[list[str]], np.ndarray]
+
+
+class EmbeddingCache:
+    """One ``.npy`` file per key under ``directory``; writes are atomic. An embedding of another shape or kind
+    (another model's, a damaged file) is ignored with a warning and computed again."""
+
+    def __init__(self, directory: Path, dim: int | None = None, what: str = "embedding cache"):
+        self.directory, self.dim, self.what = Path(directory), dim, what
+
+    def _path(self, key: str) -> Path:
+        return self.directory / (hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".npy")
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            embedding = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            log.warning("ignoring unreadable %s file %s (%s)", self.what, path, e)
+            return None
+        if embedding.ndim != 1 or (self.dim is not None and embedding.shape[0] != self.dim) or \
+                embedding.dtype.kind != "f" or not np.isfinite(embedding).all():
+            log.warning("ignoring %s file %s: shape %s %s is not a finite %s-dim embedding of this model; "
+                        "it is embedded again", self.what, path, embedding.shape, embedding.dtype, self.dim or "n")
+            return None
+        return embedding
+
+    def put(self, key: str, embedding: np.ndarray) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.asarray(embedding, dtype=np.float32))
+        os.replace(tmp, self._path(key))
+
+
+class PromptCache(EmbeddingCache):
+    """Prompt text -> embedding, under ``directory/<model key>/``: another model's prompts are never used."""
+
+    def __init__(self, directory: Path, model_key: str, dim: int | None = None):
+        super().__init__(Path(directory) / model_key[:16], dim, "prompt cache")
+
+
+def embed_texts(texts: Sequence[str], cache: PromptCache, embedder: Callable[[], TextEmbedder]) -> np.ndarray:
+    """Embeddings for ``texts`` in order; ``embedder()`` is called (once) only if some text is not cached."""
+    unique = list(dict.fromkeys(texts))
+    found = {t: cache.get(t) for t in unique}
+    missing = [t for t, e in found.items() if e is None]
+    if missing:
+        log.info("embedding %d prompt(s) with the text encoder", len(missing))
+        fresh = embedder()(missing)
+        for text, emb in zip(missing, fresh, strict=True):
+            cache.put(text, emb)
+            found[text] = emb
+    return normalize(np.stack([found[t] for t in texts]).astype(np.float32))

@@ -1,0 +1,98 @@
+"""The event store: the sqlite schema and every query on it.
+
+The sqlite sink writes records here; ``streamdetect events`` lists them, ``feedback`` marks them and ``refine``
+learns from the marks. Keeping the schema and the SQL in one module means a new column or query is written once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT NOT NULL, phase TEXT NOT NULL, label TEXT NOT NULL, stream TEXT NOT NULL,
+    start_s REAL NOT NULL, end_s REAL, peak_score REAL NOT NULL, peak_time_s REAL NOT NULL,
+    time TEXT NOT NULL, top TEXT NOT NULL,
+    PRIMARY KEY (id, phase)
+);
+CREATE INDEX IF NOT EXISTS records_time ON records (time);
+CREATE INDEX IF NOT EXISTS records_label_time ON records (label, time);
+"""
+# Added after the first release; ``connect`` adds them to older databases.
+EXTRA_COLUMNS = {"embedding": "BLOB", "feedback": "TEXT", "feedback_time": "TEXT"}
+COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score", "peak_time_s", "id", "top")
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+    with db:
+        for name, kind in EXTRA_COLUMNS.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
+    return db
+
+
+def insert_record(db: sqlite3.Connection, row: dict[str, Any]) -> None:
+    """One record in its own transaction: a crash loses at most the record in flight."""
+    with db:
+        db.execute(
+            "INSERT OR IGNORE INTO records (id, phase, label, stream, start_s, end_s, peak_score, peak_time_s, "
+            "time, top, embedding) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, :peak_score, "
+            ":peak_time_s, :time, :top, :embedding)", row)
+
+
+def events_matching(db: sqlite3.Connection, id_prefix: str) -> list[tuple[str, str]]:
+    """(id, label) of every event whose id starts with ``id_prefix``."""
+    return db.execute("SELECT DISTINCT id, label FROM records WHERE id LIKE ? || '%'", (id_prefix,)).fetchall()
+
+
+def set_feedback(db: sqlite3.Connection, event_id: str, verdict: str, when: str) -> None:
+    with db:
+        db.execute("UPDATE records SET feedback = ?, feedback_time = ? WHERE id = ?", (verdict, when, event_id))
+
+
+def marked_records(db: sqlite3.Connection, label: str) -> list[tuple[str, str, str, bytes | None]]:
+    """(id, phase, verdict, embedding) of the marked records of a label, each event's ``end`` row last."""
+    return db.execute("SELECT id, phase, feedback, embedding FROM records WHERE label = ? AND feedback IS NOT "
+                      "NULL ORDER BY id, phase = 'end'", (label,)).fetchall()
+
+
+def parse_when(text: str, now: datetime | None = None) -> str:
+    """'7d', '12h', '30m' (ago) or an ISO-8601 time -> ISO-8601 UTC string comparable with stored times."""
+    now = now or datetime.now(timezone.utc)
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return (now - timedelta(**{units[text[-1]]: float(text[:-1])})).isoformat(timespec="milliseconds")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO-8601 time nor an age like 7d, 12h, 30m") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def query_events(path: Path, label: str | None = None, since: str | None = None, until: str | None = None,
+                 limit: int | None = None) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no event database at {path} (a `sqlite` sink writes one)")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    clauses, params = [], []
+    for column, op, value in (("label", "=", label), ("time", ">=", since), ("time", "<=", until)):
+        if value is not None:
+            clauses.append(f"{column} {op} ?")
+            params.append(value)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM records"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY time, label" + (f" LIMIT {int(limit)}" if limit else "")
+    try:
+        return [dict(zip(COLUMNS, row, strict=True)) for row in db.execute(sql, params)]
+    finally:
+        db.close()
