@@ -8,7 +8,6 @@ Also here: a private PulseAudio server (``pulse``) for every test that records a
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -22,34 +21,9 @@ import pytest
 import soundfile as sf
 import yaml
 
+from streamdetect.model.offline import checkpoint_feature_extractor, offline_tokenizer
+
 SAMPLE_RATE = 48_000
-TRAINING_TEXT = [
-    "birdsong in the forest", "a dog barking", "glass breaking", "smoke alarm beeping", "rain on a roof",
-    "wind noise", "traffic far away", "a baby crying", "the sound of water flowing", "silence",
-] * 20
-
-
-def offline_tokenizer(model_max_length: int = 77):
-    """A RoBERTa tokenizer (CLAP's kind) over a byte-level BPE trained here, so no hub download is needed."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaTokenizer
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(TRAINING_TEXT, vocab_size=320, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
-              for m in json.loads(bpe._tokenizer.to_str())["model"]["merges"]]
-    # transformers 5.x: pass vocab/merges as objects; the *_file keyword arguments are silently ignored.
-    return RobertaTokenizer(vocab=bpe.get_vocab(), merges=merges, model_max_length=model_max_length)
-
-
-def checkpoint_feature_extractor():
-    """The preprocessing laion/clap-htsat-unfused ships (not the class defaults)."""
-    from transformers import ClapFeatureExtractor
-
-    return ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc", padding="repeatpad")
-
-
 def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
     """Save a small seeded CLAP with a byte-level BPE tokenizer trained offline, like a hub checkpoint."""
     import torch

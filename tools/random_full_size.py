@@ -10,13 +10,10 @@ nothing: never use it to judge detection quality.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def build(out: Path, reexport: bool = False) -> tuple[Path, Path]:
@@ -29,7 +26,7 @@ def build(out: Path, reexport: bool = False) -> tuple[Path, Path]:
     if not (checkpoint / "config.json").exists():
         from transformers import ClapConfig, ClapModel, ClapProcessor
 
-        from conftest import checkpoint_feature_extractor, offline_tokenizer  # the tests' offline recipe
+        from streamdetect.model.offline import checkpoint_feature_extractor, offline_tokenizer
 
         torch.manual_seed(0)
         processor = ClapProcessor(feature_extractor=checkpoint_feature_extractor(), tokenizer=offline_tokenizer(512))
