@@ -128,7 +128,7 @@ def batch_sweep(model_dir: Path, windows: list[np.ndarray], precision: str, devi
             times.append(time.perf_counter() - t0)
         median = float(np.median(times))
         out.append({"batch": size, "ms_per_call": round(1000 * median, 2),
-                    "windows_per_s": round(size / median, 1), "providers": encoder.providers[0]})
+                    "windows_per_s": round(size / median, 1), "providers": encoder.describe()})
         print(f"  {precision} batch {size:4d}: {1000 * median:8.2f} ms/call, {size / median:9.1f} windows/s",
               flush=True)
     return out
@@ -156,9 +156,8 @@ def frontend_throughput(model_dir: Path, windows: list[np.ndarray], thread_count
 def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: str, device: str = "cpu") -> dict:
     """N paced live streams for ``seconds``: real time if nothing is dropped and the backlog does not grow."""
     from streamdetect.config import parse_config
-    from streamdetect.daemon.engine import BatchingEngine, run_sources
+    from streamdetect.daemon.service import DetectorService
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.build import build_detector
     from streamdetect.sinks.base import SinkSet
     from streamdetect.sources.base import AudioSource
 
@@ -181,8 +180,9 @@ def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: st
     batch = min(max(1, n_streams), 1024)  # one batch per tick up to the config's limit (GPU trials reach 2048)
     config = parse_config({"events": [{"label": "x", "prompts": ["birdsong"], "threshold": 0.3}],
                            "runtime": {"device": device, "precision": precision, "batch_size": batch}})
-    detector = build_detector(config, ModelBundle.load(model_dir), SinkSet([]))
-    engine = BatchingEngine(detector, max_wait_s=0.05, backlog_warn_s=3600)
+    service = DetectorService(config, ModelBundle.load(model_dir), sinks=SinkSet([]), max_wait_s=0.05,
+                              backlog_warn_s=3600)
+    engine = service.engine
     rng = np.random.default_rng(n_streams)
     sources = [Paced((0.05 * rng.standard_normal(int(seconds * SR))).astype(np.float32), f"s{i}")
                for i in range(n_streams)]
@@ -195,7 +195,8 @@ def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: st
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    summaries, stats = run_sources(detector, sources, threading.Event(), engine=engine)
+    with service:
+        summaries, stats = service.run(sources, threading.Event())
     done.set()
     expected = n_streams * (int(seconds) - 2)
     late = backlog[len(backlog) // 2 :] or [0]
@@ -227,8 +228,8 @@ def run_subprocess_metrics(model_dir: Path, device: str = "auto") -> dict:
         first = proc.stdout.readline()
         startup = time.perf_counter() - t0
         proc.stdout.read()
-        runs_on = [line.split("streamdetect.encoder: ", 1)[1] for line in proc.stderr.read().splitlines()
-                   if "streamdetect.encoder: audio_encoder" in line]
+        runs_on = [line.split(": ", 1)[1].split(": ", 1)[1] for line in proc.stderr.read().splitlines()
+                   if "streamdetect.pipeline.encoder." in line and ": audio_encoder" in line and " runs on " in line]
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the prompts run's
         proc.returncode = os.waitstatus_to_exitcode(status)
         total = time.perf_counter() - t0

@@ -1,8 +1,8 @@
 """Soak test: push a generated stream faster than real time through the daemon's own pipeline for the
 equivalent of many hours of audio, sampling RSS and open file descriptors, and check that nothing is lost.
 
-The pipeline is the one ``streamdetect run`` builds (config -> ``build_sinks`` -> ``Detector`` with /metrics ->
-``BatchingEngine`` -> ``run_sources``), with real jsonl, sqlite and webhook sinks (the webhook posts to a
+The pipeline is the one ``streamdetect run`` builds (``DetectorService``: config -> sinks, metrics, detector,
+batching engine), with real jsonl, sqlite and webhook sinks (the webhook posts to a
 receiver on loopback). Only the source is synthetic: noise with a 3 kHz tone for 5 s every 30 s, generated
 block by block, so any number of hours costs no disk. The event threshold is set between the model's
 scores for a noise window and a tone window, so events start and end all the time and every sink works.
@@ -132,11 +132,8 @@ def fit_slope_mb_per_day(samples: list[tuple[float, float, int]], warmup: float 
 
 def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, workdir: Path) -> dict:
     from streamdetect.config import parse_config
-    from streamdetect.daemon.engine import BatchingEngine, run_sources
-    from streamdetect.daemon.metrics import Metrics
+    from streamdetect.daemon.service import DetectorService
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.build import build_detector
-    from streamdetect.sinks.base import build_sinks
 
     receiver = Receiver()
     jsonl, db = workdir / "events.jsonl", workdir / "events.db"
@@ -148,9 +145,8 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
     bundle = ModelBundle.load(model)
     data["events"][0]["threshold"] = midway_threshold(parse_config(data), bundle)
     config = parse_config(data)
-    sinks = build_sinks(config.sinks)
-    detector = build_detector(config, bundle, sinks)
-    detector.metrics = Metrics()
+    service = DetectorService(config, bundle, metrics=True)
+    detector, sinks = service.detector, service.sinks
     source = make_source_class()(int(hours * 3600), time.monotonic() + max_wall_s)
 
     samples: list[tuple[float, float, int]] = []  # (audio seconds analysed, RSS MB, open fds)
@@ -166,11 +162,11 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
     t0 = time.monotonic()
     thread.start()
     try:
-        [summary], stats = run_sources(detector, [source], threading.Event(), engine=BatchingEngine(detector))
+        [summary], stats = service.run([source], threading.Event())
     finally:
         done.set()
         thread.join()
-        sinks.close()
+        service.close()
     wall_s = time.monotonic() - t0
     receiver.close()
 

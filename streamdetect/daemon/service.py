@@ -32,11 +32,13 @@ class DetectorService:
     """A running detector with its services; ``run`` drives sources through it, ``close`` releases it all.
 
     ``metrics`` forces Prometheus metrics on (the tools read them) even where the config serves none; the HTTP
-    endpoint is started only when ``metrics.port`` is configured. ``encoder`` replaces the configured one.
+    endpoint is started only when ``metrics.port`` is configured. ``sinks`` and ``encoder`` replace the
+    configured ones; ``max_wait_s`` and ``backlog_warn_s`` tune the batching engine (see ``BatchingEngine``).
     """
 
     def __init__(self, config: Config, bundle: ModelBundle, *, sinks: SinkSet | None = None,
-                 encoder: AudioEncoder | None = None, metrics: bool = False):
+                 encoder: AudioEncoder | None = None, metrics: bool = False, max_wait_s: float = 0.02,
+                 backlog_warn_s: float = 10.0):
         self.config, self.bundle = config, bundle
         self._closing = ExitStack()
         try:
@@ -60,7 +62,7 @@ class DetectorService:
                 log.info("metrics on http://%s:%d/metrics and /healthz", *server.address[:2])
             self.detector: Detector = build_detector(config, bundle, self.sinks, encoder=encoder,
                                                      observer=self.metrics, embedding_log=self.embedding_log)
-            self.engine = BatchingEngine(self.detector, observer=self.metrics)
+            self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics)
             if token is not None:
                 control = ControlServer(lambda: self.detector.config, self.engine.request_reload, token,
                                         config.control.host, config.control.port)

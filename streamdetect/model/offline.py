@@ -1,0 +1,37 @@
+"""CLAP checkpoints without the hub: a tokenizer trained here and the preprocessing the real checkpoint ships.
+
+Model weights cannot be downloaded on the machines this project is built and tested on, so the tests' tiny CLAP
+and ``tools/random_full_size.py``'s full-size random-weight CLAP are built from this recipe. Like export, it
+needs torch/transformers (``pip install 'streamdetect[export]'``); the detector never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+TRAINING_TEXT = [
+    "birdsong in the forest", "a dog barking", "glass breaking", "smoke alarm beeping", "rain on a roof",
+    "wind noise", "traffic far away", "a baby crying", "the sound of water flowing", "silence",
+] * 20
+
+
+def offline_tokenizer(model_max_length: int = 77) -> Any:
+    """A RoBERTa tokenizer (CLAP's kind) over a byte-level BPE trained here, so no hub download is needed."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TRAINING_TEXT, vocab_size=320, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+              for m in json.loads(bpe._tokenizer.to_str())["model"]["merges"]]
+    # transformers 5.x: pass vocab/merges as objects; the *_file keyword arguments are silently ignored.
+    return RobertaTokenizer(vocab=bpe.get_vocab(), merges=merges, model_max_length=model_max_length)
+
+
+def checkpoint_feature_extractor() -> Any:
+    """The preprocessing laion/clap-htsat-unfused ships (not the class defaults)."""
+    from transformers import ClapFeatureExtractor
+
+    return ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc", padding="repeatpad")

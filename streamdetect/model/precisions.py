@@ -1,0 +1,132 @@
+"""Reduced precisions of the audio encoder (int8, fp16, OpenVINO bf16), each held to the fp32 graph.
+
+Each one is converted from the fp32 ONNX graph, run on the same generated verification audio, and shipped only
+if its embeddings stay within the required cosine of fp32's; the decision and its figure go into the manifest,
+so what ships depends on the CPU that exported (int8 GEMMs round differently on AVX2 and on VNNI/AMX).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamdetect.model.manifest import sha256_file
+from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend
+
+
+def verification_audio(sample_rate: int, seed: int = 0) -> list[np.ndarray]:
+    """Generated clips of several lengths and kinds (noise, tones, chirp, bursts), all at most 10 s."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for seconds in (0.5, 1.0, 3.0, 7.0, 10.0):
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        clips.append(0.1 * rng.standard_normal(t.size))
+        clips.append(0.3 * np.sin(2 * np.pi * (400 + 2000 * t / seconds) * t) + 0.01 * rng.standard_normal(t.size))
+    t = np.arange(3 * sample_rate) / sample_rate
+    clips.append(0.5 * np.sin(2 * np.pi * 1000 * t) * (np.sin(2 * np.pi * 4 * t) > 0))
+    return [c.astype(np.float32) for c in clips]
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)  # float32 would round 0.99999997 up to 1.0
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+
+def _load_without_stale_shapes(path: Path):
+    """The dynamo exporter leaves shape annotations that its own graph rewrites made stale; onnx shape
+    inference (in the quantizer and the fp16 converter) rejects them, so drop them and let it infer afresh."""
+    import onnx
+
+    model = onnx.load(path)
+    del model.graph.value_info[:]
+    return model
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic int8 quantisation of the MatMul weights (int8 GEMMs are what make a CPU faster)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = Path(tmp) / "clean.onnx"
+        onnx.save(_load_without_stale_shapes(fp32_path), clean)
+        quantize_dynamic(clean, int8_path, weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+
+
+def ship_or_refuse(manifest: dict, staging: Path, precision: str, files: tuple[str, ...], cosine: float,
+                   required: float, report: Callable[[str], None], engine: str | None = None) -> None:
+    """Record a reduced precision's check in the manifest: its files are hashed if it is within ``required`` of
+    fp32, deleted from the staging directory if not."""
+    shipped = cosine >= required
+    manifest["precisions"][precision] = {**({"engine": engine} if engine else {}), "file": files[0],
+                                         "status": "shipped" if shipped else "refused",
+                                         "cosine_min_vs_fp32": cosine, "required": required}
+    for name in files:
+        if shipped:
+            manifest["files"][name] = sha256_file(staging / name)
+        else:
+            (staging / name).unlink()
+    label = f"{precision} (OpenVINO)" if engine == "openvino" else precision
+    report(f"  {label}: min cosine vs fp32 {cosine:.5f} -> " + ("shipped" if shipped else f"refused (needs >= {required})"))
+
+
+def convert_fp16(fp32_path: Path, fp16_path: Path) -> None:
+    """fp16 weights and activations for GPU tensor cores; the input and output stay fp32, so callers and the
+    front end are unchanged. Uses onnxruntime's own converter (no extra dependency)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(_load_without_stale_shapes(fp32_path), keep_io_types=True), fp16_path)
+
+
+def convert_openvino(fp32_path: Path, xml_path: Path) -> None:
+    """OpenVINO IR (``.xml`` + ``.bin``) with weights stored at fp16: at bf16 inference precision OpenVINO converts
+    them anyway, and compiling from half the bytes keeps `streamdetect run` under its memory target."""
+    import openvino as ov
+
+    ov.save_model(ov.Core().read_model(str(fp32_path)), str(xml_path), compress_to_fp16=True)
+
+
+@dataclass
+class Fp32Reference:
+    """The verification audio's features and the fp32 ONNX graph's embeddings of them, computed once per export."""
+
+    features: np.ndarray
+    embeddings: np.ndarray
+
+
+def fp32_reference(fp32_path: Path, params: FrontendParams) -> Fp32Reference:
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.encoder.onnx import open_session
+
+    features = LogMelFrontend(params)(verification_audio(params.sample_rate))
+    session = open_session(fp32_path, RuntimeOptions(device="cpu"))
+    return Fp32Reference(features, session.run(None, {session.get_inputs()[0].name: features})[0])
+
+
+def openvino_bf16_cosine(reference: Fp32Reference, openvino_path: Path) -> float:
+    """Min cosine of OpenVINO at bf16 (on its IR) vs onnxruntime fp32 on the verification audio."""
+    from streamdetect.pipeline.encoder.openvino import compile_openvino
+
+    compiled = compile_openvino(openvino_path, "bf16")
+    request = compiled.create_infer_request()
+    bf16 = np.concatenate([request.infer({0: row[None]})[compiled.output(0)] for row in reference.features])
+    return float(cosine_rows(reference.embeddings, bf16).min())
+
+
+def cosine_vs_fp32(reference: Fp32Reference, other_path: Path) -> float:
+    """Min cosine between another encoder file's embeddings and the fp32 reference (onnxruntime, CPU)."""
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.encoder.onnx import open_session
+
+    session = open_session(other_path, RuntimeOptions(device="cpu"))
+    other = session.run(None, {session.get_inputs()[0].name: reference.features})[0]
+    return float(cosine_rows(reference.embeddings, other).min())
