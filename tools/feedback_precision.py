@@ -2,7 +2,7 @@
 
 Train scenes are run through the detector into a sqlite store; every detected event is marked confirmed when
 it overlaps a reference event of its label and rejected otherwise (an oracle standing in for a user), the
-events are refined with ``streamdetect.refine`` and held-out test scenes are scored before and after. A
+events are refined with ``streamdetect.prompts.refine`` and held-out test scenes are scored before and after. A
 detection counts as correct when it overlaps a reference event of the same label.
 
 Thresholds: the ``--quantile`` of each event's window scores on the train scenes, picked once before refining

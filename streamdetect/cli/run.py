@@ -10,7 +10,7 @@ from streamdetect.cli.common import UsageError, load, log
 from streamdetect.config import Config, ConfigError, load_config
 from streamdetect.daemon.control import ControlError
 from streamdetect.daemon.engine import EngineStats
-from streamdetect.daemon.service import DetectorService
+from streamdetect.daemon.service import DetectorService, preflight
 from streamdetect.model.manifest import default_model_dir
 from streamdetect.pipeline.streams import RunSummary
 
@@ -40,6 +40,10 @@ def _sources(args: argparse.Namespace, config: Config, sample_rate: int) -> list
 
 def cmd_run(args: argparse.Namespace) -> int:
     config, bundle = load(args)
+    try:
+        preflight(config)
+    except ControlError as e:
+        raise UsageError(f"{args.config}: {e}") from None
     sources = _sources(args, config, bundle.sample_rate)
     stop = threading.Event()
 

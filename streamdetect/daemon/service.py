@@ -28,6 +28,12 @@ from streamdetect.sources.base import AudioSource
 log = logging.getLogger(__name__)
 
 
+def preflight(config: Config) -> str | None:
+    """Check what the services need from outside before any audio is opened: the control API's token from the
+    environment (None when the API is off). Raises ``ControlError`` naming the variable to set."""
+    return control_token(config.control.token_env) if config.control.port is not None else None
+
+
 class DetectorService:
     """A running detector with its services; ``run`` drives sources through it, ``close`` releases it all.
 
@@ -42,7 +48,7 @@ class DetectorService:
         self.config, self.bundle = config, bundle
         self._closing = ExitStack()
         try:
-            token = control_token(config.control.token_env) if config.control.port is not None else None
+            token = preflight(config)
             self.sinks = sinks if sinks is not None else build_sinks(config.sinks)
             self._closing.callback(self.sinks.close)
             self.metrics = Metrics(config.metrics.stale_after_s) if metrics or config.metrics.port is not None \

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.model.manifest import ModelBundle, sha256_file
+from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
+from streamdetect.pipeline.encoder.device import audio_encoder_file
 from streamdetect.pipeline.frontend import LogMelFrontend
 from streamdetect.prompts.cache import EmbeddingCache
 
@@ -63,20 +66,17 @@ class ExampleEmbedder:
         return np.stack(out) if out else np.zeros((0, 0), np.float32)
 
 
-def example_embedder_for(bundle: ModelBundle, cache_dir: Path, runtime=None,
-                         encoder: AudioEncoderFn | None = None) -> ExampleEmbedder:
+def example_embedder_for(bundle: ModelBundle, cache_dir: Path, runtime: RuntimeOptions | None = None,
+                         encoder: AudioEncoder | None = None) -> ExampleEmbedder:
     """An embedder that uses ``encoder`` (the detector's own) or opens the configured audio encoder lazily.
 
-    The cache is keyed by the exported encoder file that runs; an encoder without a ``file`` attribute (a test
-    double) gets no cache, because nothing identifies what it computes.
+    The cache is keyed by the exported encoder file that runs; an encoder whose ``file`` is not one of the
+    model's exported files (a test double, a remote encoder) gets no cache, because nothing identifies what it
+    computes.
     """
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.encoder.device import audio_encoder_file
-
     runtime = runtime or RuntimeOptions()
     if encoder is not None:
-        name = getattr(encoder, "file", None)
+        name = encoder.file
         factory: Callable[[], AudioEncoderFn] = lambda: encoder  # noqa: E731
     else:
         name = audio_encoder_file(bundle, runtime)
