@@ -16,7 +16,7 @@ import numpy as np
 
 from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.events import EventRecord
-from streamdetect.pipeline.streams import RunSummary, ScoreLog, StreamState, summarize
+from streamdetect.pipeline.streams import RunSummary, ScoreLog, StreamSettings, StreamState, summarize
 from streamdetect.sources.base import AudioSource
 from streamdetect.sources.file import FileOptions, FileSource
 
@@ -58,9 +58,11 @@ def score_file(detector: Detector, path: Path) -> FileScores:
 
 
 
-def run_source(detector: Detector, source: AudioSource, stop: threading.Event) -> RunSummary:
+def run_source(detector: Detector, source: AudioSource, stop: threading.Event,
+               settings: StreamSettings | None = None) -> RunSummary:
     """Drive one source through the detector in this thread until it ends or ``stop`` is set."""
-    stream = detector.open_stream(source.name, source.live, source.gate, source.labels)
+    settings = settings or StreamSettings()
+    stream = detector.open_stream(source.name, source.live, settings.gate, settings.labels)
     t0 = time.perf_counter()
     try:
         for block in source.blocks(stop):

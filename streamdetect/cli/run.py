@@ -12,30 +12,32 @@ from streamdetect.daemon.control import ControlError
 from streamdetect.daemon.engine import EngineStats
 from streamdetect.daemon.service import DetectorService, preflight
 from streamdetect.model.manifest import default_model_dir
-from streamdetect.pipeline.streams import RunSummary
+from streamdetect.pipeline.streams import RunSummary, StreamSettings
+from streamdetect.sources.base import AudioSource
 
 
-def _sources(args: argparse.Namespace, config: Config, sample_rate: int) -> list:
-    """--input / --device if given, else every source of the config."""
+def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
+             ) -> tuple[list[AudioSource], list[StreamSettings]]:
+    """--input / --device if given, else every source of the config, with each stream's own settings."""
     from streamdetect.sources import SOURCES
 
     if args.input is not None:
         from streamdetect.sources.file import FileOptions, FileSource
 
-        return [FileSource(FileOptions(path=str(args.input)), sample_rate)]
+        return [FileSource(FileOptions(path=str(args.input)), sample_rate)], [StreamSettings()]
     if args.device is not None:
         from streamdetect.sources.microphone import MicrophoneOptions, MicrophoneSource
 
-        return [MicrophoneSource(MicrophoneOptions(device=args.device), sample_rate)]
+        return [MicrophoneSource(MicrophoneOptions(device=args.device), sample_rate)], [StreamSettings()]
     if not config.all_sources:
         raise UsageError(f"nothing to listen to: give --input FILE or --device DEV, or add `sources:` to {args.config}")
-    built = []
+    built, settings = [], []
     for entry in config.all_sources:
         cls = SOURCES.get(entry.type)
         source = cls(cls.Options.model_validate(entry.options), sample_rate, entry.name)
-        source.gate, source.labels = entry.gate, entry.events
         built.append(source)
-    return built
+        settings.append(StreamSettings(entry.gate, tuple(entry.events) if entry.events is not None else None))
+    return built, settings
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -44,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         preflight(config)
     except ControlError as e:
         raise UsageError(f"{args.config}: {e}") from None
-    sources = _sources(args, config, bundle.sample_rate)
+    sources, settings = _sources(args, config, bundle.sample_rate)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -72,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ControlError as e:
         raise UsageError(f"{args.config}: {e}") from None
     with service:
-        summaries, stats = service.run(sources, stop)
+        summaries, stats = service.run(sources, stop, settings)
     _log_summary(service, summaries, stats)
     return 0
 

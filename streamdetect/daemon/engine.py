@@ -13,13 +13,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.observers import EngineObserver
-from streamdetect.pipeline.streams import RunSummary, StreamState, summarize
+from streamdetect.pipeline.streams import RunSummary, StreamSettings, StreamState, summarize
 from streamdetect.pipeline.windows import Window
 from streamdetect.sources.base import AudioSource, Gap
 
@@ -193,10 +194,12 @@ class BatchingEngine:
                 self._cond.notify_all()
 
 
-def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event) -> StreamState:
+def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event,
+         settings: StreamSettings | None = None) -> StreamState:
     """Cut a source's windows in the calling thread and hand them to the engine."""
     detector = engine.detector
-    stream = detector.open_stream(source.name, source.live, source.gate, source.labels)
+    settings = settings or StreamSettings()
+    stream = detector.open_stream(source.name, source.live, settings.gate, settings.labels)
     metrics = engine.observer
     try:
         for block in source.blocks(stop):
@@ -218,8 +221,10 @@ def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event) -> 
 
 
 def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.Event,
-                engine: BatchingEngine | None = None) -> tuple[list[RunSummary], EngineStats]:
-    """Run every source in its own feeding thread through one batching engine until all end or ``stop``."""
+                engine: BatchingEngine | None = None, settings: Sequence[StreamSettings] | None = None,
+                ) -> tuple[list[RunSummary], EngineStats]:
+    """Run every source in its own feeding thread through one batching engine until all end or ``stop``;
+    ``settings[i]`` holds source i's own detection settings (default: the config's)."""
     engine = engine or BatchingEngine(detector)
     engine.start()
     results: dict[int, StreamState] = {}
@@ -228,7 +233,7 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
 
     def worker(i: int, source: AudioSource) -> None:
         try:
-            results[i] = feed(engine, source, stop)
+            results[i] = feed(engine, source, stop, settings[i] if settings else None)
         except BaseException as e:  # noqa: BLE001 - re-raised below after the others finished
             errors.append(e)
             stop.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.encoder.base import AudioEncoder
-from streamdetect.pipeline.streams import RunSummary
+from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sinks.base import SinkSet, build_sinks
 from streamdetect.sources.base import AudioSource
 
@@ -82,10 +83,12 @@ class DetectorService:
         """Apply a new, already validated config between two batches (events and gate; see Detector.reload)."""
         return self.engine.request_reload(config)
 
-    def run(self, sources: list[AudioSource], stop: threading.Event) -> tuple[list[RunSummary], EngineStats]:
+    def run(self, sources: list[AudioSource], stop: threading.Event,
+            settings: Sequence[StreamSettings] | None = None) -> tuple[list[RunSummary], EngineStats]:
+        """Drive the sources until they end or ``stop`` is set; ``settings[i]``: source i's own gate and labels."""
         log.info("listening to %s for %s (%s, %s)", ", ".join(s.name for s in sources),
                  ", ".join(self.detector.bank.labels), self.detector.encoder.file, self.detector.encoder.describe())
-        return run_sources(self.detector, sources, stop, engine=self.engine)
+        return run_sources(self.detector, sources, stop, engine=self.engine, settings=settings)
 
     def close(self) -> None:
         """Stop the control API first (no reload may arrive after), then the sinks, the log and the metrics."""

@@ -38,6 +38,16 @@ class ScoreLog:
         return (np.array(self.starts_s), np.array(self.ends_s), np.stack(self.scores), np.stack(self.vetoed))
 
 
+@dataclass(frozen=True)
+class StreamSettings:
+    """One stream's detection settings from its config entry, kept beside the source rather than in it, so a
+    source knows nothing of detection: its own energy gate (None: the config's top-level gate) and the labels
+    of the events it listens for (None: all)."""
+
+    gate: GateConfig | None = None
+    labels: tuple[str, ...] | None = None
+
+
 @dataclass
 class StreamState:
     """Per-stream state: its window cutter, one tracker per label, counters."""

@@ -37,11 +37,6 @@ class AudioSource(ABC):
 
     def __init__(self, options: SourceOptions, sample_rate: int, name: str):
         self.options, self.sample_rate, self.name = options, sample_rate, name
-        # Detection settings of this stream from its config entry (set by whoever builds the source from a
-        # config): its energy gate (None: the config's top-level gate) and the labels of the events it listens
-        # for (None: all). Typed loosely so sources need not import the config.
-        self.gate = None
-        self.labels: list[str] | None = None
 
     @abstractmethod
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray | Gap]:
