@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from streamdetect.model.precisions import cosine_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -38,11 +41,6 @@ def percentiles(ms: list[float]) -> dict:
     a = np.asarray(ms)
     return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2),
             "windows_per_s": round(1000.0 / float(np.mean(a)), 2)}
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def bench_audio(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -228,8 +226,8 @@ def run_subprocess_metrics(model_dir: Path, device: str = "auto") -> dict:
         first = proc.stdout.readline()
         startup = time.perf_counter() - t0
         proc.stdout.read()
-        runs_on = [line.split(": ", 1)[1].split(": ", 1)[1] for line in proc.stderr.read().splitlines()
-                   if "streamdetect.pipeline.encoder." in line and ": audio_encoder" in line and " runs on " in line]
+        runs_on = [m[1] for line in proc.stderr.read().splitlines()
+                   if (m := re.search(r"streamdetect\.pipeline\.encoder\.\w+: (audio_encoder\S* runs on .*)", line))]
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the prompts run's
         proc.returncode = os.waitstatus_to_exitcode(status)
         total = time.perf_counter() - t0
@@ -299,10 +297,12 @@ def main() -> int:
     from streamdetect.model.manifest import ModelBundle
     from streamdetect.pipeline.encoder import open_audio_encoder
     from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.encoder.device import resolve_device
 
     if args.device == "cpu":
-        auto = open_audio_encoder(ModelBundle.load(args.model), RuntimeOptions())
-        device, precision = auto.device, auto.precision
+        bundle, options = ModelBundle.load(args.model), RuntimeOptions()
+        auto = open_audio_encoder(bundle, options)
+        device, precision = resolve_device(bundle, options), auto.precision
         del auto
     else:
         device, precision = args.device, "fp16" if "error" not in stages["fp16"] else "fp32"
