@@ -10,10 +10,8 @@ embeddings of different models apart: they are not comparable.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.model.manifest import AUDIO_ENCODER, ModelBundle
+from streamdetect.util.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +108,10 @@ class EmbeddingLogWriter:
         folder = self.root / _safe(stream)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, stream=np.array(stream), start_s=np.array([r.start_s for r in rows]),
-                         end_s=np.array([r.end_s for r in rows]), wall=np.array([r.wall for r in rows]),
-                         embeddings=np.stack([r.embedding for r in rows]))
-            os.replace(tmp, folder / f"{hour}-{time.time_ns()}.npz")
+            atomic_write(folder / f"{hour}-{time.time_ns()}.npz", lambda fh: np.savez(
+                fh, stream=np.array(stream), start_s=np.array([r.start_s for r in rows]),
+                end_s=np.array([r.end_s for r in rows]), wall=np.array([r.wall for r in rows]),
+                embeddings=np.stack([r.embedding for r in rows])))
             self.written += len(rows)
         except OSError as e:  # a full disk must not stop detection; say so and count the loss
             self.dropped += len(rows)

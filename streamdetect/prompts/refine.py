@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -28,6 +27,7 @@ from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.prompts.vectors import normalize
 from streamdetect.store import connect, events_matching, marked_records, set_feedback
+from streamdetect.util.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +161,8 @@ class RefinementStore:
         version = max(self._versions(label, include_undone=True), default=0) + 1
         meta = {**meta, "label": label, "version": version}
         (folder / f"v{version}.json").write_text(json.dumps(meta, indent=2) + "\n")
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")  # the .npy last: it is what makes a version live
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, vector.astype(np.float32))
-        os.replace(tmp, folder / f"v{version}.npy")
+        # the .npy last: it is what makes a version live
+        atomic_write(folder / f"v{version}.npy", lambda fh: np.save(fh, vector.astype(np.float32)))
         return version
 
     def undo(self, label: str) -> int | None:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from pydantic import AnyHttpUrl, Field
 
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
+from streamdetect.util.files import atomic_write
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Streamdetect-Signature"
@@ -125,15 +125,9 @@ class WebhookSink(Sink):
             sent += 1
         if sent:
             log.info("webhook %s: re-sent %d spooled record(s), %d left", self.shown_url, sent, len(lines) - sent)
-            tmp = None
             try:
-                fd, tmp = tempfile.mkstemp(dir=self.spool.parent, suffix=".tmp")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.writelines(line + b"\n" for line in lines[sent:])
-                os.replace(tmp, self.spool)
+                atomic_write(self.spool, b"".join(line + b"\n" for line in lines[sent:]))
             except OSError as e:  # full disk: the spool keeps the sent lines, which go out again (at least once)
-                if tmp is not None:
-                    Path(tmp).unlink(missing_ok=True)
                 log.error("webhook %s: cannot rewrite the spool %s (%s); %d record(s) already re-sent will be sent "
                           "again", self.shown_url, self.spool, e.strerror, sent)
                 return False
