@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
+from streamdetect.daemon.embedding_log import EmbeddingLogWriter, read_log
+from streamdetect.prompts.refine import RefinementStore, _legacy_label_dir
 from streamdetect.util.files import TEMP_NAME, atomic_write
+from streamdetect.util.names import safe_name
 
 
 def test_atomic_write_takes_bytes_text_and_a_writer_and_replaces_the_target(tmp_path):
@@ -40,3 +45,45 @@ def test_atomic_write_uses_ordinary_permissions_and_a_recognisable_temp_name(tmp
     umask = os.umask(0o022)
     os.umask(umask)
     assert (tmp_path / "a.flac").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+SAFE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+
+
+def test_names_that_are_safe_already_stay_unchanged():
+    for name in ("dog_barking", "glass-breaking", "yard.wav", "cam_1", "A9", "dog_bark-1.2"):
+        assert safe_name(name) == name
+
+
+def test_changed_names_carry_a_hash_so_distinct_names_never_share_a_folder_or_topic():
+    names = ["a b", "a_b", "a/b", "a  b", "glass/breaking", "glass breaking", "glass_breaking", "🐶", "🐱", "",
+             "_", ".", "..", ".hidden", "hidden", "Küche", "K_che", "x" * 64, "x" * 65, "x" * 64 + "y"]
+    mapped = [safe_name(n) for n in names]
+    assert len(set(mapped)) == len(names), dict(zip(names, mapped, strict=True))
+    assert all(SAFE.match(m) and len(m) <= 71 for m in mapped), mapped
+    assert safe_name("glass breaking").startswith("glass_breaking-")  # still readable
+    assert safe_name("🐶").startswith("_-") and safe_name("🐶") == safe_name("🐶")  # stable
+    assert not set("/+# ") & set("".join(mapped))  # also fine as MQTT topic levels
+
+
+def test_the_embedding_log_keeps_streams_a_b_and_a_underscore_b_apart(tmp_path):
+    writer = EmbeddingLogWriter(tmp_path, "k" * 16, flush_s=60.0)
+    wall = datetime.now(timezone.utc).isoformat()
+    writer.add("a b", 0.0, 3.0, wall, np.ones(4, np.float32))
+    writer.add("a_b", 0.0, 3.0, wall, -np.ones(4, np.float32))
+    writer.close()
+    folders = sorted(p.name for p in (tmp_path / ("k" * 16)).iterdir())
+    assert folders == sorted([safe_name("a b"), "a_b"]) and len(folders) == 2
+    logged = read_log(tmp_path, "k" * 16)
+    assert sorted(logged.streams.tolist()) == ["a b", "a_b"]
+
+
+def test_refinements_saved_in_the_old_folder_layout_are_still_found(tmp_path):
+    old = tmp_path / _legacy_label_dir("dog_barking")  # always hashed before, even for a safe label
+    old.mkdir()
+    np.save(old / "v1.npy", np.ones(4, np.float32))
+    (old / "v1.json").write_text('{"version": 1, "prompt_key": "p"}')
+    store = RefinementStore(tmp_path)
+    assert store.latest("dog_barking")[1]["version"] == 1
+    assert store.save("dog_barking", np.zeros(4, np.float32), {}) == 2 and (old / "v2.npy").is_file()
+    assert store.save("cat", np.zeros(4, np.float32), {}) == 1 and (tmp_path / "cat" / "v1.npy").is_file()

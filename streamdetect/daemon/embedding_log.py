@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import numpy as np
 
 from streamdetect.model.manifest import AUDIO_ENCODER, ModelBundle
 from streamdetect.util.files import atomic_write
+from streamdetect.util.names import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,6 @@ def log_key(bundle: ModelBundle) -> str:
     return bundle.manifest["files"][AUDIO_ENCODER]
 
 _HOUR_FORMAT = "%Y%m%dT%H"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100] or "_"
 
 
 def _epoch(iso: str) -> float:
@@ -105,7 +101,9 @@ class EmbeddingLogWriter:
 
     def _write(self, key: tuple[str, str], rows: list[_Row]) -> None:
         stream, hour = key
-        folder = self.root / _safe(stream)
+        # Readers take the stream's name from the chunk itself, so the folder only keeps streams apart: older
+        # versions put "a b" and "a_b" into one folder, which read_log still reads correctly.
+        folder = self.root / safe_name(stream)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(folder / f"{hour}-{time.time_ns()}.npz", lambda fh: np.savez(

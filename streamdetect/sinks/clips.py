@@ -12,7 +12,6 @@ then the lowest-scoring clips while the folder exceeds ``max_total_mb``; the bes
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from pydantic import Field
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 from streamdetect.util.files import atomic_write
+from streamdetect.util.names import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ CLIP_NAME = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)_(?P<stream>[
 # versions before it named theirs (such leftovers are still cleaned up).
 TEMP_NAME = re.compile(r"^\.(?P<clip>.+\.(?:flac|wav))(?:\.[0-9a-f]{8})?\.tmp$")
 RETENTION_INTERVAL_S = 3600.0
-MAX_NAME_CHARS = 64
 # A file is read ahead of detection by up to 4 x batch_size windows (engine.BatchingEngine.finite_queue_windows).
 LAG_HINT = "a file run reads up to 4 x runtime.batch_size x windows.hop_s seconds ahead of detection"
 
@@ -62,15 +61,6 @@ class ClipsOptions(SinkOptions):
                                                                 "folder holds more (default: unbounded)")
     keep_best: bool = Field(True, description="never delete the highest-scoring clip of a label, whatever the "
                                               "age and size limits")
-
-
-def safe_name(name: str) -> str:
-    """A single, harmless path component for a label or stream name: [A-Za-z0-9._-] only, never starting
-    with a dot; a changed name gets a short hash of the original so that two names cannot collide."""
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")[:MAX_NAME_CHARS] or "_"
-    if clean != name:
-        clean = f"{clean}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
-    return clean
 
 
 @dataclass(frozen=True)
