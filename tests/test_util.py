@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 from datetime import datetime, timezone
 
@@ -11,6 +12,7 @@ import pytest
 
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter, read_log
 from streamdetect.prompts.refine import RefinementStore, _legacy_label_dir
+from streamdetect.util.backoff import Backoff
 from streamdetect.util.files import TEMP_NAME, atomic_write
 from streamdetect.util.names import safe_name
 
@@ -87,3 +89,15 @@ def test_refinements_saved_in_the_old_folder_layout_are_still_found(tmp_path):
     assert store.latest("dog_barking")[1]["version"] == 1
     assert store.save("dog_barking", np.zeros(4, np.float32), {}) == 2 and (old / "v2.npy").is_file()
     assert store.save("cat", np.zeros(4, np.float32), {}) == 1 and (tmp_path / "cat" / "v1.npy").is_file()
+
+
+def test_backoff_doubles_with_equal_jitter_up_to_the_cap_and_starts_over_after_reset():
+    backoff = Backoff(0.5, 4.0, rng=random.Random(7))
+    for full in (0.5, 1.0, 2.0, 4.0, 4.0, 4.0):
+        assert full / 2 <= backoff.next_delay() <= full
+    assert backoff.failures == 6
+    backoff.reset()
+    assert 0.25 <= backoff.next_delay() <= 0.5 and backoff.failures == 1
+    assert Backoff(0.5, 4.0, rng=random.Random(7)).delay(3) == Backoff(0.5, 4.0, rng=random.Random(7)).delay(3)
+    assert Backoff(2.0, 1.0).delay(1) <= 1.0  # max_s below min_s caps every wait
+    assert all(Backoff(1.0, 8.0, floor_s=1.0).delay(1) == 1.0 for _ in range(20))  # the floor after the jitter

@@ -19,6 +19,7 @@ from pydantic import AnyHttpUrl, Field
 
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
+from streamdetect.util.backoff import Backoff
 from streamdetect.util.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class WebhookSink(Sink):
         self.spool = Path(options.spool_dir) / f"webhook-{digest}.jsonl"
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         self.delivered = 0
+        self._rng = random.Random()  # the retry jitter's
         self._flush_spool()  # records left by an earlier run go out first
 
     def emit(self, record: EventRecord) -> None:
@@ -79,10 +81,10 @@ class WebhookSink(Sink):
         headers = {"Content-Type": "application/json"}
         if self.secret is not None:
             headers[SIGNATURE_HEADER] = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+        backoff = Backoff(self.options.backoff_s, self.options.max_backoff_s, rng=self._rng)
         for attempt in range(attempts):
             if attempt:
-                delay = min(self.options.max_backoff_s, self.options.backoff_s * 2 ** (attempt - 1))
-                time.sleep(delay * random.uniform(0.5, 1.0))
+                time.sleep(backoff.next_delay())
             try:
                 response = self.client.post(self.url, content=body, headers=headers)
             except httpx.HTTPError as e:
