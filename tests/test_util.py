@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -15,6 +16,7 @@ from streamdetect.prompts.refine import RefinementStore, _legacy_label_dir
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.files import TEMP_NAME, atomic_write
 from streamdetect.util.names import safe_name
+from streamdetect.util.ratelimit import RateLimitedLog
 
 
 def test_atomic_write_takes_bytes_text_and_a_writer_and_replaces_the_target(tmp_path):
@@ -101,3 +103,18 @@ def test_backoff_doubles_with_equal_jitter_up_to_the_cap_and_starts_over_after_r
     assert Backoff(0.5, 4.0, rng=random.Random(7)).delay(3) == Backoff(0.5, 4.0, rng=random.Random(7)).delay(3)
     assert Backoff(2.0, 1.0).delay(1) <= 1.0  # max_s below min_s caps every wait
     assert all(Backoff(1.0, 8.0, floor_s=1.0).delay(1) == 1.0 for _ in range(20))  # the floor after the jitter
+
+
+def test_rate_limited_log_says_the_first_at_once_then_once_per_interval_with_what_it_left_out(caplog):
+    now = [0.0]
+    say = RateLimitedLog(logging.getLogger("t"), 60.0, logging.ERROR, clock=lambda: now[0])
+    caplog.set_level(logging.ERROR)
+    logged = []
+    for second in range(130):
+        now[0] = float(second)
+        logged.append(say("disk full on %s", "a", key="a"))
+    assert say("other", key="b")  # keys are independent
+    lines = [r.getMessage() for r in caplog.records]
+    assert [i for i, ok in enumerate(logged) if ok] == [0, 60, 120]
+    assert lines[:2] == ["disk full on a", "disk full on a (59 not logged since the last message)"]
+    assert lines[-1] == "other" and caplog.records[0].funcName.startswith("test_rate_limited")

@@ -23,6 +23,7 @@ import numpy as np
 from streamdetect.model.manifest import AUDIO_ENCODER, ModelBundle
 from streamdetect.util.files import atomic_write
 from streamdetect.util.names import safe_name
+from streamdetect.util.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class EmbeddingLogWriter:
         self.queue: queue.Queue[_Row | None] = queue.Queue(maxsize=queue_windows)
         self.dropped = 0
         self.written = 0
+        self._behind_log = RateLimitedLog(log, 60.0)  # a writer that is behind stays behind for many windows
         self._thread = threading.Thread(target=self._run, name="embedding-log", daemon=True)
         self._thread.start()
 
@@ -70,8 +72,7 @@ class EmbeddingLogWriter:
                                        np.asarray(embedding, dtype=np.float16)))
         except queue.Full:
             self.dropped += 1
-            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.warning("embedding log: writer is behind, %d window(s) not logged", self.dropped)
+            self._behind_log("embedding log: writer is behind, %d window(s) not logged", self.dropped)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Write what is queued, then stop the writer."""
