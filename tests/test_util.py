@@ -10,9 +10,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter, read_log
 from streamdetect.prompts.refine import RefinementStore, _legacy_label_dir
+from streamdetect.sources.base import SourceError
+from streamdetect.sources.file import read_audio, read_blocks
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.files import TEMP_NAME, atomic_write
 from streamdetect.util.names import safe_name
@@ -118,3 +121,16 @@ def test_rate_limited_log_says_the_first_at_once_then_once_per_interval_with_wha
     assert [i for i, ok in enumerate(logged) if ok] == [0, 60, 120]
     assert lines[:2] == ["disk full on a", "disk full on a (59 not logged since the last message)"]
     assert lines[-1] == "other" and caplog.records[0].funcName.startswith("test_rate_limited")
+
+
+def test_read_blocks_streams_a_file_and_read_audio_returns_it_whole_or_its_start(tmp_path):
+    wav = tmp_path / "two.wav"
+    stereo = np.stack([np.linspace(-0.5, 0.5, 16_000), np.linspace(-0.5, 0.5, 16_000)], axis=1)
+    sf.write(wav, stereo, 8000)  # 2 s stereo at 8 kHz: mixed to mono, resampled to 16 kHz
+    blocks = list(read_blocks(wav, 16_000, block_s=0.5))
+    assert len(blocks) >= 4 and all(b.dtype == np.float32 and b.ndim == 1 for b in blocks)
+    whole = read_audio(wav, 16_000)
+    assert abs(whole.size - 32_000) <= 16 and np.allclose(whole, np.concatenate(blocks))
+    assert read_audio(wav, 16_000, max_s=0.25).size == 4000
+    with pytest.raises(SourceError, match="does not exist"):
+        read_blocks(tmp_path / "missing.wav", 16_000)  # at once, not at the first block

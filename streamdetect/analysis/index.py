@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from streamdetect.pipeline.frontend import LogMelFrontend
 from streamdetect.pipeline.windows import Windower
 from streamdetect.prompts.vectors import normalize
 from streamdetect.sources.base import SourceError
-from streamdetect.sources.file import FileOptions, FileSource, audio_files
+from streamdetect.sources.file import audio_files, read_blocks
 from streamdetect.util.files import atomic_write
 
 INDEX_DIR = ".streamdetect"
@@ -49,7 +48,7 @@ def embed_windows(path: Path, frontend: LogMelFrontend, encoder: AudioEncoder, w
     sample_rate = frontend.params.sample_rate
     windower = Windower(window_s, hop_s, sample_rate)
     windows = []
-    for block in FileSource(FileOptions(path=str(path)), sample_rate).blocks(threading.Event()):
+    for block in read_blocks(path, sample_rate):
         windows += windower.push(block)
     windows += windower.finish()
     if not windows:
