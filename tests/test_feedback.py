@@ -138,7 +138,7 @@ def test_cli_feedback_refine_and_undo_on_recorded_events(own_model, tmp_path):
     v2 = refine()  # and now away from the rejected noise window
     assert v2 @ noise_v < v1 @ noise_v
     assert v2 @ (tone_v - noise_v) > v1 @ (tone_v - noise_v) > before @ (tone_v - noise_v)
-    meta = json.loads(next(refinements_dir(bundle).glob("dog-*/v2.json")).read_text())
+    meta = json.loads(next(refinements_dir(bundle).glob("dog*/v2.json")).read_text())
     assert meta["confirmed"] == 1 and meta["rejected"] == 1 and meta["alpha"] == 0.5 and meta["version"] == 2
     undo = run_cli("refine", "--config", str(cfg), "--undo", "dog")
     assert undo.returncode == 0 and "now using refinement v1" in undo.stdout

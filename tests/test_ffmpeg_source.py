@@ -31,7 +31,8 @@ from conftest import CliRun, tone_events, write_config
 from streamdetect.config import ConfigError, parse_config
 from streamdetect.sources import SOURCES
 from streamdetect.sources.base import Gap, SourceError
-from streamdetect.sources.ffmpeg import FfmpegOptions, FfmpegSource, _Backoff, ffmpeg_command, mask_url
+from streamdetect.sources.ffmpeg import FfmpegOptions, FfmpegSource, ffmpeg_command, mask_url
+from streamdetect.util.backoff import Backoff
 
 SR = 48_000
 SERVER_RATE = 44_100
@@ -396,7 +397,7 @@ def test_passwords_never_reach_the_log_even_when_ffmpeg_prints_the_url(server, c
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets():
-    backoff = _Backoff(0.5, 4.0, rng=random.Random(1))
+    backoff = Backoff(0.5, 4.0, floor_s=0.5, rng=random.Random(1))  # as FfmpegSource makes it
     delays = [backoff.next_delay() for _ in range(8)]
     bases = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
     assert all(base / 2 <= d <= base for d, base in zip(delays, bases, strict=True)), delays

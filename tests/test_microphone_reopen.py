@@ -157,7 +157,7 @@ def test_backoff_doubles_with_jitter_up_to_the_cap(fake_sd):
     fake_sd([])
     source = MicrophoneSource(MicrophoneOptions(device=NAME, reconnect_min_s=0.5, reconnect_max_s=4.0), SR)
     for failures, full in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 4.0), (60, 4.0)]:
-        delays = [source._backoff_s(failures) for _ in range(200)]
+        delays = [source._backoff.delay(failures) for _ in range(200)]
         assert full / 2 <= min(delays) and max(delays) <= full and max(delays) - min(delays) > full / 10
 
 

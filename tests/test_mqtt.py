@@ -11,7 +11,8 @@ import pytest
 
 from conftest import free_port, run_cli, write_config, write_tone_scene
 from streamdetect.pipeline.events import EventRecord
-from streamdetect.sinks.mqtt import MqttOptions, MqttSink, topic_part
+from streamdetect.sinks.mqtt import MqttOptions, MqttSink
+from streamdetect.util.names import safe_name
 
 
 def start_broker(tmp_path, port):
@@ -63,8 +64,8 @@ def rec(phase, stream="garden mic", label="dog/bark"):
 
 
 def test_topic_parts_are_safe():
-    assert topic_part("garden mic/+#") == "garden_mic"
-    assert topic_part("dog/bark") == "dog_bark"
+    assert not set("/+# ") & set(safe_name("garden mic/+#")) and safe_name("garden mic/+#") != safe_name("garden_mic")
+    assert safe_name("dog/bark").startswith("dog_bark-") and safe_name("dog") == "dog"
 
 
 def test_cli_run_publishes_states_events_and_discovery(tiny_model, tmp_path):
@@ -106,6 +107,6 @@ def test_messages_wait_for_a_broker_that_comes_up_late(tmp_path):
         sub.stop()
     finally:
         broker.kill()
-    states = [p for t, p, _ in messages if t == "streamdetect/garden_mic/dog_bark"]
+    states = [p for t, p, _ in messages if t == f"streamdetect/{safe_name('garden mic')}/{safe_name('dog/bark')}"]
     assert states[-1] == "OFF"  # the retained state after reconnecting is the latest one
     assert [json.loads(p)["phase"] for t, p, _ in messages if t.endswith("/event")] == ["start", "end"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,26 +22,14 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamdetect.sources.file import (  # noqa: E402
-    FileOptions,
-    FileSource,
-    audio_files,  # noqa: E402
-)
+from streamdetect.sources.file import audio_files, read_audio  # noqa: E402
 
 SR = 48_000
 
 
 def load(path: Path, max_s: float | None = None) -> np.ndarray:
     """A file as 48 kHz mono float32 (at most ``max_s`` seconds)."""
-    limit = None if max_s is None else int(max_s * SR)
-    blocks, total = [], 0
-    for block in FileSource(FileOptions(path=str(path)), SR).blocks(threading.Event()):
-        blocks.append(block)
-        total += block.size
-        if limit is not None and total >= limit:
-            break
-    audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    return audio[:limit] if limit is not None else audio
+    return read_audio(path, SR, max_s)
 
 
 def power(x: np.ndarray) -> float:

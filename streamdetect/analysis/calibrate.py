@@ -10,7 +10,7 @@ on negative audio is a false alarm.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from streamdetect.analysis.replay import FileScores, score_file
 from streamdetect.config import EventConfig
 from streamdetect.pipeline.detector import Detector
-from streamdetect.pipeline.events import EventRules, EventTracker, WindowScore
+from streamdetect.pipeline.events import EventTracker, WindowScore, event_rules
 from streamdetect.sources.file import audio_files
 
 
@@ -36,7 +36,7 @@ class Calibration:
 
 def count_starts(ws: FileScores, column: int, event: EventConfig, threshold: float) -> int:
     """How many times the event would fire on these windows at ``threshold``."""
-    tracker = EventTracker(event.label, EventRules(threshold, event.hysteresis, event.min_windows, event.cooldown_s))
+    tracker = EventTracker(event.label, replace(event_rules([event])[0], threshold=threshold))
     starts = 0
     for i in range(ws.scores.shape[0]):
         window = WindowScore(float(ws.starts_s[i]), float(ws.ends_s[i]), float(ws.scores[i, column]),

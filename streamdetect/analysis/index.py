@@ -8,10 +8,7 @@ ones.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +20,8 @@ from streamdetect.pipeline.frontend import LogMelFrontend
 from streamdetect.pipeline.windows import Windower
 from streamdetect.prompts.vectors import normalize
 from streamdetect.sources.base import SourceError
-from streamdetect.sources.file import FileOptions, FileSource, audio_files
+from streamdetect.sources.file import audio_files, read_blocks
+from streamdetect.util.files import atomic_write
 
 INDEX_DIR = ".streamdetect"
 
@@ -50,7 +48,7 @@ def embed_windows(path: Path, frontend: LogMelFrontend, encoder: AudioEncoder, w
     sample_rate = frontend.params.sample_rate
     windower = Windower(window_s, hop_s, sample_rate)
     windows = []
-    for block in FileSource(FileOptions(path=str(path)), sample_rate).blocks(threading.Event()):
+    for block in read_blocks(path, sample_rate):
         windows += windower.push(block)
     windows += windower.finish()
     if not windows:
@@ -88,15 +86,12 @@ class AudioIndex:
         entries = [self.entries[n] for n in names]
         offsets = np.cumsum([0] + [e.embeddings.shape[0] for e in entries])
         dim = self.bundle.embedding_dim
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, meta=json.dumps([[n, e.sha256, e.duration_s] for n, e in zip(names, entries, strict=True)]),
-                     offsets=offsets,
-                     starts=np.concatenate([e.starts_s for e in entries]) if entries else np.zeros(0),
-                     ends=np.concatenate([e.ends_s for e in entries]) if entries else np.zeros(0),
-                     embeddings=np.concatenate([e.embeddings for e in entries]) if entries
-                     else np.zeros((0, dim), np.float16))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda fh: np.savez(
+            fh, meta=json.dumps([[n, e.sha256, e.duration_s] for n, e in zip(names, entries, strict=True)]),
+            offsets=offsets,
+            starts=np.concatenate([e.starts_s for e in entries]) if entries else np.zeros(0),
+            ends=np.concatenate([e.ends_s for e in entries]) if entries else np.zeros(0),
+            embeddings=np.concatenate([e.embeddings for e in entries]) if entries else np.zeros((0, dim), np.float16)))
 
     def update(self, frontend: LogMelFrontend, encoder: AudioEncoder, progress: bool = True) -> dict[str, list]:
         """Embed new and changed files, drop deleted ones; returns what happened to which file."""

@@ -18,7 +18,7 @@ from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.pipeline.streams import RunSummary, ScoreLog, StreamSettings, StreamState, summarize
 from streamdetect.sources.base import AudioSource
-from streamdetect.sources.file import FileOptions, FileSource
+from streamdetect.sources.file import read_blocks
 
 
 def analyse_file(detector: Detector, path: Path, on_block: Callable[[np.ndarray], None] | None = None,
@@ -27,7 +27,7 @@ def analyse_file(detector: Detector, path: Path, on_block: Callable[[np.ndarray]
     stream = detector.open_stream(Path(path).name, live=False)
     stream.score_log = ScoreLog()
     records: list[EventRecord] = []
-    for block in FileSource(FileOptions(path=str(path)), detector.bundle.sample_rate).blocks(threading.Event()):
+    for block in read_blocks(path, detector.bundle.sample_rate):
         records += detector.push(stream, block)
         if on_block is not None:
             on_block(block)

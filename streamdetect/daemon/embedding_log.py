@@ -10,10 +10,7 @@ embeddings of different models apart: they are not comparable.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.model.manifest import AUDIO_ENCODER, ModelBundle
+from streamdetect.util.files import atomic_write
+from streamdetect.util.names import safe_name
+from streamdetect.util.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,6 @@ def log_key(bundle: ModelBundle) -> str:
     return bundle.manifest["files"][AUDIO_ENCODER]
 
 _HOUR_FORMAT = "%Y%m%dT%H"
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100] or "_"
 
 
 def _epoch(iso: str) -> float:
@@ -66,6 +62,7 @@ class EmbeddingLogWriter:
         self.queue: queue.Queue[_Row | None] = queue.Queue(maxsize=queue_windows)
         self.dropped = 0
         self.written = 0
+        self._behind_log = RateLimitedLog(log, 60.0)  # a writer that is behind stays behind for many windows
         self._thread = threading.Thread(target=self._run, name="embedding-log", daemon=True)
         self._thread.start()
 
@@ -75,8 +72,7 @@ class EmbeddingLogWriter:
                                        np.asarray(embedding, dtype=np.float16)))
         except queue.Full:
             self.dropped += 1
-            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.warning("embedding log: writer is behind, %d window(s) not logged", self.dropped)
+            self._behind_log("embedding log: writer is behind, %d window(s) not logged", self.dropped)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Write what is queued, then stop the writer."""
@@ -106,15 +102,15 @@ class EmbeddingLogWriter:
 
     def _write(self, key: tuple[str, str], rows: list[_Row]) -> None:
         stream, hour = key
-        folder = self.root / _safe(stream)
+        # Readers take the stream's name from the chunk itself, so the folder only keeps streams apart: older
+        # versions put "a b" and "a_b" into one folder, which read_log still reads correctly.
+        folder = self.root / safe_name(stream)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, stream=np.array(stream), start_s=np.array([r.start_s for r in rows]),
-                         end_s=np.array([r.end_s for r in rows]), wall=np.array([r.wall for r in rows]),
-                         embeddings=np.stack([r.embedding for r in rows]))
-            os.replace(tmp, folder / f"{hour}-{time.time_ns()}.npz")
+            atomic_write(folder / f"{hour}-{time.time_ns()}.npz", lambda fh: np.savez(
+                fh, stream=np.array(stream), start_s=np.array([r.start_s for r in rows]),
+                end_s=np.array([r.end_s for r in rows]), wall=np.array([r.wall for r in rows]),
+                embeddings=np.stack([r.embedding for r in rows])))
             self.written += len(rows)
         except OSError as e:  # a full disk must not stop detection; say so and count the loss
             self.dropped += len(rows)

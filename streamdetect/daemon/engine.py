@@ -23,6 +23,7 @@ from streamdetect.pipeline.observers import EngineObserver
 from streamdetect.pipeline.streams import RunSummary, StreamSettings, StreamState, summarize
 from streamdetect.pipeline.windows import Window
 from streamdetect.sources.base import AudioSource, Gap
+from streamdetect.util.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class BatchingEngine:
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="streamdetect-inference", daemon=True)
         self._error: BaseException | None = None
-        self._last_warning = 0.0
+        self._backlog_log = RateLimitedLog(log, backlog_warn_s)  # a backlog lasts: warn once per backlog_warn_s
         self._reload = None  # a validated Config waiting to be applied by the inference thread
         self._tickets: list[ReloadTicket] = []
 
@@ -128,11 +129,10 @@ class BatchingEngine:
             self.observer.backlog_changed(backlog)
         oldest = self._queue[0].submitted if self._queue else time.monotonic()
         behind_s = time.monotonic() - oldest
-        if behind_s > self.backlog_warn_s and time.monotonic() - self._last_warning > self.backlog_warn_s:
-            self._last_warning = time.monotonic()
+        if behind_s > self.backlog_warn_s and self._backlog_log(
+                "inference is %.1f s behind: %d windows queued (the machine cannot keep up with these streams; "
+                "use fewer streams, precision int8 or a GPU)", behind_s, backlog):
             self.stats.backlog_warnings += 1
-            log.warning("inference is %.1f s behind: %d windows queued (the machine cannot keep up with "
-                        "these streams; use fewer streams, precision int8 or a GPU)", behind_s, backlog)
 
     def _take(self) -> list[_Item] | None:
         with self._cond:

@@ -6,7 +6,6 @@ feedback from saved clips. A long recording is described by all of it rather tha
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,14 +14,14 @@ import numpy as np
 from streamdetect.pipeline.encoder.base import AudioEncoder
 from streamdetect.pipeline.frontend import LogMelFrontend
 from streamdetect.prompts.vectors import normalize
-from streamdetect.sources.file import FileOptions, FileSource
+from streamdetect.sources.file import read_blocks
 
 
 def pieces(path: Path, sample_rate: int, piece_s: float) -> Iterator[np.ndarray]:
     """Consecutive pieces of at most ``piece_s`` of a file at the model rate (a short file is one piece)."""
     size = int(piece_s * sample_rate)
     pending = np.zeros(0, np.float32)
-    for block in FileSource(FileOptions(path=str(path)), sample_rate).blocks(threading.Event()):
+    for block in read_blocks(path, sample_rate):
         pending = np.concatenate([pending, block])
         while pending.shape[0] >= size:
             yield pending[:size]

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from streamdetect.prompts.vectors import normalize
+from streamdetect.util.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +49,7 @@ class EmbeddingCache:
 
     def put(self, key: str, embedding: np.ndarray) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, np.asarray(embedding, dtype=np.float32))
-        os.replace(tmp, self._path(key))
+        atomic_write(self._path(key), lambda fh: np.save(fh, np.asarray(embedding, dtype=np.float32)))
 
 
 class PromptCache(EmbeddingCache):

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -28,6 +27,8 @@ from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.prompts.vectors import normalize
 from streamdetect.store import connect, events_matching, marked_records, set_feedback
+from streamdetect.util.files import atomic_write
+from streamdetect.util.names import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,9 @@ def prompt_key(prompts: list[str] | tuple[str, ...], text_key: str) -> str:
     return hashlib.sha256(json.dumps([text_key, list(prompts)]).encode("utf-8")).hexdigest()[:32]
 
 
-def _label_dir(label: str) -> str:
+def _legacy_label_dir(label: str) -> str:
+    """The folder name versions before ``safe_name`` gave every label (always with a sha256 part). Only looked
+    up, never used for a new label, so refinements saved by those versions are still found and extended."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label)[:60] + "-" + hashlib.sha256(label.encode()).hexdigest()[:8]
 
 
@@ -142,8 +145,13 @@ class RefinementStore:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
 
+    def _folder(self, label: str) -> Path:
+        """``safe_name(label)``, or the folder an older version made for the label if only that exists."""
+        folder, legacy = self.directory / safe_name(label), self.directory / _legacy_label_dir(label)
+        return legacy if not folder.is_dir() and legacy.is_dir() else folder
+
     def _versions(self, label: str, include_undone: bool = False) -> list[int]:
-        folder = self.directory / _label_dir(label)
+        folder = self._folder(label)
         pattern = r"v(\d+)\.npy(\.undone)?" if include_undone else r"v(\d+)\.npy"
         found = [re.fullmatch(pattern, p.name) for p in folder.glob("v*")] if folder.is_dir() else []
         return sorted(int(m.group(1)) for m in found if m)
@@ -152,19 +160,17 @@ class RefinementStore:
         versions = self._versions(label)
         if not versions:
             return None
-        base = self.directory / _label_dir(label) / f"v{versions[-1]}"
+        base = self._folder(label) / f"v{versions[-1]}"
         return np.load(base.with_suffix(".npy"), allow_pickle=False), json.loads(base.with_suffix(".json").read_text())
 
     def save(self, label: str, vector: np.ndarray, meta: dict[str, Any]) -> int:
-        folder = self.directory / _label_dir(label)
+        folder = self._folder(label)
         folder.mkdir(parents=True, exist_ok=True)
         version = max(self._versions(label, include_undone=True), default=0) + 1
         meta = {**meta, "label": label, "version": version}
         (folder / f"v{version}.json").write_text(json.dumps(meta, indent=2) + "\n")
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")  # the .npy last: it is what makes a version live
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, vector.astype(np.float32))
-        os.replace(tmp, folder / f"v{version}.npy")
+        # the .npy last: it is what makes a version live
+        atomic_write(folder / f"v{version}.npy", lambda fh: np.save(fh, vector.astype(np.float32)))
         return version
 
     def undo(self, label: str) -> int | None:
@@ -172,7 +178,7 @@ class RefinementStore:
         versions = self._versions(label)
         if not versions:
             raise FeedbackError(f"no refinement of {label!r} to undo in {self.directory}")
-        path = self.directory / _label_dir(label) / f"v{versions[-1]}.npy"
+        path = self._folder(label) / f"v{versions[-1]}.npy"
         os.replace(path, path.with_name(path.name + ".undone"))
         return versions[-2] if len(versions) > 1 else None
 

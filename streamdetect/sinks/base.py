@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamdetect.pipeline.events import EventRecord
+from streamdetect.util.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class SinkWorker:
         self.name, self.sink, self.report = name, sink, report
         self.queue: queue.Queue[EventRecord] = queue.Queue(maxsize=sink.options.queue_size)
         self.dropped = 0
+        self._drop_log = RateLimitedLog(log, 60.0, logging.ERROR)  # a full queue stays full for many records
         self._closing = threading.Event()  # set at shutdown: deliver what is queued, then end
         self._thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
         self._thread.start()
@@ -75,9 +77,8 @@ class SinkWorker:
             self.queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
-            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                log.error("sink %s is %d records behind; %d records dropped so far", self.name,
-                          self.queue.qsize(), self.dropped)
+            self._drop_log("sink %s is %d records behind; %d records dropped so far", self.name, self.queue.qsize(),
+                           self.dropped)
 
     def _run(self) -> None:
         while True:
@@ -106,25 +107,19 @@ class FailureLog:
 
     def __init__(self, failures: dict[str, int], interval_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic):
-        self.failures, self.interval_s, self.clock = failures, interval_s, clock
-        self._last_logged: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
+        self.failures, self.interval_s = failures, interval_s
+        self._log = RateLimitedLog(log, interval_s, logging.ERROR, clock)  # one key per sink
         self._lock = threading.Lock()
 
     def failed(self, name: str, what: EventRecord | str, error: Exception) -> None:
         """Count a failure of sink ``name`` on a record (or on another hook, described by a string)."""
         with self._lock:
             self.failures[name] += 1
-            now, last = self.clock(), self._last_logged.get(name)
-            if last is not None and now - last < self.interval_s:
-                self._unlogged[name] = self._unlogged.get(name, 0) + 1
-                return
-            unlogged, self._unlogged[name], self._last_logged[name] = self._unlogged.get(name, 0), 0, now
-        since = f", {unlogged} not logged since the last message" if unlogged else ""
+            count = self.failures[name]
         if isinstance(what, EventRecord):
             what = f"{what.label} {what.phase} record"
-        log.error("sink %s failed on %s (%d failures so far%s; next message in %.0f s at the earliest): %s",
-                  name, what, self.failures[name], since, self.interval_s, error)
+        self._log("sink %s failed on %s (%d failures so far; next message in %.0f s at the earliest): %s",
+                  name, what, count, self.interval_s, error, key=name)
 
 
 def _deliver(name: str, sink: Sink, record: EventRecord, report: FailureLog) -> None:

@@ -2,7 +2,7 @@
 
 The feeding thread copies every block into a per-stream preallocated ring (``audio``, cheap, no I/O); the sink's
 worker thread, on an ``end`` record, waits until the post-roll has been heard (or the stream ended, or a
-wall-clock timeout passed), copies the clip out of the ring and writes it atomically (temp file + rename).
+wall-clock timeout passed), copies the clip out of the ring and writes it atomically (``atomic_write``).
 
 Retention only ever touches files whose names this sink writes, so nothing else in ``dir`` is at risk. It runs
 at start-up (so it survives restarts), after every clip and hourly: clips older than ``max_age_days`` go first,
@@ -12,7 +12,6 @@ then the lowest-scoring clips while the folder exceeds ``max_total_mb``; the bes
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -29,15 +28,18 @@ from pydantic import Field
 
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
+from streamdetect.util.files import atomic_write
+from streamdetect.util.names import safe_name
 
 log = logging.getLogger(__name__)
 
 TIME_FORMAT = "%Y-%m-%dT%H-%M-%SZ"
 CLIP_NAME = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)_(?P<stream>[A-Za-z0-9._-]+)_"
                        r"(?P<score>-?\d+\.\d+)_(?P<id>[0-9A-Za-z]{1,8})\.(?:flac|wav)$")
-TEMP_NAME = re.compile(r"^\.(?P<clip>.+\.(?:flac|wav))\.tmp$")
+# The temp file of an interrupted clip write: atomic_write's ".<clip>.<8 hex>.tmp", or ".<clip>.tmp" as
+# versions before it named theirs (such leftovers are still cleaned up).
+TEMP_NAME = re.compile(r"^\.(?P<clip>.+\.(?:flac|wav))(?:\.[0-9a-f]{8})?\.tmp$")
 RETENTION_INTERVAL_S = 3600.0
-MAX_NAME_CHARS = 64
 # A file is read ahead of detection by up to 4 x batch_size windows (engine.BatchingEngine.finite_queue_windows).
 LAG_HINT = "a file run reads up to 4 x runtime.batch_size x windows.hop_s seconds ahead of detection"
 
@@ -59,15 +61,6 @@ class ClipsOptions(SinkOptions):
                                                                 "folder holds more (default: unbounded)")
     keep_best: bool = Field(True, description="never delete the highest-scoring clip of a label, whatever the "
                                               "age and size limits")
-
-
-def safe_name(name: str) -> str:
-    """A single, harmless path component for a label or stream name: [A-Za-z0-9._-] only, never starting
-    with a dot; a changed name gets a short hash of the original so that two names cannot collide."""
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".")[:MAX_NAME_CHARS] or "_"
-    if clean != name:
-        clean = f"{clean}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
-    return clean
 
 
 @dataclass(frozen=True)
@@ -253,13 +246,11 @@ class ClipsSink(Sink):
         path = folder / name
         if path.resolve().parent.parent != self.root.resolve():  # safe_name makes this impossible; be sure
             raise SinkError(f"clips sink: refusing to write {path} outside {self.root}")
-        tmp = folder / f".{name}.tmp"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            sf.write(tmp, samples, sample_rate, format=self.options.format.upper(), subtype="PCM_16")
-            os.replace(tmp, path)
+            atomic_write(path, lambda fh: sf.write(fh, samples, sample_rate, format=self.options.format.upper(),
+                                                   subtype="PCM_16"))
         except (OSError, sf.LibsndfileError) as e:
-            tmp.unlink(missing_ok=True)
             raise SinkError(f"clips sink: cannot write {path}: {e} (free some space, lower max_total_mb, or "
                             f"check the permissions of {self.root})") from e
         self.written.append(path)

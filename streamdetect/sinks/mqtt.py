@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 
@@ -18,13 +17,9 @@ from pydantic import Field
 
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
+from streamdetect.util.names import safe_name
 
 log = logging.getLogger(__name__)
-
-
-def topic_part(text: str) -> str:
-    """A stream or label name made safe for a topic level (no '/', '+', '#', spaces)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "_"
 
 
 class MqttOptions(SinkOptions):
@@ -80,7 +75,9 @@ class MqttSink(Sink):
                 self._acked_early.add(mid)
 
     def emit(self, record: EventRecord) -> None:
-        stream, label = topic_part(record.stream), topic_part(record.label)
+        # safe_name: no '/', '+', '#' or spaces in a topic level, valid in a Home Assistant object id, and two
+        # streams or labels never share a topic or an entity
+        stream, label = safe_name(record.stream), safe_name(record.label)
         base = f"{self.options.prefix}/{stream}/{label}"
         if self.options.ha_discovery and (stream, label) not in self._announced:
             self._announce(stream, label, base)

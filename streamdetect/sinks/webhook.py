@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +19,8 @@ from pydantic import AnyHttpUrl, Field
 
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
+from streamdetect.util.backoff import Backoff
+from streamdetect.util.files import atomic_write
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Streamdetect-Signature"
@@ -63,6 +64,7 @@ class WebhookSink(Sink):
         self.spool = Path(options.spool_dir) / f"webhook-{digest}.jsonl"
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         self.delivered = 0
+        self._rng = random.Random()  # the retry jitter's
         self._flush_spool()  # records left by an earlier run go out first
 
     def emit(self, record: EventRecord) -> None:
@@ -79,10 +81,10 @@ class WebhookSink(Sink):
         headers = {"Content-Type": "application/json"}
         if self.secret is not None:
             headers[SIGNATURE_HEADER] = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+        backoff = Backoff(self.options.backoff_s, self.options.max_backoff_s, rng=self._rng)
         for attempt in range(attempts):
             if attempt:
-                delay = min(self.options.max_backoff_s, self.options.backoff_s * 2 ** (attempt - 1))
-                time.sleep(delay * random.uniform(0.5, 1.0))
+                time.sleep(backoff.next_delay())
             try:
                 response = self.client.post(self.url, content=body, headers=headers)
             except httpx.HTTPError as e:
@@ -125,15 +127,9 @@ class WebhookSink(Sink):
             sent += 1
         if sent:
             log.info("webhook %s: re-sent %d spooled record(s), %d left", self.shown_url, sent, len(lines) - sent)
-            tmp = None
             try:
-                fd, tmp = tempfile.mkstemp(dir=self.spool.parent, suffix=".tmp")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.writelines(line + b"\n" for line in lines[sent:])
-                os.replace(tmp, self.spool)
+                atomic_write(self.spool, b"".join(line + b"\n" for line in lines[sent:]))
             except OSError as e:  # full disk: the spool keeps the sent lines, which go out again (at least once)
-                if tmp is not None:
-                    Path(tmp).unlink(missing_ok=True)
                 log.error("webhook %s: cannot rewrite the spool %s (%s); %d record(s) already re-sent will be sent "
                           "again", self.shown_url, self.spool, e.strerror, sent)
                 return False

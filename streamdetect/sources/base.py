@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -45,12 +44,6 @@ class AudioSource(ABC):
     def stats(self) -> dict[str, int]:
         """Counters worth reporting (dropped samples and the like)."""
         return {}
-
-
-def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Wait before retry number ``attempt`` (1, 2, ...): doubling from ``min_s`` up to ``max_s``, times a random
-    0.5-1, so sources that failed together (a router reboot) do not retry in lock-step."""
-    return min(max_s, min_s * 2.0 ** min(attempt - 1, 30)) * rng.uniform(0.5, 1.0)
 
 
 class Resampler:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import select
 import shutil
 import subprocess
@@ -19,14 +18,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from streamdetect.sources.base import AudioSource, Gap, SourceError, SourceOptions, backoff_delay
+from streamdetect.sources.base import AudioSource, Gap, SourceError, SourceOptions
+from streamdetect.util.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -127,23 +126,6 @@ class _Child:
         return f"ffmpeg {how}" + (f": {tail}" if tail else "")
 
 
-@dataclass
-class _Backoff:
-    """Exponential delays with jitter between ``min_s`` and ``max_s``; ``reset`` after a healthy connection."""
-
-    min_s: float
-    max_s: float
-    failures: int = 0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return max(self.min_s, backoff_delay(self.failures, self.min_s, self.max_s, self.rng))
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
 class FfmpegSource(AudioSource):
     Options = FfmpegOptions
     live = True
@@ -207,7 +189,8 @@ class FfmpegSource(AudioSource):
 
     def _live(self, stop: threading.Event) -> Iterator[np.ndarray | Gap]:
         opts = self.options
-        backoff = _Backoff(opts.reconnect_min_s, opts.reconnect_max_s)
+        # reset after a healthy connection; never restart ffmpeg sooner than reconnect_min_s (jitter or not)
+        backoff = Backoff(opts.reconnect_min_s, opts.reconnect_max_s, floor_s=opts.reconnect_min_s)
         last_audio = time.monotonic()  # when the last sample arrived (start-up counts, so a dead camera is a gap)
         outage_since: float | None = None  # set while we are between connections that delivered audio
         attempts = 0

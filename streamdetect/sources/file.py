@@ -68,6 +68,30 @@ class FileSource(AudioSource):
                     return
 
 
+def read_blocks(path: Path | str, sample_rate: int, block_s: float | None = None) -> Iterator[np.ndarray]:
+    """A whole file's audio as mono float32 blocks at ``sample_rate``, for code that reads a file outside a
+    run (examples, tags, the search index, replays). It streams: memory stays one block whatever the length.
+    The file is opened at once, so a missing or undecodable file raises ``SourceError`` here, not at the
+    first block."""
+    options = FileOptions(path=str(path)) if block_s is None else FileOptions(path=str(path), block_s=block_s)
+    source = FileSource(options, sample_rate)
+    return (block for block in source.blocks(threading.Event()) if isinstance(block, np.ndarray))
+
+
+def read_audio(path: Path | str, sample_rate: int, max_s: float | None = None) -> np.ndarray:
+    """A file (or its first ``max_s`` seconds, the rest is not decoded) as one array, like ``read_blocks``.
+    Holds it all in memory: for clips and test material, not for recordings of any length."""
+    limit = None if max_s is None else int(max_s * sample_rate)
+    parts, total = [], 0
+    for block in read_blocks(path, sample_rate):
+        parts.append(block)
+        total += block.size
+        if limit is not None and total >= limit:
+            break
+    audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return audio if limit is None else audio[:limit]
+
+
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au"}
 
 

@@ -8,7 +8,6 @@ of glitches or a stalled callback.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +16,9 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field, model_validator
 
-from streamdetect.sources.base import AudioSource, Gap, Resampler, SourceError, SourceOptions, backoff_delay
+from streamdetect.sources.base import AudioSource, Gap, Resampler, SourceError, SourceOptions
 from streamdetect.sources.ringbuffer import RingBuffer
+from streamdetect.util.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ class MicrophoneSource(AudioSource):
         self.reopens = 0
         self.failed_opens = 0
         self._earlier_overruns = 0  # overruns counted by the ring buffers of earlier (failed) streams
-        self._rng = random.Random()
+        # failed opens (or streams that died before delivering anything) in a row set the wait before reopening
+        self._backoff = Backoff(options.reconnect_min_s, options.reconnect_max_s)
 
     def _callback(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
         if status.input_overflow:
@@ -169,27 +170,24 @@ class MicrophoneSource(AudioSource):
             except sd.PortAudioError as e:  # a dead device may refuse even that; the stream is gone either way
                 log.debug("%s: closing the failed stream: %s", self.name, e)
 
-    def _backoff_s(self, failures: int) -> float:
-        """Capped exponential back-off with jitter, so several sources do not retry in lock-step."""
-        return backoff_delay(failures, self.options.reconnect_min_s, self.options.reconnect_max_s, self._rng)
-
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray | Gap]:
         sd = _sounddevice()
-        failures = 0  # failed opens (or streams that died before delivering anything) in a row
+        backoff = self._backoff
+        backoff.reset()
         lost_since: float | None = None  # monotonic time from which audio is missing (None: nothing missing)
         while not stop.is_set():
             try:
                 stream = self._open(sd, rescan=lost_since is not None)
             except (sd.PortAudioError, SourceError) as e:
-                failures += 1
+                delay = backoff.next_delay()
                 self.failed_opens += 1
                 if lost_since is None:  # only at start-up: a failure while running was logged when it happened
                     lost_since = time.monotonic()
                     log.warning("%s: cannot open input device %r (%s); retrying with back-off up to %g s",
                                 self.name, self.device["name"], e, self.options.reconnect_max_s)
                 else:
-                    log.debug("%s: open attempt %d failed: %s", self.name, failures, e)
-                stop.wait(self._backoff_s(failures))
+                    log.debug("%s: open attempt %d failed: %s", self.name, backoff.failures, e)
+                stop.wait(delay)
                 continue
             opened_at = time.monotonic()
             log.info("recording from [%d] %s at %g Hz", self.device["index"], self.device["name"], self.native_rate)
@@ -207,11 +205,12 @@ class MicrophoneSource(AudioSource):
                             self.name, self.device["name"], e, self.options.reconnect_max_s)
                 # audio stops where the samples the device produced end, not when the failure was noticed
                 lost_since = opened_at + self.ring.written_samples / self.native_rate
-                failures = failures + 1 if self.ring.written_samples == 0 else 1
+                if self.ring.written_samples:  # it worked for a while: start the back-off over
+                    backoff.reset()
             finally:
                 self._close(sd, stream)
             if lost_since is not None:
-                stop.wait(self._backoff_s(failures))  # also after a quick death: never reopen in a busy loop
+                stop.wait(backoff.next_delay())  # also after a quick death: never reopen in a busy loop
 
     def _record(self, sd: Any, stream: Any, stop: threading.Event) -> Iterator[np.ndarray | Gap]:
         """Blocks of one open stream at the model rate until ``stop``; ``DeviceLost`` when it dies (after
