@@ -1,0 +1,1 @@
+"""Offline analysis of recordings: file replay, scan and its plot, tag, index and search, evaluate, calibrate."""
