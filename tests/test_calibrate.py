@@ -3,8 +3,7 @@ import json
 import numpy as np
 import soundfile as sf
 import yaml
-
-from conftest import run_cli, write_config, write_tone_scene
+from helpers import run_cli, write_config, write_tone_scene
 
 SR = 48_000
 

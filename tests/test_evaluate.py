@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_cli, write_config, write_tone_scene
 
-from conftest import run_cli, write_config, write_tone_scene
 from streamdetect.analysis.evaluate import (
     LabelsError,
     event_fscore,
