@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
 
 from streamdetect.model.export import ExportError, export_model
 from streamdetect.model.manifest import (
@@ -60,6 +59,8 @@ REFUSE, SHIP = 1.0 + 1e-9, -1.0  # bounds no converted encoder reaches / every o
 class FlippedExport:
     directory: Path
     stderr: str  # what `streamdetect export` printed
+    missing_status: int  # `streamdetect export --model <no such directory>`: its exit status
+    missing_stderr: str  # and what it printed
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +71,19 @@ def flipped(tiny_model, tiny_checkpoint, tmp_path_factory):
     whatever its int8, fp16 or bf16 arithmetic gives."""
     natural = json.loads((tiny_model / "manifest.json").read_text())["precisions"]
     bounds = {BOUNDS[p]: REFUSE if natural[p]["status"] == "shipped" else SHIP for p in BOUNDS}
-    out = tmp_path_factory.mktemp("flipped") / "tiny-clap"
+    tmp = tmp_path_factory.mktemp("flipped")
+    out, missing = tmp / "tiny-clap", tmp / "no-such-checkpoint"
+    # the same interpreter first asks for a checkpoint that does not exist (the exit status main() returns)
     code = ("import sys\nimport streamdetect.model.export as export\n"
             f"for name, bound in {bounds!r}.items():\n    setattr(export, name, bound)\n"
             "from streamdetect.cli import main\n"
+            f"print('MISSING', main(['export', '--model', {str(missing)!r}, '--out', {str(tmp / 'o')!r}]))\n"
+            "print('--- export', file=sys.stderr)\n"
             f"sys.exit(main(['export', '--model', {str(tiny_checkpoint)!r}, '--out', {str(out)!r}]))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    return FlippedExport(out, result.stderr)
+    before, _, after = result.stderr.partition("--- export\n")
+    return FlippedExport(out, after, int(result.stdout.split("MISSING ", 1)[1].split()[0]), before)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +195,7 @@ def test_tampered_file_is_refused(tiny_model, tmp_path):
         open_audio_encoder(ModelBundle.load(copy), CPU)
 
 
-def test_export_cli_prints_parity_figures(flipped, tmp_path):
+def test_export_cli_prints_parity_figures(flipped):
     assert "min cosine ONNX vs PyTorch" in flipped.stderr and (flipped.directory / "manifest.json").is_file()
     manifest = json.loads((flipped.directory / "manifest.json").read_text())
     for precision in BOUNDS:  # one line per reduced precision: its figure and what was decided
@@ -197,8 +203,8 @@ def test_export_cli_prints_parity_figures(flipped, tmp_path):
         label = "bf16 (OpenVINO)" if precision == "bf16" else precision
         decided = "shipped" if info["status"] == "shipped" else f"refused (needs >= {info['required']})"
         assert f"  {label}: min cosine vs fp32 {info['cosine_min_vs_fp32']:.5f} -> {decided}" in flipped.stderr
-    missing = run_cli("export", "--model", str(tmp_path / "no-such-checkpoint"), "--out", str(tmp_path / "o"))
-    assert missing.returncode == 1 and "cannot load CLAP checkpoint" in missing.stderr
+    assert flipped.missing_status == 1 and "cannot load CLAP checkpoint" in flipped.missing_stderr
+    assert "Traceback" not in flipped.missing_stderr
 
 
 @pytest.mark.parametrize("precision", list(BOUNDS))
