@@ -14,16 +14,14 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import make_detector, run_cli, write_config
 
-from conftest import collecting_sink, run_cli, write_config
 from streamdetect.analysis.replay import analyse_file
 from streamdetect.config import ConfigError, load_config, parse_config
 from streamdetect.model.manifest import AUDIO_ENCODER, TEXT_ENCODER, ModelBundle, ModelError
-from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.windows import Windower
 from streamdetect.prompts.assemble import prompt_bank_for
 from streamdetect.prompts.cache import PromptCache
-from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.base import SourceError
 from streamdetect.sources.file import FileOptions, FileSource
 
@@ -40,11 +38,6 @@ def read_all(path, rate: int = SR, block_s: float = 1.0) -> np.ndarray:
 
 def sine(seconds: float, rate: int, freq: float = 1000.0, amp: float = 0.5) -> np.ndarray:
     return (amp * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
-
-
-def make_detector(model, **config):
-    config = parse_config({"model": str(model), "events": [EVENT], "runtime": {"device": "cpu"}, **config})
-    return build_detector(config, ModelBundle.load(model), SinkSet([("collect", collecting_sink())]))
 
 
 # --- broken and foreign files -----------------------------------------------------------------------------------
@@ -150,7 +143,7 @@ def test_nan_file_gives_finite_scores_and_reports_the_count(tiny_model, tmp_path
     audio[SR : SR + 100] = np.nan
     audio[3 * SR] = np.inf
     sf.write(tmp_path / "nan.wav", audio, SR, subtype="FLOAT")
-    detector = make_detector(tiny_model)
+    detector, _ = make_detector(tiny_model, [EVENT])
     stream, records = analyse_file(detector, tmp_path / "nan.wav")
     _starts, _ends, scores, _vetoed = stream.score_log.arrays(1)
     assert scores.shape[0] == 3 and np.isfinite(scores).all()  # without the fix: NaN scores, the event never fires
@@ -169,7 +162,7 @@ def test_clipped_and_over_full_scale_audio_is_analysed(tiny_model, tmp_path, sub
     """Saturated 16-bit audio is clipped at full scale; a float file may exceed it. Both are valid input."""
     audio = np.clip(gain * sine(4.0, SR), -1, 1) if subtype == "PCM_16" else gain * sine(4.0, SR)
     sf.write(tmp_path / "loud.wav", audio, SR, subtype=subtype)
-    stream, records = analyse_file(make_detector(tiny_model), tmp_path / "loud.wav")
+    stream, records = analyse_file(make_detector(tiny_model, [EVENT])[0], tmp_path / "loud.wav")
     scores = stream.score_log.arrays(1)[2]
     assert scores.shape[0] == 2 and np.isfinite(scores).all() and len(records) == 2
 

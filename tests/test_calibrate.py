@@ -3,8 +3,7 @@ import json
 import numpy as np
 import soundfile as sf
 import yaml
-
-from conftest import run_cli, write_config, write_tone_scene
+from helpers import run_cli, write_config, write_tone_scene
 
 SR = 48_000
 
@@ -40,12 +39,16 @@ def test_calibrated_threshold_separates_positives_from_negatives(tiny_model, tmp
     dog_line = next(line for line in result.stdout.splitlines() if line.startswith("dog"))
     assert dog_line.split()[3:5] == ["1.000", "1.000"]  # precision, recall on the calibration data
 
-    # the new config really detects every positive and stays silent on the negatives
+    # the new config really detects every positive and stays silent on the negatives (one run, every file a
+    # source named after it)
     jsonl = tmp_path / "events.jsonl"
     new["sinks"] = [{"type": "jsonl", "path": str(jsonl)}]
+    new["sources"] = [{"type": "file", "name": wav.name, "path": str(wav)}
+                      for wav in sorted((positives / "dog").iterdir()) + sorted(negatives.iterdir())]
     out.write_text(yaml.safe_dump(new))
-    for wav in sorted((positives / "dog").iterdir()) + sorted(negatives.iterdir()):
-        assert run_cli("run", "--config", str(out), "--input", str(wav)).returncode == 0
+    run = run_cli("run", "--config", str(out))
+    assert run.returncode == 0, run.stderr
+    assert all(f"{wav}: " in run.stderr for wav in ("p0.wav", "p3.wav", "n0.wav", "n2.wav"))  # all were heard
     starts = [json.loads(line) for line in jsonl.read_text().splitlines() if '"start"' in line]
     assert sorted({r["stream"] for r in starts if r["label"] == "dog"}) == [f"p{i}.wav" for i in range(4)]
 

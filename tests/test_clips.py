@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import collecting_sink, event_record, run_cli, write_config, write_tone_scene
 
-from conftest import collecting_sink, run_cli, write_config, write_tone_scene
 from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.build import build_detector
-from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks import SINKS
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sinks.clips import CLIP_NAME, ClipsOptions, ClipsSink, safe_name
@@ -25,9 +24,8 @@ PCM_TOL = 1.0 / 32768 + 1e-7  # one PCM16 step: the clip is stored as 16-bit
 
 
 def end_record(label="bird", stream="garden", start_s=2.0, end_s=4.0, peak=0.5, peak_time_s=None, id_="a1b2c3d4e5"):
-    return EventRecord(id=id_, label=label, phase="end", start_s=start_s, end_s=end_s, peak_score=peak,
-                       peak_time_s=peak_time_s if peak_time_s is not None else (start_s + end_s) / 2, stream=stream,
-                       time="2026-11-25T06:40:12.000+00:00", top=())
+    return event_record("end", id=id_, label=label, start_s=start_s, end_s=end_s, peak_score=peak,
+                        peak_time_s=peak_time_s, stream=stream, time="2026-11-25T06:40:12.000+00:00")
 
 
 def feed(sink, audio, stream="garden", sr=8000, block=800, start=0):
@@ -229,7 +227,7 @@ def test_audio_that_left_the_buffer_is_reported_not_invented(tmp_path, caplog):
 
 def test_start_records_are_ignored_and_unknown_streams_fail_loudly(tmp_path):
     sink = ClipsSink(ClipsOptions(dir=str(tmp_path)))
-    sink.emit(EventRecord("x", "bird", "start", 1.0, None, 0.5, 1.5, "garden", "t", ()))
+    sink.emit(event_record("start", id="x", label="bird", peak_score=0.5, peak_time_s=1.5, time="t"))
     assert len(sink.written) == 0
     sinks = SinkSet([("clips", sink)])
     sinks.emit(end_record(stream="nobody"))

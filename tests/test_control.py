@@ -18,14 +18,11 @@ import urllib.request
 
 import numpy as np
 import pytest
+from helpers import CliRun, event_spec, free_port, make_detector, write_config, write_tone_scene
 
-from conftest import CliRun, collecting_sink, free_port, write_config
 from streamdetect.config import parse_config
 from streamdetect.daemon.control import ControlError, ControlServer, control_token
 from streamdetect.daemon.engine import BatchingEngine, ReloadTicket, run_sources
-from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
-from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.base import AudioSource
 
 SR = 48_000
@@ -66,10 +63,7 @@ def request(port, method="GET", body=None, token=TOKEN):
 
 @pytest.fixture
 def running(tiny_model):
-    config = parse_config({"model": str(tiny_model), "runtime": {"device": "cpu", "batch_size": 2},
-                           "events": [{"label": "x", "prompts": ["a dog barking"], "threshold": 1.0}]})
-    sink = collecting_sink()
-    detector = build_detector(config, ModelBundle.load(tiny_model), SinkSet([("c", sink)]))
+    detector, sink = make_detector(tiny_model, [event_spec("x", threshold=1.0)], runtime={"batch_size": 2})
     engine = BatchingEngine(detector)
     server = ControlServer(lambda: detector.config, engine.request_reload, TOKEN, "127.0.0.1", 0)
     stop = threading.Event()
@@ -138,8 +132,9 @@ def test_cli_without_token_in_environment_refuses_to_start(tiny_model, tmp_path)
     cfg = write_config(tmp_path / "c.yaml", tiny_model, [{"label": "x", "prompts": ["a"], "threshold": 0.5}],
                        control={"port": free_port(), "token_env": "SD_TEST_TOKEN_UNSET"})
     env = {k: v for k, v in __import__("os").environ.items() if k != "SD_TEST_TOKEN_UNSET"}
+    wav = write_tone_scene(tmp_path / "a.wav", seconds=3.0)  # a valid input: the token is what is missing
     result = subprocess.run([sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--input",
-                             str(cfg)], capture_output=True, text=True, timeout=120, env=env)
+                             str(wav)], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2
     assert "SD_TEST_TOKEN_UNSET" in result.stderr and "control.port" in result.stderr
 

@@ -7,8 +7,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+from helpers import run_cli, run_cli_without_torch, write_config, write_tone_scene
 
-from conftest import run_cli, run_cli_without_torch, write_config, write_tone_scene
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter, log_key, read_log, stretches
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.clip import clip_embedding

@@ -5,20 +5,32 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 48_000
 
+# tools/embedding_map.py's main() for each dataset, in one interpreter: the UMAP fit's numba kernels are compiled
+# at the first fit (about 12 s on 2 cores), so one process serves both layouts.
+MAP_EACH = """
+import contextlib, io, json, sys
+sys.path.insert(0, sys.argv[1])
+import embedding_map
+
+results = {}
+for name, argv in json.loads(sys.argv[2]).items():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = embedding_map.main(argv)
+    results[name] = {"rc": rc, "stdout": out.getvalue()}
+print("RESULTS " + json.dumps(results))
+"""
+
 
 def _tone(path, freq, seconds=2.0):
     t = np.arange(int(seconds * SR)) / SR
     sf.write(path, (0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32), SR)
-
-
-def _run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "embedding_map.py"), *args], capture_output=True,
-                          text=True, timeout=600)
 
 
 def _check_pngs(*paths):
@@ -30,26 +42,19 @@ def _check_pngs(*paths):
         assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
-def test_folder_per_class_with_major_categories(tiny_model, tmp_path):
-    data = tmp_path / "data"
+def _folders(tmp):
+    """DIR/<major category>/<class>/<audio>: three classes of three tones each."""
+    data = tmp / "data"
     for major, label, freq in (("music", "low", 300), ("music", "high", 3000), ("machine", "hum", 100)):
         (data / major / label).mkdir(parents=True)
         for i in range(3):
             _tone(data / major / label / f"{label}{i}.wav", freq * (1 + 0.05 * i))
-    out, heat, js = tmp_path / "map.png", tmp_path / "heat.png", tmp_path / "map.json"
-    result = _run(str(data), "--model", str(tiny_model), "--out", str(out), "--heatmap", str(heat), "--json", str(js))
-    assert result.returncode == 0, result.stderr
-    report = json.loads(js.read_text())
-    assert set(report["per_class"]) == {"low", "high", "hum"}
-    assert all(0.0 <= v <= 1.0 for v in report["per_class"].values())
-    wrong = sum(n for _, _, n in report["confusions"])
-    assert report["top1"] == (9 - wrong) / 9  # accuracy and confusions agree
-    assert "zero-shot top-1 accuracy" in result.stdout
-    _check_pngs(out, heat)
+    return data
 
 
-def test_esc50_layout(tiny_model, tmp_path):
-    data = tmp_path / "esc"
+def _esc50(tmp):
+    """ESC-50's layout: audio/ and meta/esc50.csv naming each file's fold, target and category."""
+    data = tmp / "esc"
     (data / "audio").mkdir(parents=True)
     (data / "meta").mkdir()
     rows = []
@@ -62,9 +67,39 @@ def test_esc50_layout(tiny_model, tmp_path):
         writer = csv.DictWriter(fh, fieldnames=["filename", "fold", "target", "category"])
         writer.writeheader()
         writer.writerows(rows)
-    js = tmp_path / "m.json"
-    result = _run(str(data), "--model", str(tiny_model), "--out", str(tmp_path / "m.png"), "--heatmap",
-                  str(tmp_path / "h.png"), "--json", str(js), "--prompt-template", "This is a sound of {}.")
-    assert result.returncode == 0, result.stderr
+    return data
+
+
+@pytest.fixture(scope="module")
+def maps(tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("maps")
+    files = {"folders": (tmp / "map.png", tmp / "heat.png", tmp / "map.json"),
+             "esc50": (tmp / "m.png", tmp / "h.png", tmp / "m.json")}
+    jobs = {"folders": [str(_folders(tmp)), "--model", str(tiny_model)],
+            "esc50": [str(_esc50(tmp)), "--model", str(tiny_model), "--prompt-template", "This is a sound of {}."]}
+    for name, (out, heat, js) in files.items():
+        jobs[name] += ["--out", str(out), "--heatmap", str(heat), "--json", str(js)]
+    result = subprocess.run([sys.executable, "-c", MAP_EACH, str(ROOT / "tools"), json.dumps(jobs)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    results = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULTS "))[8:])
+    return {name: (results[name], *files[name]) for name in jobs}
+
+
+def test_folder_per_class_with_major_categories(maps):
+    result, out, heat, js = maps["folders"]
+    assert result["rc"] == 0
+    report = json.loads(js.read_text())
+    assert set(report["per_class"]) == {"low", "high", "hum"}
+    assert all(0.0 <= v <= 1.0 for v in report["per_class"].values())
+    wrong = sum(n for _, _, n in report["confusions"])
+    assert report["top1"] == (9 - wrong) / 9  # accuracy and confusions agree
+    assert "zero-shot top-1 accuracy" in result["stdout"]
+    _check_pngs(out, heat)
+
+
+def test_esc50_layout(maps):
+    result, out, heat, js = maps["esc50"]
+    assert result["rc"] == 0
     assert set(json.loads(js.read_text())["per_class"]) == {"dog", "rain", "chainsaw"}
-    _check_pngs(tmp_path / "m.png", tmp_path / "h.png")
+    _check_pngs(out, heat)

@@ -2,14 +2,19 @@ import threading
 import time
 
 import numpy as np
+from helpers import (
+    FakeEncoder,
+    SlowEncoder,
+    file_windows,
+    immediate_event,
+    make_detector,
+    split_threshold,
+    write_tone_scene,
+)
 
-from conftest import collecting_sink, write_tone_scene
 from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
 from streamdetect.daemon.engine import BatchingEngine, run_sources
-from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
-from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.base import AudioSource
 from streamdetect.sources.file import FileOptions, FileSource
 
@@ -33,28 +38,11 @@ class LiveArray(AudioSource):
             yield self.audio[i : i + SR // 2]
 
 
-class SlowEncoder:
-    """The real encoder, made slower than real time so that a backlog must build up."""
-
-    def __init__(self, encoder, delay_s):
-        self.encoder, self.delay_s, self.batch_sizes = encoder, delay_s, []
-
-    def __call__(self, feats):
-        self.batch_sizes.append(feats.shape[0])
-        time.sleep(self.delay_s)
-        return self.encoder(feats)
-
-
-def detector_for(model, threshold, batch_size=4, encoder=None, precision="fp32"):
-    config = parse_config({"model": str(model),
-                           "runtime": {"device": "cpu", "batch_size": batch_size, "precision": precision},
-                           "events": [{"label": "x", "prompts": ["a dog barking"], "threshold": threshold,
-                                       "hysteresis": 0.0, "cooldown_s": 0.0}]})
-    sink = collecting_sink()
-    detector = build_detector(config, ModelBundle.load(model), SinkSet([("c", sink)]))
-    if encoder is not None:
-        detector.encoder = encoder(detector.encoder)
-    return detector, sink
+def detector_for(model, threshold, batch_size=4, encoder=None):
+    """A detector for one immediate event ``x`` at ``threshold``, on a fake encoder (the engine is the subject)."""
+    events = [immediate_event("x", threshold=threshold)]
+    return make_detector(model, events, encoder=encoder or FakeEncoder.for_model(model),
+                         runtime={"batch_size": batch_size})
 
 
 def key(records):
@@ -64,29 +52,18 @@ def key(records):
 def test_batched_streams_give_the_same_events_as_each_stream_alone(tiny_model, tmp_path):
     wavs = [write_tone_scene(tmp_path / f"s{i}.wav", seconds=8.0, tone_at=(1 + i, 4 + i), seed=i) for i in range(3)]
     probe, _ = detector_for(tiny_model, 0.0)
-    threshold = float(np.median(probe.scores(
-        [w for f in wavs for w in _windows(f)]).event[:, 0]))
+    threshold = split_threshold(probe.scores([w for f in wavs for w in file_windows(f)]).event[:, 0])
     alone = []
     for wav in wavs:
         det, sink = detector_for(tiny_model, threshold, batch_size=1)
         run_source(det, FileSource(FileOptions(path=str(wav)), SR), threading.Event())
         alone += sink.records
-    det, sink = detector_for(tiny_model, threshold, batch_size=8, encoder=lambda e: SlowEncoder(e, 0.0))
+    det, sink = detector_for(tiny_model, threshold, batch_size=8, encoder=FakeEncoder.for_model(tiny_model))
     sources = [FileSource(FileOptions(path=str(w), block_s=0.3), SR) for w in wavs]
     summaries, stats = run_sources(det, sources, threading.Event())
     assert alone and sorted(key(sink.records)) == pytest_approx_sorted(key(alone))
     assert stats.windows == sum(s.windows for s in summaries) == 3 * 6
     assert max(det.encoder.batch_sizes) > 1  # windows of several streams really shared encoder calls
-
-
-def _windows(wav):
-    from streamdetect.pipeline.windows import Windower
-
-    w = Windower(3.0, 1.0, SR)
-    out = []
-    for block in FileSource(FileOptions(path=str(wav)), SR).blocks(threading.Event()):
-        out += w.push(block)
-    return out + list(w.finish())
 
 
 def pytest_approx_sorted(items):
@@ -96,7 +73,7 @@ def pytest_approx_sorted(items):
 
 
 def test_backlog_is_reported_and_no_window_is_dropped(tiny_model, caplog):
-    det, sink = detector_for(tiny_model, -1.0, batch_size=2, encoder=lambda e: SlowEncoder(e, 0.15))
+    det, sink = detector_for(tiny_model, -1.0, batch_size=2, encoder=SlowEncoder.for_model(tiny_model, delay_s=0.15))
     engine = BatchingEngine(det, backlog_warn_s=0.2)
     audio = np.zeros(20 * SR, np.float32)
     sources = [LiveArray(audio, f"live{i}") for i in range(3)]
@@ -123,7 +100,7 @@ def test_one_slow_stream_does_not_hold_back_the_others(tiny_model):
 def test_config_with_several_named_sources_runs_them_together(tiny_model, tmp_path):
     import json
 
-    from conftest import run_cli, write_config
+    from helpers import run_cli, write_config
 
     north = write_tone_scene(tmp_path / "n.wav", seconds=5.0, seed=1)
     south = write_tone_scene(tmp_path / "s.wav", seconds=6.0, seed=2)
@@ -142,7 +119,7 @@ def test_config_with_several_named_sources_runs_them_together(tiny_model, tmp_pa
 def test_source_config_mistakes_are_reported():
     import pytest
 
-    from streamdetect.config import ConfigError, parse_config
+    from streamdetect.config import ConfigError
 
     events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
     with pytest.raises(ConfigError, match="source names must be unique"):
@@ -158,8 +135,7 @@ def test_source_config_mistakes_are_reported():
 def test_each_source_can_have_its_own_energy_gate(tiny_model, tmp_path):
     """A source entry's gate replaces the top-level one for that stream only; `min_dbfs: null` turns it off."""
     import soundfile as sf
-
-    from conftest import run_cli, write_config
+    from helpers import run_cli, write_config
 
     rng = np.random.default_rng(3)
     quiet = (1e-4 * rng.standard_normal(SR * 6)).astype(np.float32)  # about -80 dBFS everywhere
@@ -184,7 +160,7 @@ def test_each_source_can_have_its_own_energy_gate(tiny_model, tmp_path):
 def test_a_source_gate_is_validated_with_its_key_path():
     import pytest
 
-    from streamdetect.config import ConfigError, parse_config
+    from streamdetect.config import ConfigError
 
     events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
     with pytest.raises(ConfigError, match=r"sources\[0\]\.gate\.min_dbfs: expected less than or equal to 0"):
@@ -194,7 +170,7 @@ def test_a_source_gate_is_validated_with_its_key_path():
 def test_each_source_listens_for_its_own_events_or_shares_them(tiny_model, tmp_path):
     import json
 
-    from conftest import run_cli, write_config
+    from helpers import run_cli, write_config
 
     wav = write_tone_scene(tmp_path / "t.wav", seconds=4.0)
     out = tmp_path / "out.jsonl"
@@ -214,7 +190,7 @@ def test_each_source_listens_for_its_own_events_or_shares_them(tiny_model, tmp_p
 def test_a_source_naming_an_unknown_event_is_refused_with_its_key_path():
     import pytest
 
-    from streamdetect.config import ConfigError, parse_config
+    from streamdetect.config import ConfigError
 
     events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
     with pytest.raises(ConfigError, match=r"sources\[1\]\.events: 'dgo' is not an event label \(x\)"):

@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_cli, split_threshold, write_config, write_tone_scene
 
-from conftest import run_cli, write_config, write_tone_scene
 from streamdetect.analysis.evaluate import (
     LabelsError,
     event_fscore,
@@ -24,13 +24,16 @@ def _scenes(tmp_path):
 def _detections(tiny_model, tmp_path, audio, threshold):
     """What the real pipeline detects, as (file, start, end, label) rows."""
     out = tmp_path / "det.jsonl"
-    cfg = write_config(tmp_path / "run.yaml", tiny_model, [
-        {"label": "dog", "prompts": ["a dog barking"], "threshold": threshold, "hysteresis": 0.0,
-         "cooldown_s": 0.0}], sinks=[{"type": "jsonl", "path": str(out)}])
+    events = [{"label": "dog", "prompts": ["a dog barking"], "threshold": threshold, "hysteresis": 0.0,
+               "cooldown_s": 0.0}]
+    cfg = write_config(tmp_path / "run.yaml", tiny_model, events, sinks=[{"type": "jsonl", "path": str(out)}])
+    # every file in one run, as a source named after the file (the stream name evaluate matches labels by)
+    every = write_config(tmp_path / "every.yaml", tiny_model, events, sinks=[{"type": "jsonl", "path": str(out)}],
+                         sources=[{"type": "file", "name": wav.name, "path": str(wav)}
+                                  for wav in sorted(audio.iterdir())])
+    result = run_cli("run", "--config", str(every))
+    assert result.returncode == 0, result.stderr
     rows = []
-    for wav in sorted(audio.iterdir()):
-        result = run_cli("run", "--config", str(cfg), "--input", str(wav))
-        assert result.returncode == 0, result.stderr
     for line in out.read_text().splitlines():
         r = json.loads(line)
         if r["phase"] == "end":
@@ -50,7 +53,7 @@ def test_metrics_are_1_for_the_pipelines_own_events_and_0_beyond_the_collar(tiny
         {"label": "dog", "prompts": ["a dog barking"], "threshold": 0.0}])), "--csv", str(tmp_path / "s.csv"))
     assert scan.returncode == 0, scan.stderr
     scores = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)[:, 2]
-    cfg, rows = _detections(tiny_model, tmp_path, audio, float(np.median(scores)))
+    cfg, rows = _detections(tiny_model, tmp_path, audio, split_threshold(scores))
     assert rows, "the scenes should give at least one detection"
 
     perfect = run_cli("evaluate", "--config", str(cfg), "--audio", str(audio), "--labels",

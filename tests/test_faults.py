@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 import soundfile as sf
+from helpers import write_config
 from test_webhook import Receiver, options, rec
 
-from conftest import write_config
 from streamdetect.sinks.base import FailureLog, SinkSet
 from streamdetect.sinks.webhook import WebhookSink
 
@@ -77,7 +77,7 @@ def test_receiver_down_for_a_long_outage_loses_nothing(tmp_path, caplog):
 FULL_DISK_SCRIPT = textwrap.dedent("""
     import json, logging, resource, signal, sys
     sys.path[:0] = [sys.argv[3], sys.argv[4]]
-    from conftest import collecting_sink
+    from helpers import collecting_sink
     from streamdetect.sinks.base import SinkSet
     from streamdetect.sinks.webhook import WebhookOptions, WebhookSink
     from test_webhook import rec

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli, write_config, write_tone_scene
 
-from conftest import run_cli, write_config, write_tone_scene
 from streamdetect.config import parse_config
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.assemble import prompt_bank_for

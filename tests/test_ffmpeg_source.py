@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from helpers import CliRun, tone_events, write_config
 
-from conftest import CliRun, tone_events, write_config
 from streamdetect.config import ConfigError, parse_config
 from streamdetect.sources import SOURCES
 from streamdetect.sources.base import Gap, SourceError

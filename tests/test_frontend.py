@@ -94,13 +94,13 @@ def test_parallel_front_end_gives_the_plain_front_ends_numbers_from_every_thread
 
 
 def test_front_end_threads_default_to_one_on_a_cpu_and_the_cores_on_a_gpu(monkeypatch):
-    from types import SimpleNamespace
+    from helpers import FakeEncoder
 
-    import streamdetect.detector as detector
+    import streamdetect.pipeline.detector as detector
 
     monkeypatch.setattr(detector.os, "cpu_count", lambda: 16)
-    gpu, cpu = SimpleNamespace(providers=["CUDAExecutionProvider"]), SimpleNamespace(providers=["OpenVINO CPU bf16"])
+    gpu, cpu = FakeEncoder(on_gpu=True), FakeEncoder(on_gpu=False, precision="bf16")
     assert detector.frontend_threads(0, gpu) == 14 and detector.frontend_threads(0, cpu) == 1
-    assert detector.frontend_threads(3, cpu) == 3 and detector.frontend_threads(0, lambda f: f) == 1
+    assert detector.frontend_threads(3, cpu) == 3 and detector.frontend_threads(3, gpu) == 3
     monkeypatch.setattr(detector.os, "cpu_count", lambda: 2)
     assert detector.frontend_threads(0, gpu) == 1

@@ -1,8 +1,8 @@
 import json
 
 import soundfile as sf
+from helpers import run_cli, write_tone_scene
 
-from conftest import run_cli, write_tone_scene
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.encoder import open_audio_encoder
 from streamdetect.pipeline.encoder.base import RuntimeOptions

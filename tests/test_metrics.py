@@ -5,9 +5,17 @@ import urllib.error
 import urllib.request
 
 import numpy as np
-from test_engine import LiveArray, detector_for
+from helpers import (
+    FakeEncoder,
+    free_port,
+    immediate_event,
+    make_detector,
+    run_cli,
+    write_config,
+    write_tone_scene,
+)
+from test_engine import LiveArray
 
-from conftest import free_port, run_cli, write_config, write_tone_scene
 from streamdetect.daemon.engine import BatchingEngine, run_sources
 from streamdetect.daemon.metrics import Metrics, MetricsServer
 
@@ -23,13 +31,14 @@ def get(url):
 
 
 def test_metrics_and_health_while_streams_run(tiny_model):
-    det, _ = detector_for(tiny_model, -1.0, batch_size=2)
-    det.metrics = Metrics(stale_after_s=0.5)
-    server = MetricsServer(det.metrics, "127.0.0.1", 0)
+    metrics = Metrics(stale_after_s=0.5)
+    det, _ = make_detector(tiny_model, [immediate_event("x", threshold=-1.0)], observer=metrics,
+                           encoder=FakeEncoder.for_model(tiny_model), runtime={"batch_size": 2})
+    server = MetricsServer(metrics, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.address[1]}"
     quiet = np.zeros(6 * SR, np.float32)
     sources = [LiveArray(quiet, "yard", delay_s=0.1), LiveArray(quiet, "roof", delay_s=0.1)]
-    runner = threading.Thread(target=run_sources, args=(det, sources, threading.Event(), BatchingEngine(det)))
+    runner = threading.Thread(target=run_sources, args=(det, sources, threading.Event(), BatchingEngine(det, observer=metrics)))
     runner.start()
     time.sleep(0.6)
     status, body = get(base + "/healthz")

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from conftest import CliRun, kill_pulse, start_pulse, tone_events, write_config
+from helpers import CliRun, kill_pulse, start_pulse, tone_events, write_config
 
 SR = 48_000
 TONE_HZ = 3000.0

@@ -8,9 +8,8 @@ import threading
 import time
 
 import pytest
+from helpers import event_record, free_port, run_cli, write_config, write_tone_scene
 
-from conftest import free_port, run_cli, write_config, write_tone_scene
-from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.mqtt import MqttOptions, MqttSink
 from streamdetect.util.names import safe_name
 
@@ -59,8 +58,8 @@ class Subscriber:
 
 
 def rec(phase, stream="garden mic", label="dog/bark"):
-    return EventRecord(id="e1", label=label, phase=phase, start_s=1.0, end_s=4.0 if phase == "end" else None,
-                       peak_score=0.4, peak_time_s=2.5, stream=stream, time="t", top=())
+    return event_record(phase, label=label, start_s=1.0, end_s=4.0 if phase == "end" else None, peak_score=0.4,
+                        peak_time_s=2.5, stream=stream, time="t")
 
 
 def test_topic_parts_are_safe():

@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from conftest import (
+from helpers import (
     SAMPLE_RATE,
-    collecting_sink,
+    FailingEncoder,
+    make_detector,
     run_cli,
     run_cli_without_torch,
     write_config,
     write_tone_scene,
 )
+
 from streamdetect.analysis.replay import analyse_file, score_file
 from streamdetect.config import ConfigError, load_config, parse_config
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.clip import clip_embedding
 from streamdetect.pipeline.encoder import open_audio_encoder
 from streamdetect.pipeline.encoder.base import RuntimeOptions
@@ -33,17 +33,10 @@ from streamdetect.prompts.assemble import prompt_bank_for
 from streamdetect.prompts.examples import ExampleCache
 from streamdetect.prompts.vectors import normalize
 from streamdetect.prompts.vocabulary import vocabulary_names
-from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.file import FileOptions, FileSource
 
 CPU = {"runtime": {"device": "cpu"}}
 CPU_RUNTIME = RuntimeOptions(device="cpu")  # what the detectors of these tests run
-
-
-def make_detector(model, events, **config):
-    config = parse_config({"model": str(model), "events": events, **CPU, **config})
-    sink = collecting_sink()
-    return build_detector(config, ModelBundle.load(model), SinkSet([("collect", sink)])), sink
 
 
 def run_file(detector, wav, name=None):
@@ -201,17 +194,6 @@ def test_example_weight_mixes_text_and_example_as_documented(tiny_model, tmp_pat
     np.testing.assert_allclose(detector.bank.events[0], expected, atol=1e-5)
 
 
-class _RefusingEncoder:
-    """Stands in for the audio encoder file ``file``; fails if anything is actually encoded."""
-
-    def __init__(self, file):
-        self.file, self.calls = file, 0
-
-    def __call__(self, features):
-        self.calls += 1
-        raise AssertionError("the example should have come from the cache")
-
-
 def test_example_embeddings_are_cached_by_file_content_and_encoder(tiny_model, tmp_path):
     example = write_tone(tmp_path / "tone.wav")
     bundle = ModelBundle.load(tiny_model)
@@ -222,7 +204,9 @@ def test_example_embeddings_are_cached_by_file_content_and_encoder(tiny_model, t
     stored = list((cache / "examples").rglob("*.npy"))
     assert len(stored) == 1
 
-    refusing = _RefusingEncoder(real.file)
+    # stands in for the same encoder file, and fails if anything is actually encoded
+    refusing = FailingEncoder.for_model(tiny_model, file=real.file,
+                                        error=AssertionError("the example should have come from the cache"))
     second = prompt_bank_for(bundle, config.events, cache, audio_encoder=refusing)
     assert refusing.calls == 0
     np.testing.assert_array_equal(first.events, second.events)

@@ -7,26 +7,26 @@ from datetime import datetime
 
 import numpy as np
 import pytest
-
-from conftest import (
-    collecting_sink,
+from helpers import (
+    FakeEncoder,
+    file_windows,
     free_port,
+    make_detector,
     run_cli,
     run_cli_without_torch,
+    split_threshold,
     write_config,
     write_tone_scene,
 )
+
 from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.encoder.base import RuntimeOptions
 from streamdetect.pipeline.encoder.text import TextEncoder
 from streamdetect.pipeline.scoring import score
-from streamdetect.pipeline.windows import Windower
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.prompts.cache import PromptCache
-from streamdetect.sinks.base import SinkSet
 from streamdetect.sources.file import FileOptions, FileSource
 
 EVENTS = [
@@ -36,20 +36,10 @@ EVENTS = [
 ]
 
 
-def make_detector(model, events=EVENTS, **config):
-    config = parse_config({"model": str(model), "events": events, "runtime": {"device": "cpu"}, **config})
-    sink = collecting_sink()
-    return build_detector(config, ModelBundle.load(model), SinkSet([("collect", sink)])), sink
-
-
 def window_scores(model, wav, events=EVENTS):
     """Scores of every window of a file, computed directly from the library's stages."""
     detector, _ = make_detector(model, events)
-    windower = Windower(3.0, 1.0, 48_000)
-    windows = []
-    for block in FileSource(FileOptions(path=str(wav)), 48_000).blocks(threading.Event()):
-        windows.extend(windower.push(block))
-    windows.extend(windower.finish())
+    windows = file_windows(wav)
     return windows, detector.scores(windows).event
 
 
@@ -110,7 +100,7 @@ def test_two_detectors_and_interleaved_streams_do_not_share_state(tiny_model, tm
     wav_a = write_tone_scene(tmp_path / "a.wav", seconds=9.0, tone_at=(2, 5), seed=1)
     wav_b = write_tone_scene(tmp_path / "b.wav", seconds=9.0, tone_at=(5, 8), seed=2)
     _, scores_a = window_scores(tiny_model, wav_a)
-    threshold = float(np.median(scores_a[:, 0]))
+    threshold = split_threshold(scores_a[:, 0])
     events = [{**EVENTS[0], "threshold": threshold, "hysteresis": 0.0, "cooldown_s": 0.0}]
 
     def alone(wav):
@@ -227,11 +217,10 @@ def test_energy_gate_skips_quiet_windows_without_the_encoder(tiny_model, tmp_pat
     audio[48_000 * 5 : 48_000 * 7] = 0.1 * rng.standard_normal(48_000 * 2)  # about -20 dBFS for 2 s
     wav = tmp_path / "quiet.wav"
     sf.write(wav, audio, 48_000, subtype="FLOAT")
+    encoder = FakeEncoder.for_model(tiny_model)  # counts the windows it is given
     det, sink = make_detector(tiny_model, [{**EVENTS[0], "threshold": -0.99, "hysteresis": 0.0, "cooldown_s": 0.0}],
-                              gate={"min_dbfs": -50.0})
-    calls = []
-    encoder = det.encoder
-    det.encoder = lambda feats: calls.append(feats.shape[0]) or encoder(feats)
+                              encoder=encoder, gate={"min_dbfs": -50.0})
+    calls = encoder.batch_sizes
     summary = run_source(det, FileSource(FileOptions(path=str(wav)), 48_000), threading.Event())
     # windows starting at 3..6 s overlap the loud part (5-7 s); the other 6 of 10 are gated
     assert summary.windows == 10 and summary.gated_windows == 6 and sum(calls) == 4
@@ -309,7 +298,7 @@ def test_sighup_reloads_events_and_rejects_an_invalid_config(tiny_model, tmp_pat
 
 def test_blas_runs_on_one_thread_unless_the_user_says_otherwise():
     """An idle OpenBLAS pool would spin on the cores the encoder needs; a user's own setting wins."""
-    code = ("import numpy, threadpoolctl; from streamdetect.encoder import limit_blas_threads; limit_blas_threads(); "
+    code = ("import numpy, threadpoolctl; from streamdetect.pipeline.encoder.device import limit_blas_threads; limit_blas_threads(); "
             "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'}))")
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                               "MKL_NUM_THREADS")}
@@ -324,8 +313,8 @@ def test_front_end_threads_from_config_give_the_same_scores_and_events(tiny_mode
     from streamdetect.analysis.replay import score_file
 
     wav = write_tone_scene(tmp_path / "scene.wav", seconds=10.0)
-    one, _ = make_detector(tiny_model, runtime={"device": "cpu", "batch_size": 8})
-    three, _ = make_detector(tiny_model, runtime={"device": "cpu", "batch_size": 8, "frontend_threads": 3})
+    one, _ = make_detector(tiny_model, EVENTS, runtime={"device": "cpu", "batch_size": 8})
+    three, _ = make_detector(tiny_model, EVENTS, runtime={"device": "cpu", "batch_size": 8, "frontend_threads": 3})
     assert (one.frontend.threads, three.frontend.threads) == (1, 3)
     used, own = [], three.frontend._own
     three.frontend._own = lambda: used.append(threading.current_thread().name) or own()

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import run_cli, write_config, write_tone_scene
 
-from conftest import run_cli, write_config, write_tone_scene
 from streamdetect.analysis.scan import Envelope, PooledMel
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.clip import clip_embedding, pieces

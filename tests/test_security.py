@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import run_cli, write_config
 from test_webhook import Receiver, rec
 
-from conftest import run_cli, write_config
 from streamdetect.config import parse_config
 from streamdetect.daemon.metrics import Metrics, MetricsServer
 from streamdetect.sinks.base import SinkError

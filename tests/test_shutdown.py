@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import soundfile as sf
+from helpers import write_config
 
-from conftest import write_config
 from streamdetect.config import parse_config
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.build import build_detector

@@ -3,9 +3,10 @@ import sys
 import textwrap
 
 import pytest
+from helpers import event_record
 
 from streamdetect.config import parse_config
-from streamdetect.pipeline.events import EventRecord, LabelScore
+from streamdetect.pipeline.events import LabelScore
 from streamdetect.sinks import SINKS
 from streamdetect.sinks.base import Sink, SinkSet, build_sinks
 from streamdetect.sinks.jsonl import JsonlOptions, JsonlSink
@@ -13,9 +14,9 @@ from streamdetect.sinks.stdout import StdoutSink, format_record
 
 
 def record(phase="start", label="bird", end=None):
-    return EventRecord(id="abc", label=label, phase=phase, start_s=1.0, end_s=end, peak_score=0.42,
-                       peak_time_s=2.5, stream="garden", time="2026-11-24T06:00:00.000+00:00",
-                       top=(LabelScore(label, 0.42), LabelScore("wind", 0.1)))
+    return event_record(phase, id="abc", label=label, start_s=1.0, end_s=end, peak_score=0.42, peak_time_s=2.5,
+                        stream="garden", time="2026-11-24T06:00:00.000+00:00",
+                        top=(LabelScore(label, 0.42), LabelScore("wind", 0.1)))
 
 
 def test_jsonl_writes_one_flushed_object_per_record(tmp_path):

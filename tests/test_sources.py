@@ -3,8 +3,8 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import write_tone_scene
 
-from conftest import write_tone_scene
 from streamdetect.sources import SOURCES
 from streamdetect.sources.base import SourceError
 from streamdetect.sources.file import FileOptions, FileSource

@@ -5,9 +5,9 @@ import sys
 from datetime import datetime, timezone
 
 import pytest
+from helpers import event_record, run_cli, write_config, write_tone_scene
 
-from conftest import run_cli, write_config, write_tone_scene
-from streamdetect.pipeline.events import EventRecord, LabelScore
+from streamdetect.pipeline.events import LabelScore
 from streamdetect.sinks.base import SinkError
 from streamdetect.sinks.command import CommandOptions, CommandSink
 from streamdetect.sinks.sqlite import SqliteOptions, SqliteSink
@@ -15,9 +15,8 @@ from streamdetect.store import parse_when, query_events
 
 
 def rec(i, label="dog", phase="end", time="2026-11-24T06:00:00.000+00:00"):
-    return EventRecord(id=f"e{i}", label=label, phase=phase, start_s=1.0, end_s=4.0 if phase == "end" else None,
-                       peak_score=0.4, peak_time_s=2.5, stream="garden", time=time,
-                       top=(LabelScore(label, 0.4),))
+    return event_record(phase, id=f"e{i}", label=label, start_s=1.0, end_s=4.0 if phase == "end" else None,
+                        peak_score=0.4, peak_time_s=2.5, stream="garden", time=time, top=(LabelScore(label, 0.4),))
 
 
 def test_sqlite_store_survives_reopening_and_filters(tmp_path):

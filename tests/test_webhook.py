@@ -7,10 +7,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers import event_record, run_cli, write_config, write_tone_scene
 
-from conftest import run_cli, write_config, write_tone_scene
 from streamdetect.config import parse_config
-from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import SinkError, SinkSet
 from streamdetect.sinks.webhook import WebhookOptions, WebhookSink
 
@@ -50,8 +49,8 @@ class Receiver:
 
 
 def rec(i, phase="start"):
-    return EventRecord(id=f"e{i}", label="dog", phase=phase, start_s=float(i), end_s=None, peak_score=0.5,
-                       peak_time_s=float(i), stream="s", time="t", top=())
+    return event_record(phase, id=f"e{i}", label="dog", start_s=float(i), end_s=None, peak_score=0.5,
+                        peak_time_s=float(i), stream="s", time="t")
 
 
 def options(url, tmp_path, **kw):
