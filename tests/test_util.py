@@ -14,7 +14,7 @@ import soundfile as sf
 
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter, read_log
 from streamdetect.prompts.refine import RefinementStore, _legacy_label_dir
-from streamdetect.sources.base import SourceError
+from streamdetect.sources.base import SourceError, backoff_delay
 from streamdetect.sources.file import read_audio, read_blocks
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.files import TEMP_NAME, atomic_write
@@ -106,6 +106,12 @@ def test_backoff_doubles_with_equal_jitter_up_to_the_cap_and_starts_over_after_r
     assert Backoff(0.5, 4.0, rng=random.Random(7)).delay(3) == Backoff(0.5, 4.0, rng=random.Random(7)).delay(3)
     assert Backoff(2.0, 1.0).delay(1) <= 1.0  # max_s below min_s caps every wait
     assert all(Backoff(1.0, 8.0, floor_s=1.0).delay(1) == 1.0 for _ in range(20))  # the floor after the jitter
+
+
+def test_the_backoff_delay_third_party_sources_use_is_the_one_backoff():
+    seeded = [backoff_delay(a, 0.5, 4.0, random.Random(7)) for a in range(1, 8)]
+    assert seeded == [Backoff(0.5, 4.0, rng=random.Random(7)).delay(a) for a in range(1, 8)]
+    assert 0.25 <= seeded[0] <= 0.5 and all(2.0 <= d <= 4.0 for d in seeded[3:])
 
 
 def test_rate_limited_log_says_the_first_at_once_then_once_per_interval_with_what_it_left_out(caplog):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from typing import ClassVar
 import numpy as np
 import soxr
 from pydantic import BaseModel, ConfigDict
+
+from streamdetect.util.backoff import Backoff
 
 
 class SourceError(RuntimeError):
@@ -44,6 +47,12 @@ class AudioSource(ABC):
     def stats(self) -> dict[str, int]:
         """Counters worth reporting (dropped samples and the like)."""
         return {}
+
+
+def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """The wait before retry number ``attempt``; kept for third-party sources written against this module,
+    it is ``streamdetect.util.backoff.Backoff`` (the one back-off every built-in source uses)."""
+    return Backoff(min_s, max_s, rng=rng).delay(attempt)
 
 
 class Resampler:
