@@ -1,7 +1,7 @@
 """Zero-shot tagging of whole clips: each file's pooled embedding against a set of labels.
 
-Clips longer than the model's 10 s input are cut into consecutive 10 s pieces whose normalised embeddings are
-averaged, so a long recording is described by all of it rather than by its first 10 s.
+A file is embedded as a whole by ``pipeline.clip.clip_embedding`` (consecutive pieces of the model's 10 s input,
+averaged), so a long recording is described by all of it rather than by its first 10 s.
 """
 
 from __future__ import annotations

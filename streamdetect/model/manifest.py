@@ -1,6 +1,6 @@
 """The exported model directory and its ``manifest.json``: what was exported, from where, and file hashes.
 
-Run-time code only reads; ``streamdetect.export`` writes. Files are checked against their sha256 when first
+Run-time code only reads; ``streamdetect.model.export`` writes. Files are checked against their sha256 when first
 used, so a tampered or half-copied model is refused instead of giving quietly wrong scores.
 """
 
