@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from helpers import start_pulse
 
 from streamdetect.model.offline import checkpoint_feature_extractor, offline_tokenizer
@@ -41,9 +43,25 @@ def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """``build(folder)`` once per test run, also under pytest-xdist, where the workers share the parent of their
+    own temp folders: the first worker to take the file lock builds, the others wait and reuse its result.
+    The tiny model is then exported once per run, not once per worker (about 30 s of CPU each)."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "shared" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    done = folder.parent / f"{folder.name}.built"
+    with FileLock(str(folder.parent / f"{folder.name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-clap") / "checkpoint")
+    return built_once(tmp_path_factory, "checkpoint", build_tiny_checkpoint)
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +69,8 @@ def tiny_model(tmp_path_factory, tiny_checkpoint) -> Path:
     """The tiny checkpoint exported by the real ``streamdetect export`` code path."""
     from streamdetect.model.export import export_model
 
-    out = tmp_path_factory.mktemp("tiny-export") / "tiny-clap"
-    export_model(str(tiny_checkpoint), out, report=lambda _msg: None)
-    return out
+    return built_once(tmp_path_factory, "tiny-clap",
+                      lambda out: export_model(str(tiny_checkpoint), out, report=lambda _msg: None))
 
 
 @pytest.fixture(scope="module")
