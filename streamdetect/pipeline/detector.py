@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class Detector:
         self.streams: list[StreamState] = []
 
     def open_stream(self, name: str, live: bool, gate: GateConfig | None = None,
-                    labels: list[str] | None = None) -> StreamState:
+                    labels: Collection[str] | None = None) -> StreamState:
         windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
         trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules, strict=True)]
         stream = StreamState(name=name, live=live, windower=windower, trackers=trackers, gate=gate,
