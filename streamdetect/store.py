@@ -7,6 +7,7 @@ learns from the marks. Keeping the schema and the SQL in one module means a new 
 from __future__ import annotations
 
 import sqlite3
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ CREATE INDEX IF NOT EXISTS records_time ON records (time);
 CREATE INDEX IF NOT EXISTS records_label_time ON records (label, time);
 """
 # Added after the first release; ``connect`` adds them to older databases.
-EXTRA_COLUMNS = {"embedding": "BLOB", "feedback": "TEXT", "feedback_time": "TEXT"}
-COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score", "peak_time_s", "id", "top")
+EXTRA_COLUMNS = {"embedding": "BLOB", "feedback": "TEXT", "feedback_time": "TEXT",
+                 "interrupted": "INTEGER NOT NULL DEFAULT 0"}  # 1: an end written at restart after a crash
+COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score", "peak_time_s", "id", "top",
+           "interrupted")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -43,8 +46,17 @@ def insert_record(db: sqlite3.Connection, row: dict[str, Any]) -> None:
     with db:
         db.execute(
             "INSERT OR IGNORE INTO records (id, phase, label, stream, start_s, end_s, peak_score, peak_time_s, "
-            "time, top, embedding) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, :peak_score, "
-            ":peak_time_s, :time, :top, :embedding)", row)
+            "time, top, embedding, interrupted) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, "
+            ":peak_score, :peak_time_s, :time, :top, :embedding, :interrupted)", {"interrupted": False, **row})
+
+
+def open_starts(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """``start`` rows without an ``end`` row of the same id: events a crash left open."""
+    columns = ("id", "label", "stream", "start_s", "peak_score", "peak_time_s", "time", "top")
+    rows = db.execute(f"SELECT {', '.join('s.' + c for c in columns)} FROM records s WHERE s.phase = 'start' "
+                      "AND NOT EXISTS (SELECT 1 FROM records e WHERE e.id = s.id AND e.phase = 'end') "
+                      "ORDER BY s.time").fetchall()
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 def events_matching(db: sqlite3.Connection, id_prefix: str) -> list[tuple[str, str]]:
@@ -78,17 +90,44 @@ def parse_when(text: str, now: datetime | None = None) -> str:
     return when.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def query_events(path: Path, label: str | None = None, since: str | None = None, until: str | None = None,
-                 limit: int | None = None) -> list[dict]:
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection that also works for a user who may read the database but not write its folder.
+
+    ``mode=ro`` on a WAL database needs its ``-shm`` file: while the daemon runs, ``-wal`` and ``-shm`` exist
+    and a reader with read permission uses them (the unit's UMask 0027 makes them group-readable). After a
+    clean stop SQLite has folded the log into the database and removed both, and a reader that cannot create
+    ``-shm`` gets "attempt to write a readonly database"; then the file is opened ``immutable=1``, which reads
+    the database file alone, and that file then holds every record. Only a ``-wal`` the reader cannot use
+    (left by a crash, or unreadable for it) means recent records may be missing: that is said on stderr.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"no event database at {path} (a `sqlite` sink writes one)")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    wal = path.with_name(path.name + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        print(f"warning: reading {path} without its write-ahead log {wal} (you cannot write {path.parent} or "
+              "read the log): records written since the last checkpoint may be missing", file=sys.stderr)
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+
+
+def query_events(path: Path, label: str | None = None, since: str | None = None, until: str | None = None,
+                 limit: int | None = None) -> list[dict]:
+    db = open_read_only(path)
     clauses, params = [], []
     for column, op, value in (("label", "=", label), ("time", ">=", since), ("time", "<=", until)):
         if value is not None:
             clauses.append(f"{column} {op} ?")
             params.append(value)
-    sql = f"SELECT {', '.join(COLUMNS)} FROM records"
+    have = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+    # a database written before a column existed (read-only here, so never upgraded) reads as its default
+    selected = [c if c in have else f"{'0' if c == 'interrupted' else 'NULL'} AS {c}" for c in COLUMNS]
+    sql = f"SELECT {', '.join(selected)} FROM records"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
     sql += " ORDER BY time, label" + (f" LIMIT {int(limit)}" if limit else "")

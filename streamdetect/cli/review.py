@@ -120,6 +120,6 @@ def cmd_events(args: argparse.Namespace) -> int:
     for r in rows:
         extent = f"{r['start_s']:.1f}-{r['end_s']:.1f} s" if r["end_s"] is not None else f"from {r['start_s']:.1f} s"
         print(f"{r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
-              f"peak {r['peak_score']:.3f}")
+              f"peak {r['peak_score']:.3f}" + ("  interrupted (closed at restart)" if r["interrupted"] else ""))
     print(f"{len(rows)} records", file=sys.stderr)
     return 0

@@ -226,6 +226,7 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
     """Run every source in its own feeding thread through one batching engine until all end or ``stop``;
     ``settings[i]`` holds source i's own detection settings (default: the config's)."""
     engine = engine or BatchingEngine(detector)
+    detector.expect_streams({s.name: settings[i].labels if settings else None for i, s in enumerate(sources)})
     engine.start()
     results: dict[int, StreamState] = {}
     errors: list[BaseException] = []

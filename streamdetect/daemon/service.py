@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
+from datetime import datetime, timezone
 from pathlib import Path
 
 from streamdetect.config import Config
@@ -88,6 +89,11 @@ class DetectorService:
         """Drive the sources until they end or ``stop`` is set; ``settings[i]``: source i's own gate and labels."""
         log.info("listening to %s for %s (%s, %s)", ", ".join(s.name for s in sources),
                  ", ".join(self.detector.bank.labels), self.detector.encoder.file, self.detector.encoder.describe())
+        # what a crash (SIGKILL, power cut) of an earlier run left open gets its end before any new record
+        for record in self.sinks.close_left_open({s.name for s in sources},
+                                                   datetime.now(timezone.utc).isoformat(timespec="milliseconds")):
+            if self.metrics is not None:
+                self.metrics.record_emitted(record)
         return run_sources(self.detector, sources, stop, engine=self.engine, settings=settings)
 
     def close(self) -> None:

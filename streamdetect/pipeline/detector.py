@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 import numpy as np
 
 from streamdetect.config import Config, GateConfig
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.encoder.base import AudioEncoder
-from streamdetect.pipeline.events import EventRecord, EventTracker, WindowScore, event_rules
+from streamdetect.pipeline.events import Catalog, EventRecord, EventTracker, WindowScore, event_rules
 from streamdetect.pipeline.frontend import ParallelFrontend
 from streamdetect.pipeline.novelty import NoveltyState
 from streamdetect.pipeline.observers import DetectorObserver, EmbeddingObserver, Outputs
@@ -76,6 +76,26 @@ class Detector:
         self.encoder_seconds = 0.0
         self.frontend_seconds = 0.0
         self.streams: list[StreamState] = []
+        self._expected: dict[str, frozenset[str] | None] = {}  # stream -> its label filter, for ``catalog``
+
+    def expect_streams(self, streams: Mapping[str, Collection[str] | None]) -> None:
+        """Name the streams about to be opened (with their label filters) before their sources start, so the
+        sinks and metrics learn the whole catalog at once: MQTT discovery announces every entity at start-up,
+        and clears those of labels gone since, only when it knows all of them."""
+        self._expected.update({name: frozenset(labels) if labels is not None else None
+                               for name, labels in streams.items()})
+        self._catalog_changed()
+
+    def catalog(self) -> Catalog:
+        novelty = (self.config.novelty.label,) if self.config.novelty.enabled else ()
+        return Catalog(tuple((name, tuple(x for x in self.bank.labels if only is None or x in only) + novelty)
+                             for name, only in self._expected.items()))
+
+    def _catalog_changed(self) -> None:
+        catalog = self.catalog()
+        self.sinks.catalog_changed(catalog)
+        if self.observer is not None:
+            self.observer.catalog_changed(catalog)
 
     def open_stream(self, name: str, live: bool, gate: GateConfig | None = None,
                     labels: Collection[str] | None = None) -> StreamState:
@@ -86,6 +106,9 @@ class Detector:
         if self.config.novelty.enabled:
             stream.novelty = NoveltyState.create(self.config.novelty, name)
         self.streams.append(stream)
+        if name not in self._expected:
+            self._expected[name] = stream.labels
+            self._catalog_changed()
         return stream
 
     def reload(self, config: Config) -> list[EventRecord]:
@@ -118,6 +141,7 @@ class Detector:
         self.config, self.bank, self.rules = config.model_copy(update={
             "windows": self.config.windows, "runtime": self.config.runtime}), bank, rules
         log.info("config reloaded: events %s", ", ".join(bank.labels))
+        self._catalog_changed()  # after the removed labels' ends, so a sink sees those before their entity goes
         return records
 
     def _reload_novelty(self, stream: StreamState, config: Config) -> list[EventRecord]:

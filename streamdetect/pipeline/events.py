@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -59,6 +59,9 @@ class EventRecord:
     # The peak window's embedding (numpy array) for stores that keep it; never part of ``to_dict``.
     embedding: Any = field(default=None, compare=False, repr=False)
     sounds_like: tuple[LabelScore, ...] = ()  # vocabulary names closest to the peak window (empty without one)
+    # An ``end`` written at start-up for an event a crash (SIGKILL, power cut) left open: its real end is
+    # unknown, so ``end_s`` is the last time known of it (its peak) and ``time`` the moment of the restart.
+    interrupted: bool = False
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "embedding"}
@@ -67,7 +70,30 @@ class EventRecord:
             out["sounds_like"] = [asdict(t) for t in self.sounds_like]
         else:
             del out["sounds_like"]
+        if not self.interrupted:  # only on the rare closing records, so ordinary records are unchanged
+            del out["interrupted"]
         return out
+
+    def interrupted_end(self, wall_time: str) -> EventRecord:
+        """The ``end`` that closes this ``start`` after a crash (see ``interrupted``)."""
+        return replace(self, phase="end", end_s=max(self.peak_time_s, self.start_s), time=wall_time,
+                       interrupted=True, embedding=None)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every stream the detector runs with the labels it can report there (novelty's included): sinks that
+    announce entities up front (MQTT discovery) and the metrics (series at zero, removed labels dropped) need
+    to know them before the first record, and again after a reload."""
+
+    streams: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def pairs(self) -> set[tuple[str, str]]:
+        return {(stream, label) for stream, labels in self.streams for label in labels}
+
+    @property
+    def labels(self) -> set[str]:
+        return {label for _, labels in self.streams for label in labels}
 
 
 class Phase(enum.Enum):

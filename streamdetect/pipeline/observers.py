@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from streamdetect.pipeline.events import EventRecord
+from streamdetect.pipeline.events import Catalog, EventRecord
 
 
 class Outputs(Protocol):
@@ -25,6 +25,8 @@ class Outputs(Protocol):
 
     def stream_ended(self, stream: str) -> None: ...
 
+    def catalog_changed(self, catalog: Catalog) -> None: ...
+
 
 class DetectorObserver(Protocol):
     """Counts what the detector did (Prometheus metrics in the daemon)."""
@@ -34,6 +36,8 @@ class DetectorObserver(Protocol):
     def windows_dropped(self, stream: str, count: int) -> None: ...
 
     def record_emitted(self, record: EventRecord) -> None: ...
+
+    def catalog_changed(self, catalog: Catalog) -> None: ...
 
 
 class EngineObserver(Protocol):

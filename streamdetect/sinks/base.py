@@ -7,13 +7,13 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamdetect.pipeline.events import EventRecord
+from streamdetect.pipeline.events import Catalog, EventRecord
 from streamdetect.util.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,15 @@ class Sink(ABC):
     def stream_ended(self, stream: str) -> None:  # noqa: B027
         """The stream has ended and its events are closed: no more audio will come for it."""
 
+    def catalog_changed(self, catalog: Catalog) -> None:  # noqa: B027
+        """The streams and labels records may come for, at start-up and after each reload (in the sink's own
+        thread, in order with the records): sinks that announce entities (MQTT discovery) do it here."""
+
+    def left_open(self) -> list[EventRecord]:
+        """``start`` records of events this sink saw start but never end: a crash (SIGKILL, power loss) left
+        them open. Called once at start-up; the daemon sends each one's ``interrupted`` end to every sink."""
+        return []
+
 
 class SinkWorker:
     """One sink behind its own bounded queue and thread: a slow or failing sink never holds up detection or
@@ -65,14 +74,17 @@ class SinkWorker:
 
     def __init__(self, name: str, sink: Sink, report: FailureLog):
         self.name, self.sink, self.report = name, sink, report
-        self.queue: queue.Queue[EventRecord] = queue.Queue(maxsize=sink.options.queue_size)
+        self.queue: queue.Queue[EventRecord | Catalog] = queue.Queue(maxsize=sink.options.queue_size)
         self.dropped = 0
         self._drop_log = RateLimitedLog(log, 60.0, logging.ERROR)  # a full queue stays full for many records
         self._closing = threading.Event()  # set at shutdown: deliver what is queued, then end
         self._thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
         self._thread.start()
 
-    def put(self, record: EventRecord) -> None:
+    def put(self, record: EventRecord | Catalog) -> None:
+        if isinstance(record, Catalog):  # rare and small, and never to be dropped: wait for room
+            self.queue.put(record)
+            return
         try:
             self.queue.put_nowait(record)
         except queue.Full:
@@ -122,11 +134,14 @@ class FailureLog:
                   name, what, count, self.interval_s, error, key=name)
 
 
-def _deliver(name: str, sink: Sink, record: EventRecord, report: FailureLog) -> None:
+def _deliver(name: str, sink: Sink, record: EventRecord | Catalog, report: FailureLog) -> None:
     try:
-        sink.emit(record)
+        if isinstance(record, Catalog):
+            sink.catalog_changed(record)
+        else:
+            sink.emit(record)
     except Exception as e:  # noqa: BLE001 - a sink must never stop detection
-        report.failed(name, record, e)
+        report.failed(name, record if isinstance(record, EventRecord) else "the stream/label catalog", e)
 
 
 class SinkSet:
@@ -169,6 +184,31 @@ class SinkSet:
                 self.workers[name].put(record)
             else:
                 _deliver(name, sink, record, self.report)
+
+    def catalog_changed(self, catalog: Catalog) -> None:
+        for name, sink in self.sinks:
+            if self.workers:
+                self.workers[name].put(catalog)
+            else:
+                _deliver(name, sink, catalog, self.report)
+
+    def close_left_open(self, streams: Collection[str], wall_time: str) -> list[EventRecord]:
+        """Close what a crash left open on ``streams`` (this daemon's; another daemon sharing the store keeps
+        its own): the ``interrupted`` end of every event some sink saw start and never end goes to every sink,
+        so the store gets its end row and MQTT its OFF. Call before the first record."""
+        ends: dict[tuple[str, str], EventRecord] = {}
+        for name, sink in self.sinks:
+            try:
+                for start in sink.left_open():
+                    if start.stream in streams:
+                        ends.setdefault((start.id, start.stream), start.interrupted_end(wall_time))
+            except Exception as e:  # noqa: BLE001 - a sink that cannot say still gets the others' ends
+                self.report.failed(name, "the events left open by a crash", e)
+        for end in ends.values():
+            log.warning("%s: the %s event started at %.1f s (id %s) was left open by a crash; closed as "
+                        "interrupted", end.stream, end.label, end.start_s, end.id)
+            self.emit(end)
+        return list(ends.values())
 
     @property
     def dropped(self) -> dict[str, int]:

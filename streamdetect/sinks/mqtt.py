@@ -1,8 +1,18 @@
-"""MQTT: an ON/OFF state topic per stream and label, a JSON event topic, QoS 1, optional Home Assistant discovery.
+"""MQTT: an ON/OFF state topic per stream and label, a JSON event topic, an availability topic, QoS 1, and
+optional Home Assistant discovery.
 
 paho-mqtt runs its own network thread, reconnects with back-off after the broker goes away, and keeps QoS 1
-messages queued meanwhile, so a broker restart loses nothing. Topics:
-``<prefix>/<stream>/<label>`` (retained ON/OFF) and ``<prefix>/<stream>/<label>/event`` (the record as JSON).
+messages queued meanwhile, so a broker restart loses nothing. Topics (each name through ``safe_id``):
+``<prefix>/<stream>/<label>`` (retained ON/OFF), ``<prefix>/<stream>/<label>/event`` (the record as JSON) and
+``<prefix>/status`` (retained ``online``; the broker's last will sets ``offline`` when the daemon dies).
+
+Why the sink keeps the catalog and each entity's state: after a SIGKILL during an event the retained ON stays
+on the broker, and a broker restarted without persistence forgets every retained message. So on each
+(re)connect, on Home Assistant's birth message and on each catalog change the sink republishes what it knows:
+the discovery config of every stream x label, and the current state of each (OFF unless an event is active
+in this run, which is right after a restart). Entities of labels that are gone (a reload, or a config changed
+between two runs) are cleared with empty retained messages: the sink subscribes to its own discovery topics
+and clears those the catalog no longer has.
 """
 
 from __future__ import annotations
@@ -15,17 +25,19 @@ import time
 
 from pydantic import Field
 
-from streamdetect.pipeline.events import EventRecord
+from streamdetect.pipeline.events import Catalog, EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
-from streamdetect.util.names import safe_name
+from streamdetect.util.names import safe_id
 
 log = logging.getLogger(__name__)
+ONLINE, OFFLINE = "online", "offline"
 
 
 class MqttOptions(SinkOptions):
     host: str = Field("localhost", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
-    prefix: str = Field("streamdetect", min_length=1)
+    prefix: str = Field("streamdetect", min_length=1, description="first topic level; also names this daemon "
+                        "(availability topic, Home Assistant node id): give two daemons on one broker two prefixes")
     qos: int = Field(1, ge=0, le=2)
     client_id: str | None = None
     username: str | None = None
@@ -33,7 +45,8 @@ class MqttOptions(SinkOptions):
     tls: bool = False
     ca_certs: str | None = Field(None, description="CA bundle for TLS (default: the system's)")
     ha_discovery: bool = Field(False, description="announce each stream/label as a Home Assistant binary_sensor")
-    discovery_prefix: str = "homeassistant"
+    discovery_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant's discovery prefix; "
+                                  "its birth message on <discovery_prefix>/status makes the sink announce again")
     max_reconnect_delay_s: int = Field(60, ge=1, le=3600)
 
 
@@ -46,6 +59,8 @@ class MqttSink(Sink):
             import paho.mqtt.client as mqtt
         except ImportError as e:
             raise SinkError("the mqtt sink needs paho-mqtt: pip install 'streamdetect[mqtt]'") from e
+        self.node = safe_id(options.prefix)
+        self.availability_topic = f"{options.prefix}/status"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id or "")
         if options.username:
             password = os.environ.get(options.password_env) if options.password_env else None
@@ -55,17 +70,121 @@ class MqttSink(Sink):
         if options.tls:
             self.client.tls_set(ca_certs=options.ca_certs)
         self.client.reconnect_delay_set(min_delay=1, max_delay=options.max_reconnect_delay_s)
-        self.client.on_connect = lambda c, u, f, rc, p=None: log.info("mqtt connected to %s:%d (%s)",
-                                                                       options.host, options.port, rc)
-        self.client.on_disconnect = lambda c, u, f, rc, p=None: log.warning("mqtt disconnected (%s); reconnecting",
-                                                                             rc)
-        self._announced: set[tuple[str, str]] = set()
+        # The broker publishes this for us if the connection dies without a DISCONNECT (SIGKILL, power, network).
+        self.client.will_set(self.availability_topic, OFFLINE, qos=max(options.qos, 1), retain=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self._catalog: Catalog | None = None  # None until the detector names its streams
+        self._seen: set[tuple[str, str]] = set()  # pairs met in records outside the catalog
+        self._state: dict[tuple[str, str], str] = {}  # ON while an event is active in this run
+        self._retained: dict[str, str] = {}  # object id -> state topic of our configs found on the broker
+        self._closing = False
         self._unacked: set[int] = set()  # message ids not yet acknowledged by the broker (QoS 1/2)
         self._acked_early: set[int] = set()  # acknowledged before publish() returned their id to us
         self._lock = threading.Lock()  # never held while calling into paho: paho calls back under its own locks
-        self.client.on_publish = self._on_publish
         self.client.connect_async(options.host, options.port)
         self.client.loop_start()
+
+    # ----------------------------------------------------------------------------------------- topics, ids
+    def state_topic(self, stream: str, label: str) -> str:
+        return f"{self.options.prefix}/{safe_id(stream)}/{safe_id(label)}"
+
+    def config_topic(self, stream: str, label: str) -> str:
+        return f"{self.options.discovery_prefix}/binary_sensor/{self.node}/{safe_id(stream, label)}/config"
+
+    def discovery_config(self, stream: str, label: str) -> dict:
+        """The binary_sensor's discovery payload: names as configured (Home Assistant prefixes the entity's
+        name with the device's, so the label alone, and the stream as the device), ids through ``safe_id``."""
+        base = self.state_topic(stream, label)
+        return {
+            "name": label,
+            "unique_id": f"{self.node}_{safe_id(stream, label)}",
+            "state_topic": base,
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "availability_topic": self.availability_topic,
+            "payload_available": ONLINE,
+            "payload_not_available": OFFLINE,
+            "device_class": "sound",
+            "json_attributes_topic": f"{base}/event",
+            "device": {"identifiers": [f"{self.node}_{safe_id(stream)}"], "name": stream,
+                       "manufacturer": "streamdetect", "model": "streamdetect sound-event detector"},
+            "origin": {"name": "streamdetect"},
+        }
+
+    # ------------------------------------------------------------------------------------- sink interface
+    def catalog_changed(self, catalog: Catalog) -> None:
+        with self._lock:
+            old, self._catalog = self._catalog, catalog
+        for stream, label in sorted(old.pairs() - catalog.pairs()) if old is not None else ():
+            self._clear(self.config_topic(stream, label), self.state_topic(stream, label))
+        self._announce_all()
+
+    def emit(self, record: EventRecord) -> None:
+        pair = (record.stream, record.label)
+        state = "ON" if record.phase == "start" else "OFF"
+        with self._lock:
+            self._state[pair] = state
+            known = self._catalog is not None and pair in self._catalog.pairs() or pair in self._seen
+            if not known and not record.interrupted:  # a stream opened without a catalog (tools, tests)
+                self._seen.add(pair)
+        base = self.state_topic(*pair)
+        if self.options.ha_discovery and not known and not record.interrupted:
+            self._publish(self.config_topic(*pair), json.dumps(self.discovery_config(*pair)), retain=True)
+        self._publish(base, state, retain=True)
+        self._publish(f"{base}/event", json.dumps(record.to_dict()), retain=False)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Say ``offline`` (a clean stop sends no last will), wait (bounded) for queued messages to reach the
+        broker, then disconnect."""
+        self._publish(self.availability_topic, OFFLINE, retain=True)
+        deadline = time.monotonic() + timeout_s
+        while self._unacked and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._unacked:
+            log.error("mqtt: %d messages not delivered to %s:%d before shutdown", len(self._unacked),
+                      self.options.host, self.options.port)
+        self._closing = True
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # ----------------------------------------------------------------------------------- paho callbacks
+    def _on_connect(self, client, _userdata, _flags, reason_code, _properties=None) -> None:
+        if reason_code.is_failure:
+            log.error("mqtt: %s:%d refused the connection (%s)", self.options.host, self.options.port, reason_code)
+            return
+        log.info("mqtt connected to %s:%d", self.options.host, self.options.port)
+        self._publish(self.availability_topic, ONLINE, retain=True)
+        if self.options.ha_discovery:
+            prefix = self.options.discovery_prefix
+            client.subscribe([(f"{prefix}/status", 1), (f"{prefix}/binary_sensor/{self.node}/+/config", 1)])
+        self._announce_all()
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties=None) -> None:
+        if self._closing:
+            log.info("mqtt disconnected from %s:%d", self.options.host, self.options.port)
+        else:
+            log.warning("mqtt lost %s:%d (%s); reconnecting", self.options.host, self.options.port, reason_code)
+
+    def _on_message(self, _client, _userdata, message) -> None:
+        prefix = self.options.discovery_prefix
+        if message.topic == f"{prefix}/status":
+            if message.payload == ONLINE.encode():  # Home Assistant (re)started: it needs the configs again
+                self._announce_all()
+            return
+        object_id = message.topic.split("/")[-2]
+        with self._lock:
+            if not message.payload:
+                self._retained.pop(object_id, None)
+                return
+            try:
+                topic = json.loads(message.payload).get("state_topic", "")
+            except (ValueError, AttributeError):
+                topic = ""
+            self._retained[object_id] = topic
+        self._sweep()
 
     def _on_publish(self, _client, _userdata, mid, *_rest) -> None:
         with self._lock:
@@ -74,33 +193,40 @@ class MqttSink(Sink):
             else:
                 self._acked_early.add(mid)
 
-    def emit(self, record: EventRecord) -> None:
-        # safe_name: no '/', '+', '#' or spaces in a topic level, valid in a Home Assistant object id, and two
-        # streams or labels never share a topic or an entity
-        stream, label = safe_name(record.stream), safe_name(record.label)
-        base = f"{self.options.prefix}/{stream}/{label}"
-        if self.options.ha_discovery and (stream, label) not in self._announced:
-            self._announce(stream, label, base)
-        state = "ON" if record.phase == "start" else "OFF"
-        self._publish(base, state, retain=True)
-        self._publish(f"{base}/event", json.dumps(record.to_dict()), retain=False)
+    # ------------------------------------------------------------------------------------------- helpers
+    def _announce_all(self) -> None:
+        """Discovery configs and current states of every known pair; then clear our configs that are gone."""
+        with self._lock:
+            pairs = (self._catalog.pairs() if self._catalog is not None else set()) | self._seen
+            states = {pair: self._state.get(pair, "OFF") for pair in pairs}
+        for pair in sorted(pairs):
+            if self.options.ha_discovery:
+                self._publish(self.config_topic(*pair), json.dumps(self.discovery_config(*pair)), retain=True)
+            self._publish(self.state_topic(*pair), states[pair], retain=True)
+        self._sweep()
 
-    def _announce(self, stream: str, label: str, base: str) -> None:
-        unique = f"streamdetect_{stream}_{label}"
-        config = {
-            "name": f"{label} ({stream})",
-            "unique_id": unique,
-            "state_topic": base,
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "device_class": "sound",
-            "json_attributes_topic": f"{base}/event",
-            "device": {"identifiers": [f"streamdetect_{stream}"], "name": f"streamdetect {stream}",
-                       "manufacturer": "streamdetect"},
-        }
-        self._publish(f"{self.options.discovery_prefix}/binary_sensor/{unique}/config", json.dumps(config),
-                      retain=True)
-        self._announced.add((stream, label))
+    def _sweep(self) -> None:
+        """Clear discovery configs of ours on the broker that no known pair has (labels removed meanwhile)."""
+        with self._lock:
+            if self._catalog is None:  # before the catalog, every config would look stale
+                return
+            wanted = {safe_id(*pair) for pair in self._catalog.pairs() | self._seen}
+            stale = {oid: topic for oid, topic in self._retained.items() if oid not in wanted}
+            for oid in stale:
+                del self._retained[oid]
+        for oid, state_topic in sorted(stale.items()):
+            log.info("mqtt: clearing the Home Assistant entity %s (its label or stream is no longer configured)",
+                     oid)
+            ours = state_topic.startswith(f"{self.options.prefix}/")
+            self._clear(f"{self.options.discovery_prefix}/binary_sensor/{self.node}/{oid}/config",
+                        state_topic if ours else None)
+
+    def _clear(self, config_topic: str, state_topic: str | None) -> None:
+        """An empty retained message deletes the retained one: Home Assistant removes the entity."""
+        if self.options.ha_discovery:
+            self._publish(config_topic, "", retain=True)
+        if state_topic:
+            self._publish(state_topic, "", retain=True)
 
     def _publish(self, topic: str, payload: str, retain: bool) -> None:
         # Without a connection paho still queues QoS 1/2 messages and sends them once it reconnects.
@@ -111,14 +237,3 @@ class MqttSink(Sink):
                     self._acked_early.discard(info.mid)
                 else:
                     self._unacked.add(info.mid)
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Wait (bounded) for queued messages to reach the broker, then disconnect."""
-        deadline = time.monotonic() + timeout_s
-        while self._unacked and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self._unacked:
-            log.error("mqtt: %d messages not delivered to %s:%d before shutdown", len(self._unacked),
-                      self.options.host, self.options.port)
-        self.client.disconnect()
-        self.client.loop_stop()

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from streamdetect.pipeline.events import EventRecord
+from streamdetect.pipeline.events import EventRecord, LabelScore
 from streamdetect.sinks.base import Sink, SinkOptions
-from streamdetect.store import connect, insert_record
+from streamdetect.store import connect, insert_record, open_starts
 
 
 class SqliteOptions(SinkOptions):
@@ -35,6 +35,14 @@ class SqliteSink(Sink):
                             else np.asarray(record.embedding, dtype=np.float16).tobytes())
         with self._lock:
             insert_record(self.db, row)
+
+    def left_open(self) -> list[EventRecord]:
+        with self._lock:
+            rows = open_starts(self.db)
+        return [EventRecord(id=r["id"], label=r["label"], phase="start", start_s=r["start_s"], end_s=None,
+                            peak_score=r["peak_score"], peak_time_s=r["peak_time_s"], stream=r["stream"],
+                            time=r["time"], top=tuple(LabelScore(**t) for t in json.loads(r["top"])))
+                for r in rows]
 
     def close(self) -> None:
         self.db.close()
