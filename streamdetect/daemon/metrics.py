@@ -14,33 +14,89 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
-from streamdetect.pipeline.events import EventRecord
+from streamdetect.pipeline.events import Catalog, EventRecord
+
+PHASES = ("start", "end")
+
+
+# Where a label's scores fall, per scoring mode. Both are non-negative quantities, so the histogram keeps its
+# ``_sum`` (prometheus_client leaves ``_sum`` out when a bucket is negative, as a cosine's would be).
+SCORE_HISTOGRAMS = {
+    # cosine: 1 - cosine similarity, 0 (same direction) .. 2; CLAP's audio-text cosines lie around -0.2..0.6
+    "cosine": ("streamdetect_score_cosine_distance",
+               "1 - cosine similarity of each window to each label's prompts (cosine mode; threshold t is 1 - t)",
+               [0.1, 0.2, 0.3, 0.4, *(round(0.45 + 0.05 * i, 2) for i in range(16)), 1.3, 1.5, 2.0]),
+    # softmax: a probability 0..1
+    "softmax": ("streamdetect_score_probability", "Softmax probability of each label per window (softmax mode)",
+                [0.01, 0.02, 0.05, *(round(0.1 * i, 1) for i in range(1, 10)), 0.95, 0.99, 1.0]),
+}
+
+
+class SinkTotals(Collector):
+    """The sinks' running totals as counters, read at each scrape: the sinks count in their own threads and
+    objects, so the metric is collected from them rather than copied into a second counter."""
+
+    def __init__(self):
+        self._names: list[str] = []
+        self._failures: Callable[[str], int] = lambda _n: 0
+        self._dropped: Callable[[str], int] = lambda _n: 0
+
+    def watch(self, names: list[str], failures: Callable[[str], int], dropped: Callable[[str], int]) -> None:
+        self._names, self._failures, self._dropped = list(names), failures, dropped
+
+    def collect(self):
+        failures = CounterMetricFamily("streamdetect_sink_failures", "Records a sink failed to deliver",
+                                       labels=["sink"])
+        dropped = CounterMetricFamily("streamdetect_sink_dropped", "Records dropped by a full sink queue",
+                                      labels=["sink"])
+        for name in self._names:
+            failures.add_metric([name], self._failures(name))
+            dropped.add_metric([name], self._dropped(name))
+        return [failures, dropped]
 
 
 class Metrics:
-    def __init__(self, stale_after_s: float = 10.0):
+    """``score_mode`` (the config's ``scoring.mode``) picks the score histogram that fits its values."""
+
+    def __init__(self, stale_after_s: float = 10.0, score_mode: str = "cosine"):
         self.registry = CollectorRegistry()
         self.stale_after_s = stale_after_s
         r = self.registry
+        # RSS, CPU seconds, open file descriptors (process_*), the interpreter (python_info) and its GC: the
+        # memory growth a months-long run could show is watched here.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.windows = Counter("streamdetect_windows", "Windows analysed", ["stream"], registry=r)
         self.gated = Counter("streamdetect_gated_windows", "Windows skipped by the energy gate", ["stream"],
                              registry=r)
         self.dropped_windows = Counter("streamdetect_dropped_windows", "Windows lost to overruns", ["stream"],
                                        registry=r)
         self.records = Counter("streamdetect_event_records", "Event records emitted", ["label", "phase"], registry=r)
-        self.scores = Histogram("streamdetect_score", "Cosine score of each window per label", ["label"],
-                                buckets=[round(-0.2 + 0.05 * i, 2) for i in range(19)], registry=r)
+        self.score_mode = score_mode
+        name, help_text, buckets = SCORE_HISTOGRAMS[score_mode]
+        self.scores = Histogram(name, help_text, ["label"], buckets=buckets, registry=r)
         self.latency = Histogram("streamdetect_inference_latency_seconds",
                                  "From a window being complete to its records being emitted", registry=r,
                                  buckets=[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
         self.backlog = Gauge("streamdetect_backlog_windows", "Windows waiting for the inference thread", registry=r)
-        self.sink_failures = Gauge("streamdetect_sink_failures", "Records a sink failed to deliver", ["sink"],
-                                   registry=r)
-        self.sink_dropped = Gauge("streamdetect_sink_dropped", "Records dropped by a full sink queue", ["sink"],
-                                  registry=r)
+        self.sink_totals = SinkTotals()
+        r.register(self.sink_totals)
+        self._labels: set[str] = set()  # of the last catalog: their series exist, at zero until counted
         self._last_audio: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
@@ -58,8 +114,9 @@ class Metrics:
         if gated:
             self.gated.labels(stream).inc()
             return
+        cosine = self.score_mode == "cosine"
         for label, value in zip(labels, scores, strict=True):
-            self.scores.labels(label).observe(float(value))
+            self.scores.labels(label).observe(1.0 - float(value) if cosine else float(value))
 
     def windows_dropped(self, stream: str, count: int) -> None:
         self.dropped_windows.labels(stream).inc(count)
@@ -73,11 +130,27 @@ class Metrics:
     def window_latency(self, seconds: float) -> None:
         self.latency.observe(seconds)
 
+    def catalog_changed(self, catalog: Catalog) -> None:
+        """Series at zero for every stream and label, so a rate over them works from the first scrape; the
+        series of labels that are gone are dropped (a reload that replaces 3,000 labels frees theirs)."""
+        for stream, _ in catalog.streams:
+            for counter in (self.windows, self.gated, self.dropped_windows):
+                counter.labels(stream)
+        labels = catalog.labels
+        with self._lock:
+            gone, self._labels = self._labels - labels, labels
+        for label in gone:
+            for phase in PHASES:
+                self.records.remove(label, phase)
+            self.scores.remove(label)
+        for label in labels:
+            for phase in PHASES:
+                self.records.labels(label, phase)
+            self.scores.labels(label)
+
     def watch_sinks(self, names: list[str], failures: Callable[[str], int], dropped: Callable[[str], int]) -> None:
-        """Expose each sink's running failure and drop counts, read at each scrape."""
-        for name in names:
-            self.sink_failures.labels(name).set_function(lambda n=name: failures(n))
-            self.sink_dropped.labels(name).set_function(lambda n=name: dropped(n))
+        """Expose each sink's running failure and drop counts (read at each scrape), at zero from the start."""
+        self.sink_totals.watch(names, failures, dropped)
 
     def health(self) -> tuple[bool, dict]:
         now = time.monotonic()

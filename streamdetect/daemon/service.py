@@ -53,7 +53,7 @@ class DetectorService:
             token = preflight(config)
             self.sinks = sinks if sinks is not None else build_sinks(config.sinks)
             self._closing.callback(self.sinks.close)
-            self.metrics = Metrics(config.metrics.stale_after_s) if metrics or config.metrics.port is not None \
+            self.metrics = Metrics(config.metrics.stale_after_s, config.scoring.mode) if metrics or config.metrics.port is not None \
                 else None
             if self.metrics is not None:
                 self.metrics.watch_sinks(list(self.sinks.failures), self.sinks.failures.__getitem__,
