@@ -9,7 +9,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from helpers import (
     FakeEncoder,
     free_port,
@@ -19,6 +18,7 @@ from helpers import (
     write_config,
     write_tone_scene,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from test_engine import LiveArray
 
 from streamdetect.daemon.engine import BatchingEngine, run_sources
