@@ -6,8 +6,8 @@ from helpers import run_cli, split_threshold, write_config, write_tone_scene
 
 from streamdetect.analysis.evaluate import (
     LabelsError,
+    apart_for_psds,
     event_fscore,
-    event_timeline,
     merge_touching,
     read_strong_labels,
 )
@@ -77,12 +77,6 @@ def test_metrics_are_1_for_the_pipelines_own_events_and_0_beyond_the_collar(tiny
     assert json.loads((tmp_path / "inside.json").read_text())["per_label"]["dog"]["f1"] == pytest.approx(1.0)
 
 
-def test_event_timeline_thresholded_at_half_gives_back_the_events():
-    df = event_timeline([(1.0, 3.0, "a"), (2.0, 4.5, "b")], ("a", "b"), 6.0)
-    assert list(df["onset"]) == [0.0, 1.0, 2.0, 3.0, 4.5]
-    assert df["a"].tolist() == [0, 1, 1, 0, 0] and df["b"].tolist() == [0, 0, 1, 1, 0]
-
-
 def test_label_file_errors_name_the_line(tmp_path):
     bad = tmp_path / "bad.tsv"
     bad.write_text("filename\tonset\toffset\tevent_label\na.wav\t1.0\t0.5\tdog\n")
@@ -93,6 +87,22 @@ def test_label_file_errors_name_the_line(tmp_path):
         read_strong_labels(bad)
     assert merge_touching([(0, 2, "a"), (1, 3, "a"), (3, 4, "b"), (5, 6, "a")]) == [
         (0, 3, "a"), (3, 4, "b"), (5, 6, "a")]
+    bad.write_text("a.wav\t1.0\t2.0\t\n")
+    with pytest.raises(LabelsError, match=r"bad\.tsv:1: the event_label column is empty"):
+        read_strong_labels(bad)
+
+
+def test_dcase_rows_without_events_and_touching_references(tmp_path):
+    """DCASE lists a file without events as ``file<TAB><TAB><TAB>``; touching references stay two events
+    unless merging is asked for (sed_eval and psds_eval count them apart)."""
+    tsv = tmp_path / "gt.tsv"
+    tsv.write_text("filename\tonset\toffset\tevent_label\nempty.wav\t\t\t\n"
+                   "d.wav\t3.797\t4.103\tDishes\nd.wav\t4.103\t4.492\tDishes\n")
+    assert read_strong_labels(tsv) == {"empty.wav": [], "d.wav": [(3.797, 4.103, "Dishes"), (4.103, 4.492, "Dishes")]}
+    assert read_strong_labels(tsv, merge=True)["d.wav"] == [(3.797, 4.492, "Dishes")]
+    # what PSDS gets: the pair kept apart by a microsecond
+    assert apart_for_psds(read_strong_labels(tsv)["d.wav"]) == [(3.797, 4.103, "Dishes"),
+                                                               (4.103 + 1e-6, 4.492, "Dishes")]
 
 
 def test_missing_audio_is_reported(tiny_model, tmp_path):
@@ -107,8 +117,8 @@ def test_event_fscore_on_hand_computed_cases():
     labels = ("dog", "bell")
     truth = {"a": [(1.0, 3.0, "dog"), (6.0, 8.0, "dog"), (4.0, 5.0, "bell")]}
 
-    def score(events, collar=1.0):
-        return event_fscore({"a": event_timeline(events, labels, 10.0)}, truth, collar)
+    def score(events, collar=1.0, rate=0.0):
+        return event_fscore({"a": events}, truth, labels, collar, rate)
 
     f, p, r, _ = score(list(truth["a"]))
     assert f["dog"] == f["bell"] == 1.0 and f["micro_average"] == 1.0
@@ -118,5 +128,10 @@ def test_event_fscore_on_hand_computed_cases():
     assert stats["dog"]["tps"] == 1 and stats["dog"]["fps"] == 1 and stats["dog"]["n_ref"] == 2
     assert (p["bell"], r["bell"], f["bell"]) == (0.0, 0.0, 0.0)
     assert p["micro_average"] == pytest.approx(1 / 3) and r["micro_average"] == pytest.approx(1 / 3)
-    f, *_ = score(list(truth["a"]), collar=0.0)  # exact boundaries still match without a collar
+    f, *_ = score(list(truth["a"]), collar=1e-3)  # exact boundaries match under a tiny collar (sed_eval needs > 0)
     assert f["micro_average"] == 1.0
+    # DCASE's offset collar: a 2 s reference whose offset is 0.35 s late fails a 0.2 s collar, and passes
+    # max(0.2 s, 20 % of 2 s = 0.4 s)
+    late = [(1.0, 3.35, "dog"), (6.0, 8.0, "dog"), (4.0, 5.0, "bell")]
+    assert score(late, collar=0.2)[0]["dog"] == 0.5
+    assert score(late, collar=0.2, rate=0.2)[0]["dog"] == 1.0

@@ -1,15 +1,21 @@
 """Evaluation of the real streaming pipeline against DCASE-style strong labels.
 
-Metrics come from ``sed_scores_eval`` (maintained by the DCASE task 4 organisers) rather than our own code:
-event-based precision/recall/F1 with a collar is computed by handing it the detector's events as a 0/1 score
-timeline and a 0.5 threshold, and PSDS1 from the raw window scores, each window's score covering the hop around
-its centre.
+Metrics come from the DCASE reference tools rather than our own code. Event-based precision/recall/F1 is
+``sed_eval``'s (the DCASE 2016-2019 reference): collar-based matching of the detected events, with an onset
+collar and an offset collar of ``max(collar, offset_collar_rate * reference length)``. PSDS (scenarios 1 and 2
+of DCASE 2021-2024 task 4) is ``sed_scores_eval``'s exact computation over the raw window scores, each window's
+score covering the hop around its centre; ``tests/test_evaluate_dcase.py`` checks both against ``sed_eval`` and
+``psds_eval`` run on the same files.
+
+Reference events are taken as they are written, as the DCASE tools do: two events of one label that touch
+(3.797-4.103 and 4.103-4.492) are two events. ``merge_touching=True`` merges touching and overlapping ones.
 """
 
 from __future__ import annotations
 
 import csv
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,17 +27,35 @@ from streamdetect.sources.file import audio_files
 
 Event = tuple[float, float, str]
 
+# DCASE task 4's two PSDS scenarios (2021-2024): 1 rewards exact boundaries, 2 tolerant boundaries and
+# penalises cross-triggers (a detection of one class on another class's reference).
+PSDS_SCENARIOS = {
+    1: {"dtc_threshold": 0.7, "gtc_threshold": 0.7, "cttc_threshold": None, "alpha_ct": 0.0, "alpha_st": 1.0,
+        "max_efpr": 100.0},
+    2: {"dtc_threshold": 0.1, "gtc_threshold": 0.1, "cttc_threshold": 0.3, "alpha_ct": 0.5, "alpha_st": 1.0,
+        "max_efpr": 100.0},
+}
+# PSDS needs reference events of one class that do not touch: a touching pair is kept apart by this gap
+SEPARATION_S = 1e-6
+
 
 class LabelsError(ValueError):
     """A strong-label file that cannot be used; says which line and why."""
 
 
-def read_strong_labels(path: Path) -> dict[str, list[Event]]:
-    """``filename onset offset event_label`` rows (tab-separated, header optional) -> events per file."""
+def read_strong_labels(path: Path, merge: bool = False) -> dict[str, list[Event]]:
+    """``filename onset offset event_label`` rows (tab-separated, header optional) -> events per file.
+
+    A row with only a file name (DCASE writes ``file<TAB><TAB><TAB>`` for a recording without events) lists
+    the file with no events. ``merge``: merge touching or overlapping events of one label.
+    """
     out: dict[str, list[Event]] = {}
     with open(path, newline="") as fh:
         for n, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
             if not row or (n == 1 and row[:2] == ["filename", "onset"]):
+                continue
+            if len(row) in (1, 4) and row[0] and not any(cell.strip() for cell in row[1:]):
+                out.setdefault(row[0], [])
                 continue
             if len(row) != 4:
                 raise LabelsError(f"{path}:{n}: expected 4 tab-separated columns (filename onset offset "
@@ -40,11 +64,14 @@ def read_strong_labels(path: Path) -> dict[str, list[Event]]:
             try:
                 start, end = float(onset), float(offset)
             except ValueError:
-                raise LabelsError(f"{path}:{n}: onset/offset must be numbers, found {onset!r}, {offset!r}") from None
+                raise LabelsError(f"{path}:{n}: onset/offset must be numbers (or all three empty for a file "
+                                  f"without events), found {onset!r}, {offset!r}") from None
             if not 0 <= start < end:
                 raise LabelsError(f"{path}:{n}: need 0 <= onset < offset, found {start} and {end}")
+            if not label.strip():
+                raise LabelsError(f"{path}:{n}: the event_label column is empty")
             out.setdefault(name, []).append((start, end, label))
-    return {name: merge_touching(events) for name, events in out.items()}
+    return {name: merge_touching(events) if merge else sorted(events) for name, events in out.items()}
 
 
 def merge_touching(events: list[Event]) -> list[Event]:
@@ -58,19 +85,18 @@ def merge_touching(events: list[Event]) -> list[Event]:
     return sorted(merged)
 
 
-def event_timeline(events: list[Event], labels: tuple[str, ...], duration_s: float):
-    """Detected events as a 0/1 score DataFrame, so that threshold 0.5 recovers exactly these events."""
-    from sed_scores_eval.base_modules.scores import create_score_dataframe
-
-    bounds = sorted({0.0, duration_s, *(t for s, e, _ in events for t in (s, min(e, duration_s)))})
-    bounds = [b for b in bounds if b <= duration_s]
-    scores = np.zeros((len(bounds) - 1, len(labels)))
-    for start, end, label in events:
-        column = labels.index(label)
-        for i in range(len(bounds) - 1):
-            if bounds[i] >= start and bounds[i + 1] <= end:
-                scores[i, column] = 1.0
-    return create_score_dataframe(scores, np.array(bounds), list(labels))
+def apart_for_psds(events: list[Event]) -> list[Event]:
+    """``sed_scores_eval``'s PSDS refuses reference events of one class that touch: the later one of a touching
+    pair starts ``SEPARATION_S`` later (far below any detection's resolution); overlapping ones are merged."""
+    out: list[Event] = []
+    for start, end, label in sorted(events, key=lambda e: (e[2], e[0])):
+        if out and out[-1][2] == label and start < out[-1][1]:
+            out[-1] = (out[-1][0], max(end, out[-1][1]), label)
+        elif out and out[-1][2] == label and start == out[-1][1]:
+            out.append((start + SEPARATION_S, end, label))
+        else:
+            out.append((start, end, label))
+    return sorted(out)
 
 
 def window_timeline(result: FileScores, labels: tuple[str, ...]):
@@ -82,15 +108,39 @@ def window_timeline(result: FileScores, labels: tuple[str, ...]):
     return create_score_dataframe(result.scores.astype(np.float64), bounds, list(labels))
 
 
-def event_fscore(detections: dict, ground_truth: dict[str, list[Event]], collar_s: float):
-    """Collar-based (onset and offset within ``collar_s``) F1, precision, recall and counts per label.
+def event_fscore(detections: dict[str, list[Event]], ground_truth: dict[str, list[Event]], labels: tuple[str, ...],
+                 collar_s: float, offset_collar_rate: float = 0.0):
+    """``sed_eval``'s collar-based F1, precision, recall and counts: a detection matches a reference of its label
+    whose onset is within ``collar_s`` and whose offset is within ``max(collar_s, offset_collar_rate x the
+    reference's length)`` (DCASE 2016-2019: 0.2 s and 0.2). Returns ``(f, p, r, stats)`` dicts keyed by label,
+    plus ``micro_average`` and ``macro_average`` (the mean over labels that have reference events)."""
+    with warnings.catch_warnings():  # dcase_util imports pkg_resources, which warns about itself
+        warnings.simplefilter("ignore")
+        import sed_eval
 
-    ``detections`` are ``event_timeline`` frames: thresholding them at 0.5 yields exactly the detected events.
-    """
-    from sed_scores_eval import collar_based
+    metrics = sed_eval.sound_event.EventBasedMetrics(
+        event_label_list=list(labels), t_collar=collar_s, percentage_of_length=offset_collar_rate,
+        evaluate_onset=True, evaluate_offset=True, event_matching_type="optimal")
+    for name in sorted(set(detections) | set(ground_truth)):
+        def rows(events: list[Event], name: str = name) -> list[dict]:
+            return [{"filename": name, "onset": s, "offset": e, "event_label": x} for s, e, x in events]
 
-    return collar_based.fscore(detections, ground_truth, 0.5, onset_collar=collar_s, offset_collar=collar_s,
-                               offset_collar_rate=0.0)
+        metrics.evaluate(reference_event_list=rows(ground_truth.get(name, [])),
+                         estimated_event_list=rows(detections.get(name, [])))
+    results = metrics.results()
+    f, p, r, stats = {}, {}, {}, {}
+    for label in labels:
+        counts = metrics.class_wise[label]
+        measure = results["class_wise"][label]["f_measure"]
+        f[label], p[label], r[label] = measure["f_measure"], measure["precision"], measure["recall"]
+        stats[label] = {"tps": int(counts["Ntp"]), "fps": int(counts["Nsys"] - counts["Ntp"]),
+                        "n_ref": int(counts["Nref"])}
+    overall = results["overall"]["f_measure"]
+    f["micro_average"], p["micro_average"], r["micro_average"] = (overall["f_measure"], overall["precision"],
+                                                                  overall["recall"])
+    referenced = [f[x] for x in labels if stats[x]["n_ref"]]
+    f["macro_average"] = float(np.mean(referenced)) if referenced else float("nan")
+    return f, p, r, stats
 
 
 @dataclass
@@ -100,18 +150,24 @@ class Report:
     micro: dict[str, float]
     macro_f1: float
     psds1: float
+    psds2: float
     files: int
     collar_s: float
+    offset_collar_rate: float
+    merge_touching: bool
     ignored_labels: list[str] = field(default_factory=list)  # in the labels file, not in the config
     unreferenced_labels: list[str] = field(default_factory=list)  # in the config, no reference events
 
 
 def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: float = 1.0,
+             offset_collar_rate: float = 0.0, merge_touching: bool = False, scores_dir: Path | None = None,
              progress: bool = True) -> Report:
+    """``scores_dir``: also write each file's window scores (``sed_scores_eval``'s TSV format, one file per
+    recording) and ``durations.tsv`` there, for running other PSDS tools on exactly what was scored."""
     from sed_scores_eval import intersection_based
     from tqdm import tqdm
 
-    truth = read_strong_labels(labels_tsv)
+    truth = read_strong_labels(labels_tsv, merge=merge_touching)
     labels = detector.bank.labels
     files = {p.relative_to(audio_dir).as_posix() if audio_dir.is_dir() else p.name: p for p in audio_files(audio_dir)}
     by_name = {p.name: p for p in files.values()}
@@ -120,39 +176,45 @@ def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: fl
         raise LabelsError(f"{labels_tsv} names files not found under {audio_dir}: {', '.join(missing[:5])}"
                           + (" ..." if len(missing) > 5 else ""))
     ignored = sorted({label for events in truth.values() for _, _, label in events} - set(labels))
-    # sed_scores_eval needs reference events for every class it scores; labels without any are reported with
-    # their false alarms only.
+    # PSDS needs reference events for every class it scores: labels without any are left out of it.
     scored = tuple(x for x in labels if any(e[2] == x for events in truth.values() for e in events))
     if not scored:
         raise LabelsError(f"{labels_tsv} has no events for any configured label ({', '.join(labels)})")
     columns = [labels.index(x) for x in scored]
     detections, windows, ground_truth, durations = {}, {}, {}, {}
-    unscored_fp = dict.fromkeys(labels, 0)
     for name, path in tqdm(sorted(files.items()), desc="evaluating", unit="file", file=sys.stderr,
                            disable=not progress):
         result = score_file(detector, path)
-        detections[name] = event_timeline([e for e in result.events if e[2] in scored], scored, result.duration_s)
+        detections[name] = list(result.events)
         result.scores = result.scores[:, columns]
         windows[name] = window_timeline(result, scored)
-        ground_truth[name] = [e for e in truth.get(name, truth.get(path.name, [])) if e[2] in scored]
+        ground_truth[name] = [e for e in truth.get(name, truth.get(path.name, [])) if e[2] in labels]
         durations[name] = result.duration_s
-        for _, _, label in result.events:
-            if label not in scored:
-                unscored_fp[label] += 1
-    f, p, r, stats = event_fscore(detections, ground_truth, collar_s)
-    psds1 = intersection_based.psds(windows, ground_truth, durations, dtc_threshold=0.7, gtc_threshold=0.7,
-                                    cttc_threshold=None, alpha_ct=0.0, alpha_st=1.0, max_efpr=100.0)[0]
-    per_label = {}
-    for label in labels:
-        if label in scored:
-            per_label[label] = {"precision": float(p[label]), "recall": float(r[label]), "f1": float(f[label]),
-                                "tp": int(stats[label]["tps"]), "fp": int(stats[label]["fps"]),
-                                "n_ref": int(stats[label]["n_ref"])}
-        else:
-            fp = unscored_fp[label]
-            per_label[label] = {"precision": 0.0 if fp else float("nan"), "recall": float("nan"),
-                                "f1": float("nan"), "tp": 0, "fp": fp, "n_ref": 0}
+    f, p, r, stats = event_fscore(detections, ground_truth, labels, collar_s, offset_collar_rate)
+    psds_truth = {name: apart_for_psds([e for e in events if e[2] in scored]) for name, events in ground_truth.items()}
+    psds = {}
+    for n, params in PSDS_SCENARIOS.items():
+        if len(scored) == 1:  # no other class to cross-trigger on (and sed_scores_eval 0.0.4 fails on an empty set)
+            params = {**params, "cttc_threshold": None, "alpha_ct": 0.0}
+        psds[n] = float(intersection_based.psds(windows, psds_truth, durations, **params)[0])
+    if scores_dir is not None:
+        write_scores(scores_dir, windows, durations)
+    per_label = {label: {"precision": float(p[label]), "recall": float(r[label]), "f1": float(f[label]),
+                         "tp": stats[label]["tps"], "fp": stats[label]["fps"], "n_ref": stats[label]["n_ref"]}
+                 for label in labels}
     micro = {"precision": float(p["micro_average"]), "recall": float(r["micro_average"]),
              "f1": float(f["micro_average"])}
-    return Report(labels, per_label, micro, float(f["macro_average"]), float(psds1), len(files), collar_s, ignored,
-                  [x for x in labels if x not in scored])
+    return Report(labels, per_label, micro, float(f["macro_average"]), psds[1], psds[2], len(files), collar_s,
+                  offset_collar_rate, merge_touching, ignored, [x for x in labels if x not in scored])
+
+
+def write_scores(folder: Path, windows: dict, durations: dict[str, float]) -> None:
+    from sed_scores_eval.base_modules.io import write_sed_scores
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in windows.items():
+        target = folder / f"{name}.tsv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_sed_scores(frame, target)
+    (folder / "durations.tsv").write_text("filename\tduration\n" + "".join(
+        f"{name}\t{seconds}\n" for name, seconds in sorted(durations.items())))

@@ -73,24 +73,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     detector = detector_without_sinks(args)
     try:
-        report = evaluate(detector, args.audio, args.labels, args.collar)
+        if not 0 < args.collar <= 60 or not 0 <= args.offset_collar_rate <= 10:
+            raise LabelsError(f"--collar must be within (0, 60] s (sed_eval needs a collar) and --offset-collar-rate "
+                              f"within 0..10, found {args.collar} and {args.offset_collar_rate}")
+        report = evaluate(detector, args.audio, args.labels, args.collar, args.offset_collar_rate,
+                          args.merge_touching, args.scores_dir)
     except LabelsError as e:
         raise UsageError(str(e)) from None
     if report.ignored_labels:
         log.warning("labels in %s that the config does not detect (ignored): %s", args.labels,
                     ", ".join(report.ignored_labels))
     width = max(12, *(len(x) for x in report.labels))
-    print(f"{report.files} files, collar {report.collar_s:g} s")
+    offset = (f", offset collar max({report.collar_s:g} s, {report.offset_collar_rate:g} x length)"
+              if report.offset_collar_rate else "")
+    print(f"{report.files} files, collar {report.collar_s:g} s{offset}, touching references "
+          f"{'merged' if report.merge_touching else 'kept apart'}")
     print(f"{'label':{width}s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'TP':>5s} {'FP':>5s} {'ref':>5s}")
     for label, m in report.per_label.items():
         print(f"{label:{width}s} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} {m['tp']:5d} {m['fp']:5d} "
               f"{m['n_ref']:5d}")
     print(f"{'micro':{width}s} {report.micro['precision']:9.3f} {report.micro['recall']:7.3f} "
           f"{report.micro['f1']:6.3f}")
-    print(f"macro F1 {report.macro_f1:.3f}   PSDS1 {report.psds1:.3f}")
+    print(f"macro F1 {report.macro_f1:.3f}   PSDS1 {report.psds1:.3f}   PSDS2 {report.psds2:.3f}")
     if report.unreferenced_labels:
-        print(f"(no reference events for {', '.join(report.unreferenced_labels)}: only false alarms counted, "
-              "left out of the averages)")
+        print(f"(no reference events for {', '.join(report.unreferenced_labels)}: their false alarms count in "
+              "micro; left out of macro F1 and PSDS)")
     if args.json:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
     return 0
