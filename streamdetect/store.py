@@ -6,6 +6,8 @@ learns from the marks. Keeping the schema and the SQL in one module means a new 
 
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
 import sys
 from datetime import datetime, timedelta, timezone
@@ -102,6 +104,9 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     """
     if not path.is_file():
         raise FileNotFoundError(f"no event database at {path} (a `sqlite` sink writes one)")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"cannot read {path} as user {pwd.getpwuid(os.geteuid()).pw_name}: the service's group (the unit's "
+                              "UMask makes its files group-readable) or root can")
     uri = path.resolve().as_uri()
     db = sqlite3.connect(f"{uri}?mode=ro", uri=True)
     try:

@@ -60,7 +60,7 @@ def _ground_truth(detections, empty_file):
             rows.append((name, start, end + min(0.35, 0.19 * length), label))  # only DCASE's offset rule
         else:
             rows.append((name, start, end, label))
-    touching = [(a, b) for a, b in zip(rows, rows[1:]) if a[0] == b[0] and a[3] == b[3] and a[2] == b[1]]
+    touching = [(a, b) for a, b in zip(rows, rows[1:], strict=False) if a[0] == b[0] and a[3] == b[3] and a[2] == b[1]]
     assert touching, "the scenes should give an event long enough to split"
     name = sorted(detections)[0][0]
     assert all(e <= 13.4 for f, _, e, x in rows if f == name and x == "tone")

@@ -110,7 +110,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     try:
         rows = query_events(args.db, args.label, args.since and parse_when(args.since),
                             args.until and parse_when(args.until), args.limit)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS))
