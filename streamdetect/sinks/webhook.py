@@ -24,6 +24,19 @@ from streamdetect.util.files import atomic_write
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Streamdetect-Signature"
+TIMESTAMP_HEADER = "X-Streamdetect-Timestamp"
+
+
+def signature_headers(secret: bytes, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The signature a receiver checks (docs/sinks/webhook.md): ``sha256=`` + the hex HMAC-SHA256, under the
+    secret, of the raw body bytes exactly as sent; with ``timestamp`` (Unix seconds at sending) of
+    ``<timestamp>.`` + body, and the timestamp in its own header, so a receiver can refuse old requests
+    replayed by someone who recorded them."""
+    if timestamp is None:
+        return {SIGNATURE_HEADER: "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()}
+    signed = str(timestamp).encode() + b"." + body
+    return {SIGNATURE_HEADER: "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest(),
+            TIMESTAMP_HEADER: str(timestamp)}
 
 
 class WebhookOptions(SinkOptions):
@@ -34,6 +47,8 @@ class WebhookOptions(SinkOptions):
     max_backoff_s: float = Field(30.0, gt=0, le=3600)
     headers: dict[str, str] = Field(default_factory=dict)
     secret_env: str | None = Field(None, description="environment variable holding the HMAC-SHA256 secret")
+    sign_timestamp: bool = Field(False, description="send X-Streamdetect-Timestamp (Unix seconds) and sign "
+                                 "'<timestamp>.<body>', so receivers can refuse replayed requests")
     spool_dir: str = Field("spool", min_length=1, description="where undelivered records wait")
 
 
@@ -80,7 +95,7 @@ class WebhookSink(Sink):
 
         headers = {"Content-Type": "application/json"}
         if self.secret is not None:
-            headers[SIGNATURE_HEADER] = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
+            headers.update(signature_headers(self.secret, body, int(time.time()) if self.options.sign_timestamp else None))
         backoff = Backoff(self.options.backoff_s, self.options.max_backoff_s, rng=self._rng)
         for attempt in range(attempts):
             if attempt:
