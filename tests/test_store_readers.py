@@ -6,6 +6,7 @@ import grp
 import io
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,8 @@ from helpers import event_record
 from streamdetect.pipeline.events import LabelScore
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sinks.sqlite import SqliteOptions, SqliteSink
+
+UNIT = Path(__file__).parent.parent / "tools/systemd/streamdetect.service"
 
 
 @pytest.fixture
@@ -86,7 +89,9 @@ def test_a_reader_who_cannot_write_the_folder_reads_while_running_and_after_stop
         data.mkdir()
         os.chown(data, 0, gid)
         os.chmod(data, 0o750)
-        old = os.umask(0o027)  # the unit's UMask
+        umask = int(re.search(r"^UMask=(\d+)$", UNIT.read_text(), re.M).group(1), 8)
+        assert umask == 0o027
+        old = os.umask(umask)  # the systemd unit's
         try:
             sink = SqliteSink(SqliteOptions(path=str(data / "events.db")))
             for i in range(3):
