@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,6 +86,9 @@ def test_ids_are_valid_for_home_assistant_and_never_collide():
     try:
         config = sink.discovery_config("cam1.local", "door.bell")
         topic = sink.config_topic("cam1.local", "door.bell")
+        documented = re.search(r"```json\n(.*?)```", (Path(__file__).parent.parent / "docs/sinks/mqtt.md").read_text(),
+                               re.S).group(1)
+        assert sink.discovery_config("garden mic", "dog barking") == json.loads(documented)
     finally:
         sink.client.loop_stop()
     _, component, node, object_id, _ = topic.split("/")
