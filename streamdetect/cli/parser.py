@@ -22,6 +22,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, help="output directory (default models/<model-name>)")
     e.add_argument("--revision", help="hub revision (branch, tag or commit) to export")
     e.add_argument("--force", action="store_true", help="replace an existing export in --out")
+    t = e.add_argument_group("Triton model repository (docs/triton.md); with an existing export in --out and no "
+                             "--force, only the repository is written")
+    t.add_argument("--triton-repo", type=Path, help="also write DIR/<name>/config.pbtxt and DIR/<name>/1/model.onnx")
+    t.add_argument("--triton-name", default="streamdetect_audio", help="model name (default streamdetect_audio)")
+    t.add_argument("--triton-kind", choices=["gpu", "cpu"], default="gpu", help="instance_group kind (default gpu)")
+    t.add_argument("--triton-precision", choices=["auto", "fp32", "fp16"], default="auto",
+                   help="auto: fp16 on a GPU where the export verified it, else fp32")
+    t.add_argument("--triton-max-batch", type=int, default=64, help="max_batch_size (default 64)")
+    t.add_argument("--triton-preferred", default="8,16,32", help="preferred batch sizes (default 8,16,32)")
+    t.add_argument("--triton-delay-us", type=int, default=5000,
+                   help="dynamic batcher's max_queue_delay_microseconds (default 5000)")
+    t.add_argument("--triton-instances", type=int, default=1, help="instance_group count (default 1)")
+    t.add_argument("--triton-backend", choices=["onnxruntime", "python"], default="onnxruntime",
+                   help="python: a model.py running onnxruntime, for a tritonserver without the onnxruntime backend")
 
     r = sub.add_parser("run", parents=[common], help="detect the configured events in a file or a live input")
     r.add_argument("--config", required=True, type=Path, help="YAML config (see configs/)")

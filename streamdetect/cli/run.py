@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from pathlib import Path
 
 from streamdetect.cli.common import UsageError, load, log
 from streamdetect.config import Config, ConfigError, load_config
 from streamdetect.daemon.control import ControlError
 from streamdetect.daemon.engine import EngineStats
 from streamdetect.daemon.service import DetectorService, preflight
-from streamdetect.model.manifest import default_model_dir
+from streamdetect.model.manifest import MANIFEST_NAME, ModelBundle, default_model_dir
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
 
@@ -133,5 +134,24 @@ def cmd_devices(_args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from streamdetect.model.export import export_model
 
-    export_model(args.model, args.out or default_model_dir(args.model), revision=args.revision, force=args.force)
+    out = args.out or default_model_dir(args.model)
+    if args.triton_repo is None or args.force or not (out / MANIFEST_NAME).is_file():
+        export_model(args.model, out, revision=args.revision, force=args.force)
+    if args.triton_repo is not None:
+        _write_triton_repo(args, out)
     return 0
+
+
+def _write_triton_repo(args: argparse.Namespace, out: Path) -> None:
+    from streamdetect.model.triton_repo import TritonRepoOptions, served_encoder, write_triton_repo
+
+    try:
+        preferred = tuple(int(b) for b in args.triton_preferred.split(",") if b.strip())
+    except ValueError as e:
+        raise UsageError(f"--triton-preferred {args.triton_preferred!r}: give batch sizes like 8,16,32") from e
+    options = TritonRepoOptions(args.triton_name, args.triton_kind, args.triton_precision, args.triton_max_batch,
+                                preferred, args.triton_delay_us, args.triton_instances, args.triton_backend)
+    bundle = ModelBundle.load(out)
+    model_dir = write_triton_repo(bundle, args.triton_repo, options)
+    log.info("wrote the Triton model %s (%s, %s backend) to %s", options.name, served_encoder(bundle, options),
+             options.backend, model_dir)

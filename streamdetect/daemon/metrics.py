@@ -43,6 +43,7 @@ class Metrics:
                                   registry=r)
         self._last_audio: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
+        self._health_parts: dict[str, Callable[[], tuple[bool, dict]]] = {}
 
     def heard(self, stream: str, live: bool) -> None:
         with self._lock:
@@ -79,6 +80,10 @@ class Metrics:
             self.sink_failures.labels(name).set_function(lambda n=name: failures(n))
             self.sink_dropped.labels(name).set_function(lambda n=name: dropped(n))
 
+    def watch_health(self, name: str, report: Callable[[], tuple[bool, dict]]) -> None:
+        """Add ``report()``'s (ok, details) to /healthz under ``name`` (the remote encoder's state)."""
+        self._health_parts[name] = report
+
     def health(self) -> tuple[bool, dict]:
         now = time.monotonic()
         with self._lock:
@@ -86,7 +91,9 @@ class Metrics:
                               "ok": (not live) or now - t < self.stale_after_s}
                        for name, (t, live) in self._last_audio.items()}
         ok = all(s["ok"] for s in streams.values())
-        return ok, {"ok": ok, "streams": streams}
+        parts = {name: report() for name, report in self._health_parts.items()}
+        ok = ok and all(part_ok for part_ok, _ in parts.values())
+        return ok, {"ok": ok, "streams": streams, **{name: details for name, (_, details) in parts.items()}}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

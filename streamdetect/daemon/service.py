@@ -18,6 +18,7 @@ from streamdetect.daemon.control import ControlServer, control_token
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter, log_key
 from streamdetect.daemon.engine import BatchingEngine, EngineStats, ReloadTicket, run_sources
 from streamdetect.daemon.metrics import Metrics, MetricsServer
+from streamdetect.daemon.remote_metrics import RemoteEncoderMetrics
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.detector import Detector
@@ -57,6 +58,12 @@ class DetectorService:
             if self.metrics is not None:
                 self.metrics.watch_sinks(list(self.sinks.failures), self.sinks.failures.__getitem__,
                                          lambda name: self.sinks.dropped.get(name, 0))
+            remote = config.runtime.device == "triton" and encoder is None
+            self.remote_metrics = None
+            if remote and self.metrics is not None:
+                self.remote_metrics = RemoteEncoderMetrics(self.metrics.registry, config.runtime.triton.url,
+                                                           config.runtime.triton.model)
+                self.metrics.watch_health("remote_encoder", self.remote_metrics.health)
             self.embedding_log = None
             if config.embedding_log.dir is not None:
                 self.embedding_log = EmbeddingLogWriter(
@@ -68,8 +75,10 @@ class DetectorService:
                 self._closing.callback(server.close)
                 log.info("metrics on http://%s:%d/metrics and /healthz", *server.address[:2])
             self.detector: Detector = build_detector(config, bundle, self.sinks, encoder=encoder,
-                                                     observer=self.metrics, embedding_log=self.embedding_log)
-            self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics)
+                                                     observer=self.metrics, embedding_log=self.embedding_log,
+                                                     encoder_observer=self.remote_metrics)
+            self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics,
+                                         max_queue_windows=config.runtime.triton.queue_windows if remote else None)
             if token is not None:
                 control = ControlServer(lambda: self.detector.config, self.engine.request_reload, token,
                                         config.control.host, config.control.port)
