@@ -153,3 +153,20 @@ def python_repo(model_dir: Path, repo: Path, **options) -> Path:
         cmd += [f"--triton-{key.replace('_', '-')}", str(value)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return repo
+
+
+def other_export(model_dir: Path, dest: Path) -> Path:
+    """A copy of an export whose audio encoder is another graph (the int8 one, renamed): what a station must
+    refuse to be served, as if the server ran a different checkpoint."""
+    import json
+
+    from streamdetect.model.manifest import AUDIO_ENCODER, AUDIO_ENCODER_INT8, MANIFEST_NAME, sha256_file
+
+    shutil.copytree(model_dir, dest)
+    shutil.copyfile(dest / AUDIO_ENCODER_INT8, dest / AUDIO_ENCODER)
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    manifest["files"][AUDIO_ENCODER] = sha256_file(dest / AUDIO_ENCODER)
+    manifest["precisions"]["fp16"]["status"] = "refused"
+    manifest["source"]["model"] = "another-checkpoint"
+    (dest / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return dest
