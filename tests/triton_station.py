@@ -25,8 +25,11 @@ class HandFedLive(AudioSource):
         super().__init__(AudioSource.Options(), SAMPLE_RATE, name)
         self._blocks: queue.Queue = queue.Queue()
         self.rng = np.random.default_rng(0)
+        self.fed_s = 0.0
 
     def feed(self, seconds: float) -> None:
+        """``seconds`` of noise, in 0.5 s blocks."""
+        self.fed_s += int(seconds * 2) / 2
         for _ in range(int(seconds * 2)):
             self._blocks.put((0.1 * self.rng.standard_normal(SAMPLE_RATE // 2)).astype(np.float32))
 
@@ -49,7 +52,7 @@ class Station:
 
     def __init__(self, model, url: str, metrics_port: int | None = None, **triton):
         section = {"url": url, "timeout_s": 2.0, "retries": 1, "retry_min_s": 0.2, "retry_max_s": 0.5, **triton}
-        config = make_config(model, [immediate_event("x", threshold=2.0)],
+        config = make_config(model, [immediate_event("x", threshold=1.0)],
                              runtime={"device": "triton", "precision": "fp32", "batch_size": 4, "triton": section},
                              metrics={"port": metrics_port})
         self.sink = collecting_sink()
@@ -75,12 +78,18 @@ class Station:
     def health(self) -> dict:
         return self.service.metrics.health()[1]
 
-    def wait(self, condition, timeout_s: float = 60.0, what: str = "") -> None:
+    def wait(self, condition, timeout_s: float = 60.0, what: str = "", feeding: bool = False) -> None:
+        """Until ``condition()``; ``feeding``: the stream goes on meanwhile (0.5 s of audio every 0.5 s), as a live
+        one does, so the encoder keeps being called."""
         deadline = time.monotonic() + timeout_s
         while not condition():
             assert time.monotonic() < deadline, f"timed out waiting for {what}: stats {self.stats}, " \
                                                 f"health {self.health()}"
-            time.sleep(0.05)
+            if feeding:
+                self.source.feed(0.5)
+                time.sleep(0.5)
+            else:
+                time.sleep(0.05)
 
     def finish(self, timeout_s: float = 60.0):
         """End the stream, wait for the run to return; its (summaries, engine stats)."""

@@ -33,6 +33,7 @@ class InferResult:
     outputs: np.ndarray
     sent_bytes: int
     received_bytes: int
+    connection: Any  # the connection it came over: a new one may lead to a restarted server with another model
 
 
 def bearer_token(token_env: str | None) -> str | None:
@@ -87,7 +88,8 @@ class KServeClient:
         response = self._request("POST", f"/v2/models/{model}/infer", content=body,
                                  headers={HEADER_LENGTH: str(len(header)),
                                           "Content-Type": "application/octet-stream"})
-        return InferResult(_output(response, output_name), len(body), len(response.content))
+        return InferResult(_output(response, output_name), len(body), len(response.content),
+                           response.extensions.get("network_stream"))
 
 
 def _error_text(response: httpx.Response) -> str:

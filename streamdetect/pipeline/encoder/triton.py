@@ -9,7 +9,9 @@ Every engine batch is one request (split only where the server's ``max_batch_siz
 is retried ``retries`` times at once (with jittered waits); then the server counts as away: with
 ``fallback: local`` the exported encoder on this machine runs the windows, otherwise ``EncoderUnavailable`` tells
 the batching engine to keep them queued. While away, the server is tried again after each ``Backoff`` wait, and
-its model is checked again before it is used (a restarted server may serve another one). Each outage is logged
+its model is checked again before it is used (a restarted server may serve another one). A server can also
+restart between two batches unseen; a request that arrives over a new connection is therefore not used until
+the model's identity was checked again (and at least every ``RECHECK_S`` on one connection). Each outage is logged
 once when it starts and once when it ends; the observer counts everything else.
 """
 
@@ -37,6 +39,7 @@ from streamdetect.pipeline.observers import RemoteEncoderObserver
 from streamdetect.util.backoff import Backoff
 
 log = logging.getLogger(__name__)
+RECHECK_S = 60.0  # the model is checked again this often even on one connection (a reload in place)
 
 
 def _parameters(config: dict[str, Any]) -> dict[str, str]:
@@ -64,6 +67,9 @@ class TritonAudioEncoder:
         self._verified = False
         self._next_try = 0.0
         self._away_since = 0.0
+        self._away_kind = ""
+        self._trusted: Any = None  # the connection the model was last checked over
+        self._recheck = 0.0
         self._lock = threading.Lock()  # one request at a time: the engine thread, the prompt bank's examples
         try:
             self._verify()
@@ -105,6 +111,9 @@ class TritonAudioEncoder:
             self._verify()
         t0 = time.perf_counter()
         result = self.client.infer(self.config.model, self.input_name, self.output_name, features)
+        if result.connection is None or result.connection is not self._trusted or time.monotonic() > self._recheck:
+            self._verify()  # a new connection: maybe a restarted server with another model; its answer waits
+            self._trusted = result.connection
         if result.outputs.shape != (features.shape[0], self.embedding_dim):
             raise RemoteError("protocol", f"the server answered shape {result.outputs.shape} for "
                               f"{features.shape[0]} windows, expected ({features.shape[0]}, {self.embedding_dim})")
@@ -131,6 +140,7 @@ class TritonAudioEncoder:
         self.input_name, self.output_name = inputs[0]["name"], outputs[0]["name"]
         self.server_batch = int(config.get("max_batch_size", 0))
         self._verified = True
+        self._recheck = time.monotonic() + RECHECK_S
 
     def _without_server(self, features: np.ndarray) -> np.ndarray:
         if self.local is not None:
@@ -144,8 +154,13 @@ class TritonAudioEncoder:
         self._verified = False
         self._next_try = time.monotonic() + self.backoff.next_delay()
         if self.state in ("away", "fallback"):
+            if error.kind != self._away_kind:  # down, then up with another model: say so, once
+                self._away_kind = error.kind
+                log.warning("Triton server %s model %s is still away, now: %s", self.client.url,
+                            self.config.model, error)
+                self._set_state(self.state, str(error))
             return
-        self._away_since = time.monotonic()
+        self._away_since, self._away_kind = time.monotonic(), error.kind
         then = ("running the windows on the local encoder until it returns" if self.local is not None
                 else f"windows wait (at most runtime.triton.queue_windows={self.config.queue_windows} of them)")
         log.warning("Triton server %s model %s is away (%s): %s", self.client.url, self.config.model, error, then)
