@@ -11,7 +11,13 @@ from helpers import run_cli
 from triton_server import triton_python
 
 from streamdetect.model.identity import ONNX_SHA256, ModelIdentity, frontend_sha256, served_file
-from streamdetect.model.manifest import AUDIO_ENCODER, AUDIO_ENCODER_FP16, ModelBundle, ModelError, sha256_file
+from streamdetect.model.manifest import (
+    AUDIO_ENCODER,
+    AUDIO_ENCODER_FP16,
+    ModelBundle,
+    ModelError,
+    sha256_file,
+)
 from streamdetect.model.triton_repo import TritonRepoOptions, config_pbtxt, write_triton_repo
 
 # Parsed by the protobuf package with the ModelConfig message that tritonclient compiles from Triton's
