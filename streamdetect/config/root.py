@@ -18,6 +18,9 @@ from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, Vocabulary
 
 class Config(Strict):
     model: str | None = Field(None, description="directory written by `streamdetect export`")
+    site: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                             description="this station's name, in every record and MQTT topic, where many "
+                             "stations send their events to one broker (docs/triton.md)")
     prompt_cache: str | None = Field(None, description="directory for cached prompt embeddings")
     windows: WindowConfig = WindowConfig()
     runtime: RuntimeConfig = RuntimeConfig()

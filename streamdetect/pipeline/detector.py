@@ -7,6 +7,7 @@ are handed in when it is built; ``streamdetect.pipeline.build`` builds them from
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -251,6 +252,8 @@ class Detector:
         return records
 
     def _emit(self, stream: StreamState, records: list[EventRecord]) -> list[EventRecord]:
+        if self.config.site:  # many stations, one broker: every record says where it was heard
+            records = [dataclasses.replace(record, site=self.config.site) for record in records]
         for record in records:
             self.sinks.emit(record)
             if self.observer is not None:

@@ -59,6 +59,7 @@ class EventRecord:
     # The peak window's embedding (numpy array) for stores that keep it; never part of ``to_dict``.
     embedding: Any = field(default=None, compare=False, repr=False)
     sounds_like: tuple[LabelScore, ...] = ()  # vocabulary names closest to the peak window (empty without one)
+    site: str = ""  # the station's config ``site`` (empty: one station; records then look as they always did)
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "embedding"}
@@ -67,6 +68,8 @@ class EventRecord:
             out["sounds_like"] = [asdict(t) for t in self.sounds_like]
         else:
             del out["sounds_like"]
+        if not self.site:
+            del out["site"]
         return out
 
 
