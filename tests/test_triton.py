@@ -120,3 +120,20 @@ def test_a_server_with_another_model_is_refused_at_start_and_says_so(tiny_model,
             remote(tiny_model, triton.url)
     finally:
         triton.stop()
+
+
+def test_a_bearer_token_from_the_environment_opens_a_server_that_requires_it(tiny_model, tmp_path, monkeypatch):
+    repo = python_repo(tiny_model, tmp_path / "repo")
+    triton = TritonServer(repo, tmp_path, token="s3cret-token").start()
+    try:
+        monkeypatch.setenv("STATION_TOKEN", "s3cret-token")
+        encoder = remote(tiny_model, triton.url, token_env="STATION_TOKEN")
+        assert encoder.state == "up" and encoder(np.zeros((2, 1, 1001, 64), np.float32)).shape == (2, 32)
+        monkeypatch.setenv("STATION_TOKEN", "wrong")
+        refused = remote(tiny_model, triton.url, token_env="STATION_TOKEN", retries=0)
+        assert refused.state == "away"
+        monkeypatch.delenv("STATION_TOKEN")
+        with pytest.raises(RuntimeError, match="STATION_TOKEN is not set"):
+            remote(tiny_model, triton.url, token_env="STATION_TOKEN")
+    finally:
+        triton.stop()

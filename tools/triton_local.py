@@ -50,8 +50,9 @@ def triton_python() -> Path:
 class TritonServer:
     """One tritonserver process on loopback; ``start`` waits until the model is ready."""
 
-    def __init__(self, repo: Path, workdir: Path, *, explicit: bool = False, http_port: int | None = None):
-        self.repo, self.workdir, self.explicit = repo, workdir, explicit
+    def __init__(self, repo: Path, workdir: Path, *, explicit: bool = False, http_port: int | None = None,
+                 token: str | None = None):
+        self.repo, self.workdir, self.explicit, self.token = repo, workdir, explicit, token
         self.http_port = http_port or free_port()
         self.grpc_port, self.metrics_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
@@ -91,6 +92,8 @@ class TritonServer:
                "--exit-timeout-secs=5", "--log-verbose=0"]
         if self.explicit:
             cmd += ["--model-control-mode=explicit", "--load-model=*"]
+        if self.token:  # Triton's own check of a header on these API groups (what a station sends)
+            cmd += [f"--http-restricted-api=inference,model-config:Authorization=Bearer {self.token}"]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         log.close()
