@@ -168,3 +168,15 @@ def test_a_restart_with_another_model_is_refused_until_ours_is_back(tiny_model, 
     lines = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert outage_lines(caplog) == (1, 1)
     assert sum("different audio encoder" in line for line in lines) == 1
+
+
+def test_windows_left_when_a_station_stops_without_its_server_are_counted(tiny_model):
+    station = Station(tiny_model, f"http://127.0.0.1:{free_port()}", retry_min_s=0.1, retry_max_s=0.2)
+    try:
+        station.source.feed(5)
+        station.wait(lambda: station.stats.encoder_waits >= 1, what="the engine waiting for the server")
+        _, stats = station.finish()
+    finally:
+        station.close()
+    assert stats.windows == 0 and stats.dropped_windows == windows_in(5)
+    assert station.metric("streamdetect_dropped_windows_total", stream="mic") == windows_in(5)
