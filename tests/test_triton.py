@@ -10,10 +10,10 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import file_windows, immediate_event, make_detector, write_tone_scene
+from helpers import file_windows, immediate_event, make_detector, run_cli, write_config, write_tone_scene
 from triton_server import TritonServer, other_export, python_repo
 
-from streamdetect.config import TritonConfig
+from streamdetect.config import ConfigError, TritonConfig
 from streamdetect.model.manifest import ModelBundle, ModelError
 from streamdetect.pipeline.encoder import open_audio_encoder
 from streamdetect.pipeline.encoder.base import RuntimeOptions
@@ -118,8 +118,12 @@ def test_a_server_with_another_model_is_refused_at_start_and_says_so(tiny_model,
     try:
         with pytest.raises(ModelError, match="different audio encoder"):
             remote(tiny_model, triton.url)
+        config = write_config(tmp_path / "station.yaml", tiny_model, [immediate_event("x")],
+                              runtime={"device": "triton", "triton": {"url": triton.url}})
+        done = run_cli("run", "--config", str(config), "--input", str(write_tone_scene(tmp_path / "a.wav", 5.0)))
     finally:
         triton.stop()
+    assert done.returncode == 2 and "different audio encoder" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_bearer_token_from_the_environment_opens_a_server_that_requires_it(tiny_model, tmp_path, monkeypatch):
@@ -133,7 +137,7 @@ def test_a_bearer_token_from_the_environment_opens_a_server_that_requires_it(tin
         refused = remote(tiny_model, triton.url, token_env="STATION_TOKEN", retries=0)
         assert refused.state == "away"
         monkeypatch.delenv("STATION_TOKEN")
-        with pytest.raises(RuntimeError, match="STATION_TOKEN is not set"):
+        with pytest.raises(ConfigError, match="STATION_TOKEN is not set"):
             remote(tiny_model, triton.url, token_env="STATION_TOKEN")
     finally:
         triton.stop()

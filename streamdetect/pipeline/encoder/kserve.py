@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from streamdetect.config import ConfigError
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
@@ -41,7 +43,8 @@ def bearer_token(token_env: str | None) -> str | None:
         return None
     token = os.environ.get(token_env)
     if not token:
-        raise RuntimeError(f"runtime.triton.token_env: environment variable {token_env} is not set")
+        raise ConfigError("environment", [("runtime.triton.token_env", f"variable {token_env} is not set; set it "
+                                           "to the server's token, or remove token_env")])
     return token
 
 
