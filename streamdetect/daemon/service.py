@@ -50,7 +50,7 @@ class DetectorService:
         self._closing = ExitStack()
         try:
             token = preflight(config)
-            self.sinks = sinks if sinks is not None else build_sinks(config.sinks)
+            self.sinks = sinks if sinks is not None else build_sinks(config.sinks, keep_audio=config.privacy.store_audio)
             self._closing.callback(self.sinks.close)
             self.metrics = Metrics(config.metrics.stale_after_s) if metrics or config.metrics.port is not None \
                 else None
@@ -58,7 +58,10 @@ class DetectorService:
                 self.metrics.watch_sinks(list(self.sinks.failures), self.sinks.failures.__getitem__,
                                          lambda name: self.sinks.dropped.get(name, 0))
             self.embedding_log = None
-            if config.embedding_log.dir is not None:
+            if config.embedding_log.dir is not None and not config.privacy.store_audio:
+                log.warning("privacy.store_audio is false: the embedding log in %s is not written",
+                            config.embedding_log.dir)
+            elif config.embedding_log.dir is not None:
                 self.embedding_log = EmbeddingLogWriter(
                     Path(config.embedding_log.dir), log_key(bundle), config.embedding_log.max_days,
                     config.embedding_log.queue_windows)

@@ -58,6 +58,10 @@ class Sink(ABC):
     def stream_ended(self, stream: str) -> None:  # noqa: B027
         """The stream has ended and its events are closed: no more audio will come for it."""
 
+    def window_privacy(self, stream: str, start_sample: int, end_sample: int, private: bool) -> None:  # noqa: B027
+        """With the privacy filter on: that stretch has been judged, and holds speech if ``private`` (then it
+        must not be stored). Runs in the inference thread: record it and return."""
+
 
 class SinkWorker:
     """One sink behind its own bounded queue and thread: a slow or failing sink never holds up detection or
@@ -161,6 +165,13 @@ class SinkSet:
             except Exception as e:  # noqa: BLE001
                 self.report.failed(name, f"{stream} end of stream", e)
 
+    def window_privacy(self, stream: str, start_sample: int, end_sample: int, private: bool) -> None:
+        for name, sink in self.audio_sinks:
+            try:
+                sink.window_privacy(stream, start_sample, end_sample, private)
+            except Exception as e:  # noqa: BLE001
+                self.report.failed(name, f"{stream} privacy mark", e)
+
     def emit(self, record: EventRecord) -> None:
         for name, sink in self.sinks:
             if not sink.wants(record):
@@ -189,12 +200,17 @@ class SinkSet:
                 log.error("sink %s failed to close: %s", name, e)
 
 
-def build_sinks(entries) -> SinkSet:
-    """Instantiate the configured sinks (``PluginConfig`` entries, already validated), each with a worker."""
+def build_sinks(entries, keep_audio: bool = True) -> SinkSet:
+    """Instantiate the configured sinks (``PluginConfig`` entries, already validated), each with a worker.
+
+    ``keep_audio`` false (``privacy.store_audio: false``): the sinks that keep audio (clips) are left out."""
     from streamdetect.sinks import SINKS
 
     built = []
     for i, entry in enumerate(entries):
         cls = SINKS.get(entry.type)
+        if cls.wants_audio and not keep_audio:
+            log.warning("privacy.store_audio is false: sink %s#%d keeps audio and is not started", entry.type, i)
+            continue
         built.append((f"{entry.type}#{i}", cls(cls.Options.model_validate(entry.options))))
     return SinkSet(built, threaded=True)
