@@ -18,12 +18,14 @@ from streamdetect.daemon.control import ControlServer, control_token
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter, log_key
 from streamdetect.daemon.engine import BatchingEngine, EngineStats, ReloadTicket, run_sources
 from streamdetect.daemon.metrics import Metrics, MetricsServer
+from streamdetect.daemon.summary import SummaryScheduler, summary_senders
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.encoder.base import AudioEncoder
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
-from streamdetect.sinks.base import SinkSet, build_sinks
+from streamdetect.schedule import Clock, utc_now
+from streamdetect.sinks.base import SinkContext, SinkSet, build_sinks
 from streamdetect.sources.base import AudioSource
 
 log = logging.getLogger(__name__)
@@ -45,12 +47,13 @@ class DetectorService:
 
     def __init__(self, config: Config, bundle: ModelBundle, *, sinks: SinkSet | None = None,
                  encoder: AudioEncoder | None = None, metrics: bool = False, max_wait_s: float = 0.02,
-                 backlog_warn_s: float = 10.0):
+                 backlog_warn_s: float = 10.0, clock: Clock = utc_now):
         self.config, self.bundle = config, bundle
         self._closing = ExitStack()
         try:
             token = preflight(config)
-            self.sinks = sinks if sinks is not None else build_sinks(config.sinks, keep_audio=config.privacy.store_audio)
+            self.sinks = sinks if sinks is not None else build_sinks(
+                config.sinks, keep_audio=config.privacy.store_audio, context=SinkContext(config.site.site()))
             self._closing.callback(self.sinks.close)
             self.metrics = Metrics(config.metrics.stale_after_s) if metrics or config.metrics.port is not None \
                 else None
@@ -71,7 +74,14 @@ class DetectorService:
                 self._closing.callback(server.close)
                 log.info("metrics on http://%s:%d/metrics and /healthz", *server.address[:2])
             self.detector: Detector = build_detector(config, bundle, self.sinks, encoder=encoder,
-                                                     observer=self.metrics, embedding_log=self.embedding_log)
+                                                     observer=self.metrics, embedding_log=self.embedding_log,
+                                                     clock=clock)
+            self.summary: SummaryScheduler | None = None
+            if config.summary.at is not None:
+                self.summary = SummaryScheduler(config, summary_senders(config, self.sinks.sinks),
+                                                self.sinks.report, clock=clock)
+                self.summary.start()
+                self._closing.callback(self.summary.close)
             self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics)
             if token is not None:
                 control = ControlServer(lambda: self.detector.config, self.engine.request_reload, token,
