@@ -101,7 +101,7 @@ class Detector:
         a restart and are left as they were.
         """
         for key in ("windows", "runtime", "sources", "source", "sinks", "model", "metrics", "control",
-                    "embedding_log"):
+                    "embedding_log", "summary"):
             if getattr(config, key) != getattr(self.config, key):
                 log.warning("config reload: %s changed, which takes effect only after a restart", key)
         if self.bank_for is None:

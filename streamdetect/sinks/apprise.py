@@ -75,7 +75,7 @@ class AppriseOptions(SinkOptions):
     attach_wait_s: float = Field(30.0, ge=0, le=600, description="how long to wait for the image to be written")
     retries: int = Field(3, ge=0, le=20, description="extra attempts for a URL that failed")
     backoff_s: float = Field(1.0, gt=0, le=60, description="first retry delay; doubles each time, with jitter")
-    max_backoff_s: float = Field(30.0, gt=0, le=3600)
+    max_backoff_s: float = Field(30.0, gt=0, le=3600, description="longest retry delay")
 
     @field_validator("title", "body")
     @classmethod
