@@ -52,6 +52,10 @@ class DetectorService:
         self._closing = ExitStack()
         try:
             token = preflight(config)
+            scheduled = any(e.schedule for e in config.events) or any(s.schedule for s in config.all_sources)
+            if (scheduled or config.summary.at) and "timezone" not in config.site.model_fields_set:
+                log.warning("schedules and the summary time are read in UTC: set site.timezone (e.g. "
+                            "Europe/Berlin) for local time")
             self.sinks = sinks if sinks is not None else build_sinks(
                 config.sinks, keep_audio=config.privacy.store_audio, context=SinkContext(config.site.site()))
             self._closing.callback(self.sinks.close)

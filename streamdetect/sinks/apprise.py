@@ -81,7 +81,7 @@ class AppriseOptions(SinkOptions):
     @classmethod
     def _known_fields(cls, value: str) -> str:
         """A typo in a field name would otherwise fail at the first sound, perhaps weeks later."""
-        known = template_fields(SAMPLE) | {"private": False}
+        known = template_fields(SAMPLE)
         for _, name, _, _ in string.Formatter().parse(value):
             if name is not None and name.split(".")[0].split("[")[0] not in known:
                 raise ValueError(f"unknown field {{{name}}}; the fields are {', '.join(sorted(known))}")
