@@ -193,3 +193,36 @@ def test_spectrogram_without_matplotlib_is_a_one_line_error(tmp_path, monkeypatc
     with pytest.raises(SinkError, match=r"streamdetect\[plot\]") as info:
         ClipsSink(ClipsOptions(dir=str(tmp_path), spectrogram=True))
     assert "\n" not in str(info.value)
+
+
+def test_the_daemon_sends_the_summary_through_its_sinks(store, tiny_model, tmp_path):
+    import time
+
+    from streamdetect.daemon.service import DetectorService
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.sinks.base import SinkSet
+
+    config = parse_config({"model": str(tiny_model), "events": [{"label": "bird", "prompts": ["birdsong"],
+                                                                   "threshold": 0.2}],
+                           "site": {"timezone": "Europe/Berlin"}, "runtime": {"device": "cpu"},
+                           "summary": {"at": "06:00", "day": "yesterday", "store": str(store)},
+                           "sinks": [{"type": "stdout"}, {"type": "sqlite", "path": str(tmp_path / "x.db")}]})
+    sink, other = Summaries(), Summaries()
+    clock = [datetime(2026, 6, 2, 3, 0, tzinfo=timezone.utc)]  # 05:00 in Berlin: one hour early
+    sinks = SinkSet([("stdout#0", sink), ("sqlite#1", other)])
+    with DetectorService(config, ModelBundle.load(tiny_model), sinks=sinks, clock=lambda: clock[0]) as service:
+        assert service.summary is not None and service.summary.next_due.hour == 4  # 06:00 CEST
+        assert [name for name, _ in service.summary.senders] == ["stdout#0", "sqlite#1"]
+    # the scheduler's own thread, checking often, with the clock moved past the due time
+    scheduler = SummaryScheduler(config, [("s", sink)], FailureLog({"s": 0}), clock=lambda: clock[0],
+                                 chart_dir=tmp_path / "charts", check_s=0.05)
+    scheduler.start()
+    try:
+        clock[0] = datetime(2026, 6, 2, 4, 0, 1, tzinfo=timezone.utc)
+        deadline = time.monotonic() + 30
+        while not sink.got and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        scheduler.close()
+    [(summary, chart)] = sink.got
+    assert summary.day == "2026-06-01" and summary.events == 5 and chart is not None

@@ -175,3 +175,35 @@ def test_a_source_outside_its_schedule_is_not_recorded(tiny_model):
     assert np.any(heard[: 5 * SAMPLE_RATE]) and not np.any(heard[5 * SAMPLE_RATE :])  # nothing after 09:00
     assert sum(encoder.batch_sizes) == 5  # the windows starting at 0..4 s, before 09:00
     assert stream.scheduled_out_windows == stream.windower.next_index - 5 == 5
+
+
+def test_cli_run_counts_scheduled_out_and_private_windows(tiny_model, tmp_path):
+    """The run summary says what the schedule and the privacy filter did; a file is judged at the time it is
+    analysed, so the period is put two hours from now, where no run of this test can reach."""
+    import json
+
+    import yaml
+    from helpers import run_cli, write_tone_scene
+
+    now = datetime.now(UTC)
+    period = f"{(now + timedelta(hours=2)):%H:%M}-{(now + timedelta(hours=3)):%H:%M}"
+    wav = write_tone_scene(tmp_path / "scene.wav", seconds=6.0)
+    config = tmp_path / "station.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": str(tiny_model), "site": {"timezone": "UTC"}, "privacy": {"enabled": True, "threshold": -1.0},
+        "events": [{"label": "bird", "prompts": ["birdsong"], "threshold": -1.0, "schedule": [period]},
+                   {"label": "dog", "prompts": ["a dog barking"], "threshold": -1.0}],
+        "sinks": [{"type": "jsonl", "path": str(tmp_path / "out.jsonl")}]}))
+    result = run_cli("run", "--config", str(config), "--input", str(wav))
+    assert result.returncode == 0, result.stderr
+    assert "private windows 4, scheduled-out windows 0" in result.stderr  # dog is always on: all analysed
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert {r["label"] for r in records} == {"dog"} and all(r["private"] is True for r in records)
+
+    data = yaml.safe_load(config.read_text())
+    data["events"][1]["schedule"] = [period]
+    config.write_text(yaml.safe_dump(data))
+    result = run_cli("run", "--config", str(config), "--input", str(wav))
+    assert result.returncode == 0, result.stderr
+    assert "6.0 s of audio, 0 windows (0 gated as silence)" in result.stderr  # none reached the encoder
+    assert "private windows 0, scheduled-out windows 4" in result.stderr

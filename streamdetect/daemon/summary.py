@@ -55,11 +55,11 @@ class SummaryScheduler:
     """Sends the summary of ``day`` (today or yesterday, local) at ``at`` each day; ``tick`` does the work."""
 
     def __init__(self, config: Config, senders: list[tuple[str, Sink]], failures: FailureLog, *,
-                 clock: Clock = utc_now, chart_dir: Path | None = None):
+                 clock: Clock = utc_now, chart_dir: Path | None = None, check_s: float = CHECK_S):
         self.at, self.day = config.summary.at, config.summary.day
         self.site: Site = config.site.site()
         self.db, self.clips = store_and_clips(config)
-        self.senders, self.failures, self.clock = senders, failures, clock
+        self.senders, self.failures, self.clock, self.check_s = senders, failures, clock, check_s
         self.chart_dir = chart_dir or self.db.parent / "summaries"
         self.next_due = local_time_today(self.site, self.at, clock())
         self.sent: list[DaySummary] = []
@@ -115,7 +115,7 @@ class SummaryScheduler:
     def _loop(self) -> None:
         while True:
             left = (self.next_due - self.clock()).total_seconds()
-            if self._stop.wait(min(max(left, 0.0), CHECK_S)):
+            if self._stop.wait(min(max(left, 0.0), self.check_s)):
                 return
             self.tick()
 
