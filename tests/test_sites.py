@@ -24,7 +24,7 @@ from streamdetect.sinks.mqtt import MqttOptions, MqttSink
 
 def station(tiny_model, site, port, threshold):
     sink = MqttSink(MqttOptions(host="127.0.0.1", port=port, ha_discovery=True))
-    config = make_config(tiny_model, [immediate_event("tone", threshold=threshold)], site=site)
+    config = make_config(tiny_model, [immediate_event("tone", threshold=threshold)], site={"name": site})
     detector = build_detector(config, ModelBundle.load(tiny_model), SinkSet([("mqtt", sink)]),
                               encoder=FakeEncoder.for_model(tiny_model))
     return detector, sink
@@ -64,7 +64,7 @@ def test_two_stations_fan_in_through_one_broker_with_their_site_in_topics_and_re
 def test_a_station_without_a_site_writes_the_records_it_always_wrote(tiny_model, tmp_path):
     windows = file_windows(write_tone_scene(tmp_path / "scene.wav", seconds=8.0))
     for site in (None, "north"):
-        config = make_config(tiny_model, [immediate_event("tone", threshold=-1.0)], site=site)
+        config = make_config(tiny_model, [immediate_event("tone", threshold=-1.0)], site={"name": site} if site else {})
         sink = collecting_sink()
         detector = build_detector(config, ModelBundle.load(tiny_model), SinkSet([("c", sink)]),
                                   encoder=FakeEncoder.for_model(tiny_model))

@@ -138,5 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "embedded from it (whole event, current model) instead of the stored peak embedding")
     rf.add_argument("--model", type=Path)
 
+    rp = sub.add_parser("report", parents=[common], help="a day's summary from the event store: events per label, "
+                        "first and last heard, the best clip, an hourly chart")
+    rp.add_argument("--day", help="YYYY-MM-DD, a local calendar day (default: yesterday)")
+    rp.add_argument("--config", type=Path, help="take the event store, clips folder and site.timezone from it")
+    rp.add_argument("--db", type=Path, help="event database (default: the config's, else events.db)")
+    rp.add_argument("--clips", type=Path, help="folder of a clips sink, for the best clip per label")
+    rp.add_argument("--timezone", help="IANA time zone of the day (default: the config's site.timezone, else UTC)")
+    rp.add_argument("--chart", type=Path, help="hourly chart PNG (default: report-DAY.png here)")
+    rp.add_argument("--no-chart", action="store_true", help="write no chart")
+    rp.add_argument("--json", action="store_true", help="JSON instead of text")
+
     sub.add_parser("devices", parents=[common], help="list audio input devices")
     return p

@@ -37,7 +37,8 @@ def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
         cls = SOURCES.get(entry.type)
         source = cls(cls.Options.model_validate(entry.options), sample_rate, entry.name)
         built.append(source)
-        settings.append(StreamSettings(entry.gate, tuple(entry.events) if entry.events is not None else None))
+        settings.append(StreamSettings(entry.gate, tuple(entry.events) if entry.events is not None else None,
+                                       tuple(entry.schedule) if entry.schedule is not None else None))
     return built, settings
 
 
@@ -89,7 +90,8 @@ def _log_summary(service: DetectorService, summaries: list[RunSummary], stats: E
             "%.1fx real time%s",
             summary.stream, summary.audio_s, summary.windows, summary.gated_windows, summary.records,
             summary.dropped_windows, speed,
-            "".join(f", {k} {v}" for k, v in summary.source_stats.items()),
+            "".join(f", {k} {v}" for k, v in {**station_counts(service.config, summary),
+                                              **summary.source_stats}.items()),
         )
     log.info(
         "inference: %d windows in %d batches, front end %.1f ms/window, encoder %.1f ms/window, "
@@ -100,6 +102,16 @@ def _log_summary(service: DetectorService, summaries: list[RunSummary], stats: E
     )
     if any(sinks.failures.values()):
         log.warning("sink failures: %s", sinks.failures)
+
+
+def station_counts(config: Config, summary: RunSummary) -> dict[str, int]:
+    """The privacy and schedule counters, where those features are configured."""
+    counts = {}
+    if config.privacy.enabled:
+        counts["private windows"] = summary.private_windows
+    if any(e.schedule for e in config.events) or any(s.schedule for s in config.all_sources):
+        counts["scheduled-out windows"] = summary.scheduled_out_windows
+    return counts
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:

@@ -252,7 +252,7 @@ def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event,
     """Cut a source's windows in the calling thread and hand them to the engine."""
     detector = engine.detector
     settings = settings or StreamSettings()
-    stream = detector.open_stream(source.name, source.live, settings.gate, settings.labels)
+    stream = detector.open_stream(source.name, source.live, settings.gate, settings.labels, settings.schedule)
     metrics = engine.observer
     try:
         for block in source.blocks(stop):

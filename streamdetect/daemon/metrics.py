@@ -30,6 +30,10 @@ class Metrics:
                              registry=r)
         self.dropped_windows = Counter("streamdetect_dropped_windows", "Windows lost to overruns", ["stream"],
                                        registry=r)
+        self.private_windows = Counter("streamdetect_private_windows", "Windows the privacy filter found speech "
+                                       "in (their audio is not stored)", ["stream"], registry=r)
+        self.scheduled_out = Counter("streamdetect_scheduled_out_windows", "Windows outside every active period "
+                                     "(not encoded)", ["stream"], registry=r)
         self.records = Counter("streamdetect_event_records", "Event records emitted", ["label", "phase"], registry=r)
         self.scores = Histogram("streamdetect_score", "Cosine score of each window per label", ["label"],
                                 buckets=[round(-0.2 + 0.05 * i, 2) for i in range(19)], registry=r)
@@ -64,6 +68,12 @@ class Metrics:
 
     def windows_dropped(self, stream: str, count: int) -> None:
         self.dropped_windows.labels(stream).inc(count)
+
+    def windows_private(self, stream: str, count: int) -> None:
+        self.private_windows.labels(stream).inc(count)
+
+    def windows_scheduled_out(self, stream: str, count: int) -> None:
+        self.scheduled_out.labels(stream).inc(count)
 
     def record_emitted(self, record: EventRecord) -> None:
         self.records.labels(record.label, record.phase).inc()

@@ -25,6 +25,10 @@ class Outputs(Protocol):
 
     def stream_ended(self, stream: str) -> None: ...
 
+    def window_privacy(self, stream: str, start_sample: int, end_sample: int, private: bool) -> None:
+        """With the privacy filter on: samples ``start_sample``..``end_sample`` of the stream were judged, and
+        hold speech if ``private`` (the sinks that keep audio must not keep them)."""
+
 
 class DetectorObserver(Protocol):
     """Counts what the detector did (Prometheus metrics in the daemon)."""
@@ -34,6 +38,10 @@ class DetectorObserver(Protocol):
     def windows_dropped(self, stream: str, count: int) -> None: ...
 
     def record_emitted(self, record: EventRecord) -> None: ...
+
+    def windows_private(self, stream: str, count: int) -> None: ...
+
+    def windows_scheduled_out(self, stream: str, count: int) -> None: ...
 
 
 class EngineObserver(Protocol):
