@@ -26,7 +26,8 @@ CREATE INDEX IF NOT EXISTS records_label_time ON records (label, time);
 """
 # Added after the first release; ``connect`` adds them to older databases.
 EXTRA_COLUMNS = {"embedding": "BLOB", "feedback": "TEXT", "feedback_time": "TEXT",
-                 "interrupted": "INTEGER NOT NULL DEFAULT 0"}  # 1: an end written at restart after a crash
+                 "interrupted": "INTEGER NOT NULL DEFAULT 0",  # 1: an end written at restart after a crash
+                 "private": "INTEGER"}  # 1: the event overlapped speech (privacy filter); NULL: filter off
 COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score", "peak_time_s", "id", "top",
            "interrupted")
 
@@ -48,8 +49,9 @@ def insert_record(db: sqlite3.Connection, row: dict[str, Any]) -> None:
     with db:
         db.execute(
             "INSERT OR IGNORE INTO records (id, phase, label, stream, start_s, end_s, peak_score, peak_time_s, "
-            "time, top, embedding, interrupted) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, "
-            ":peak_score, :peak_time_s, :time, :top, :embedding, :interrupted)", {"interrupted": False, **row})
+            "time, top, embedding, private, interrupted) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, "
+            ":peak_score, :peak_time_s, :time, :top, :embedding, :private, :interrupted)",
+            {"private": None, "interrupted": False, **row})
 
 
 def open_starts(db: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -140,3 +142,23 @@ def query_events(path: Path, label: str | None = None, since: str | None = None,
         return [dict(zip(COLUMNS, row, strict=True)) for row in db.execute(sql, params)]
     finally:
         db.close()
+
+
+def records_between(path: Path, since: str, until: str) -> list[dict]:
+    """Every record with ``since <= time <= until`` (ISO-8601 strings), with its feedback and privacy mark."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no event database at {path} (a `sqlite` sink writes one)")
+    db = connect_readonly(path)
+    names = ("id", "phase", "label", "stream", "time", "peak_score", "feedback", "private")
+    have = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+    columns = [n if n in have else f"NULL AS {n}" for n in names]  # a store from before these columns
+    try:
+        rows = db.execute(f"SELECT {', '.join(columns)} FROM records WHERE time >= ? AND time <= ? ORDER BY time",
+                          (since, until)).fetchall()
+    finally:
+        db.close()
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)

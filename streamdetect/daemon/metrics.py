@@ -86,6 +86,10 @@ class Metrics:
                              registry=r)
         self.dropped_windows = Counter("streamdetect_dropped_windows", "Windows lost to overruns", ["stream"],
                                        registry=r)
+        self.private_windows = Counter("streamdetect_private_windows", "Windows the privacy filter found speech "
+                                       "in (their audio is not stored)", ["stream"], registry=r)
+        self.scheduled_out = Counter("streamdetect_scheduled_out_windows", "Windows outside every active period "
+                                     "(not encoded)", ["stream"], registry=r)
         self.records = Counter("streamdetect_event_records", "Event records emitted", ["label", "phase"], registry=r)
         self.score_mode = score_mode
         name, help_text, buckets = SCORE_HISTOGRAMS[score_mode]
@@ -99,6 +103,7 @@ class Metrics:
         self._labels: set[str] = set()  # of the last catalog: their series exist, at zero until counted
         self._last_audio: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
+        self._health_parts: dict[str, Callable[[], tuple[bool, dict]]] = {}
 
     def heard(self, stream: str, live: bool) -> None:
         with self._lock:
@@ -121,6 +126,12 @@ class Metrics:
     def windows_dropped(self, stream: str, count: int) -> None:
         self.dropped_windows.labels(stream).inc(count)
 
+    def windows_private(self, stream: str, count: int) -> None:
+        self.private_windows.labels(stream).inc(count)
+
+    def windows_scheduled_out(self, stream: str, count: int) -> None:
+        self.scheduled_out.labels(stream).inc(count)
+
     def record_emitted(self, record: EventRecord) -> None:
         self.records.labels(record.label, record.phase).inc()
 
@@ -134,7 +145,7 @@ class Metrics:
         """Series at zero for every stream and label, so a rate over them works from the first scrape; the
         series of labels that are gone are dropped (a reload that replaces 3,000 labels frees theirs)."""
         for stream, _ in catalog.streams:
-            for counter in (self.windows, self.gated, self.dropped_windows):
+            for counter in (self.windows, self.gated, self.dropped_windows, self.private_windows, self.scheduled_out):
                 counter.labels(stream)
         labels = catalog.labels
         with self._lock:
@@ -152,6 +163,10 @@ class Metrics:
         """Expose each sink's running failure and drop counts (read at each scrape), at zero from the start."""
         self.sink_totals.watch(names, failures, dropped)
 
+    def watch_health(self, name: str, report: Callable[[], tuple[bool, dict]]) -> None:
+        """Add ``report()``'s (ok, details) to /healthz under ``name`` (the remote encoder's state)."""
+        self._health_parts[name] = report
+
     def health(self) -> tuple[bool, dict]:
         now = time.monotonic()
         with self._lock:
@@ -159,7 +174,9 @@ class Metrics:
                               "ok": (not live) or now - t < self.stale_after_s}
                        for name, (t, live) in self._last_audio.items()}
         ok = all(s["ok"] for s in streams.values())
-        return ok, {"ok": ok, "streams": streams}
+        parts = {name: report() for name, report in self._health_parts.items()}
+        ok = ok and all(part_ok for part_ok, _ in parts.values())
+        return ok, {"ok": ok, "streams": streams, **{name: details for name, (_, details) in parts.items()}}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,7 +4,8 @@ optional Home Assistant discovery.
 paho-mqtt runs its own network thread, reconnects with back-off after the broker goes away, and keeps QoS 1
 messages queued meanwhile, so a broker restart loses nothing. Topics (each name through ``safe_id``):
 ``<prefix>/<stream>/<label>`` (retained ON/OFF), ``<prefix>/<stream>/<label>/event`` (the record as JSON) and
-``<prefix>/status`` (retained ``online``; the broker's last will sets ``offline`` when the daemon dies).
+``<prefix>/status`` (retained ``online``; the broker's last will sets ``offline`` when the daemon dies). With
+the config's ``site.name``, every topic has the site after the prefix: ``<prefix>/<site>/<stream>/<label>``.
 
 Why the sink keeps the catalog and each entity's state: after a SIGKILL during an event the retained ON stays
 on the broker, and a broker restarted without persistence forgets every retained message. So on each
@@ -26,7 +27,7 @@ import time
 from pydantic import Field
 
 from streamdetect.pipeline.events import Catalog, EventRecord
-from streamdetect.sinks.base import Sink, SinkError, SinkOptions
+from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
 from streamdetect.util.names import safe_id
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,18 @@ class MqttOptions(SinkOptions):
 class MqttSink(Sink):
     Options = MqttOptions
 
-    def __init__(self, options: MqttOptions):
+    def __init__(self, options: MqttOptions, site: str = ""):
         super().__init__(options)
         try:
             import paho.mqtt.client as mqtt
         except ImportError as e:
             raise SinkError("the mqtt sink needs paho-mqtt: pip install 'streamdetect[mqtt]'") from e
-        self.node = safe_id(options.prefix)
-        self.availability_topic = f"{options.prefix}/status"
+        # Many stations on one broker (config ``site.name``): <prefix>/<site>/... and a node of their own, so
+        # one station's last will and clean-up never touch another's entities.
+        self.site = site
+        self.root = f"{options.prefix}/{safe_id(site)}" if site else options.prefix
+        self.node = safe_id(options.prefix, site) if site else safe_id(options.prefix)
+        self.availability_topic = f"{self.root}/status"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=options.client_id or "")
         if options.username:
             password = os.environ.get(options.password_env) if options.password_env else None
@@ -87,9 +92,13 @@ class MqttSink(Sink):
         self.client.connect_async(options.host, options.port)
         self.client.loop_start()
 
+    @classmethod
+    def create(cls, options: MqttOptions, context: SinkContext) -> MqttSink:
+        return cls(options, context.site_name)
+
     # ----------------------------------------------------------------------------------------- topics, ids
     def state_topic(self, stream: str, label: str) -> str:
-        return f"{self.options.prefix}/{safe_id(stream)}/{safe_id(label)}"
+        return f"{self.root}/{safe_id(stream)}/{safe_id(label)}"
 
     def config_topic(self, stream: str, label: str) -> str:
         return f"{self.options.discovery_prefix}/binary_sensor/{self.node}/{safe_id(stream, label)}/config"
@@ -109,7 +118,8 @@ class MqttSink(Sink):
             "payload_not_available": OFFLINE,
             "device_class": "sound",
             "json_attributes_topic": f"{base}/event",
-            "device": {"identifiers": [f"{self.node}_{safe_id(stream)}"], "name": stream,
+            "device": {"identifiers": [f"{self.node}_{safe_id(stream)}"],
+                       "name": f"{self.site} {stream}" if self.site else stream,
                        "manufacturer": "streamdetect", "model": "streamdetect sound-event detector"},
             "origin": {"name": "streamdetect"},
         }
@@ -217,7 +227,7 @@ class MqttSink(Sink):
         for oid, state_topic in sorted(stale.items()):
             log.info("mqtt: clearing the Home Assistant entity %s (its label or stream is no longer configured)",
                      oid)
-            ours = state_topic.startswith(f"{self.options.prefix}/")
+            ours = state_topic.startswith(f"{self.root}/")
             self._clear(f"{self.options.discovery_prefix}/binary_sensor/{self.node}/{oid}/config",
                         state_topic if ours else None)
 
