@@ -153,3 +153,35 @@ def test_sink_label_filter_and_its_validation():
     with pytest.raises(Exception, match=r"sinks\[0\]\.labels: 'cat' is not an event label \(bird\)"):
         parse_config({"events": [{"label": "bird", "prompts": ["x"], "threshold": 0.1}],
                       "sinks": [{"type": "stdout", "labels": ["cat"]}]})
+
+
+def test_the_catalog_reaches_a_busy_sink_after_its_records_without_blocking_the_caller():
+    """A reload's catalog must neither wait behind a sink that hangs (detection would stop) nor be dropped."""
+    import threading
+    import time
+
+    from streamdetect.pipeline.events import Catalog
+
+    release, seen = threading.Event(), []
+
+    class Slow(Sink):
+        def emit(self, record):
+            release.wait(10)
+            seen.append(record.phase)
+
+        def catalog_changed(self, catalog):
+            seen.append(catalog)
+
+    sinks = SinkSet([("slow", Slow(Sink.Options(queue_size=1)))], threaded=True)
+    sinks.emit(record("start"))  # taken by the worker, which now hangs
+    time.sleep(0.2)
+    sinks.emit(record("end", end=3.0))  # fills the queue of 1
+    catalog = Catalog((("garden", ("bird",)),))
+    caller = threading.Thread(target=sinks.catalog_changed, args=(catalog,))
+    caller.start()
+    caller.join(5)
+    done_before_release = not caller.is_alive()  # the queue is full: it must not wait for the hanging sink
+    release.set()
+    assert done_before_release
+    sinks.close()
+    assert seen == ["start", "end", catalog]

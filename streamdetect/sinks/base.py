@@ -106,12 +106,20 @@ class SinkWorker:
         self.dropped = 0
         self._drop_log = RateLimitedLog(log, 60.0, logging.ERROR)  # a full queue stays full for many records
         self._closing = threading.Event()  # set at shutdown: deliver what is queued, then end
+        # a catalog that found the queue full waits here (the latest only) until the queue has drained: never
+        # dropped, and never blocking the inference thread behind a slow sink
+        self._pending_catalog: Catalog | None = None
+        self._pending_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
         self._thread.start()
 
     def put(self, record: EventRecord | Catalog) -> None:
-        if isinstance(record, Catalog):  # rare and small, and never to be dropped: wait for room
-            self.queue.put(record)
+        if isinstance(record, Catalog):
+            try:
+                self.queue.put_nowait(record)
+            except queue.Full:
+                with self._pending_lock:
+                    self._pending_catalog = record
             return
         try:
             self.queue.put_nowait(record)
@@ -125,7 +133,11 @@ class SinkWorker:
             try:
                 record = self.queue.get(timeout=0.1)
             except queue.Empty:
-                if self._closing.is_set():
+                with self._pending_lock:
+                    pending, self._pending_catalog = self._pending_catalog, None
+                if pending is not None:
+                    _deliver(self.name, self.sink, pending, self.report)
+                elif self._closing.is_set():
                     return
                 continue
             _deliver(self.name, self.sink, record, self.report)
