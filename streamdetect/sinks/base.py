@@ -24,7 +24,7 @@ class SinkError(RuntimeError):
 
 
 class SinkOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     labels: list[str] | None = Field(None, description="only records of these event labels (default: all)")
     queue_size: int = Field(1000, ge=1, le=1_000_000, description="records waiting for this sink before "

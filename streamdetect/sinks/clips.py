@@ -56,8 +56,9 @@ class ClipsOptions(SinkOptions):
     wait_timeout_s: float = Field(60.0, gt=0, le=3600, description="longest wait for the post-roll to be "
                                                                    "heard (a stalled stream); then the clip is "
                                                                    "written with what arrived")
-    max_age_days: float | None = Field(None, gt=0, description="delete clips older than this (default: keep)")
-    max_total_mb: float | None = Field(None, gt=0, description="delete the lowest-scoring clips while the "
+    max_age_days: float | None = Field(None, gt=0, le=36_500, description="delete clips older than this "
+                                       "(default: keep; at most 100 years)")
+    max_total_mb: float | None = Field(None, gt=0, le=1e9, description="delete the lowest-scoring clips while the "
                                                                 "folder holds more (default: unbounded)")
     keep_best: bool = Field(True, description="never delete the highest-scoring clip of a label, whatever the "
                                               "age and size limits")
