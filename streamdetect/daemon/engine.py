@@ -225,6 +225,9 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
                 ) -> tuple[list[RunSummary], EngineStats]:
     """Run every source in its own feeding thread through one batching engine until all end or ``stop``;
     ``settings[i]`` holds source i's own detection settings (default: the config's)."""
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):  # records, metrics and clips are keyed by stream name
+        raise ValueError(f"stream names must be unique, found {names}")
     engine = engine or BatchingEngine(detector)
     engine.start()
     results: dict[int, StreamState] = {}
@@ -242,9 +245,18 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
                for i, s in enumerate(sources)]
     for t in threads:
         t.start()
-    while any(t.is_alive() for t in threads):
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)  # short joins keep the main thread responsive to signals
+    except BaseException:
+        # Whatever ends the main thread here (a signal handler that raised, Ctrl-C), the open events still
+        # get their ``end``: the feeding threads stop and close their streams, the engine analyses what is queued.
+        stop.set()
         for t in threads:
-            t.join(0.2)  # short joins keep the main thread responsive to signals
+            t.join(30)
+        engine.stop()
+        raise
     engine.stop()
     if errors:
         raise errors[0]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.util.ratelimit import RateLimitedLog
+from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ class Sink(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources at shutdown."""
+
+    @classmethod
+    def outputs(cls, options: SinkOptions) -> list[OutputPath]:
+        """The files and folders this sink will write (``key``: the option naming each), checked for
+        writability at start-up before any audio is opened."""
+        return []
 
     def wants(self, record: EventRecord) -> bool:
         return self.options.labels is None or record.label in self.options.labels

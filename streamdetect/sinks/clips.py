@@ -30,6 +30,7 @@ from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 from streamdetect.util.files import atomic_write
 from streamdetect.util.names import safe_name
+from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,10 @@ class ClipsSink(Sink):
             self._janitor.start()
 
     # -- feeding thread ------------------------------------------------------------------------------------
+
+    @classmethod
+    def outputs(cls, options: ClipsOptions) -> list[OutputPath]:
+        return [OutputPath("dir", Path(options.dir), "dir", "clips folder")]
 
     def audio(self, stream: str, start_sample: int, block: np.ndarray, sample_rate: int) -> None:
         block = np.asarray(block, dtype=np.float32).reshape(-1)

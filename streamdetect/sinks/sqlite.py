@@ -12,6 +12,7 @@ from pydantic import Field
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkOptions
 from streamdetect.store import connect, insert_record
+from streamdetect.util.writable import OutputPath
 
 
 class SqliteOptions(SinkOptions):
@@ -26,6 +27,10 @@ class SqliteSink(Sink):
         Path(options.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = connect(Path(options.path))
         self._lock = threading.Lock()
+
+    @classmethod
+    def outputs(cls, options: SqliteOptions) -> list[OutputPath]:
+        return [OutputPath("path", Path(options.path), "file", "sqlite database")]  # and its -wal, -shm files
 
     def emit(self, record: EventRecord) -> None:
         row = record.to_dict()
