@@ -229,6 +229,9 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
     if len(set(names)) != len(names):  # records, metrics and clips are keyed by stream name
         raise ValueError(f"stream names must be unique, found {names}")
     engine = engine or BatchingEngine(detector)
+    if engine.observer is not None:
+        for source in sources:  # registered before any audio: a stream that never connects shows as stale
+            engine.observer.expect(source.name, source.live)
     engine.start()
     results: dict[int, StreamState] = {}
     errors: list[BaseException] = []
