@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -92,7 +93,12 @@ class Reloader:
                 log.error("SIGHUP: %s: %s%s", e.source, f"{path}: " if path else "", message)
             return
         ticket = apply(config)
-        if not ticket.done.wait(self._apply_timeout_s):
+        deadline = time.monotonic() + self._apply_timeout_s
+        while not ticket.done.wait(0.2) and not self._closed and time.monotonic() < deadline:
+            pass  # the daemon may stop meanwhile: then there is nothing left to report
+        if self._closed and not ticket.done.is_set():
+            return
+        if not ticket.done.is_set():
             log.warning("SIGHUP: the new config is not applied after %.0f s; it will be once the inference thread "
                         "gets to it", self._apply_timeout_s)
             return
