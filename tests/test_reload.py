@@ -11,10 +11,12 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import yaml
 from helpers import SAMPLE_RATE, CliRun
@@ -144,3 +146,53 @@ def test_the_latch_holds_a_hangup_until_a_verb_that_does_not_reload_gives_it_bac
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "survived 1" in result.stdout and "not reached" not in result.stdout, result
     assert result.returncode == -signal.SIGHUP
+
+
+class EndlessQuiet:
+    """A live source of quiet blocks at 4x real time, until stopped (bounded: 10 min)."""
+
+    def __new__(cls):
+        from streamdetect.sources.base import AudioSource
+
+        class _Source(AudioSource):
+            live = True
+
+            def blocks(self, stop):
+                for _ in range(2400):
+                    if stop.is_set():
+                        return
+                    time.sleep(0.0625)
+                    yield np.zeros(SAMPLE_RATE // 4, np.float32)
+
+        return _Source(AudioSource.Options(), SAMPLE_RATE, "endless")
+
+
+class Boom(Exception):
+    pass
+
+
+def test_open_events_end_even_when_the_main_thread_is_ended_by_an_exception(tiny_model):
+    """A signal handler that raises (as SIGHUP's used to) unwinds run_sources: the event still gets its end."""
+    from helpers import FakeEncoder, immediate_event, make_detector
+
+    from streamdetect.daemon.engine import run_sources
+
+    detector, sink = make_detector(tiny_model, [immediate_event("always", threshold=-1.0)],
+                                   encoder=FakeEncoder.for_model(tiny_model))
+    stop = threading.Event()
+
+    def boom(_signum, _frame):
+        if any(r.phase == "start" for r in sink.records):
+            raise Boom
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+
+    previous = signal.signal(signal.SIGALRM, boom)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    try:
+        with pytest.raises(Boom):
+            run_sources(detector, [EndlessQuiet()], stop)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stop.is_set()
+    assert [r.phase for r in sink.records] == ["start", "end"], sink.records

@@ -237,27 +237,34 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
     errors: list[BaseException] = []
     t0 = time.perf_counter()
 
+    # Waited on instead of Thread.join: when a signal handler raises inside join(), CPython's clean-up of the
+    # interrupted wait (added for bpo-45274) marks the thread as finished while it still runs, and every later
+    # join() returns at once: the engine would stop before the streams closed their events.
+    finished = [threading.Event() for _ in sources]
+
     def worker(i: int, source: AudioSource) -> None:
         try:
             results[i] = feed(engine, source, stop, settings[i] if settings else None)
         except BaseException as e:  # noqa: BLE001 - re-raised below after the others finished
             errors.append(e)
             stop.set()
+        finally:
+            finished[i].set()
 
     threads = [threading.Thread(target=worker, args=(i, s), name=f"feed-{s.name}", daemon=True)
                for i, s in enumerate(sources)]
     for t in threads:
         t.start()
     try:
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(0.2)  # short joins keep the main thread responsive to signals
+        while not all(done.is_set() for done in finished):
+            for done in finished:
+                done.wait(0.2)  # short waits keep the main thread responsive to signals
     except BaseException:
         # Whatever ends the main thread here (a signal handler that raised, Ctrl-C), the open events still
         # get their ``end``: the feeding threads stop and close their streams, the engine analyses what is queued.
         stop.set()
-        for t in threads:
-            t.join(30)
+        for done in finished:
+            done.wait(30)
         engine.stop()
         raise
     engine.stop()
