@@ -117,3 +117,16 @@ def records_between(path: Path, since: str, until: str) -> list[dict]:
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def copy_records(source: sqlite3.Connection, target: sqlite3.Connection) -> int:
+    """Copy every record of ``source`` into ``target`` (rows already there are kept); the number copied.
+    Used when the database file was deleted under a running sink: its connection can still read the removed
+    file, so the records written there are saved into the new one."""
+    names = [row[1] for row in source.execute("PRAGMA table_info(records)")]
+    rows = source.execute(f"SELECT {', '.join(names)} FROM records").fetchall()
+    with target:
+        before = target.total_changes
+        target.executemany(f"INSERT OR IGNORE INTO records ({', '.join(names)}) VALUES "
+                           f"({', '.join('?' * len(names))})", rows)
+        return target.total_changes - before

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import (
@@ -14,6 +13,7 @@ from pydantic import (
 )
 
 from streamdetect.config.base import Strict
+from streamdetect.config.paths import existing_file
 from streamdetect.config.station import SCHEDULE_DESCRIPTION, check_periods
 
 
@@ -64,14 +64,8 @@ class EventConfig(Strict):
     @classmethod
     def _examples_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
         """Relative paths are taken from the config file's directory, so a config and its clips move together."""
-        base = Path((info.context or {}).get("base_dir") or ".")
-        resolved = []
-        for name in value:
-            path = Path(name).expanduser()
-            path = path if path.is_absolute() else base / path
-            if not path.is_file():
-                raise ValueError(f"example file {str(path)!r} does not exist")
-            resolved.append(str(path))
+        base = (info.context or {}).get("base_dir") or "."
+        resolved = [str(existing_file(name, base, "example file")) for name in value]
         return resolved
 
     @model_validator(mode="after")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import string
 from typing import Literal
 
 from pydantic import (
@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from streamdetect.config.base import Strict
+from streamdetect.config.paths import existing_file
 
 
 class ScoringConfig(Strict):
@@ -42,17 +43,23 @@ class VocabularyConfig(Strict):
     def _file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "audioset":
             return value
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else Path((info.context or {}).get("base_dir") or ".") / path
-        if not path.is_file():
-            raise ValueError(f"vocabulary file {str(path)!r} does not exist (or use 'audioset')")
-        return str(path)
+        base = (info.context or {}).get("base_dir") or "."
+        return str(existing_file(value, base, "vocabulary file", " (or use 'audioset')"))
 
     @field_validator("template")
     @classmethod
     def _template_has_slot(cls, value: str) -> str:
-        if value.count("{}") != 1:
-            raise ValueError("template must contain {} exactly once")
+        """Checked by formatting it once, as the vocabulary will be: ``"a {} {x}"``, ``"{} {!r}"`` or ``"{}{"``
+        count one ``{}`` but fail (or mean something else) when used."""
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+            probe = value.format("\x00name\x00")
+        except (ValueError, IndexError, KeyError, AttributeError, TypeError) as e:
+            raise ValueError(f"template cannot be used as a prompt pattern ({type(e).__name__}: {e}); write "
+                             "one {} where the name goes and double any other brace ({{ or }})") from None
+        if fields != [""] or probe.count("\x00name\x00") != 1:
+            raise ValueError("template must contain {} exactly once and no other {...} field; double any other "
+                             "brace ({{ or }})")
         return value
 
 

@@ -19,6 +19,7 @@ from streamdetect.daemon.embedding_log import EmbeddingLogWriter, log_key
 from streamdetect.daemon.engine import BatchingEngine, EngineStats, ReloadTicket, run_sources
 from streamdetect.daemon.metrics import Metrics, MetricsServer
 from streamdetect.daemon.remote_metrics import RemoteEncoderMetrics
+from streamdetect.daemon.startup import check_outputs
 from streamdetect.daemon.summary import SummaryScheduler, summary_senders
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.build import build_detector
@@ -33,8 +34,10 @@ log = logging.getLogger(__name__)
 
 
 def preflight(config: Config) -> str | None:
-    """Check what the services need from outside before any audio is opened: the control API's token from the
-    environment (None when the API is off). Raises ``ControlError`` naming the variable to set."""
+    """Check what the services need from outside before any audio is opened: every output path is writable
+    (``StartupError``, one line per path naming the user) and the control API's token is in the environment
+    (``ControlError`` naming the variable). Returns the token (None when the API is off)."""
+    check_outputs(config)
     return control_token(config.control.token_env) if config.control.port is not None else None
 
 

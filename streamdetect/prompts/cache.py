@@ -8,17 +8,52 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from streamdetect.prompts.vectors import normalize
 from streamdetect.util.files import atomic_write
+from streamdetect.util.writable import current_user, write_problem
 
 log = logging.getLogger(__name__)
 
 TextEmbedder = Callable[[list[str]], np.ndarray]
+
+
+class CacheError(RuntimeError):
+    """No prompt cache this process can write; the message names both places tried and the user."""
+
+
+def user_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The per-user cache: ``$XDG_CACHE_HOME/streamdetect/prompt_cache``, else ``~/.cache/streamdetect/...``."""
+    env = os.environ if environ is None else environ
+    try:
+        base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    except RuntimeError:  # no HOME and no passwd entry
+        raise CacheError("there is no per-user cache: HOME and XDG_CACHE_HOME are unset; set prompt_cache") from None
+    return base / "streamdetect" / "prompt_cache"
+
+
+def usable_cache_dir(preferred: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """``preferred`` when this process can write it, else the per-user cache, with a warning.
+
+    The default ``<model>/prompt_cache`` is often read-only for the service: root exported the model, the
+    daemon runs as its own user. Embedding again into a cache of its own is slower only on the first start;
+    failing, or re-embedding at every start, would be worse. Raises ``CacheError`` when neither can be written."""
+    why = write_problem(preferred, "dir")
+    if why is None:
+        return preferred
+    fallback = user_cache_dir(environ)
+    fallback_why = write_problem(fallback, "dir")
+    if fallback_why is not None:
+        raise CacheError(f"prompt cache {preferred}: {why}, and the per-user cache {fallback}: {fallback_why}; "
+                      f"streamdetect runs as {current_user()}: set prompt_cache to a folder it can write")
+    log.warning("prompt cache %s: %s (streamdetect runs as %s); using the per-user cache %s instead (set "
+                "prompt_cache to choose one)", preferred, why, current_user(), fallback)
+    return fallback
 
 
 class EmbeddingCache:

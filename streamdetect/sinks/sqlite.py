@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -11,7 +13,18 @@ from pydantic import Field
 
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkOptions
-from streamdetect.store import connect, insert_record
+from streamdetect.store import connect, copy_records, insert_record
+from streamdetect.util.writable import OutputPath
+
+log = logging.getLogger(__name__)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 class SqliteOptions(SinkOptions):
@@ -23,9 +36,37 @@ class SqliteSink(Sink):
 
     def __init__(self, options: SqliteOptions):
         super().__init__(options)
-        Path(options.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = connect(Path(options.path))
+        self.path = Path(options.path)
+        self.reopened = 0  # times the file was found deleted or replaced and opened again
         self._lock = threading.Lock()
+        self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = connect(self.path)
+        self._identity = _identity(self.path)
+
+    def _still_ours(self) -> None:
+        """Open the file again if it was deleted or replaced under us (its folder removed mid-run, say).
+        sqlite keeps writing to the unlinked file otherwise, and every record after that is lost unseen."""
+        if _identity(self.path) == self._identity:
+            return
+        self.reopened += 1
+        old = self.db
+        self._open()
+        try:
+            saved = copy_records(old, self.db)
+        except sqlite3.Error as e:
+            saved = 0
+            log.error("sqlite sink: the records in the removed %s could not be read back: %s", self.path, e)
+        finally:
+            old.close()
+        log.error("sqlite sink: %s was deleted or replaced while running (%d time(s) so far); created it again "
+                  "and copied the %d record(s) of the removed file into it", self.path, self.reopened, saved)
+
+    @classmethod
+    def outputs(cls, options: SqliteOptions) -> list[OutputPath]:
+        return [OutputPath("path", Path(options.path), "file", "sqlite database")]  # and its -wal, -shm files
 
     def emit(self, record: EventRecord) -> None:
         row = record.to_dict()
@@ -34,6 +75,7 @@ class SqliteSink(Sink):
         row["embedding"] = (None if record.embedding is None
                             else np.asarray(record.embedding, dtype=np.float16).tobytes())
         with self._lock:
+            self._still_ours()
             insert_record(self.db, row)
 
     def close(self) -> None:
