@@ -14,6 +14,7 @@ from streamdetect.config.events import EventConfig
 from streamdetect.config.plugins import PluginConfig, SourceConfig
 from streamdetect.config.runtime import GateConfig, RuntimeConfig, WindowConfig
 from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, VocabularyConfig
+from streamdetect.config.web import WebConfig
 
 
 class Config(Strict):
@@ -25,6 +26,7 @@ class Config(Strict):
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
     embedding_log: EmbeddingLogConfig = EmbeddingLogConfig()
+    web: WebConfig = WebConfig()
     source: SourceConfig | None = None
     sources: list[SourceConfig] = Field(default_factory=list, description="several streams in one detector")
     events: list[EventConfig] = Field(min_length=1)

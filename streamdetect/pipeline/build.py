@@ -11,14 +11,14 @@ from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.encoder import open_audio_encoder
 from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
-from streamdetect.pipeline.observers import DetectorObserver, EmbeddingObserver, Outputs
+from streamdetect.pipeline.observers import DetectorObserver, EmbeddingObserver, LiveObserver, Outputs
 from streamdetect.prompts.assemble import bank_for_config
 from streamdetect.prompts.bank import PromptBank
 
 
 def build_detector(config: Config, bundle: ModelBundle, outputs: Outputs, *, encoder: AudioEncoder | None = None,
                    bank: PromptBank | None = None, observer: DetectorObserver | None = None,
-                   embedding_log: EmbeddingObserver | None = None) -> Detector:
+                   embedding_log: EmbeddingObserver | None = None, live: LiveObserver | None = None) -> Detector:
     """A detector running the configured encoder (or ``encoder``) over the config's prompt bank (or ``bank``).
 
     A config reload rebuilds the bank with the same encoder, so audio examples are embedded by what runs.
@@ -30,4 +30,4 @@ def build_detector(config: Config, bundle: ModelBundle, outputs: Outputs, *, enc
         return bank_for_config(bundle, new, runtime, encoder)
 
     return Detector(config, bundle, outputs, encoder, bank or bank_for(config), bank_for=bank_for,
-                    observer=observer, embedding_log=embedding_log)
+                    observer=observer, embedding_log=embedding_log, live=live)

@@ -20,7 +20,7 @@ from streamdetect.pipeline.encoder.base import AudioEncoder
 from streamdetect.pipeline.events import EventRecord, EventTracker, WindowScore, event_rules
 from streamdetect.pipeline.frontend import ParallelFrontend
 from streamdetect.pipeline.novelty import NoveltyState
-from streamdetect.pipeline.observers import DetectorObserver, EmbeddingObserver, Outputs
+from streamdetect.pipeline.observers import DetectorObserver, EmbeddingObserver, LiveObserver, Outputs, WindowView
 from streamdetect.pipeline.scoring import Scores, gated_scores, score
 from streamdetect.pipeline.streams import StreamState
 from streamdetect.pipeline.windows import Window, Windower
@@ -61,6 +61,7 @@ class Detector:
         bank_for: BankFor | None = None,
         observer: DetectorObserver | None = None,
         embedding_log: EmbeddingObserver | None = None,
+        live: LiveObserver | None = None,
     ):
         if config.windows.window_s > bundle.frontend_params.max_length_s:
             raise ValueError(
@@ -69,7 +70,7 @@ class Detector:
             )
         self.config, self.bundle, self.sinks = config, bundle, outputs
         self.encoder, self.bank, self.bank_for = encoder, bank, bank_for
-        self.observer, self.embedding_log = observer, embedding_log
+        self.observer, self.embedding_log, self.live = observer, embedding_log, live
         self.frontend = ParallelFrontend(bundle.frontend_params,
                                          frontend_threads(config.runtime.frontend_threads, encoder))
         self.rules = event_rules(config.events)
@@ -96,7 +97,7 @@ class Detector:
         a restart and are left as they were.
         """
         for key in ("windows", "runtime", "sources", "source", "sinks", "model", "metrics", "control",
-                    "embedding_log"):
+                    "embedding_log", "web"):
             if getattr(config, key) != getattr(self.config, key):
                 log.warning("config reload: %s changed, which takes effect only after a restart", key)
         if self.bank_for is None:
@@ -150,6 +151,8 @@ class Detector:
         index; a ``Gap`` advances that index without audio, which those sinks see as a jump."""
         if self.sinks.wants_audio:
             self.sinks.audio(stream.name, stream.windower.total_samples, block, self.bundle.sample_rate)
+        if self.live is not None:
+            self.live.live_audio(stream.name, stream.windower.total_samples, block, self.bundle.sample_rate)
 
     def skip(self, stream: StreamState, gap: Gap) -> None:
         """Lost audio: stream time moves on and the windows touching the gap are counted as dropped."""
@@ -248,6 +251,10 @@ class Detector:
                 stream.gated_windows += gated
                 if self.observer is not None:
                     self.observer.window_scored(stream.name, self.bank.labels, scores.event[b], gated)
+                if self.live is not None:
+                    self.live.live_window(WindowView(
+                        stream.name, window.start_s, window.end_s, wall, self.bank.labels, scores.event[b].copy(),
+                        tuple(r.threshold for r in self.rules), top, sounds_like, gated, emb))
         return records
 
     def _emit(self, stream: StreamState, records: list[EventRecord]) -> list[EventRecord]:
