@@ -29,7 +29,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # Pinned: an unpinned torch pulls a multi-GB CUDA build; export runs fine on the CPU.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-extras="export,openvino"
-[[ $dev == 1 ]] && extras="export,openvino,dev"
+extras="export,openvino,web"
+[[ $dev == 1 ]] && extras="export,openvino,web,dev"
 .venv/bin/python -m pip install -q -e ".[$extras]"
 echo "streamdetect installed in .venv ($(.venv/bin/streamdetect --version))"

@@ -14,6 +14,7 @@ from streamdetect.daemon.service import DetectorService, preflight
 from streamdetect.model.manifest import default_model_dir
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
+from streamdetect.web.tokens import WebError
 
 
 def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
@@ -44,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config, bundle = load(args)
     try:
         preflight(config)
-    except ControlError as e:
+    except (ControlError, WebError) as e:
         raise UsageError(f"{args.config}: {e}") from None
     sources, settings = _sources(args, config, bundle.sample_rate)
     stop = threading.Event()
@@ -70,8 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, _reload)
     try:
-        service = DetectorService(config, bundle)
-    except ControlError as e:
+        service = DetectorService(config, bundle, config_path=args.config)
+    except (ControlError, WebError) as e:
         raise UsageError(f"{args.config}: {e}") from None
     with service:
         summaries, stats = service.run(sources, stop, settings)

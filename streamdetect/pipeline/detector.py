@@ -20,7 +20,13 @@ from streamdetect.pipeline.encoder.base import AudioEncoder
 from streamdetect.pipeline.events import EventRecord, EventTracker, WindowScore, event_rules
 from streamdetect.pipeline.frontend import ParallelFrontend
 from streamdetect.pipeline.novelty import NoveltyState
-from streamdetect.pipeline.observers import DetectorObserver, EmbeddingObserver, LiveObserver, Outputs, WindowView
+from streamdetect.pipeline.observers import (
+    DetectorObserver,
+    EmbeddingObserver,
+    LiveObserver,
+    Outputs,
+    WindowView,
+)
 from streamdetect.pipeline.scoring import Scores, gated_scores, score
 from streamdetect.pipeline.streams import StreamState
 from streamdetect.pipeline.windows import Window, Windower

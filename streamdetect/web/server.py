@@ -15,7 +15,7 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 
-from streamdetect.web.auth import WebError
+from streamdetect.web.tokens import WebError
 
 log = logging.getLogger(__name__)
 
