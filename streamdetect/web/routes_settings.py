@@ -26,7 +26,7 @@ def form_of(config: Config) -> dict:
 
 def _yaml_events(config: Config) -> list[dict]:
     """What the file should say for each event: the form's keys, left out where they hold the default."""
-    defaults = {k: f.default for k, f in type(config.events[0]).model_fields.items()}
+    defaults = {k: f.get_default(call_default_factory=True) for k, f in type(config.events[0]).model_fields.items()}
     out = []
     for event in config.events:
         entry = {}
