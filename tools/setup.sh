@@ -11,7 +11,8 @@ dev=0
 packages="libportaudio2"
 # The microphone test plays audio into a PulseAudio null sink and records it back through PortAudio/ALSA.
 # The MQTT test talks to a real Mosquitto broker on loopback; the ffmpeg source tests run Debian's ffmpeg.
-[[ $dev == 1 ]] && packages="$packages pulseaudio pulseaudio-utils libasound2-plugins mosquitto ffmpeg"
+# The dashboard's browser tests drive Debian's headless chromium through its chromedriver.
+[[ $dev == 1 ]] && packages="$packages pulseaudio pulseaudio-utils libasound2-plugins mosquitto ffmpeg chromium chromium-driver"
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
   for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
