@@ -85,4 +85,9 @@ def start_web(config: Config, bundle: ModelBundle, hub: LiveHub, current: Callab
                      TextQueries(bundle, config.prompt_cache, RuntimeOptions.from_config(config.runtime)),
                      db, clips, config_path)
     app = build_app(ctx, Auth(config.web, web_tokens(config.web)))
-    return WebServer(app, config.web.host, config.web.port or 0, on_close=hub.close)
+
+    def on_close() -> None:
+        hub.close()
+        ctx.close()
+
+    return WebServer(app, config.web.host, config.web.port or 0, on_close=on_close)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,26 @@ class WebContext:
     config_path: Path | None = None  # the YAML the settings page rewrites (None: changes live in memory only)
     apply_timeout_s: float = 30.0
 
+    _db: sqlite3.Connection | None = field(default=None, init=False, repr=False)
+    _db_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
     @contextmanager
     def db(self) -> Iterator[sqlite3.Connection]:
+        """The store, opened once (its schema and indexes checked once) and used by one request at a time."""
         if self.db_path is None:
             raise LookupError("no event store: add a `sqlite` sink to the config to list and review events")
-        if not self.db_path.is_file():
-            raise LookupError(f"no event database at {self.db_path} yet (the sqlite sink creates it)")
-        db = connect(self.db_path)
-        try:
-            yield db
-        finally:
-            db.close()
+        with self._db_lock:
+            if self._db is None:
+                if not self.db_path.is_file():
+                    raise LookupError(f"no event database at {self.db_path} yet (the sqlite sink creates it)")
+                self._db = connect(self.db_path)
+            yield self._db
+
+    def close(self) -> None:
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def store_places(config: Config) -> tuple[Path | None, ClipsPlace | None]:

@@ -21,6 +21,20 @@ import numpy as np
 from streamdetect.pipeline.observers import WindowView
 from streamdetect.web.spectro import SpectrogramParams, columns, encode, hop_samples
 
+MAX_PUSH_S = 2.0
+
+
+def _newer(items: deque, after: int, most: int) -> list:
+    """The newest ``most`` entries with a sequence number above ``after``, read from the right end (a push is
+    called often and wants few of the thousands held)."""
+    out = []
+    for item in reversed(items):
+        if item[0] <= after or len(out) >= most:
+            break
+        out.append(item)
+    out.reverse()
+    return out
+
 
 def _epoch(iso: str) -> float:
     when = datetime.fromisoformat(iso)
@@ -129,13 +143,15 @@ class LiveHub:
                                            "windows": s.windows_seen, **s.latest})
             chosen = self._streams.get(selected) if selected is not None else None
             if chosen is not None:
-                cols = [c for c in chosen.cols if c[0] > after]
+                # a file analysed faster than real time would send seconds of columns per push; the view
+                # shows the newest ones, so a push carries at most MAX_PUSH_S of them
+                cols = _newer(chosen.cols, after, int(MAX_PUSH_S * self.params.columns_per_s))
                 if cols:
                     out["spectrogram"] = {"columns": encode(np.frombuffer(b"".join(c[2] for c in cols), np.uint8)),
                                           "frames": len(cols), "bins": self.params.n_bins,
                                           "t_end": round(cols[-1][1], 3), "columns_per_s": self.params.columns_per_s,
                                           "max_hz": chosen.sample_rate / 2}
-                out["windows"] = [w for seq, w in chosen.windows if seq > after]
+                out["windows"] = [w for _, w in _newer(chosen.windows, after, len(chosen.windows))]
         return out
 
     def stale(self) -> dict[str, bool]:
