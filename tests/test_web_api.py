@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -71,6 +72,8 @@ def write_station_config(folder: Path, model: Path, events: list[dict], **web) -
 @pytest.fixture(scope="module")
 def station(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("station")
+    # a copy: "refine now" saves refinements next to the model, which must not reach the other tests' model
+    tiny_model = Path(shutil.copytree(tiny_model, folder / "model"))
     scene = write_tone_scene(folder / "scene.wav", seconds=24.0, tone_at=(5.0, 9.0))
     write_tone_scene(folder / "scene2.wav", seconds=24.0, tone_at=(14.0, 18.0), seed=1)
     path = write_station_config(folder, tiny_model, tone_events(tiny_model), login="always")
@@ -139,6 +142,20 @@ def test_confirm_writes_the_feedback_that_streamdetect_events_shows(station):
     assert any(event["time"] in line and line.rstrip().endswith("confirmed") for line in listed.stdout.splitlines())
     confirmed = station.client(ADMIN).get("/api/events", params={"review": "confirmed"}).json()["events"]
     assert [e["id"] for e in confirmed] == [event["id"]]
+
+
+def test_refine_now_learns_from_the_feedback_and_applies_it_live(station):
+    admin = station.client(ADMIN)
+    before = station.service.detector.bank.events[0].copy()
+    event = closed_event(station)
+    assert admin.post(f"/api/events/{event['id']}/feedback", json={"verdict": "confirmed"}).status_code == 200
+    response = admin.post("/api/refine", json={})
+    assert response.status_code == 200, response.text
+    tone = next(r for r in response.json()["labels"] if r["label"] == "tone")
+    assert tone["version"] >= 1 and tone["confirmed"] >= 1 and tone["angle_deg"] > 0
+    after = station.service.detector.bank.events[0]
+    assert float(after @ before) < 0.99999  # the running detector scores with the refined vector
+    assert (station.config_path.parent / "model" / "refinements").is_dir()
 
 
 def test_relabel_and_reject_leave_the_activity_counts(station):

@@ -22,9 +22,6 @@ from streamdetect.web.routes_events import windows_around
 MAX_PROMPT_CHARS = 500
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
-
 
 def routes(ctx: WebContext) -> list[Route]:
     @api
