@@ -46,7 +46,7 @@ def daemon(tmp_path_factory, tiny_model):
     run = CliRun("run", "--config", str(path), env=env)
     try:
         run.wait_for("dashboard on", 120)
-        yield {"url": f"http://127.0.0.1:{port}", "db": folder / "events.db", "run": run}
+        yield {"url": f"http://127.0.0.1:{port}", "db": folder / "events.db", "run": run, "config": path}
     finally:
         assert run.stop() == 0, run.log
 
@@ -225,6 +225,18 @@ def test_activity_and_settings_pages(daemon, admin):
                  what="the threshold's error next to its field")
     assert "less than or equal to 1" in error
     shot(admin, "settings")
+    field.clear()
+    field.send_keys("0.5")
+    negatives = admin.find_element(By.CSS_SELECTOR, '.event-form[data-index="0"] [data-field="negatives"]')
+    negatives.send_keys("a kettle whistling")
+    admin.find_element(By.ID, "settings-save").click()
+    wait(admin, lambda d: "saved to" in d.find_element(By.ID, "toast").text, what="the settings being saved")
+    text = daemon["config"].read_text()
+    assert text.startswith("# the browser test's station\n") and "a kettle whistling" in text
+    with httpx.Client(base_url=daemon["url"], headers={"Authorization": f"Bearer {VIEWER}"}) as api:
+        running = api.get("/api/settings").json()["events"]
+    tone = next(e for e in running if e["label"] == "tone")
+    assert tone["threshold"] == 0.5 and tone["negatives"] == ["a kettle whistling"]
 
 
 def test_a_viewer_cannot_review(daemon):

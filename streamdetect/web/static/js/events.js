@@ -89,7 +89,9 @@ export function eventsPage(main) {
       el("td", {}, thumb), el("td", {}, fmtTime(ev.time)), el("td", {}, ev.label),
       el("td", {class: "hide-narrow"}, ev.stream), el("td", {}, fmtScore(ev.peak_score)), el("td", {}, duration),
       el("td", {class: "hide-narrow"}, (ev.sounds_like || []).map(s => s.label).join(", ")),
-      el("td", {}, reviewBadge(ev)));
+      el("td", {}, reviewBadge(ev), " ", state.session.has_clips && ev.end_s !== null
+        ? el("a", {href: `/api/events/${ev.id}/clip?download=1`, class: "download", title: "download the clip",
+                   onclick: (e) => e.stopPropagation()}, "⤓") : ""));
     if (state.session.has_clips && ev.end_s !== null) {
       api(`/api/events/${ev.id}/spectrogram?thumb=1`).then(s => drawSpectrogram(thumb, s, decode(s.columns),
         {height: 40, axes: false, extent: s.extent_s})).catch(() => thumb.classList.add("hidden"));
