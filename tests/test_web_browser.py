@@ -33,12 +33,15 @@ def daemon(tmp_path_factory, tiny_model):
     folder = tmp_path_factory.mktemp("browser-station")
     scene = write_tone_scene(folder / "scene.wav", seconds=14.0, tone_at=(4.0, 8.0))
     port = free_port()
+    names = folder / "names.txt"
+    names.write_text("kettle\nbeep\nrain\nengine\nbird\n")
     config = {"model": str(tiny_model), "runtime": {"device": "cpu"}, "events": tone_events(tiny_model),
               "sources": [{"type": "ffmpeg", "name": "garden", "url": str(scene),
                            "input_args": ["-re", "-stream_loop", "-1"]}],
               "sinks": [{"type": "sqlite", "path": str(folder / "events.db")},
                         {"type": "clips", "dir": str(folder / "clips"), "pre_roll_s": 1.0, "post_roll_s": 1.0}],
               "embedding_log": {"dir": str(folder / "embeddings")},
+              "vocabulary": {"file": str(names), "top_k": 2},
               "web": {"port": port, "login": "always"}}
     path = folder / "station.yaml"
     path.write_text("# the browser test's station\n" + yaml.safe_dump(config, sort_keys=False))
@@ -122,6 +125,7 @@ def test_live_page_updates(daemon, admin):
          what="three more pushed updates")
     card = admin.find_element("css selector", '.stream-card[data-stream="garden"]')
     assert "tone" in card.text and "windows" in card.text
+    assert "sounds like:" in card.find_element("css selector", ".sounds-like").text
     wait(admin, lambda d: canvas_drawn(d, "#live-spectrogram"), what="the live spectrogram")
     wait(admin, lambda d: canvas_drawn(d, '#live-strips canvas[data-label="tone"]'), what="the score strip")
     assert [o.text for o in admin.find_elements("css selector", "#live-source option")] == ["garden"]
@@ -142,6 +146,9 @@ def test_an_event_appears_and_its_clip_plays_and_seeks(daemon, admin):
         return closed_event_row(d)
 
     found = wait(admin, row, 120, "an ended event in the list")
+    names = {"kettle", "beep", "rain", "engine", "bird"}
+    assert set(found.find_elements("css selector", "td")[6].text.split(", ")) <= names  # "sounds like"
+    assert found.find_elements("css selector", "td")[6].text
     wait(admin, lambda d: canvas_drawn(d, "tr.event-row canvas.thumb"), what="a spectrogram thumbnail")
     shot(admin, "events")
     found.click()

@@ -15,6 +15,7 @@ from streamdetect.web.context import WebContext
 
 PUSH_INTERVAL_S = 0.5
 KEEPALIVE_S = 15.0
+FAILED_LOGIN_DELAY_S = 1.0
 
 
 def routes(ctx: WebContext, auth: Auth) -> list[Route]:
@@ -35,6 +36,7 @@ def routes(ctx: WebContext, auth: Auth) -> list[Route]:
         token = data.get("token") if isinstance(data, dict) else None
         found = auth.login(token) if isinstance(token, str) and token else None
         if found is None:
+            await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # guessing tokens costs a second a try
             return JSONResponse({"error": "wrong token"}, 401)
         sid, s = found
         response = JSONResponse({"role": s.role, "csrf": s.csrf})
