@@ -129,6 +129,9 @@ def test_live_page_updates(daemon, admin):
     wait(admin, lambda d: canvas_drawn(d, "#live-spectrogram"), what="the live spectrogram")
     wait(admin, lambda d: canvas_drawn(d, '#live-strips canvas[data-label="tone"]'), what="the score strip")
     assert [o.text for o in admin.find_elements("css selector", "#live-source option")] == ["garden"]
+    wait(admin, lambda d: int(d.find_element("css selector", '.stream-card[data-stream="garden"] p.windows')
+                              .text.split()[0]) >= 15,
+         what="15 windows on the card (for the screenshot)")
     shot(admin, "live")
 
 
@@ -147,8 +150,8 @@ def test_an_event_appears_and_its_clip_plays_and_seeks(daemon, admin):
 
     found = wait(admin, row, 120, "an ended event in the list")
     names = {"kettle", "beep", "rain", "engine", "bird"}
-    assert set(found.find_elements("css selector", "td")[6].text.split(", ")) <= names  # "sounds like"
-    assert found.find_elements("css selector", "td")[6].text
+    sounds_like = found.find_elements("css selector", "td")[6].text
+    assert sounds_like and set(sounds_like.split(", ")) <= names, f"sounds like {sounds_like!r} in {found.text!r}"
     wait(admin, lambda d: canvas_drawn(d, "tr.event-row canvas.thumb"), what="a spectrogram thumbnail")
     shot(admin, "events")
     found.click()

@@ -42,7 +42,7 @@ function image(bytes, frames, bins) {
   return off;
 }
 
-export function drawSpectrogram(canvas, spec, bytes, {height = 200, axes = true, extent = null} = {}) {
+export function drawSpectrogram(canvas, spec, bytes, {height = 200, axes = true, extent = null, ago = false} = {}) {
   const {ctx, w, h} = fit(canvas, height);
   const left = axes ? 42 : 0, bottom = axes ? 18 : 0;
   const pw = w - left, ph = h - bottom;
@@ -68,7 +68,8 @@ export function drawSpectrogram(canvas, spec, bytes, {height = 200, axes = true,
   const stepS = niceStep(duration / Math.max(2, pw / 70));
   for (let t = 0; t <= duration + 1e-9; t += stepS) {
     const x = left + pw * t / duration;
-    ctx.fillText(`${+t.toFixed(2)}s`, Math.min(x - 8, w - 30), h - 4);
+    const label = ago ? (duration - t < 1e-6 ? "now" : `-${+(duration - t).toFixed(2)}s`) : `${+t.toFixed(2)}s`;
+    ctx.fillText(label, Math.min(x - 8, w - 30), h - 4);
     ctx.beginPath(); ctx.moveTo(x, ph); ctx.lineTo(x, ph + 4); ctx.stroke();
   }
 }
@@ -95,7 +96,7 @@ export class LiveSpectrogram {
     const offset = n - this.cols.length;
     this.cols.forEach((c, i) => bytes.set(c, (offset + i) * this.bins));
     drawSpectrogram(this.canvas, {frames: n, bins: this.bins, duration_s: this.seconds, max_hz: this.maxHz || 24000},
-                    bytes, {height: 160});
+                    bytes, {height: 160, ago: true});
   }
 }
 

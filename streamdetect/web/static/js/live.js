@@ -67,7 +67,7 @@ export function livePage(main) {
         : "";
       return el("div", {class: "panel stream-card" + (stale ? " stale" : ""), "data-stream": s.name},
                 el("h3", {}, s.name, " ", stale ? el("span", {class: "badge stale"}, age === null ? "no audio" : `stale ${Math.round(age)} s`) : ""),
-                ...rows, like, el("p", {class: "muted"}, `${s.windows} windows${s.gated ? " · quiet (gated)" : ""}`));
+                ...rows, like, el("p", {class: "muted windows"}, `${s.windows} windows${s.gated ? " · quiet (gated)" : ""}`));
     }));
   }
 
