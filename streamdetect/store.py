@@ -6,7 +6,9 @@ learns from the marks. Keeping the schema and the SQL in one module means a new 
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,15 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_time ON records (time);
 CREATE INDEX IF NOT EXISTS records_label_time ON records (label, time);
+CREATE INDEX IF NOT EXISTS records_phase_time ON records (phase, time);
+CREATE INDEX IF NOT EXISTS records_stream_time ON records (stream, time);
 """
 # Added after the first release; ``connect`` adds them to older databases.
-EXTRA_COLUMNS = {"embedding": "BLOB", "feedback": "TEXT", "feedback_time": "TEXT",
+EXTRA_COLUMNS = {"embedding": "BLOB", "feedback": "TEXT", "feedback_time": "TEXT", "sounds_like": "TEXT",
+                 "relabel": "TEXT",
                  "private": "INTEGER"}  # 1: the event overlapped speech (privacy filter); NULL: filter off
-COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score", "peak_time_s", "id", "top")
+COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score", "peak_time_s", "id", "top",
+           "feedback")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -44,8 +50,9 @@ def insert_record(db: sqlite3.Connection, row: dict[str, Any]) -> None:
     with db:
         db.execute(
             "INSERT OR IGNORE INTO records (id, phase, label, stream, start_s, end_s, peak_score, peak_time_s, "
-            "time, top, embedding, private) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, :peak_score, "
-            ":peak_time_s, :time, :top, :embedding, :private)", {"private": None, **row})
+            "time, top, embedding, sounds_like, private) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, "
+            ":peak_score, :peak_time_s, :time, :top, :embedding, :sounds_like, :private)",
+            {"sounds_like": None, "private": None, **row})
 
 
 def events_matching(db: sqlite3.Connection, id_prefix: str) -> list[tuple[str, str]]:
@@ -53,15 +60,19 @@ def events_matching(db: sqlite3.Connection, id_prefix: str) -> list[tuple[str, s
     return db.execute("SELECT DISTINCT id, label FROM records WHERE id LIKE ? || '%'", (id_prefix,)).fetchall()
 
 
-def set_feedback(db: sqlite3.Connection, event_id: str, verdict: str, when: str) -> None:
+def set_feedback(db: sqlite3.Connection, event_id: str, verdict: str, when: str, relabel: str | None = None) -> None:
+    """Mark an event; ``relabel`` (with a ``rejected`` verdict) names the label it really is."""
     with db:
-        db.execute("UPDATE records SET feedback = ?, feedback_time = ? WHERE id = ?", (verdict, when, event_id))
+        db.execute("UPDATE records SET feedback = ?, feedback_time = ?, relabel = ? WHERE id = ?",
+                   (verdict, when, relabel, event_id))
 
 
 def marked_records(db: sqlite3.Connection, label: str) -> list[tuple[str, str, str, bytes | None]]:
-    """(id, phase, verdict, embedding) of the marked records of a label, each event's ``end`` row last."""
-    return db.execute("SELECT id, phase, feedback, embedding FROM records WHERE label = ? AND feedback IS NOT "
-                      "NULL ORDER BY id, phase = 'end'", (label,)).fetchall()
+    """(id, phase, verdict, embedding) of the marked records of a label, each event's ``end`` row last; an event
+    of another label relabelled as this one counts as confirmed."""
+    return db.execute("SELECT id, phase, CASE WHEN label = ? THEN feedback ELSE 'confirmed' END, embedding "
+                      "FROM records WHERE (label = ? AND feedback IS NOT NULL) OR relabel = ? "
+                      "ORDER BY id, phase = 'end'", (label, label, label)).fetchall()
 
 
 def parse_when(text: str, now: datetime | None = None) -> str:
@@ -130,3 +141,90 @@ def copy_records(source: sqlite3.Connection, target: sqlite3.Connection) -> int:
         target.executemany(f"INSERT OR IGNORE INTO records ({', '.join(names)}) VALUES "
                            f"({', '.join('?' * len(names))})", rows)
         return target.total_changes - before
+
+
+# One row per event for the dashboard: its ``start`` row, with the extent and peak of its ``end`` row once there
+# is one. The (phase, time) index serves the newest-first listing; the primary key serves the join.
+_EVENT_SELECT = (
+    "SELECT s.id, s.label, s.stream, s.time, s.start_s, e.end_s, COALESCE(e.peak_score, s.peak_score), "
+    "COALESCE(e.peak_time_s, s.peak_time_s), COALESCE(e.top, s.top), COALESCE(e.sounds_like, s.sounds_like), "
+    "s.feedback, s.relabel, e.time FROM records s LEFT JOIN records e ON e.id = s.id AND e.phase = 'end' "
+    "WHERE s.phase = 'start'")
+EVENT_FIELDS = ("id", "label", "stream", "time", "start_s", "end_s", "peak_score", "peak_time_s", "top",
+                "sounds_like", "feedback", "relabel", "end_time")
+REVIEW_STATES = {"any": "", "unreviewed": "s.feedback IS NULL", "reviewed": "s.feedback IS NOT NULL",
+                 "confirmed": "s.feedback = 'confirmed'", "rejected": "s.feedback = 'rejected'"}
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What the events list shows; ``before`` is the (time, id) of the last row of the previous page."""
+
+    label: str | None = None
+    stream: str | None = None
+    since: str | None = None
+    until: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    review: str = "any"
+    before: tuple[str, str] | None = None
+
+
+def _event_dict(row: tuple) -> dict[str, Any]:
+    out = dict(zip(EVENT_FIELDS, row, strict=True))
+    out["top"] = json.loads(out["top"]) if out["top"] else []
+    out["sounds_like"] = json.loads(out["sounds_like"]) if out["sounds_like"] else []
+    return out
+
+
+def list_events(db: sqlite3.Connection, where: EventFilter, limit: int = 50) -> list[dict[str, Any]]:
+    """Events newest first (keyset pages: an offset would make deep pages scan every row before them)."""
+    if where.review not in REVIEW_STATES:
+        raise ValueError(f"review must be one of {', '.join(REVIEW_STATES)}, found {where.review!r}")
+    clauses, params = [REVIEW_STATES[where.review]] if where.review != "any" else [], []
+    for sql, value in (("s.label = ?", where.label), ("s.stream = ?", where.stream), ("s.time >= ?", where.since),
+                       ("s.time <= ?", where.until),
+                       ("COALESCE(e.peak_score, s.peak_score) >= ?", where.min_score),
+                       ("COALESCE(e.peak_score, s.peak_score) <= ?", where.max_score)):
+        if value is not None:
+            clauses.append(sql)
+            params.append(value)
+    if where.before is not None:
+        clauses.append("(s.time < ? OR (s.time = ? AND s.id < ?))")
+        params += [where.before[0], where.before[0], where.before[1]]
+    sql = _EVENT_SELECT + "".join(f" AND {c}" for c in clauses) + " ORDER BY s.time DESC, s.id DESC LIMIT ?"
+    return [_event_dict(row) for row in db.execute(sql, [*params, int(limit)])]
+
+
+def get_event(db: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
+    row = db.execute(_EVENT_SELECT + " AND s.id = ?", (event_id,)).fetchone()
+    return _event_dict(row) if row is not None else None
+
+
+def _distinct(db: sqlite3.Connection, column: str) -> list[str]:
+    """The distinct values of an indexed column by hopping through the index (a few lookups per value), where
+    ``SELECT DISTINCT`` would read every row."""
+    sql = (f"WITH RECURSIVE v(x) AS (SELECT MIN({column}) FROM records UNION ALL SELECT (SELECT MIN({column}) "
+           f"FROM records WHERE {column} > x) FROM v WHERE x IS NOT NULL) SELECT x FROM v WHERE x IS NOT NULL")
+    return [r[0] for r in db.execute(sql)]
+
+
+def event_streams(db: sqlite3.Connection) -> tuple[list[str], list[str]]:
+    """The labels and streams that occur in the store, for the filters."""
+    return _distinct(db, "label"), _distinct(db, "stream")
+
+
+def activity(db: sqlite3.Connection, since: str, offset_min: int = 0) -> list[tuple[str, str, int, int]]:
+    """(label, local day, local hour, events) since ``since``, counting each event once and leaving out the
+    ones a reviewer rejected (false positives must not show up as activity)."""
+    shift = f"{int(offset_min):+d} minutes"
+    return db.execute(
+        "SELECT label, date(time, ?), CAST(strftime('%H', time, ?) AS INTEGER), COUNT(*) FROM records "
+        "WHERE phase = 'start' AND time >= ? AND (feedback IS NULL OR feedback != 'rejected') "
+        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", (shift, shift, since)).fetchall()
+
+
+def events_overlapping(db: sqlite3.Connection, stream: str, since: str, until: str) -> list[str]:
+    """Ids of the stream's events whose start lies in [since, until] (to link a found window to its clip)."""
+    return [r[0] for r in db.execute("SELECT id FROM records WHERE phase = 'start' AND stream = ? AND time >= ? "
+                                     "AND time <= ? ORDER BY time", (stream, since, until))]

@@ -12,6 +12,8 @@ packages="libportaudio2"
 # The microphone test plays audio into a PulseAudio null sink and records it back through PortAudio/ALSA.
 # The MQTT test talks to a real Mosquitto broker on loopback; the ffmpeg source tests run Debian's ffmpeg.
 [[ $dev == 1 ]] && packages="$packages pulseaudio pulseaudio-utils libasound2-plugins mosquitto ffmpeg"
+# The dashboard's browser tests drive Debian's headless chromium through its chromedriver.
+[[ $dev == 1 ]] && packages="$packages chromium chromium-driver"
 # The Triton tests run the tritonserver bundled in nvidia-pytriton; its Python backend stub links the system's
 # libpython of the same version as the interpreter that makes .venv-triton.
 triton_python=$(command -v /usr/bin/python3 || command -v python3)
@@ -34,8 +36,8 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # Pinned: an unpinned torch pulls a multi-GB CUDA build; export runs fine on the CPU.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-extras="export,openvino"
-[[ $dev == 1 ]] && extras="export,openvino,dev"
+extras="export,openvino,web"
+[[ $dev == 1 ]] && extras="export,openvino,web,dev"
 .venv/bin/python -m pip install -q -e ".[$extras]"
 if [[ $dev == 1 ]]; then
   # A venv of its own for the tritonserver of the `triton` tests: nvidia-pytriton's Python backend needs numpy < 2

@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from streamdetect.cli.common import UsageError, load, log
 
 
@@ -64,7 +62,6 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
 
     from streamdetect.pipeline.encoder.base import RuntimeOptions
     from streamdetect.prompts.assemble import prompt_bank_for
@@ -72,10 +69,8 @@ def cmd_refine(args: argparse.Namespace) -> int:
         FeedbackError,
         RefinementStore,
         RefineParams,
-        feedback_embeddings,
-        prompt_key,
+        refine_events,
         refinements_dir,
-        rocchio,
     )
 
     config, bundle = load(args)
@@ -94,24 +89,16 @@ def cmd_refine(args: argparse.Namespace) -> int:
     bank = prompt_bank_for(bundle, config.events, config.prompt_cache, RuntimeOptions.from_config(config.runtime),
                            refined=False)
     clip_embedding = _clip_embedder(args.clips, bundle, config) if args.clips else None
-    for event, base in zip(config.events, bank.events, strict=True):
-        fb = feedback_embeddings(args.db, event.label, clip_embedding)
-        if fb.without_embedding:
+    for done in refine_events(args.db, config.events, bank.events, bundle.text_key, store, params, clip_embedding):
+        if done.without_embedding:
             log.warning("%s: %d marked event(s) have no stored embedding (recorded before embeddings were "
-                        "stored) and are left out", event.label, fb.without_embedding)
-        if not fb.confirmed.size and not fb.rejected.size:
-            print(f"{event.label}: no feedback, unchanged")
+                        "stored) and are left out", done.label, done.without_embedding)
+        if done.version is None:
+            print(f"{done.label}: no feedback, unchanged")
             continue
-        vector = rocchio(base, fb.confirmed, fb.rejected, params)
-        angle = float(np.degrees(np.arccos(np.clip(vector @ base, -1, 1))))
-        version = store.save(event.label, vector, {
-            "prompt_key": prompt_key(event.prompts, bundle.text_key), "prompts": list(event.prompts),
-            "confirmed": int(fb.confirmed.shape[0]), "rejected": int(fb.rejected.shape[0]),
-            "alpha": params.alpha, "beta": params.beta, "max_angle_deg": params.max_angle_deg,
-            "angle_deg": round(angle, 3), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        clips = f", {fb.from_clips} from saved clips" if args.clips else ""
-        print(f"{event.label}: v{version} from {fb.confirmed.shape[0]} confirmed, {fb.rejected.shape[0]} rejected"
-              f"{clips} (moved {angle:.1f} degrees)")
+        clips = f", {done.from_clips} from saved clips" if args.clips else ""
+        print(f"{done.label}: v{done.version} from {done.confirmed} confirmed, {done.rejected} rejected"
+              f"{clips} (moved {done.angle_deg:.1f} degrees)")
     print(f"refinements in {store.directory}; send SIGHUP to a running detector to use them")
     return 0
 
@@ -160,6 +147,6 @@ def cmd_events(args: argparse.Namespace) -> int:
     for r in rows:
         extent = f"{r['start_s']:.1f}-{r['end_s']:.1f} s" if r["end_s"] is not None else f"from {r['start_s']:.1f} s"
         print(f"{r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
-              f"peak {r['peak_score']:.3f}")
+              f"peak {r['peak_score']:.3f}" + (f"  {r['feedback']}" if r["feedback"] else ""))
     print(f"{len(rows)} records", file=sys.stderr)
     return 0

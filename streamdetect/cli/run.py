@@ -17,6 +17,7 @@ from streamdetect.model.manifest import MANIFEST_NAME, ModelBundle, default_mode
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
 from streamdetect.util.signals import raise_on_signal
+from streamdetect.web.tokens import WebError
 
 
 def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
@@ -74,7 +75,7 @@ def _run(args: argparse.Namespace, reloader: Reloader) -> int:
     config, bundle = load(args)
     try:
         preflight(config)
-    except ControlError as e:
+    except (ControlError, WebError) as e:
         raise UsageError(f"{args.config}: {e}") from None
     sources, settings = _sources(args, config, bundle.sample_rate)
     _unique_names(sources, config, args.config)
@@ -87,8 +88,8 @@ def _run(args: argparse.Namespace, reloader: Reloader) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     try:
-        service = DetectorService(config, bundle)
-    except ControlError as e:
+        service = DetectorService(config, bundle, config_path=args.config)
+    except (ControlError, WebError) as e:
         raise UsageError(f"{args.config}: {e}") from None
     with service:
         reloader.attach(service.request_reload)

@@ -15,6 +15,7 @@ from streamdetect.config.plugins import PluginConfig, SourceConfig
 from streamdetect.config.runtime import GateConfig, RuntimeConfig, WindowConfig
 from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, VocabularyConfig
 from streamdetect.config.station import PrivacyConfig, SiteConfig, SummaryConfig
+from streamdetect.config.web import WebConfig
 from streamdetect.schedule import Period
 
 
@@ -27,6 +28,7 @@ class Config(Strict):
     metrics: MetricsConfig = MetricsConfig()
     control: ControlConfig = ControlConfig()
     embedding_log: EmbeddingLogConfig = EmbeddingLogConfig()
+    web: WebConfig = WebConfig()
     source: SourceConfig | None = None
     sources: list[SourceConfig] = Field(default_factory=list, description="several streams in one detector")
     events: list[EventConfig] = Field(min_length=1)

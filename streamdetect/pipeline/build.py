@@ -14,6 +14,7 @@ from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
 from streamdetect.pipeline.observers import (
     DetectorObserver,
     EmbeddingObserver,
+    LiveObserver,
     Outputs,
     RemoteEncoderObserver,
 )
@@ -25,7 +26,8 @@ from streamdetect.schedule import Clock, utc_now
 def build_detector(config: Config, bundle: ModelBundle, outputs: Outputs, *, encoder: AudioEncoder | None = None,
                    bank: PromptBank | None = None, observer: DetectorObserver | None = None,
                    embedding_log: EmbeddingObserver | None = None,
-                   encoder_observer: RemoteEncoderObserver | None = None, clock: Clock = utc_now) -> Detector:
+                   encoder_observer: RemoteEncoderObserver | None = None, clock: Clock = utc_now,
+                   live: LiveObserver | None = None) -> Detector:
     """A detector running the configured encoder (or ``encoder``) over the config's prompt bank (or ``bank``);
     ``encoder_observer`` counts what a remote encoder does.
 
@@ -38,4 +40,4 @@ def build_detector(config: Config, bundle: ModelBundle, outputs: Outputs, *, enc
         return bank_for_config(bundle, new, runtime, encoder)
 
     return Detector(config, bundle, outputs, encoder, bank or bank_for(config), bank_for=bank_for,
-                    observer=observer, embedding_log=embedding_log, clock=clock)
+                    observer=observer, embedding_log=embedding_log, clock=clock, live=live)

@@ -71,6 +71,7 @@ class SqliteSink(Sink):
     def emit(self, record: EventRecord) -> None:
         row = record.to_dict()
         row["top"] = json.dumps(row["top"])
+        row["sounds_like"] = json.dumps(row["sounds_like"]) if "sounds_like" in row else None
         # The peak window's embedding (float16), so `streamdetect refine` can learn from feedback later.
         row["embedding"] = (None if record.embedding is None
                             else np.asarray(record.embedding, dtype=np.float16).tobytes())
