@@ -43,8 +43,10 @@ def cmd_refine(args: argparse.Namespace) -> int:
     try:
         if args.undo is not None:
             now = store.undo(args.undo)
-            print(f"{args.undo}: now using " + (f"refinement v{now}" if now else "the plain prompts")
-                  + " (send SIGHUP to a running detector)")
+            in_force = _undo_result(config, args.undo, now, store.latest(args.undo) if now else None,
+                                    prompt_key, bundle.text_key)
+            print(f"{args.undo}: retired the newest refinement; now using {in_force} (send SIGHUP to a "
+                  "running detector)")
             return 0
         params = RefineParams(args.alpha, args.beta, args.max_angle)
         if not args.db.is_file():
@@ -76,6 +78,22 @@ def cmd_refine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _undo_result(config, label: str, version: int | None, latest, prompt_key, text_key: str) -> str:
+    """What the detector embeds an event from once its newest refinement is retired: the older version if it
+    still matches the event's prompts (the rule ``apply_refinements`` follows), else what the config gives it."""
+    event = next((e for e in config.events if e.label == label), None)
+    if event is None:
+        return f"nothing: {label!r} is no event of the config"
+    parts = (["prompts"] if event.prompts else []) + (["audio examples"] if event.examples else [])
+    plain = "its " + " and ".join(parts) + " from the config, unrefined"
+    if not version:
+        return plain
+    meta = latest[1] if latest is not None else {}
+    if meta.get("prompt_key") != prompt_key(event.prompts, text_key):
+        return f"{plain} (refinement v{version} is kept but was made for other prompts)"
+    return f"refinement v{version}"
+
+
 def _clip_embedder(folder: Path, bundle, config):
     """Event id -> embedding of its saved clip (a `clips` sink folder), or None when it has none."""
     from streamdetect.pipeline.clip import clip_embedding
@@ -105,21 +123,21 @@ def _clip_embedder(folder: Path, bundle, config):
 def cmd_events(args: argparse.Namespace) -> int:
     import csv
 
-    from streamdetect.store import COLUMNS, parse_when, query_events
+    from streamdetect.store import COLUMNS, StoreError, parse_when, query_events
 
     try:
         rows = query_events(args.db, args.label, args.since and parse_when(args.since),
-                            args.until and parse_when(args.until), args.limit)
-    except (FileNotFoundError, ValueError) as e:
+                            args.until and parse_when(args.until), args.limit, newest_first=True)
+    except (StoreError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
         return 0
-    for r in rows:
+    for r in rows:  # the id's first 8 characters: `feedback --event` takes any unique prefix of 6 or more
         extent = f"{r['start_s']:.1f}-{r['end_s']:.1f} s" if r["end_s"] is not None else f"from {r['start_s']:.1f} s"
-        print(f"{r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
+        print(f"{r['id'][:8]}  {r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
               f"peak {r['peak_score']:.3f}")
-    print(f"{len(rows)} records", file=sys.stderr)
+    print(f"{len(rows)} records, newest first", file=sys.stderr)
     return 0

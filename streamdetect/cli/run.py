@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 
 from streamdetect.cli.common import UsageError, load, log
@@ -11,7 +12,7 @@ from streamdetect.config import Config, ConfigError, load_config
 from streamdetect.daemon.control import ControlError
 from streamdetect.daemon.engine import EngineStats
 from streamdetect.daemon.service import DetectorService, preflight
-from streamdetect.model.manifest import default_model_dir
+from streamdetect.model.manifest import DEFAULT_MODEL_DIR, default_model_dir
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
 
@@ -133,5 +134,10 @@ def cmd_devices(_args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from streamdetect.model.export import export_model
 
-    export_model(args.model, args.out or default_model_dir(args.model), revision=args.revision, force=args.force)
+    out = args.out or default_model_dir(args.model)
+    manifest = export_model(args.model, out, revision=args.revision, force=args.force)
+    model = "" if out == DEFAULT_MODEL_DIR else f" --model {out}"
+    print(f"next: streamdetect run --config configs/home.yaml --input RECORDING{model}"
+          + ("  (random weights: this shows the tool, not detection)" if manifest["source"]["random_weights"]
+             else ""), file=sys.stderr)
     return 0
