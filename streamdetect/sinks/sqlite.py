@@ -15,7 +15,8 @@ from streamdetect.store import connect, insert_record
 
 
 class SqliteOptions(SinkOptions):
-    path: str = Field("events.db", min_length=1, description="database file (created if missing)")
+    path: str = Field("events/events.db", min_length=1, description="database file (created if missing); "
+                      "the `events`, `feedback` and `refine` verbs read this path by default")
 
 
 class SqliteSink(Sink):

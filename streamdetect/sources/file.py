@@ -16,7 +16,7 @@ MIN_RATE, MAX_RATE, MAX_CHANNELS = 1_000, 768_000, 64
 
 
 class FileOptions(SourceOptions):
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, description="audio file (anything libsndfile reads), read once")
     block_s: float = Field(1.0, gt=0, le=60, description="seconds read from the file at a time")
 
 
