@@ -149,6 +149,14 @@ def plot_title(result: ScanResult, title: str | None) -> str:
 
 
 def plot_scan(result: ScanResult, out: Path, title: str | None = None) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = scan_figure(result, title)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def scan_figure(result: ScanResult, title: str | None = None):
     """Waveform on top, mel spectrogram in the middle, one similarity curve per event below; thresholds
     dashed, detected events shaded across all three panels."""
     import matplotlib
@@ -185,5 +193,4 @@ def plot_scan(result: ScanResult, out: Path, title: str | None = None) -> None:
     ax_sim.set_xlim(0, duration)
     ax_sim.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)  # off the curves
     ax_sim.grid(alpha=0.3)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    return fig

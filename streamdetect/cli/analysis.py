@@ -164,6 +164,7 @@ def write_thresholds(config: Path, out: Path, thresholds: dict[str, float], note
 
     yaml = YAML()  # round-trip mode
     yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)  # lists as configs/*.yaml and the docs write them
     source = config.read_text()
     if source.startswith("# calibrated by streamdetect"):  # a re-calibration replaces the old note
         source = source.split("\n", 1)[1] if "\n" in source else ""
