@@ -29,8 +29,10 @@ def _tour_lines() -> list[str]:
 
 def _local(line: str) -> list[str]:
     """A README command line as this interpreter runs it (the README's ``.venv/bin/...``)."""
-    line = line.replace(".venv/bin/streamdetect", f"{shlex.quote(sys.executable)} -m streamdetect")
-    return shlex.split(line.replace(".venv/bin/python", shlex.quote(sys.executable)))
+    python = shlex.quote(sys.executable)
+    line = re.sub(r"\.venv/bin/(streamdetect|python)\b",
+                  lambda m: f"{python} -m streamdetect" if m.group(1) == "streamdetect" else python, line)
+    return shlex.split(line)
 
 
 def test_readme_is_a_front_door():
