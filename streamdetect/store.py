@@ -22,7 +22,8 @@ CREATE INDEX IF NOT EXISTS records_time ON records (time);
 CREATE INDEX IF NOT EXISTS records_label_time ON records (label, time);
 """
 # Added after the first release; ``connect`` adds them to older databases.
-EXTRA_COLUMNS = {"embedding": "BLOB", "feedback": "TEXT", "feedback_time": "TEXT"}
+EXTRA_COLUMNS = {"embedding": "BLOB", "feedback": "TEXT", "feedback_time": "TEXT",
+                 "private": "INTEGER"}  # 1: the event overlapped speech (privacy filter); NULL: filter off
 COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score", "peak_time_s", "id", "top")
 
 
@@ -43,8 +44,8 @@ def insert_record(db: sqlite3.Connection, row: dict[str, Any]) -> None:
     with db:
         db.execute(
             "INSERT OR IGNORE INTO records (id, phase, label, stream, start_s, end_s, peak_score, peak_time_s, "
-            "time, top, embedding) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, :peak_score, "
-            ":peak_time_s, :time, :top, :embedding)", row)
+            "time, top, embedding, private) VALUES (:id, :phase, :label, :stream, :start_s, :end_s, :peak_score, "
+            ":peak_time_s, :time, :top, :embedding, :private)", {"private": None, **row})
 
 
 def events_matching(db: sqlite3.Connection, id_prefix: str) -> list[tuple[str, str]]:
@@ -107,7 +108,7 @@ def query_events(path: Path, label: str | None = None, since: str | None = None,
         sql += " WHERE " + " AND ".join(clauses)
     sql += " ORDER BY time DESC, label DESC" + (f" LIMIT {int(limit)}" if limit else "")
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = connect_readonly(path)
     except sqlite3.Error as e:
         raise StoreError(f"cannot open {path} ({e})") from None
     try:
@@ -122,3 +123,23 @@ def query_events(path: Path, label: str | None = None, since: str | None = None,
     finally:
         db.close()
     return rows if newest_first else rows[::-1]
+
+
+def records_between(path: Path, since: str, until: str) -> list[dict]:
+    """Every record with ``since <= time <= until`` (ISO-8601 strings), with its feedback and privacy mark."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no event database at {path} (a `sqlite` sink writes one)")
+    db = connect_readonly(path)
+    names = ("id", "phase", "label", "stream", "time", "peak_score", "feedback", "private")
+    have = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+    columns = [n if n in have else f"NULL AS {n}" for n in names]  # a store from before these columns
+    try:
+        rows = db.execute(f"SELECT {', '.join(columns)} FROM records WHERE time >= ? AND time <= ? ORDER BY time",
+                          (since, until)).fetchall()
+    finally:
+        db.close()
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)

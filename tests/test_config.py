@@ -39,7 +39,7 @@ def test_single_prompt_string_is_accepted():
         ({**GOOD, "sinks": [{"type": "carrier-pigeon"}]}, "sinks[0].type", ["unknown sink type", "jsonl", "stdout"]),
         ({**GOOD, "sinks": [{"type": "jsonl", "file": "x"}]}, "sinks[0].file", ["unknown key"]),
         ({**GOOD, "source": {"type": "file"}}, "source.path", ["required key is missing"]),
-        ({**GOOD, "runtime": {"device": "tpu"}}, "runtime.device", ["'auto', 'cpu', 'cuda', 'tensorrt' or 'openvino'", "'tpu'"]),
+        ({**GOOD, "runtime": {"device": "tpu"}}, "runtime.device", ["'auto', 'cpu', 'cuda', 'tensorrt', 'openvino' or 'triton'", "'tpu'"]),
     ],
 )
 def test_errors_name_key_expectation_and_found_value(data, path, words):

@@ -151,8 +151,10 @@ def frontend_throughput(model_dir: Path, windows: list[np.ndarray], thread_count
     return out
 
 
-def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: str, device: str = "cpu") -> dict:
-    """N paced live streams for ``seconds``: real time if nothing is dropped and the backlog does not grow."""
+def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: str, device: str = "cpu",
+                  runtime: dict | None = None) -> dict:
+    """N paced live streams for ``seconds``: real time if nothing is dropped and the backlog does not grow;
+    ``runtime`` adds to the config's runtime section (``triton`` for tools/bench_triton.py)."""
     from streamdetect.config import parse_config
     from streamdetect.daemon.service import DetectorService
     from streamdetect.model.manifest import ModelBundle
@@ -177,7 +179,8 @@ def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: st
 
     batch = min(max(1, n_streams), 1024)  # one batch per tick up to the config's limit (GPU trials reach 2048)
     config = parse_config({"events": [{"label": "x", "prompts": ["birdsong"], "threshold": 0.3}],
-                           "runtime": {"device": device, "precision": precision, "batch_size": batch}})
+                           "runtime": {"device": device, "precision": precision, "batch_size": batch,
+                                       **(runtime or {})}})
     service = DetectorService(config, ModelBundle.load(model_dir), sinks=SinkSet([]), max_wait_s=0.05,
                               backlog_warn_s=3600)
     engine = service.engine

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs streamdetect into ./.venv on a fresh machine: system audio libraries first (Debian/Ubuntu, as root or
 # with sudo), then torch's CPU wheel and the package with its export and openvino extras (and test tools
-# with --dev).
+# with --dev, plus .venv-triton: the tritonserver of the `triton` tests, from the nvidia-pytriton wheel).
 # usage: bash tools/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,11 @@ packages="libportaudio2"
 # The microphone test plays audio into a PulseAudio null sink and records it back through PortAudio/ALSA.
 # The MQTT test talks to a real Mosquitto broker on loopback; the ffmpeg source tests run Debian's ffmpeg.
 [[ $dev == 1 ]] && packages="$packages pulseaudio pulseaudio-utils libasound2-plugins mosquitto ffmpeg"
+# The Triton tests run the tritonserver bundled in nvidia-pytriton; its Python backend stub links the system's
+# libpython of the same version as the interpreter that makes .venv-triton.
+triton_python=$(command -v /usr/bin/python3 || command -v python3)
+[[ $dev == 1 && $triton_python == /usr/bin/python3 ]] && packages="$packages python3-venv"
+[[ $dev == 1 ]] && packages="$packages libpython$("$triton_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
   for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
@@ -40,4 +45,11 @@ python3 -m venv .venv
 extras="export,openvino"
 [[ $dev == 1 ]] && extras="export,openvino,dev"
 .venv/bin/python -m pip install -q -e ".[$extras]"
+if [[ $dev == 1 ]]; then
+  # A venv of its own for the tritonserver of the `triton` tests: nvidia-pytriton's Python backend needs numpy < 2
+  # (streamdetect's venv has numpy 2). It serves the exported ONNX through onnxruntime on the CPU.
+  "$triton_python" -m venv .venv-triton
+  .venv-triton/bin/python -m pip install -q --upgrade pip
+  .venv-triton/bin/python -m pip install -q "nvidia-pytriton==0.7.0" "numpy<2" "onnxruntime>=1.17"
+fi
 echo "streamdetect installed in .venv ($(.venv/bin/streamdetect --version))"

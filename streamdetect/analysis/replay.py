@@ -62,7 +62,7 @@ def run_source(detector: Detector, source: AudioSource, stop: threading.Event,
                settings: StreamSettings | None = None) -> RunSummary:
     """Drive one source through the detector in this thread until it ends or ``stop`` is set."""
     settings = settings or StreamSettings()
-    stream = detector.open_stream(source.name, source.live, settings.gate, settings.labels)
+    stream = detector.open_stream(source.name, source.live, settings.gate, settings.labels, settings.schedule)
     t0 = time.perf_counter()
     try:
         for block in source.blocks(stop):

@@ -37,6 +37,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "events": review.cmd_events,
     "feedback": review.cmd_feedback,
     "refine": review.cmd_refine,
+    "report": review.cmd_report,
 }
 
 

@@ -75,6 +75,21 @@ def build_parser() -> Parser:
                    "another hub id)")
     e.add_argument("--revision", help="hub revision (branch, tag or commit) to export (default: the newest)")
     e.add_argument("--force", action="store_true", help="replace an existing export in --out")
+    t = e.add_argument_group("Triton model repository (docs/triton.md); with an existing export in --out and no "
+                             "--force, only the repository is written")
+    t.add_argument("--triton-repo", type=Path, help="also write DIR/<name>/config.pbtxt and DIR/<name>/1/model.onnx")
+    t.add_argument("--triton-name", default="streamdetect_audio", help="model name (default streamdetect_audio)")
+    t.add_argument("--triton-kind", choices=["gpu", "cpu"], default="gpu", help="instance_group kind (default gpu)")
+    t.add_argument("--triton-precision", choices=["auto", "fp32", "fp16"], default="auto",
+                   help="auto: fp16 on a GPU where the export verified it, else fp32 (default auto)")
+    t.add_argument("--triton-max-batch", type=int, default=64, help="max_batch_size (default 64)")
+    t.add_argument("--triton-preferred", default="8,16,32", help="preferred batch sizes (default 8,16,32)")
+    t.add_argument("--triton-delay-us", type=int, default=5000,
+                   help="dynamic batcher's max_queue_delay_microseconds (default 5000)")
+    t.add_argument("--triton-instances", type=int, default=1, help="instance_group count (default 1)")
+    t.add_argument("--triton-backend", choices=["onnxruntime", "python"], default="onnxruntime",
+                   help="python: a model.py running onnxruntime, for a tritonserver without the onnxruntime "
+                        "backend (default onnxruntime)")
 
     r = verb("run", "detect the configured events in a file or a live input")
     r.add_argument("--config", required=True, type=Path, help=CONFIG_HELP)
@@ -177,6 +192,17 @@ def build_parser() -> Parser:
     rf.add_argument("--clips", type=Path, help="folder of a `clips` sink: marked events with a saved clip are "
                     "embedded from it (whole event, current model) instead of the stored peak embedding")
     rf.add_argument("--model", type=Path, help=MODEL_HELP)
+
+    rp = verb("report", "a day's summary from the event store: events per label, first and last heard, the best "
+              "clip, an hourly chart")
+    rp.add_argument("--day", help="YYYY-MM-DD, a local calendar day (default: yesterday)")
+    rp.add_argument("--config", type=Path, help="take the event store, clips folder and site.timezone from it")
+    rp.add_argument("--db", type=Path, help=f"event database (default: the config's, else {DEFAULT_DB})")
+    rp.add_argument("--clips", type=Path, help="folder of a clips sink, for the best clip per label")
+    rp.add_argument("--timezone", help="IANA time zone of the day (default: the config's site.timezone, else UTC)")
+    rp.add_argument("--chart", type=Path, help="hourly chart PNG (default: report-DAY.png here)")
+    rp.add_argument("--no-chart", action="store_true", help="write no chart")
+    rp.add_argument("--json", action="store_true", help="JSON instead of text")
 
     verb("devices", "list audio input devices")
     return p

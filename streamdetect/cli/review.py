@@ -3,12 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from streamdetect.cli.common import UsageError, load, log
+from streamdetect.cli.parser import DEFAULT_DB
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """A day's summary from the event store, as text or JSON, with an hourly chart PNG."""
+    from datetime import date, datetime, timezone
+
+    from streamdetect.config import load_config
+    from streamdetect.daemon.summary import store_and_clips, summarise_day
+    from streamdetect.report import default_day, hourly_chart_png
+    from streamdetect.schedule import zone
+    from streamdetect.util.files import atomic_write
+
+    db, clips, tz_name = DEFAULT_DB, None, "UTC"  # what the example config's sqlite sink writes
+    if args.config is not None:
+        config = load_config(args.config)
+        (db, clips), tz_name = store_and_clips(config), config.site.timezone
+    db, clips, tz_name = args.db or db, args.clips or clips, args.timezone or tz_name
+    try:
+        zone(tz_name)
+        day = date.fromisoformat(args.day) if args.day else default_day(datetime.now(timezone.utc), tz_name)
+    except ValueError as e:
+        raise UsageError(f"--day/--timezone: {e} (--day takes YYYY-MM-DD)") from None
+    try:
+        summary = summarise_day(db, day, tz_name, clips)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    chart = None if args.no_chart else (args.chart or Path(f"report-{summary.day}.png"))
+    if chart is not None:
+        try:
+            atomic_write(chart, hourly_chart_png(summary))
+        except ImportError:
+            raise UsageError("the hourly chart needs matplotlib (pip install 'streamdetect[plot]'), or pass "
+                             "--no-chart") from None
+    if args.json:
+        print(json.dumps({**summary.to_dict(), "chart": str(chart) if chart else None}, ensure_ascii=False,
+                         indent=2))
+    else:
+        print(summary.text() + (f"\nhourly chart: {chart}" if chart else ""))
+    return 0
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:

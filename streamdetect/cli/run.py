@@ -6,13 +6,14 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from streamdetect.cli.common import UsageError, load, log
 from streamdetect.config import Config, ConfigError, load_config
 from streamdetect.daemon.control import ControlError
 from streamdetect.daemon.engine import EngineStats
 from streamdetect.daemon.service import DetectorService, preflight
-from streamdetect.model.manifest import DEFAULT_MODEL_DIR, default_model_dir
+from streamdetect.model.manifest import DEFAULT_MODEL_DIR, MANIFEST_NAME, ModelBundle, default_model_dir
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
 
@@ -37,7 +38,8 @@ def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
         cls = SOURCES.get(entry.type)
         source = cls(cls.Options.model_validate(entry.options), sample_rate, entry.name)
         built.append(source)
-        settings.append(StreamSettings(entry.gate, tuple(entry.events) if entry.events is not None else None))
+        settings.append(StreamSettings(entry.gate, tuple(entry.events) if entry.events is not None else None,
+                                       tuple(entry.schedule) if entry.schedule is not None else None))
     return built, settings
 
 
@@ -89,7 +91,8 @@ def _log_summary(service: DetectorService, summaries: list[RunSummary], stats: E
             "%.1fx real time%s",
             summary.stream, summary.audio_s, summary.windows, summary.gated_windows, summary.records,
             summary.dropped_windows, speed,
-            "".join(f", {k} {v}" for k, v in summary.source_stats.items()),
+            "".join(f", {k} {v}" for k, v in {**station_counts(service.config, summary),
+                                              **summary.source_stats}.items()),
         )
     log.info(
         "inference: %d windows in %d batches, front end %.1f ms/window, encoder %.1f ms/window, "
@@ -100,6 +103,16 @@ def _log_summary(service: DetectorService, summaries: list[RunSummary], stats: E
     )
     if any(sinks.failures.values()):
         log.warning("sink failures: %s", sinks.failures)
+
+
+def station_counts(config: Config, summary: RunSummary) -> dict[str, int]:
+    """The privacy and schedule counters, where those features are configured."""
+    counts = {}
+    if config.privacy.enabled:
+        counts["private windows"] = summary.private_windows
+    if any(e.schedule for e in config.events) or any(s.schedule for s in config.all_sources):
+        counts["scheduled-out windows"] = summary.scheduled_out_windows
+    return counts
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
@@ -135,9 +148,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     from streamdetect.model.export import export_model
 
     out = args.out or default_model_dir(args.model)
-    manifest = export_model(args.model, out, revision=args.revision, force=args.force)
-    model = "" if out == DEFAULT_MODEL_DIR else f" --model {out}"
-    print(f"next: streamdetect run --config configs/home.yaml --input RECORDING{model}"
-          + ("  (random weights: this shows the tool, not detection)" if manifest["source"]["random_weights"]
-             else ""), file=sys.stderr)
+    if args.triton_repo is None or args.force or not (out / MANIFEST_NAME).is_file():
+        manifest = export_model(args.model, out, revision=args.revision, force=args.force)
+        model = "" if out == DEFAULT_MODEL_DIR else f" --model {out}"
+        print(f"next: streamdetect run --config configs/home.yaml --input RECORDING{model}"
+              + ("  (random weights: this shows the tool, not detection)"
+                 if manifest["source"]["random_weights"] else ""), file=sys.stderr)
+    if args.triton_repo is not None:
+        _write_triton_repo(args, out)
     return 0
+
+
+def _write_triton_repo(args: argparse.Namespace, out: Path) -> None:
+    from streamdetect.model.triton_repo import TritonRepoOptions, served_encoder, write_triton_repo
+
+    try:
+        preferred = tuple(int(b) for b in args.triton_preferred.split(",") if b.strip())
+    except ValueError as e:
+        raise UsageError(f"--triton-preferred {args.triton_preferred!r}: give batch sizes like 8,16,32") from e
+    options = TritonRepoOptions(args.triton_name, args.triton_kind, args.triton_precision, args.triton_max_batch,
+                                preferred, args.triton_delay_us, args.triton_instances, args.triton_backend)
+    bundle = ModelBundle.load(out)
+    model_dir = write_triton_repo(bundle, args.triton_repo, options)
+    log.info("wrote the Triton model %s (%s, %s backend) to %s", options.name, served_encoder(bundle, options),
+             options.backend, model_dir)

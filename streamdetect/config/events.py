@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from streamdetect.config.base import Strict
+from streamdetect.config.station import SCHEDULE_DESCRIPTION, check_periods
 
 
 class EventConfig(Strict):
@@ -29,6 +30,10 @@ class EventConfig(Strict):
                                 "(query by example), relative to the config file's directory")
     example_weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the examples in the ensemble when "
                                   "the event has both prompts and examples (0: text only, 1: examples only)")
+    schedule: list[str] | None = Field(None, max_length=50, description="when the event is listened for: "
+                                       + SCHEDULE_DESCRIPTION + "; outside it the event never fires")
+
+    _periods_parse = field_validator("schedule")(check_periods)
 
     @model_validator(mode="before")
     @classmethod

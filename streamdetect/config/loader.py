@@ -79,7 +79,8 @@ def _problems(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tupl
 
 
 def _validate_plugin(
-    registry: Registry, entry: PluginConfig, where: tuple[Any, ...], problems: list[tuple[str, str]]
+    registry: Registry, entry: PluginConfig, where: tuple[Any, ...], problems: list[tuple[str, str]],
+    context: dict[str, Any] | None = None,
 ) -> None:
     try:
         cls = registry.get(entry.type)
@@ -87,7 +88,7 @@ def _validate_plugin(
         problems.append((_key_path(where + ("type",)), str(e)))
         return
     try:
-        cls.Options.model_validate(entry.options)
+        cls.Options.model_validate(entry.options, context=context)
     except ValidationError as e:
         problems.extend(_problems(e, where))
 
@@ -128,7 +129,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: str | Path | Non
         raise ConfigError(source, _problems(e)) from None
     problems = _scoring_problems(config)
     for i, sink in enumerate(config.sinks):
-        _validate_plugin(SINKS, sink, ("sinks", i), problems)
+        _validate_plugin(SINKS, sink, ("sinks", i), problems, {"site": config.site.site()})
     if config.source is not None:
         _validate_plugin(SOURCES, config.source, ("source",), problems)
     for i, entry in enumerate(config.sources):
@@ -146,9 +147,32 @@ def parse_config(data: Any, source: str = "<config>", base_dir: str | Path | Non
             if label not in known[: len(config.events)]:
                 problems.append((f"{where}.events", f"{label!r} is not an event label "
                                                     f"({', '.join(e.label for e in config.events)})"))
+    problems += _summary_problems(config, SINKS)
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def _summary_problems(config: Config, sinks: Registry) -> list[tuple[str, str]]:
+    """The daily summary needs an event store to read and a sink that can send it."""
+    summary = config.summary
+    if summary.at is None:
+        return []
+    problems = []
+    if summary.store is None and not any(s.type == "sqlite" for s in config.sinks):
+        problems.append(("summary.store", "the summary is read from an event store: add a sqlite sink or set "
+                         "summary.store"))
+    names = {s.name for s in config.sinks if s.name}
+    for name in summary.sinks:
+        if name not in names:
+            problems.append(("summary.sinks", f"{name!r} is not a sink name (sinks[].name: "
+                             f"{', '.join(sorted(names)) or 'none set'})"))
+    senders = [s for s in config.sinks if (s.name in summary.sinks if summary.sinks else True)]
+    known = [s for s in senders if s.type in sinks.names()]
+    if not problems and not any(sinks.get(s.type).sends_summaries for s in known):
+        problems.append(("summary.sinks", "none of these sinks can send a summary (apprise, jsonl and stdout "
+                         "can)"))
+    return problems
 
 
 def load_config(path: str | Path) -> Config:

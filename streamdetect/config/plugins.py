@@ -8,10 +8,12 @@ from typing import Any
 from pydantic import (
     ConfigDict,
     Field,
+    field_validator,
 )
 
 from streamdetect.config.base import Strict
 from streamdetect.config.runtime import GateConfig
+from streamdetect.config.station import SCHEDULE_DESCRIPTION, check_periods
 
 
 class PluginConfig(Strict):
@@ -32,3 +34,7 @@ class SourceConfig(PluginConfig):
     gate: GateConfig | None = Field(None, description="this stream's energy gate (default: the top-level gate)")
     events: list[str] | None = Field(None, min_length=1, description="labels of the events this stream listens "
                                      "for (default: all); streams can share events or have their own")
+    schedule: list[str] | None = Field(None, max_length=50, description="when the stream is recorded: "
+                                       + SCHEDULE_DESCRIPTION + "; outside it its audio is discarded unheard")
+
+    _periods_parse = field_validator("schedule")(check_periods)

@@ -14,6 +14,8 @@ from streamdetect.config.events import EventConfig
 from streamdetect.config.plugins import PluginConfig, SourceConfig
 from streamdetect.config.runtime import GateConfig, RuntimeConfig, WindowConfig
 from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, VocabularyConfig
+from streamdetect.config.station import PrivacyConfig, SiteConfig, SummaryConfig
+from streamdetect.schedule import Period
 
 
 class Config(Strict):
@@ -31,6 +33,10 @@ class Config(Strict):
     scoring: ScoringConfig = Field(ScoringConfig(), description="cosine scores, or softmax against background prompts")
     vocabulary: VocabularyConfig = Field(VocabularyConfig(), description="names for `sounds_like` in every record")
     novelty: NoveltyConfig = Field(NoveltyConfig(), description="alerts for sounds unlike the site and every prompt")
+    site: SiteConfig = Field(SiteConfig(), description="where the station is: name, time zone, position (for "
+                             "schedules and sun times)")
+    privacy: PrivacyConfig = Field(PrivacyConfig(), description="speech filter: windows with speech are not stored")
+    summary: SummaryConfig = Field(SummaryConfig(), description="a scheduled summary of the day through the sinks")
     sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")],
                                       description="where records go, each in its own thread")
 
@@ -56,4 +62,14 @@ class Config(Strict):
             seen.add(event.label)
         if self.novelty.enabled and self.novelty.label in seen:
             raise ValueError(f"novelty.label {self.novelty.label!r} is also an event label; pick another")
+        return self
+
+    @model_validator(mode="after")
+    def _sun_needs_coordinates(self) -> Config:
+        where = [(f"events[{i}].schedule", e.schedule) for i, e in enumerate(self.events)] + [
+            ("sources[].schedule", s.schedule) for s in self.all_sources] + [
+            ("summary.at", [f"{self.summary.at}..{self.summary.at}"] if self.summary.at else None)]
+        for key, periods in where:
+            if self.site.latitude is None and any(Period.parse(p).uses_sun for p in periods or []):
+                raise ValueError(f"{key} uses sun times: set site.latitude and site.longitude (and site.timezone)")
         return self

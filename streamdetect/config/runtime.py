@@ -10,6 +10,7 @@ from pydantic import (
 )
 
 from streamdetect.config.base import Strict
+from streamdetect.config.triton import TritonConfig
 
 
 class WindowConfig(Strict):
@@ -18,11 +19,12 @@ class WindowConfig(Strict):
 
 
 class RuntimeConfig(Strict):
-    device: Literal["auto", "cpu", "cuda", "tensorrt", "openvino"] = Field(
+    device: Literal["auto", "cpu", "cuda", "tensorrt", "openvino", "triton"] = Field(
         "auto", description="auto: CUDA when an NVIDIA driver and onnxruntime-gpu are there, else OpenVINO bf16 on a "
         "CPU with bf16 units when openvino is installed and the export verified bf16, else CPU; tensorrt: "
         "onnxruntime's TensorRT provider (engines cached next to the model), CUDA and CPU as fallbacks; openvino: "
-        "the audio encoder on Intel's OpenVINO runtime on the CPU (pip install 'streamdetect[openvino]')")
+        "the audio encoder on Intel's OpenVINO runtime on the CPU (pip install 'streamdetect[openvino]'); triton: the "
+        "audio encoder on a Triton Inference Server (see runtime.triton; the text encoder stays here)")
     precision: Literal["auto", "fp32", "int8", "fp16", "bf16"] = Field(
         "auto", description="auto: bf16 on openvino, int8 on CPU, fp16 on GPU, when the export verified them "
         "(cosine >= 0.999 vs fp32), else fp32")
@@ -31,6 +33,7 @@ class RuntimeConfig(Strict):
                             "with tensorrt also the largest batch its engine is built for")
     frontend_threads: int = Field(0, ge=0, le=256, description="threads computing log-mel features; 0: one when "
                                   "the encoder runs on the CPU (it needs the cores), all cores but two on a GPU")
+    triton: TritonConfig = Field(TritonConfig(), description="the server for runtime.device: triton")
 
 
 class GateConfig(Strict):

@@ -4,7 +4,10 @@ Each source has a feeding thread that cuts its windows; the engine thread batche
 (waiting at most ``max_wait_s`` for more, so a quiet stream never holds the others back), scores them, and
 applies the scores to each stream's event trackers in order. Trackers are only touched by the engine thread.
 Live streams never block: if the engine falls behind, the queue grows and the backlog is logged and counted.
-Finite streams (files) wait for room instead, so a fast file cannot fill memory.
+Finite streams (files) wait for room instead, so a fast file cannot fill memory. With ``max_queue_windows`` (a
+remote encoder whose server may go away) the live queue is bounded: the oldest windows beyond it are dropped,
+counted and logged. An encoder that raises ``EncoderUnavailable`` gets its batch back at the head of the queue and
+is tried again after the wait it asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamdetect.pipeline.detector import Detector
+from streamdetect.pipeline.encoder.base import EncoderUnavailable
 from streamdetect.pipeline.observers import EngineObserver
 from streamdetect.pipeline.streams import RunSummary, StreamSettings, StreamState, summarize
 from streamdetect.pipeline.windows import Window
@@ -38,6 +42,8 @@ class EngineStats:
     backlog: int = 0
     max_backlog: int = 0
     backlog_warnings: int = 0
+    dropped_windows: int = 0  # live windows dropped from a full queue (max_queue_windows), or left at stop
+    encoder_waits: int = 0  # batches handed back by an unavailable encoder
     latencies_s: deque = field(default_factory=lambda: deque(maxlen=10_000))  # the most recent windows
 
     def latency_ms(self, q: float) -> float:
@@ -61,13 +67,16 @@ class _Item:
 
 class BatchingEngine:
     def __init__(self, detector: Detector, max_wait_s: float = 0.02, backlog_warn_s: float = 10.0,
-                 finite_queue_windows: int | None = None, observer: EngineObserver | None = None):
+                 finite_queue_windows: int | None = None, observer: EngineObserver | None = None,
+                 max_queue_windows: int | None = None):
         self.detector = detector
         self.observer = observer
         self.max_batch = detector.config.runtime.batch_size
         self.max_wait_s = max_wait_s
         self.backlog_warn_s = backlog_warn_s
         self.finite_queue_windows = finite_queue_windows or 4 * self.max_batch
+        self.max_queue_windows = max_queue_windows
+        self._drop_log = RateLimitedLog(log, backlog_warn_s)
         self.stats = EngineStats()
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -89,6 +98,7 @@ class BatchingEngine:
                 self._cond.wait_for(lambda: len(self._queue) < self.finite_queue_windows or self._error is not None)
             self._raise_if_failed()
             self._queue.extend(_Item(stream, w, now) for w in windows)
+            self._trim()
             self._note_backlog()
             self._cond.notify_all()
 
@@ -134,6 +144,44 @@ class BatchingEngine:
                 "use fewer streams, precision int8 or a GPU)", behind_s, backlog):
             self.stats.backlog_warnings += 1
 
+    def _trim(self) -> None:
+        """Drop the oldest live windows beyond ``max_queue_windows`` (close markers and files' windows stay)."""
+        if self.max_queue_windows is None:
+            return
+        excess = sum(1 for item in self._queue if item.window is not None) - self.max_queue_windows
+        if excess <= 0:
+            return
+        kept: deque[_Item] = deque()
+        for item in self._queue:
+            if excess > 0 and item.window is not None and item.stream.live:
+                self._lost(item, "the queue is full (runtime.triton.queue_windows)")
+                excess -= 1
+            else:
+                kept.append(item)
+        self._queue = kept
+
+    def _lost(self, item: _Item, why: str) -> None:
+        self.stats.dropped_windows += 1
+        if self.observer is not None:
+            self.observer.windows_dropped(item.stream.name, 1)
+        self._drop_log("windows are dropped: %s; %d so far", why, self.stats.dropped_windows, key=why)
+
+    def _hand_back(self, batch: list[_Item], error: EncoderUnavailable) -> list[_Item]:
+        """Put an unanalysed batch back at the head of the queue and wait as long as the encoder asked; when
+        stopping, count its windows as lost instead. Returns the close markers to apply now."""
+        self.stats.encoder_waits += 1
+        with self._cond:
+            if self._stopping:
+                for item in batch:
+                    if item.window is not None:
+                        self._lost(item, f"stopping while {error}")
+                return [item for item in batch if item.window is None]
+            self._queue.extendleft(reversed(batch))
+            self._trim()
+            self._note_backlog()
+            self._cond.wait_for(lambda: self._stopping, timeout=max(error.retry_in_s, 0.01))
+        return []
+
     def _take(self) -> list[_Item] | None:
         with self._cond:
             self._cond.wait_for(lambda: self._queue or self._stopping or self._reload is not None)
@@ -175,7 +223,12 @@ class BatchingEngine:
                         ticket.done.set()
                 windows = [(item.stream, item.window) for item in batch if item.window is not None]
                 if windows:
-                    self.detector.analyse(windows)
+                    try:
+                        self.detector.analyse(windows)
+                    except EncoderUnavailable as e:
+                        for item in self._hand_back(batch, e):
+                            self.detector.end_stream(item.stream)
+                        continue
                     done = time.monotonic()
                     latencies = [done - item.submitted for item in batch if item.window is not None]
                     self.stats.latencies_s.extend(latencies)
@@ -199,7 +252,7 @@ def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event,
     """Cut a source's windows in the calling thread and hand them to the engine."""
     detector = engine.detector
     settings = settings or StreamSettings()
-    stream = detector.open_stream(source.name, source.live, settings.gate, settings.labels)
+    stream = detector.open_stream(source.name, source.live, settings.gate, settings.labels, settings.schedule)
     metrics = engine.observer
     try:
         for block in source.blocks(stop):

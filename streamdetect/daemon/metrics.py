@@ -30,6 +30,10 @@ class Metrics:
                              registry=r)
         self.dropped_windows = Counter("streamdetect_dropped_windows", "Windows lost to overruns", ["stream"],
                                        registry=r)
+        self.private_windows = Counter("streamdetect_private_windows", "Windows the privacy filter found speech "
+                                       "in (their audio is not stored)", ["stream"], registry=r)
+        self.scheduled_out = Counter("streamdetect_scheduled_out_windows", "Windows outside every active period "
+                                     "(not encoded)", ["stream"], registry=r)
         self.records = Counter("streamdetect_event_records", "Event records emitted", ["label", "phase"], registry=r)
         self.scores = Histogram("streamdetect_score", "Cosine score of each window per label", ["label"],
                                 buckets=[round(-0.2 + 0.05 * i, 2) for i in range(19)], registry=r)
@@ -43,6 +47,7 @@ class Metrics:
                                   registry=r)
         self._last_audio: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
+        self._health_parts: dict[str, Callable[[], tuple[bool, dict]]] = {}
 
     def heard(self, stream: str, live: bool) -> None:
         with self._lock:
@@ -64,6 +69,12 @@ class Metrics:
     def windows_dropped(self, stream: str, count: int) -> None:
         self.dropped_windows.labels(stream).inc(count)
 
+    def windows_private(self, stream: str, count: int) -> None:
+        self.private_windows.labels(stream).inc(count)
+
+    def windows_scheduled_out(self, stream: str, count: int) -> None:
+        self.scheduled_out.labels(stream).inc(count)
+
     def record_emitted(self, record: EventRecord) -> None:
         self.records.labels(record.label, record.phase).inc()
 
@@ -79,6 +90,10 @@ class Metrics:
             self.sink_failures.labels(name).set_function(lambda n=name: failures(n))
             self.sink_dropped.labels(name).set_function(lambda n=name: dropped(n))
 
+    def watch_health(self, name: str, report: Callable[[], tuple[bool, dict]]) -> None:
+        """Add ``report()``'s (ok, details) to /healthz under ``name`` (the remote encoder's state)."""
+        self._health_parts[name] = report
+
     def health(self) -> tuple[bool, dict]:
         now = time.monotonic()
         with self._lock:
@@ -86,7 +101,9 @@ class Metrics:
                               "ok": (not live) or now - t < self.stale_after_s}
                        for name, (t, live) in self._last_audio.items()}
         ok = all(s["ok"] for s in streams.values())
-        return ok, {"ok": ok, "streams": streams}
+        parts = {name: report() for name, report in self._health_parts.items()}
+        ok = ok and all(part_ok for part_ok, _ in parts.values())
+        return ok, {"ok": ok, "streams": streams, **{name: details for name, (_, details) in parts.items()}}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

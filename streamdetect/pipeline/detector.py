@@ -7,10 +7,11 @@ are handed in when it is built; ``streamdetect.pipeline.build`` builds them from
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from streamdetect.pipeline.scoring import Scores, gated_scores, score
 from streamdetect.pipeline.streams import StreamState
 from streamdetect.pipeline.windows import Window, Windower
 from streamdetect.prompts.bank import PromptBank
+from streamdetect.schedule import Clock, Schedule, utc_now
 from streamdetect.sources.base import Gap
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class Detector:
         bank_for: BankFor | None = None,
         observer: DetectorObserver | None = None,
         embedding_log: EmbeddingObserver | None = None,
+        clock: Clock = utc_now,
     ):
         if config.windows.window_s > bundle.frontend_params.max_length_s:
             raise ValueError(
@@ -73,16 +76,19 @@ class Detector:
         self.frontend = ParallelFrontend(bundle.frontend_params,
                                          frontend_threads(config.runtime.frontend_threads, encoder))
         self.rules = event_rules(config.events)
+        self.clock = clock  # an aware datetime now: schedules, and the wall time of live streams
+        self.schedules = event_schedules(config)
         self.encoder_seconds = 0.0
         self.frontend_seconds = 0.0
         self.streams: list[StreamState] = []
 
     def open_stream(self, name: str, live: bool, gate: GateConfig | None = None,
-                    labels: Collection[str] | None = None) -> StreamState:
+                    labels: Collection[str] | None = None, schedule: Sequence[str] | None = None) -> StreamState:
         windower = Windower(self.config.windows.window_s, self.config.windows.hop_s, self.bundle.sample_rate)
         trackers = [EventTracker(label, rules, stream=name) for label, rules in zip(self.bank.labels, self.rules, strict=True)]
         stream = StreamState(name=name, live=live, windower=windower, trackers=trackers, gate=gate,
-                             labels=frozenset(labels) if labels is not None else None)
+                             labels=frozenset(labels) if labels is not None else None, clock=self.clock,
+                             schedule=Schedule.of(schedule, self.config.site.site()))
         if self.config.novelty.enabled:
             stream.novelty = NoveltyState.create(self.config.novelty, name)
         self.streams.append(stream)
@@ -96,7 +102,7 @@ class Detector:
         a restart and are left as they were.
         """
         for key in ("windows", "runtime", "sources", "source", "sinks", "model", "metrics", "control",
-                    "embedding_log"):
+                    "embedding_log", "summary"):
             if getattr(config, key) != getattr(self.config, key):
                 log.warning("config reload: %s changed, which takes effect only after a restart", key)
         if self.bank_for is None:
@@ -117,6 +123,7 @@ class Detector:
             records += self._reload_novelty(stream, config)
         self.config, self.bank, self.rules = config.model_copy(update={
             "windows": self.config.windows, "runtime": self.config.runtime}), bank, rules
+        self.schedules = event_schedules(self.config)
         log.info("config reloaded: events %s", ", ".join(bank.labels))
         return records
 
@@ -149,7 +156,11 @@ class Detector:
         """Show a block to the sinks that keep audio (clips), before it is windowed, at its absolute sample
         index; a ``Gap`` advances that index without audio, which those sinks see as a jump."""
         if self.sinks.wants_audio:
-            self.sinks.audio(stream.name, stream.windower.total_samples, block, self.bundle.sample_rate)
+            at = stream.windower.total_samples
+            if stream.schedule is not None and not stream.schedule.active(
+                    stream.wall_datetime(at / self.bundle.sample_rate)):
+                block = np.zeros_like(block)  # not recorded: the sinks keep their timing, not the audio
+            self.sinks.audio(stream.name, at, block, self.bundle.sample_rate)
 
     def skip(self, stream: StreamState, gap: Gap) -> None:
         """Lost audio: stream time moves on and the windows touching the gap are counted as dropped."""
@@ -214,46 +225,110 @@ class Detector:
         return self.analyse(items)
 
     def analyse(self, items: list[tuple[StreamState, Window]]) -> list[EventRecord]:
-        """Score windows of any streams in batches of ``runtime.batch_size``; apply them in order."""
-        records: list[EventRecord] = []
+        """Score windows of any streams in batches of ``runtime.batch_size``; apply them in order.
+
+        A window in which no event of its stream is scheduled (or whose stream is not) never reaches the
+        encoder: it only closes the events still open."""
+        listening = [self._listening(stream, window) for stream, window in items]
+        due = [item for item, on in zip(items, listening, strict=True) if any(on)]
         batch_size = self.config.runtime.batch_size
-        for offset in range(0, len(items), batch_size):
-            batch = items[offset : offset + batch_size]
+        scored: list[tuple[Scores, int]] = []
+        for offset in range(0, len(due), batch_size):
+            batch = due[offset : offset + batch_size]
             scores = self.scores([window for _, window in batch],
                                  [(stream.gate or self.config.gate).min_dbfs for stream, _ in batch])
-            for b, (stream, window) in enumerate(batch):
-                top = scores.top(b)
-                wall = stream.wall_time(window.end_s)
-                gated = scores.gated is not None and bool(scores.gated[b])
-                emb = None if scores.embeddings is None or gated else scores.embeddings[b]
-                if emb is not None and self.embedding_log is not None:
-                    self.embedding_log.add(stream.name, window.start_s, window.end_s, wall, emb)
-                sounds_like = scores.sounds_like[b] if scores.sounds_like is not None else ()
-                for e, tracker in enumerate(stream.trackers):
-                    if stream.labels is not None and tracker.label not in stream.labels:
-                        continue
-                    ws = WindowScore(window.start_s, window.end_s, float(scores.event[b, e]),
-                                     scores.vetoed_by[b][e], top, wall, embedding=emb, sounds_like=sounds_like)
-                    records += self._emit(stream, tracker.update(ws))
-                if stream.novelty is not None:
-                    records += self._emit(stream, stream.novelty.window(
-                        window.start_s, window.end_s, emb,
-                        scores.closest[b] if scores.closest is not None else ("", -1.0), top, sounds_like, wall))
-                if stream.score_log is not None:
-                    stream.score_log.starts_s.append(window.start_s)
-                    stream.score_log.ends_s.append(window.end_s)
-                    stream.score_log.scores.append(scores.event[b].copy())
-                    stream.score_log.vetoed.append(np.array([v is not None for v in scores.vetoed_by[b]]))
-                stream.windows_processed += 1
-                stream.gated_windows += gated
-                if self.observer is not None:
-                    self.observer.window_scored(stream.name, self.bank.labels, scores.event[b], gated)
+            scored += [(scores, b) for b in range(len(batch))]
+        records: list[EventRecord] = []
+        next_scored = iter(scored)
+        for (stream, window), on in zip(items, listening, strict=True):
+            if any(on):
+                records += self._apply(stream, window, on, *next(next_scored))
+            else:
+                records += self._scheduled_out(stream, window)
+        return records
+
+    def _listening(self, stream: StreamState, window: Window) -> list[bool]:
+        """Per tracker: is its event listened for in this window (stream labels, event and stream schedules)."""
+        at = None
+        if stream.schedule is not None or any(s is not None for s in self.schedules):
+            at = stream.wall_datetime(window.start_s)
+            if stream.schedule is not None and not stream.schedule.active(at):
+                return [False] * len(stream.trackers)
+        return [(stream.labels is None or tracker.label in stream.labels)
+                and (schedule is None or schedule.active(at))
+                for tracker, schedule in zip(stream.trackers, self.schedules, strict=True)]
+
+    def _scheduled_out(self, stream: StreamState, window: Window) -> list[EventRecord]:
+        stream.scheduled_out_windows += 1
+        if self.observer is not None:
+            self.observer.windows_scheduled_out(stream.name, 1)
+        self._judged(stream, window, True)  # never scored, so never known to be free of speech
+        wall = stream.wall_time(window.end_s)
+        records: list[EventRecord] = []
+        for tracker in stream.trackers:
+            records += self._emit(stream, tracker.finish(wall))
+        return records
+
+    def _judged(self, stream: StreamState, window: Window, private: bool) -> None:
+        if self.bank.privacy is not None and self.sinks.wants_audio:
+            self.sinks.window_privacy(stream.name, window.start_sample, window.start_sample + window.n_samples,
+                                      private)
+
+    def _apply(self, stream: StreamState, window: Window, on: list[bool], scores: Scores,
+               b: int) -> list[EventRecord]:
+        records: list[EventRecord] = []
+        top = scores.top(b)
+        wall = stream.wall_time(window.end_s)
+        gated = scores.gated is not None and bool(scores.gated[b])
+        emb = None if scores.embeddings is None or gated else scores.embeddings[b]
+        private = None
+        if self.bank.privacy is not None:
+            private = emb is not None and float(emb @ self.bank.privacy) >= self.config.privacy.threshold
+            stream.private_windows += private
+            if private and self.observer is not None:
+                self.observer.windows_private(stream.name, 1)
+            self._judged(stream, window, private)
+        if private:
+            emb = None  # nothing derived from speech is kept: no logged embedding, none in the records
+        if emb is not None and self.embedding_log is not None and self.config.privacy.store_audio:
+            self.embedding_log.add(stream.name, window.start_s, window.end_s, wall, emb)
+        kept = emb if self.config.privacy.store_audio else None
+        sounds_like = scores.sounds_like[b] if scores.sounds_like is not None else ()
+        for e, tracker in enumerate(stream.trackers):
+            if not on[e]:
+                records += self._emit(stream, tracker.finish(wall))
+                continue
+            ws = WindowScore(window.start_s, window.end_s, float(scores.event[b, e]),
+                             scores.vetoed_by[b][e], top, wall, embedding=kept, sounds_like=sounds_like,
+                             private=private)
+            records += self._emit(stream, tracker.update(ws))
+        if stream.novelty is not None:
+            records += self._emit(stream, stream.novelty.window(
+                window.start_s, window.end_s, emb,
+                scores.closest[b] if scores.closest is not None else ("", -1.0), top, sounds_like, wall))
+        if stream.score_log is not None:
+            stream.score_log.starts_s.append(window.start_s)
+            stream.score_log.ends_s.append(window.end_s)
+            stream.score_log.scores.append(scores.event[b].copy())
+            stream.score_log.vetoed.append(np.array([v is not None for v in scores.vetoed_by[b]]))
+        stream.windows_processed += 1
+        stream.gated_windows += gated
+        if self.observer is not None:
+            self.observer.window_scored(stream.name, self.bank.labels, scores.event[b], gated)
         return records
 
     def _emit(self, stream: StreamState, records: list[EventRecord]) -> list[EventRecord]:
+        if self.config.site.name:  # many stations, one broker: every record says where it was heard
+            records = [dataclasses.replace(record, site=self.config.site.name) for record in records]
         for record in records:
             self.sinks.emit(record)
             if self.observer is not None:
                 self.observer.record_emitted(record)
         stream.records_emitted += len(records)
         return records
+
+
+def event_schedules(config: Config) -> list[Schedule | None]:
+    """Each event's schedule at the config's site, in event order (None: always listened for)."""
+    site = config.site.site()
+    return [Schedule.of(e.schedule, site) for e in config.events]

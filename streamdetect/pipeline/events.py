@@ -40,6 +40,7 @@ class WindowScore:
     wall_time: str  # ISO-8601 wall-clock time of this window, supplied by the caller
     embedding: Any = None  # the window's audio embedding, kept for the peak so feedback can refine prompts
     sounds_like: tuple[LabelScore, ...] = ()  # closest vocabulary names of this window, if a vocabulary is set
+    private: bool | None = None  # speech heard (privacy filter); None: the filter is off
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class EventRecord:
     # The peak window's embedding (numpy array) for stores that keep it; never part of ``to_dict``.
     embedding: Any = field(default=None, compare=False, repr=False)
     sounds_like: tuple[LabelScore, ...] = ()  # vocabulary names closest to the peak window (empty without one)
+    site: str = ""  # the station's config ``site.name`` (empty: one station; records then look as they always did)
+    # True: the event overlaps a window the privacy filter found speech in (its audio is not stored); None: the
+    # filter is off, and the key is left out of ``to_dict`` so records of configs without it are unchanged.
+    private: bool | None = None
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "embedding"}
@@ -67,6 +72,10 @@ class EventRecord:
             out["sounds_like"] = [asdict(t) for t in self.sounds_like]
         else:
             del out["sounds_like"]
+        if not self.site:
+            del out["site"]
+        if self.private is None:
+            del out["private"]
         return out
 
 
@@ -107,13 +116,18 @@ class EventTracker:
     _last_end_s: float = float("-inf")  # end of the previous event: a new one never starts before it
     _peak: _Peak = field(default_factory=_Peak)
     _id: str = ""
+    _private: bool | None = None  # the current event overlaps a private window (None: privacy filter off)
+    _private_until_s: float = float("-inf")  # end of the latest private window seen
 
     def reset(self) -> None:
         self.phase, self._run = Phase.IDLE, 0
         self._not_before_s, self._last_end_s = float("-inf"), float("-inf")
         self._peak = _Peak()
+        self._private, self._private_until_s = None, float("-inf")
 
     def update(self, window: WindowScore) -> list[EventRecord]:
+        if window.private:
+            self._private_until_s = max(self._private_until_s, window.end_s)
         if self.phase is Phase.ACTIVE:
             return self._update_active(window)
         return self._update_idle(window)
@@ -133,6 +147,9 @@ class EventTracker:
         if self._run == 0:
             self._run_start_s = max(window.start_s, self._last_end_s)
             self._peak = _Peak()
+            # an earlier private window may reach into this event's start
+            self._private = None if window.private is None else self._private_until_s > self._run_start_s
+        self._private = self._private or window.private
         self._run += 1
         self._peak.update(window)
         self._active_end_s = window.end_s
@@ -147,7 +164,10 @@ class EventTracker:
         if holds:
             self._active_end_s = window.end_s
             self._peak.update(window)
+            self._private = self._private or window.private
             return []
+        if window.private and window.start_s < self._active_end_s:  # the window that ends it overlaps it
+            self._private = True
         record = self._end(self._active_end_s, window.wall_time)
         self._not_before_s = window.end_s + self.rules.cooldown_s
         return [record]
@@ -171,6 +191,7 @@ class EventTracker:
             top=self._peak.top,
             embedding=self._peak.embedding,
             sounds_like=self._peak.sounds_like,
+            private=self._private,
         )
 
 

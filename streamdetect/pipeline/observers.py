@@ -25,6 +25,10 @@ class Outputs(Protocol):
 
     def stream_ended(self, stream: str) -> None: ...
 
+    def window_privacy(self, stream: str, start_sample: int, end_sample: int, private: bool) -> None:
+        """With the privacy filter on: samples ``start_sample``..``end_sample`` of the stream were judged, and
+        hold speech if ``private`` (the sinks that keep audio must not keep them)."""
+
 
 class DetectorObserver(Protocol):
     """Counts what the detector did (Prometheus metrics in the daemon)."""
@@ -34,6 +38,10 @@ class DetectorObserver(Protocol):
     def windows_dropped(self, stream: str, count: int) -> None: ...
 
     def record_emitted(self, record: EventRecord) -> None: ...
+
+    def windows_private(self, stream: str, count: int) -> None: ...
+
+    def windows_scheduled_out(self, stream: str, count: int) -> None: ...
 
 
 class EngineObserver(Protocol):
@@ -47,8 +55,24 @@ class EngineObserver(Protocol):
 
     def window_latency(self, seconds: float) -> None: ...
 
+    def windows_dropped(self, stream: str, count: int) -> None: ...
+
 
 class EmbeddingObserver(Protocol):
     """Keeps each analysed window's embedding (the embedding log, for text search over past audio)."""
 
     def add(self, stream: str, start_s: float, end_s: float, wall_time: str, embedding: np.ndarray) -> None: ...
+
+
+class RemoteEncoderObserver(Protocol):
+    """Counts what a remote audio encoder did (Prometheus metrics and /healthz in the daemon)."""
+
+    def remote_call(self, seconds: float, windows: int, sent_bytes: int, received_bytes: int) -> None: ...
+
+    def remote_error(self, kind: str) -> None: ...
+
+    def remote_state(self, state: str, detail: str) -> None:
+        """``up``, ``away`` (windows wait) or ``fallback`` (the local encoder runs them)."""
+        ...
+
+    def fallback_windows(self, count: int) -> None: ...

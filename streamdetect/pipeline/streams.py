@@ -7,7 +7,7 @@ detectors) can run side by side in one process and one test.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from streamdetect.config import GateConfig
 from streamdetect.pipeline.events import EventTracker
 from streamdetect.pipeline.novelty import NoveltyState
 from streamdetect.pipeline.windows import Window, Windower
+from streamdetect.schedule import Clock, Schedule, utc_now
 from streamdetect.sources.base import AudioSource
 
 
@@ -42,10 +43,11 @@ class ScoreLog:
 class StreamSettings:
     """One stream's detection settings from its config entry, kept beside the source rather than in it, so a
     source knows nothing of detection: its own energy gate (None: the config's top-level gate) and the labels
-    of the events it listens for (None: all)."""
+    of the events it listens for (None: all), and the periods it is recorded in (None: always)."""
 
     gate: GateConfig | None = None
     labels: tuple[str, ...] | None = None
+    schedule: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -56,7 +58,8 @@ class StreamState:
     live: bool
     windower: Windower
     trackers: list[EventTracker]
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    clock: Clock = utc_now  # the detector's clock: when a live stream started, when a file's window is analysed
+    started_at: datetime | None = None  # None: now, by ``clock``
     pending: list[Window] = field(default_factory=list)
     windows_processed: int = 0
     records_emitted: int = 0
@@ -65,12 +68,22 @@ class StreamState:
     labels: frozenset[str] | None = None  # the events this stream listens for; None: all of them
     score_log: ScoreLog | None = None
     novelty: NoveltyState | None = None  # site profile and novelty tracker, when novelty is enabled
+    schedule: Schedule | None = None  # when the stream is recorded; None: always
+    private_windows: int = 0  # windows the privacy filter found speech in (their audio is not stored)
+    scheduled_out_windows: int = 0  # windows outside every active period of the stream and its events
 
-    def wall_time(self, stream_s: float) -> str:
+    def __post_init__(self) -> None:
+        if self.started_at is None:
+            self.started_at = self.clock()
+
+    def wall_datetime(self, stream_s: float) -> datetime:
         """Live streams: when that sample was heard. Files: when the result was computed."""
         if self.live:
-            return _iso(self.started_at + timedelta(seconds=stream_s))
-        return _iso(datetime.now(timezone.utc))
+            return self.started_at + timedelta(seconds=stream_s)
+        return self.clock()
+
+    def wall_time(self, stream_s: float) -> str:
+        return _iso(self.wall_datetime(stream_s))
 
 
 @dataclass
@@ -83,6 +96,8 @@ class RunSummary:
     gated_windows: int
     wall_s: float
     source_stats: dict[str, int]
+    private_windows: int = 0  # found to hold speech by the privacy filter
+    scheduled_out_windows: int = 0  # not analysed: outside every active period
 
 
 def summarize(stream: StreamState, source: AudioSource, sample_rate: int, wall_s: float) -> RunSummary:
@@ -94,6 +109,8 @@ def summarize(stream: StreamState, source: AudioSource, sample_rate: int, wall_s
         dropped_windows=stream.windower.dropped_windows,
         gated_windows=stream.gated_windows,
         wall_s=wall_s,
+        private_windows=stream.private_windows,
+        scheduled_out_windows=stream.scheduled_out_windows,
         source_stats={**source.stats(), **({"nonfinite_samples": stream.windower.nonfinite_samples}
                                            if stream.windower.nonfinite_samples else {})},
     )

@@ -19,7 +19,7 @@ from streamdetect.prompts.vocabulary import vocabulary_names
 def prompt_bank_for(bundle: ModelBundle, events: Sequence[EventConfig], cache_dir: str | Path | None,
                     runtime: RuntimeOptions | None = None, refined: bool = True, *,
                     audio_encoder: AudioEncoder | None = None, background: Sequence[str] = (),
-                    vocabulary: VocabularyConfig | None = None) -> PromptBank:
+                    vocabulary: VocabularyConfig | None = None, privacy: Sequence[str] = ()) -> PromptBank:
     """The bank for a model directory; the cache defaults to ``<model>/prompt_cache``.
 
     Example files are embedded with ``audio_encoder`` (the detector's) or, if none is given, with an audio
@@ -33,7 +33,7 @@ def prompt_bank_for(bundle: ModelBundle, events: Sequence[EventConfig], cache_di
     names = vocabulary_names(vocabulary.file) if vocabulary is not None and vocabulary.file else []
     bank = PromptBank.build(events, cache, lambda: TextEncoder(bundle, runtime), examples=examples,
                             background=background, vocabulary=names,
-                            template=vocabulary.template if vocabulary is not None else "{}")
+                            template=vocabulary.template if vocabulary is not None else "{}", privacy=privacy)
     if not refined:
         return bank
     return apply_refinements(bank, [list(e.prompts) for e in events], RefinementStore(refinements_dir(bundle)),
@@ -46,4 +46,5 @@ def bank_for_config(bundle: ModelBundle, config: Config, runtime: RuntimeOptions
     return prompt_bank_for(bundle, config.events, config.prompt_cache,
                            runtime or RuntimeOptions.from_config(config.runtime), refined,
                            audio_encoder=audio_encoder, background=config.scoring.background,
-                           vocabulary=config.vocabulary)
+                           vocabulary=config.vocabulary,
+                           privacy=config.privacy.prompts if config.privacy.enabled else ())

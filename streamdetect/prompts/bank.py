@@ -28,15 +28,16 @@ class PromptBank:
     background_texts: tuple[str, ...] = ()
     vocabulary: np.ndarray | None = None  # (n_names, dim)
     vocabulary_names: tuple[str, ...] = ()
+    privacy: np.ndarray | None = None  # (dim,) normalised mean of the speech prompts; None: privacy is off
 
     @classmethod
     def build(cls, events: Sequence[EventConfig], cache: PromptCache, embedder: Callable[[], TextEmbedder], *,
               examples: ExampleFn | None = None, background: Sequence[str] = (),
-              vocabulary: Sequence[str] = (), template: str = "{}"):
+              vocabulary: Sequence[str] = (), template: str = "{}", privacy: Sequence[str] = ()):
         texts = [p for e in events for p in e.prompts]
         neg_texts = [n for e in events for n in e.negatives]
         vocab_texts = [template.format(name) for name in vocabulary]
-        all_texts = texts + neg_texts + list(background) + vocab_texts
+        all_texts = texts + neg_texts + list(background) + vocab_texts + list(privacy)
         if any(e.examples for e in events) and examples is None:
             raise ValueError("events with examples need an example embedder")
         audio = {i: normalize(examples(e.examples)) for i, e in enumerate(events) if e.examples}
@@ -44,8 +45,8 @@ class PromptBank:
             matrix = embed_texts(all_texts, cache, embedder)
         else:  # every event is defined by examples only
             matrix = np.zeros((0, next(iter(audio.values())).shape[1]), np.float32)
-        parts = np.split(matrix, np.cumsum([len(texts), len(neg_texts), len(background)]))
-        prompt_part, neg_part, bg_part, vocab_part = parts
+        parts = np.split(matrix, np.cumsum([len(texts), len(neg_texts), len(background), len(vocab_texts)]))
+        prompt_part, neg_part, bg_part, vocab_part, privacy_part = parts
         ensembles, offset = [], 0
         for i, event in enumerate(events):
             text = prompt_part[offset : offset + len(event.prompts)]
@@ -63,4 +64,5 @@ class PromptBank:
             background_texts=tuple(background),
             vocabulary=vocab_part if len(vocab_texts) else None,
             vocabulary_names=tuple(vocabulary),
+            privacy=normalize(privacy_part.mean(axis=0)).astype(np.float32) if len(privacy) else None,
         )

@@ -13,5 +13,6 @@ SINKS = Registry(
         "command": "streamdetect.sinks.command:CommandSink",
         "mqtt": "streamdetect.sinks.mqtt:MqttSink",
         "clips": "streamdetect.sinks.clips:ClipsSink",
+        "apprise": "streamdetect.sinks.apprise:AppriseSink",
     },
 )

@@ -8,12 +8,16 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamdetect.pipeline.events import EventRecord
+from streamdetect.report import DaySummary
+from streamdetect.schedule import Site
 from streamdetect.util.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -31,15 +35,33 @@ class SinkOptions(BaseModel):
                                                                    "new ones are dropped (and counted)")
 
 
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink may need from the rest of the config: the site (time zone, coordinates) for quiet hours."""
+
+    site: Site = field(default_factory=Site)
+
+
 class Sink(ABC):
     """A destination for event records. ``Options`` validates the sink's keys in the config."""
 
     Options: ClassVar[type[SinkOptions]] = SinkOptions
     # True: the sink also gets the audio itself through ``audio``/``stream_ended`` (the clips sink).
     wants_audio: ClassVar[bool] = False
+    # True: the sink can send the daily summary (``summary``), so the config's ``summary`` may name it.
+    sends_summaries: ClassVar[bool] = False
 
     def __init__(self, options: SinkOptions):
         self.options = options
+
+    @classmethod
+    def create(cls, options: SinkOptions, context: SinkContext) -> Sink:
+        """Build the sink for the daemon; a sink that needs the site overrides this."""
+        return cls(options)
+
+    def summary(self, summary: DaySummary, chart: Path | None) -> None:
+        """Send a daily summary (and its hourly chart PNG); only sinks with ``sends_summaries``."""
+        raise SinkError(f"{type(self).__name__} cannot send summaries")
 
     @abstractmethod
     def emit(self, record: EventRecord) -> None:
@@ -57,6 +79,10 @@ class Sink(ABC):
 
     def stream_ended(self, stream: str) -> None:  # noqa: B027
         """The stream has ended and its events are closed: no more audio will come for it."""
+
+    def window_privacy(self, stream: str, start_sample: int, end_sample: int, private: bool) -> None:  # noqa: B027
+        """With the privacy filter on: that stretch has been judged, and holds speech if ``private`` (then it
+        must not be stored). Runs in the inference thread: record it and return."""
 
 
 class SinkWorker:
@@ -161,6 +187,13 @@ class SinkSet:
             except Exception as e:  # noqa: BLE001
                 self.report.failed(name, f"{stream} end of stream", e)
 
+    def window_privacy(self, stream: str, start_sample: int, end_sample: int, private: bool) -> None:
+        for name, sink in self.audio_sinks:
+            try:
+                sink.window_privacy(stream, start_sample, end_sample, private)
+            except Exception as e:  # noqa: BLE001
+                self.report.failed(name, f"{stream} privacy mark", e)
+
     def emit(self, record: EventRecord) -> None:
         for name, sink in self.sinks:
             if not sink.wants(record):
@@ -189,12 +222,18 @@ class SinkSet:
                 log.error("sink %s failed to close: %s", name, e)
 
 
-def build_sinks(entries) -> SinkSet:
-    """Instantiate the configured sinks (``PluginConfig`` entries, already validated), each with a worker."""
+def build_sinks(entries, keep_audio: bool = True, context: SinkContext | None = None) -> SinkSet:
+    """Instantiate the configured sinks (``PluginConfig`` entries, already validated), each with a worker.
+
+    ``keep_audio`` false (``privacy.store_audio: false``): the sinks that keep audio (clips) are left out."""
     from streamdetect.sinks import SINKS
 
     built = []
     for i, entry in enumerate(entries):
         cls = SINKS.get(entry.type)
-        built.append((f"{entry.type}#{i}", cls(cls.Options.model_validate(entry.options))))
+        if cls.wants_audio and not keep_audio:
+            log.warning("privacy.store_audio is false: sink %s#%d keeps audio and is not started", entry.type, i)
+            continue
+        built.append((f"{entry.type}#{i}", cls.create(cls.Options.model_validate(entry.options),
+                                                      context or SinkContext())))
     return SinkSet(built, threaded=True)

@@ -17,7 +17,7 @@ import os
 import re
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
@@ -28,6 +28,7 @@ from pydantic import Field
 
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
+from streamdetect.sinks.clip_ring import StreamAudio
 from streamdetect.util.files import atomic_write
 from streamdetect.util.names import safe_name
 
@@ -38,7 +39,7 @@ CLIP_NAME = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)_(?P<stream>[
                        r"(?P<score>-?\d+\.\d+)_(?P<id>[0-9A-Za-z]{1,8})\.(?:flac|wav)$")
 # The temp file of an interrupted clip write: atomic_write's ".<clip>.<8 hex>.tmp", or ".<clip>.tmp" as
 # versions before it named theirs (such leftovers are still cleaned up).
-TEMP_NAME = re.compile(r"^\.(?P<clip>.+\.(?:flac|wav))(?:\.[0-9a-f]{8})?\.tmp$")
+TEMP_NAME = re.compile(r"^\.(?P<clip>.+)\.(?:flac|wav|png)(?:\.[0-9a-f]{8})?\.tmp$")
 RETENTION_INTERVAL_S = 3600.0
 # A file is read ahead of detection by up to 4 x batch_size windows (engine.BatchingEngine.finite_queue_windows).
 LAG_HINT = "a file run reads up to 4 x runtime.batch_size x windows.hop_s seconds ahead of detection"
@@ -61,6 +62,13 @@ class ClipsOptions(SinkOptions):
                                                                 "folder holds more (default: unbounded)")
     keep_best: bool = Field(True, description="never delete the highest-scoring clip of a label, whatever the "
                                               "age and size limits")
+    spectrogram: bool = Field(False, description="also write <clip>.png, a spectrogram with the event marked "
+                              "(pip install 'streamdetect[plot]'); retention treats clip and image as one")
+    spectrogram_max_hz: float | None = Field(None, gt=0, le=96_000, description="top of the image's frequency "
+                                             "axis (default: half the sample rate)")
+    private: Literal["silence", "skip"] = Field("silence", description="with privacy.enabled, audio found to "
+                                                "hold speech is written as silence, or the clip (and image) "
+                                                "of an event touching it is not written at all (skip)")
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class ClipFile:
     label: str  # the label's folder name
     time: datetime
     score: float
-    size: int
+    size: int  # of the clip and its image together
     event_id8: str = ""  # the first 8 characters of the event id (what `streamdetect refine --clips` looks up)
 
 
@@ -86,20 +94,37 @@ def scan_clips(root: Path) -> list[ClipFile]:
         for entry in os.scandir(folder):
             if not entry.is_file(follow_symlinks=False):
                 continue
-            if TEMP_NAME.match(entry.name) and CLIP_NAME.match(TEMP_NAME.match(entry.name)["clip"]):
+            temp = TEMP_NAME.match(entry.name)
+            if temp and (CLIP_NAME.match(temp["clip"] + ".flac") or CLIP_NAME.match(temp["clip"] + ".wav")):
                 log.warning("clips: removing %s, left by an interrupted write", entry.path)
                 Path(entry.path).unlink(missing_ok=True)
                 continue
             m = CLIP_NAME.match(entry.name)
             if m is None:
+                _remove_orphan_image(Path(entry.path))
                 continue
             try:
                 when = datetime.strptime(m["time"], TIME_FORMAT).replace(tzinfo=timezone.utc)
             except ValueError:  # a name that only looks like ours (month 13): not ours to delete
                 continue
-            clips.append(ClipFile(Path(entry.path), folder.name, when, float(m["score"]),
-                                  entry.stat(follow_symlinks=False).st_size, m["id"]))
+            image = image_path(Path(entry.path))
+            size = entry.stat(follow_symlinks=False).st_size + (image.stat().st_size if image.is_file() else 0)
+            clips.append(ClipFile(Path(entry.path), folder.name, when, float(m["score"]), size, m["id"]))
     return clips
+
+
+def image_path(clip: Path) -> Path:
+    """``<clip>.png``: the spectrogram next to its clip, kept and deleted with it."""
+    return clip.with_suffix(".png")
+
+
+def _remove_orphan_image(path: Path) -> None:
+    """An image whose clip is gone (a crash between the two deletions) goes too; other files are not ours."""
+    if path.suffix == ".png" and not path.is_symlink() and any(
+            CLIP_NAME.match(path.stem + ext) for ext in (".flac", ".wav")) and not any(
+            path.with_suffix(ext).exists() for ext in (".flac", ".wav")):
+        log.info("clips: removing %s, whose clip is gone", path)
+        path.unlink(missing_ok=True)
 
 
 def select_for_deletion(clips: list[ClipFile], now: datetime, max_age_days: float | None,
@@ -133,58 +158,6 @@ def select_for_deletion(clips: list[ClipFile], now: datetime, max_age_days: floa
     return doomed
 
 
-@dataclass
-class _StreamAudio:
-    """The recent audio of one stream as PCM16 in a preallocated ring, addressed by absolute sample index."""
-
-    capacity: int
-    sample_rate: int
-    origin: datetime  # UTC wall time of sample 0, for clip names
-    data: np.ndarray = field(init=False)
-    written: int = 0  # absolute index one past the newest sample held
-    ended: bool = False
-    feeder: int | None = None  # thread that feeds this stream: it must never wait for its own audio
-    gaps: deque = field(default_factory=lambda: deque(maxlen=256))  # (start, end) of lost audio
-
-    def __post_init__(self) -> None:
-        self.data = np.zeros(self.capacity, dtype=np.int16)
-
-    @property
-    def oldest(self) -> int:
-        return max(0, self.written - self.capacity)
-
-    def write(self, start_sample: int, block: np.ndarray) -> None:
-        if start_sample > self.written:  # lost audio: time moved on, keep silence there
-            self.gaps.append((self.written, start_sample))
-            n = min(start_sample - self.written, self.capacity)
-            self._put(start_sample - n, np.zeros(n, dtype=np.int16))
-            self.written = start_sample
-        pcm = np.clip(np.rint(block * 32768.0), -32768, 32767).astype(np.int16)
-        if pcm.shape[0] > self.capacity:
-            pcm = pcm[-self.capacity:]
-            start_sample += block.shape[0] - self.capacity
-        self._put(start_sample, pcm)
-        self.written = start_sample + pcm.shape[0]
-
-    def _put(self, start: int, pcm: np.ndarray) -> None:
-        at = start % self.capacity
-        first = min(pcm.shape[0], self.capacity - at)
-        self.data[at : at + first] = pcm[:first]
-        self.data[: pcm.shape[0] - first] = pcm[first:]
-
-    def read(self, start: int, end: int) -> np.ndarray:
-        out = np.empty(end - start, dtype=np.int16)
-        at = start % self.capacity
-        first = min(end - start, self.capacity - at)
-        out[:first] = self.data[at : at + first]
-        out[first:] = self.data[: end - start - first]
-        return out
-
-    def lost_seconds(self, start: int, end: int) -> float:
-        lost = sum(max(0, min(end, b) - max(start, a)) for a, b in self.gaps)
-        return lost / self.sample_rate
-
-
 class ClipsSink(Sink):
     Options = ClipsOptions
     wants_audio = True
@@ -198,10 +171,14 @@ class ClipsSink(Sink):
         except OSError as e:
             raise SinkError(f"clips sink: cannot create the folder {self.root} (sinks[].dir): {e}") from e
         self._cond = threading.Condition()  # guards _streams; notified when audio arrives or a stream ends
-        self._streams: dict[str, _StreamAudio] = {}
+        self._streams: dict[str, StreamAudio] = {}
         self._closing = False
         self._retention_lock = threading.Lock()
         self.written: deque[Path] = deque(maxlen=1000)  # the latest clips this instance wrote, for tests
+        if options.spectrogram:
+            from streamdetect.sinks.spectrogram import require_matplotlib
+
+            require_matplotlib(f"clips sink {self.root} (spectrogram: true)")
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
         self.apply_retention()  # also removes the temp files of writes a crash interrupted
@@ -221,7 +198,7 @@ class ClipsSink(Sink):
                 seconds = (self.options.pre_roll_s + self.options.max_clip_s + self.options.post_roll_s
                            + self.options.buffer_slack_s)
                 origin = datetime.now(timezone.utc) - timedelta(seconds=start_sample / sample_rate)
-                buf = _StreamAudio(int(np.ceil(seconds * sample_rate)), sample_rate, origin)
+                buf = StreamAudio(int(np.ceil(seconds * sample_rate)), sample_rate, origin)
                 buf.written = start_sample
                 self._streams[stream] = buf
             buf.feeder = threading.get_ident()
@@ -234,12 +211,23 @@ class ClipsSink(Sink):
                 self._streams[stream].ended = True
             self._cond.notify_all()
 
+    # -- inference thread ----------------------------------------------------------------------------------
+
+    def window_privacy(self, stream: str, start_sample: int, end_sample: int, private: bool) -> None:
+        with self._cond:
+            buf = self._streams.get(stream)
+            if buf is not None:
+                buf.mark(start_sample, end_sample, private)
+                self._cond.notify_all()
+
     # -- worker thread -------------------------------------------------------------------------------------
 
     def emit(self, record: EventRecord) -> None:
         if record.phase != "end" or record.end_s is None:
             return
-        samples, sample_rate, origin = self._take_clip(record)
+        samples, sample_rate, origin, first = self._take_clip(record)
+        if samples is None:
+            return
         name = (f"{(origin + timedelta(seconds=record.start_s)).strftime(TIME_FORMAT)}_{safe_name(record.stream)}_"
                 f"{record.peak_score:.4f}_{re.sub('[^0-9A-Za-z]', '', record.id)[:8] or '0'}.{self.options.format}")
         folder = self.root / safe_name(record.label)
@@ -255,10 +243,24 @@ class ClipsSink(Sink):
                             f"check the permissions of {self.root})") from e
         self.written.append(path)
         log.info("clip %s: %.1f s", path, samples.shape[0] / sample_rate)
+        if self.options.spectrogram:
+            self._write_image(path, record, samples, sample_rate, first / sample_rate)
         if self.options.max_age_days is not None or self.options.max_total_mb is not None:
             self.apply_retention()
 
-    def _take_clip(self, record: EventRecord) -> tuple[np.ndarray, int, datetime]:
+    def _write_image(self, clip: Path, record: EventRecord, samples: np.ndarray, sample_rate: int,
+                     clip_start_s: float) -> None:
+        from streamdetect.sinks.spectrogram import Marked, spectrogram_png
+
+        mark = Marked(record.start_s - clip_start_s, record.end_s - clip_start_s, record.label)
+        title = f"{record.label} on {record.stream}, {record.time[:19]}, peak {record.peak_score:.3f}"
+        png = spectrogram_png(samples, sample_rate, [mark], title, self.options.spectrogram_max_hz)
+        try:
+            atomic_write(image_path(clip), png)
+        except OSError as e:
+            raise SinkError(f"clips sink: cannot write the image of {clip}: {e}") from e
+
+    def _take_clip(self, record: EventRecord) -> tuple[np.ndarray | None, int, datetime, int]:
         """Wait for the audio up to the end of the post-roll, then copy the clip out of the ring."""
         opts = self.options
         start_s, end_s = record.start_s, record.end_s
@@ -274,7 +276,8 @@ class ClipsSink(Sink):
             want_a = max(0, int(round((start_s - opts.pre_roll_s) * sr)))
             want_b = int(round((end_s + opts.post_roll_s) * sr))
             def heard() -> bool:
-                return buf.written >= want_b or buf.ended or self._closing
+                judged = buf.judged is None or buf.judged >= want_b  # speech in the post-roll is known
+                return (buf.written >= want_b and judged) or buf.ended or self._closing
 
             if heard():
                 pass
@@ -301,10 +304,17 @@ class ClipsSink(Sink):
             samples = buf.read(a, b)
             lost = buf.lost_seconds(a, b)
             origin = buf.origin
+            private = buf.private_in(a, b)
+        if private and opts.private == "skip":
+            log.info("clips sink: no clip of the %s event at %.1f s of %s: it touches %.1f s of speech",
+                     record.label, record.start_s, record.stream, sum(e - s for s, e in private) / sr)
+            return None, sr, origin, a
+        for start, end in private:
+            samples[start - a : end - a] = 0
         if lost > 0:
             log.warning("clips sink: the %s clip of %s has %.2f s of lost audio, written as silence",
                         record.label, record.stream, lost)
-        return samples, sr, origin
+        return samples, sr, origin, a
 
     # -- retention -----------------------------------------------------------------------------------------
 
@@ -321,6 +331,7 @@ class ClipsSink(Sink):
                     clip.path.unlink()
                 except FileNotFoundError:
                     continue
+                image_path(clip.path).unlink(missing_ok=True)
                 deleted.append(clip.path)
                 log.info("clips: deleted %s (%s)", clip.path, reason)
             if max_bytes is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from streamdetect.pipeline.events import EventRecord
+from streamdetect.report import DaySummary
 from streamdetect.sinks.base import Sink, SinkOptions
 
 
@@ -18,6 +19,7 @@ class JsonlOptions(SinkOptions):
 
 class JsonlSink(Sink):
     Options = JsonlOptions
+    sends_summaries = True
 
     def __init__(self, options: JsonlOptions):
         super().__init__(options)
@@ -30,6 +32,12 @@ class JsonlSink(Sink):
 
     def emit(self, record: EventRecord) -> None:
         self._fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def summary(self, summary: DaySummary, chart: Path | None) -> None:
+        """One line ``{"summary": ...}``, told apart from records by its only key."""
+        out = {"summary": {**summary.to_dict(), "chart": str(chart) if chart is not None else None}}
+        self._fh.write(json.dumps(out, ensure_ascii=False) + "\n")
         self._fh.flush()
 
     def close(self) -> None:

@@ -78,6 +78,8 @@ class MqttSink(Sink):
         # safe_name: no '/', '+', '#' or spaces in a topic level, valid in a Home Assistant object id, and two
         # streams or labels never share a topic or an entity
         stream, label = safe_name(record.stream), safe_name(record.label)
+        if record.site:  # several stations on one broker: <prefix>/<site>/<stream>/<label>, and their own entities
+            stream = f"{safe_name(record.site)}/{stream}"
         base = f"{self.options.prefix}/{stream}/{label}"
         if self.options.ha_discovery and (stream, label) not in self._announced:
             self._announce(stream, label, base)
@@ -86,6 +88,7 @@ class MqttSink(Sink):
         self._publish(f"{base}/event", json.dumps(record.to_dict()), retain=False)
 
     def _announce(self, stream: str, label: str, base: str) -> None:
+        stream = stream.replace("/", "_")  # a site's stream: one level in object ids
         unique = f"streamdetect_{stream}_{label}"
         config = {
             "name": f"{label} ({stream})",

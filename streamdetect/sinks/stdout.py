@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from streamdetect.pipeline.events import EventRecord
+from streamdetect.report import DaySummary
 from streamdetect.sinks.base import Sink, SinkOptions
 
 
@@ -23,6 +25,10 @@ def format_record(record: EventRecord) -> str:
 
 class StdoutSink(Sink):
     Options = SinkOptions
+    sends_summaries = True
 
     def emit(self, record: EventRecord) -> None:
         print(format_record(record), file=sys.stdout, flush=True)
+
+    def summary(self, summary: DaySummary, chart: Path | None) -> None:
+        print(summary.text() + (f"\n  chart: {chart}" if chart is not None else ""), file=sys.stdout, flush=True)

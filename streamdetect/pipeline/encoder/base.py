@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-DEVICES = ("auto", "cpu", "cuda", "tensorrt", "openvino")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt", "openvino", "triton")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
@@ -26,12 +26,22 @@ class RuntimeOptions:
     spin: bool = False  # let idle onnxruntime threads busy-wait (lower latency, but they steal the CPU)
     memory_arena: bool = False  # onnxruntime's CPU arena + memory patterns: +135 MB at batch 4, no speed gain here
     max_batch: int = 64  # the largest encoder call; TensorRT builds its engine for batches 1..max_batch
+    triton: Any = None  # the config's runtime.triton section (a TritonConfig), for device 'triton'
 
     @classmethod
     def from_config(cls, runtime: Any) -> RuntimeOptions:
         """Every verb opens its encoders through this, so each honours the whole ``runtime`` section."""
         return cls(device=runtime.device, precision=runtime.precision, intra_op_threads=runtime.intra_op_threads,
-                   max_batch=runtime.batch_size)
+                   max_batch=runtime.batch_size, triton=runtime.triton)
+
+
+class EncoderUnavailable(RuntimeError):
+    """The encoder cannot run these windows now (its server is away) but may later: the caller keeps them and
+    tries again after ``retry_in_s``, instead of losing them."""
+
+    def __init__(self, message: str, retry_in_s: float):
+        super().__init__(message)
+        self.retry_in_s = retry_in_s
 
 
 @runtime_checkable

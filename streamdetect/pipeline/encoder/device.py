@@ -64,8 +64,8 @@ def onnxruntime_providers(device: str) -> list[str]:
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    # openvino runs the audio encoder itself; onnxruntime sessions (the text encoder) stay on the CPU there
-    if device in ("cpu", "openvino") or (device == "auto" and not nvidia_driver_present()):
+    # openvino and triton run the audio encoder elsewhere; onnxruntime sessions (the text encoder) stay on the CPU
+    if device in ("cpu", "openvino", "triton") or (device == "auto" and not nvidia_driver_present()):
         return ["CPUExecutionProvider"]
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels of streamdetect[gpu], if installed
         ort.preload_dlls()

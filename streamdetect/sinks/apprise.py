@@ -1,0 +1,208 @@
+"""Push notifications through Apprise: one library for ntfy, Telegram, Pushover, Signal, e-mail, Matrix and 100+
+other services, each addressed by a URL (``ntfys://${NTFY_TOKEN}@ntfy.sh/garden``).
+
+A phone should buzz for a sound, not for every window of it, and not at night: each label notifies at most once
+per ``min_interval_s`` and not at all in ``quiet_hours`` (both judged by the record's own time, so a replayed
+file behaves as it did live). Secrets stay out of the YAML: ``${NAME}`` in a URL is read from the environment
+at start-up, and a missing variable stops the start with its name. With ``attach_spectrogram`` the image the
+clips sink writes next to the event's clip goes along (waited for, since the clip is only written once its
+post-roll has been heard). Failed deliveries are retried with the shared back-off and then counted as the
+sink's failures, as the webhook's are. A notification is not spooled for later: hours late it would only be
+noise, and the record itself is in the other sinks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import string
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from streamdetect.pipeline.events import EventRecord
+from streamdetect.report import DaySummary
+from streamdetect.schedule import Schedule, Site, parse_periods
+from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
+from streamdetect.util.backoff import Backoff
+from streamdetect.util.names import safe_name
+
+log = logging.getLogger(__name__)
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+APPRISE_EXTRA = "pip install 'streamdetect[notify]'"
+
+
+def template_fields(record: EventRecord) -> dict[str, Any]:
+    """What a title or body template can name: the record's fields plus a few made for reading."""
+    fields = record.to_dict()
+    fields["end_s"] = record.end_s if record.end_s is not None else record.start_s
+    fields["duration_s"] = fields["end_s"] - record.start_s
+    fields["private"] = bool(record.private)
+    fields["top"] = ", ".join(f"{t.label} {t.score:.2f}" for t in record.top)
+    fields["sounds_like"] = ", ".join(t.label for t in record.sounds_like)
+    return fields
+
+
+SAMPLE = EventRecord(id="0" * 32, label="bird", phase="end", start_s=1.0, end_s=4.0, peak_score=0.5,
+                     peak_time_s=2.5, stream="garden", time="2026-01-01T06:00:00.000+00:00", top=())
+
+
+def render(template: str, record: EventRecord) -> str:
+    return template.format(**template_fields(record))
+
+
+class AppriseOptions(SinkOptions):
+    urls: list[str] = Field(min_length=1, max_length=50, description="Apprise URLs (ntfy://, tgram://, "
+                            "pover://, mailto:// ...); ${NAME} is replaced by environment variable NAME")
+    phase: Literal["start", "end"] = Field("end", description="notify when an event starts (sooner) or ends "
+                                           "(with its extent and spectrogram)")
+    title: str = Field("{label} heard on {stream}", max_length=500, description="title template: the "
+                       "record's fields in Python format syntax, e.g. {label} {peak_score:.2f} {time}")
+    body: str = Field("{label} at {time}, peak score {peak_score:.2f}, {duration_s:.0f} s", max_length=5000,
+                      description="body template, with the same fields as the title")
+    min_interval_s: float = Field(300.0, ge=0, le=7 * 86_400, description="per label: notifications closer "
+                                  "together than this are left out (and counted)")
+    quiet_hours: list[str] = Field(default_factory=list, max_length=50, description="periods in the site's local "
+                                   "time without notifications, e.g. ['22:00-07:00']")
+    attach_spectrogram: bool = Field(False, description="attach the event's spectrogram image (phase end; needs "
+                                     "a clips sink with spectrogram: true)")
+    clips_dir: str | None = Field(None, min_length=1, description="that clips sink's dir")
+    attach_wait_s: float = Field(30.0, ge=0, le=600, description="how long to wait for the image to be written")
+    retries: int = Field(3, ge=0, le=20, description="extra attempts for a URL that failed")
+    backoff_s: float = Field(1.0, gt=0, le=60, description="first retry delay; doubles each time, with jitter")
+    max_backoff_s: float = Field(30.0, gt=0, le=3600, description="longest retry delay")
+
+    @field_validator("title", "body")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        """A typo in a field name would otherwise fail at the first sound, perhaps weeks later."""
+        known = template_fields(SAMPLE)
+        for _, name, _, _ in string.Formatter().parse(value):
+            if name is not None and name.split(".")[0].split("[")[0] not in known:
+                raise ValueError(f"unknown field {{{name}}}; the fields are {', '.join(sorted(known))}")
+        try:
+            render(value, SAMPLE)
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            raise ValueError(f"template cannot be formatted: {e}") from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _periods(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        periods = parse_periods(value)
+        site = (info.context or {}).get("site")
+        if isinstance(site, Site) and site.latitude is None and any(p.uses_sun for p in periods):
+            raise ValueError("quiet hours use sun times: set site.latitude and site.longitude")
+        return value
+
+    @field_validator("attach_spectrogram")
+    @classmethod
+    def _attach_needs_end(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("phase") == "start":
+            raise ValueError("a spectrogram exists only once the event has ended: use phase: end")
+        return value
+
+
+def expand_env(url: str) -> str:
+    def value(match: re.Match) -> str:
+        name = match[1]
+        if not os.environ.get(name):
+            raise SinkError(f"apprise sink: environment variable {name} (used in one of its urls) is not set; "
+                            "export it before starting")
+        return os.environ[name]
+
+    return ENV_REFERENCE.sub(value, url)
+
+
+class AppriseSink(Sink):
+    Options = AppriseOptions
+    sends_summaries = True
+
+    def __init__(self, options: AppriseOptions, site: Site | None = None):
+        super().__init__(options)
+        self.options: AppriseOptions = options
+        try:
+            import apprise
+        except ImportError as e:
+            raise SinkError(f"the apprise sink needs the apprise package ({APPRISE_EXTRA})") from e
+        self._apprise = apprise
+        self.targets: list[tuple[str, Any]] = []  # (redacted URL, one Apprise object each: retried alone)
+        for i, url in enumerate(options.urls):
+            target = apprise.Apprise()
+            if not target.add(expand_env(url)):
+                raise SinkError(f"apprise sink: urls[{i}] is not an Apprise URL it knows (see "
+                                "https://github.com/caronc/apprise/wiki for the services and their URLs)")
+            self.targets.append((target[0].url(privacy=True), target))
+        self.quiet = Schedule.of(options.quiet_hours, site or Site())
+        self.last_sent: dict[str, datetime] = {}
+        self.sent = 0
+        self.suppressed = {"rate_limit": 0, "quiet_hours": 0}
+        self.attachments_missing = 0
+        self._stop = threading.Event()
+
+    @classmethod
+    def create(cls, options: AppriseOptions, context: SinkContext) -> AppriseSink:
+        return cls(options, context.site)
+
+    def emit(self, record: EventRecord) -> None:
+        if record.phase != self.options.phase:
+            return
+        when = datetime.fromisoformat(record.time)
+        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        if self.quiet is not None and self.quiet.active(when):
+            self.suppressed["quiet_hours"] += 1
+            return
+        last = self.last_sent.get(record.label)
+        if last is not None and (when - last).total_seconds() < self.options.min_interval_s:
+            self.suppressed["rate_limit"] += 1
+            return
+        attach = self._spectrogram(record) if self.options.attach_spectrogram else None
+        self.notify(render(self.options.title, record), render(self.options.body, record), attach,
+                    f"{record.label} {record.phase} record")
+        self.last_sent[record.label] = when
+
+    def summary(self, summary: DaySummary, chart: Path | None) -> None:
+        self.notify(f"streamdetect: {summary.day}", summary.text(), chart, "daily summary")
+
+    def notify(self, title: str, body: str, attach: Path | None, what: str) -> None:
+        """Send to every URL, retrying each failed one alone (a retry must not repeat a delivered message)."""
+        failed = []
+        for shown, target in self.targets:
+            backoff = Backoff(self.options.backoff_s, self.options.max_backoff_s)
+            for attempt in range(1 + self.options.retries):
+                if attempt and self._stop.wait(backoff.next_delay()):
+                    break
+                files = self._apprise.AppriseAttachment(str(attach)) if attach is not None else None
+                if target.notify(body=body, title=title, attach=files):
+                    self.sent += 1
+                    break
+            else:
+                failed.append(shown)
+        if failed:
+            raise SinkError(f"apprise: {what} not delivered to {', '.join(failed)} after "
+                            f"{1 + self.options.retries} attempts")
+
+    def _spectrogram(self, record: EventRecord) -> Path | None:
+        """The clips sink's image of this event, named by the first 8 characters of the event id."""
+        if self.options.clips_dir is None:
+            return None
+        folder = Path(self.options.clips_dir) / safe_name(record.label)
+        id8 = re.sub("[^0-9A-Za-z]", "", record.id)[:8] or "0"
+        deadline = time.monotonic() + self.options.attach_wait_s
+        while True:
+            found = sorted(folder.glob(f"*_{id8}.png")) if folder.is_dir() else []
+            if found:
+                return found[-1]
+            if time.monotonic() >= deadline or self._stop.wait(0.2):
+                self.attachments_missing += 1
+                log.warning("apprise: no spectrogram of the %s event %s in %s after %.0f s; sent without",
+                            record.label, id8, folder, self.options.attach_wait_s)
+                return None
+
+    def close(self) -> None:
+        self._stop.set()

@@ -1,0 +1,143 @@
+"""The audio encoder on a real Triton Inference Server (the nvidia-pytriton wheel's tritonserver, on the CPU,
+serving the exported ONNX file through onnxruntime in its Python backend with the dynamic batcher).
+
+Marked ``triton``: they need ``.venv-triton`` from ``tools/setup.sh --dev``; without it they fail, never skip.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from helpers import file_windows, immediate_event, make_detector, run_cli, write_config, write_tone_scene
+from triton_server import TritonServer, other_export, python_repo
+
+from streamdetect.config import ConfigError, TritonConfig
+from streamdetect.model.manifest import ModelBundle, ModelError
+from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.encoder.base import RuntimeOptions
+from streamdetect.pipeline.encoder.triton import TritonAudioEncoder
+from streamdetect.pipeline.frontend import LogMelFrontend
+
+pytestmark = pytest.mark.triton
+MODEL = "streamdetect_audio"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    work = tmp_path_factory.mktemp("triton")
+    repo = python_repo(tiny_model, work / "repo", max_batch=16, preferred="4,8", delay_us=50000)
+    triton = TritonServer(repo, work).start()
+    yield triton
+    triton.stop()
+
+
+@pytest.fixture(scope="module")
+def other_model(tiny_model, tmp_path_factory):
+    return other_export(tiny_model, tmp_path_factory.mktemp("other") / "model")
+
+
+def remote(tiny_model, url: str, **section) -> TritonAudioEncoder:
+    options = RuntimeOptions(device="triton", triton=TritonConfig(url=url, **section))
+    encoder = open_audio_encoder(ModelBundle.load(tiny_model), options)
+    assert isinstance(encoder, TritonAudioEncoder)
+    return encoder
+
+
+def test_embeddings_through_the_server_match_the_local_encoder_on_every_window(tiny_model, server, tmp_path):
+    bundle = ModelBundle.load(tiny_model)
+    windows = file_windows(write_tone_scene(tmp_path / "scene.wav", seconds=10.0))
+    features = LogMelFrontend(bundle.frontend_params)([w.samples for w in windows])
+    local = open_audio_encoder(bundle, RuntimeOptions(device="cpu", precision="fp32"))(features)
+    encoder = remote(tiny_model, server.url)
+    through_server = encoder(features)
+    cosine = (local * through_server).sum(axis=1) / (np.linalg.norm(local, axis=1)
+                                                     * np.linalg.norm(through_server, axis=1))
+    assert len(windows) >= 8 and cosine.min() >= 0.9999, cosine
+    assert encoder.file == "audio_encoder.onnx" and encoder.precision == "fp32" and encoder.state == "up"
+
+
+def test_a_detector_on_the_server_reports_the_events_of_the_local_one(tiny_model, server, tmp_path):
+    wav = write_tone_scene(tmp_path / "scene.wav", seconds=12.0)
+    events = [immediate_event("x", threshold=0.0)]
+    local, _ = make_detector(tiny_model, events, runtime={"precision": "fp32"})
+    windows = file_windows(wav)
+    scores = local.scores(windows).event[:, 0]
+    events[0]["threshold"] = float(np.median(scores) + 1e-4)
+    runs = {}
+    for name, runtime in {"local": {"precision": "fp32"},
+                          "triton": {"device": "triton", "triton": {"url": server.url}}}.items():
+        detector, sink = make_detector(tiny_model, events, runtime=runtime)
+        stream = detector.open_stream("s", live=False)
+        detector.analyse([(stream, w) for w in windows])
+        detector.end_stream(stream)
+        runs[name] = [(r.phase, r.start_s, r.end_s, round(r.peak_score, 4)) for r in sink.records]
+    assert runs["local"] and runs["triton"] == runs["local"]
+
+
+def test_concurrent_stations_are_batched_by_the_server(tiny_model, server):
+    """Six stations send one window each at the same time: Triton's dynamic batcher runs them together, so its
+    own statistics count fewer executions than inferences."""
+    stations = [remote(tiny_model, server.url) for _ in range(6)]
+    features = np.random.default_rng(1).normal(-40, 20, (1, 1, 1001, 64)).astype(np.float32)
+    before = server.statistics(MODEL)
+    barrier = threading.Barrier(len(stations))
+    results: list[np.ndarray] = []
+
+    def station(encoder):
+        for _ in range(3):
+            barrier.wait()
+            results.append(encoder(features))
+
+    threads = [threading.Thread(target=station, args=(s,)) for s in stations]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    after = server.statistics(MODEL)
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert len(results) == 18 and inferences == 18
+    assert executions < inferences, (executions, inferences)
+    assert all(np.allclose(r, results[0], atol=1e-5) for r in results)
+
+
+def test_an_engine_batch_goes_in_one_request(tiny_model, server):
+    encoder = remote(tiny_model, server.url)
+    before = server.statistics(MODEL)
+    encoder(np.zeros((5, 1, 1001, 64), np.float32))
+    after = server.statistics(MODEL)
+    assert after["inference_count"] - before["inference_count"] == 5
+    assert after["execution_count"] - before["execution_count"] == 1
+
+
+def test_a_server_with_another_model_is_refused_at_start_and_says_so(tiny_model, other_model, tmp_path):
+    repo = python_repo(other_model, tmp_path / "repo")
+    triton = TritonServer(repo, tmp_path).start()
+    try:
+        with pytest.raises(ModelError, match="different audio encoder"):
+            remote(tiny_model, triton.url)
+        config = write_config(tmp_path / "station.yaml", tiny_model, [immediate_event("x")],
+                              runtime={"device": "triton", "triton": {"url": triton.url}})
+        done = run_cli("run", "--config", str(config), "--input", str(write_tone_scene(tmp_path / "a.wav", 5.0)))
+    finally:
+        triton.stop()
+    assert done.returncode == 2 and "different audio encoder" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bearer_token_from_the_environment_opens_a_server_that_requires_it(tiny_model, tmp_path, monkeypatch):
+    repo = python_repo(tiny_model, tmp_path / "repo")
+    triton = TritonServer(repo, tmp_path, token="s3cret-token").start()
+    try:
+        monkeypatch.setenv("STATION_TOKEN", "s3cret-token")
+        encoder = remote(tiny_model, triton.url, token_env="STATION_TOKEN")
+        assert encoder.state == "up" and encoder(np.zeros((2, 1, 1001, 64), np.float32)).shape == (2, 32)
+        monkeypatch.setenv("STATION_TOKEN", "wrong")
+        refused = remote(tiny_model, triton.url, token_env="STATION_TOKEN", retries=0)
+        assert refused.state == "away"
+        monkeypatch.delenv("STATION_TOKEN")
+        with pytest.raises(ConfigError, match="STATION_TOKEN is not set"):
+            remote(tiny_model, triton.url, token_env="STATION_TOKEN")
+    finally:
+        triton.stop()

@@ -1,0 +1,48 @@
+"""Helpers of the ``triton`` tests: the model repositories they serve, through ``tools/triton_local.py`` (the
+tritonserver bundled in the nvidia-pytriton wheel, Python backend only, on the CPU, in ``.venv-triton``).
+
+That server serves a repository written by ``streamdetect export --triton-repo ... --triton-backend python``: the
+exported ONNX file through onnxruntime inside the Python backend, with Triton's dynamic batcher, on 127.0.0.1 and
+free ports, stopped by its pid. Faults are real: SIGKILL (killed), SIGSTOP/SIGCONT (stalled), a restart on the
+same port, a model unloaded through the repository API (it answers errors), a restart serving another repository
+(another model).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from triton_local import TritonServer, triton_python  # noqa: E402
+
+__all__ = ["TritonServer", "other_export", "python_repo", "triton_python"]
+
+
+def python_repo(model_dir: Path, repo: Path, **options) -> Path:
+    """``streamdetect export --triton-repo repo --triton-backend python`` for an existing export, through the CLI."""
+    cmd = [sys.executable, "-m", "streamdetect", "export", "--out", str(model_dir), "--triton-repo", str(repo),
+           "--triton-backend", "python", "--triton-kind", "cpu"]
+    for key, value in options.items():
+        cmd += [f"--triton-{key.replace('_', '-')}", str(value)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return repo
+
+
+def other_export(model_dir: Path, dest: Path) -> Path:
+    """A copy of an export whose audio encoder is another graph (the int8 one, renamed): what a station must
+    refuse to be served, as if the server ran a different checkpoint."""
+    import json
+
+    from streamdetect.model.manifest import AUDIO_ENCODER, AUDIO_ENCODER_INT8, MANIFEST_NAME, sha256_file
+
+    shutil.copytree(model_dir, dest)
+    shutil.copyfile(dest / AUDIO_ENCODER_INT8, dest / AUDIO_ENCODER)
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    manifest["files"][AUDIO_ENCODER] = sha256_file(dest / AUDIO_ENCODER)
+    manifest["precisions"]["fp16"]["status"] = "refused"
+    manifest["source"]["model"] = "another-checkpoint"
+    (dest / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return dest
