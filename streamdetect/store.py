@@ -76,11 +76,19 @@ def marked_records(db: sqlite3.Connection, label: str) -> list[tuple[str, str, s
 
 
 def parse_when(text: str, now: datetime | None = None) -> str:
-    """'7d', '12h', '30m' (ago) or an ISO-8601 time -> ISO-8601 UTC string comparable with stored times."""
+    """'7d', '12h', '30m' (ago) or an ISO-8601 time -> ISO-8601 UTC string comparable with stored times.
+
+    Raises ``ValueError`` with a message for the user, also for ages no calendar holds (``99999999999d``,
+    ``1e400h``, ``nand``)."""
     now = now or datetime.now(timezone.utc)
     units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
     if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
-        return (now - timedelta(**{units[text[-1]]: float(text[:-1])})).isoformat(timespec="milliseconds")
+        amount = float(text[:-1])
+        try:
+            return (now - timedelta(**{units[text[-1]]: amount})).isoformat(timespec="milliseconds")
+        except (OverflowError, ValueError):
+            raise ValueError(f"{text!r} reaches back before the year 1; give a shorter age or an ISO-8601 time"
+                             ) from None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -90,11 +98,17 @@ def parse_when(text: str, now: datetime | None = None) -> str:
     return when.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
+class StoreError(RuntimeError):
+    """An event database that is missing, is not SQLite, or was not written by a `sqlite` sink."""
+
+
 def query_events(path: Path, label: str | None = None, since: str | None = None, until: str | None = None,
-                 limit: int | None = None) -> list[dict]:
+                 limit: int | None = None, newest_first: bool = False) -> list[dict]:
+    """Records in time order (``newest_first``: the other way); ``limit`` keeps the newest ``limit`` of them."""
     if not path.is_file():
-        raise FileNotFoundError(f"no event database at {path} (a `sqlite` sink writes one)")
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        raise StoreError(f"no event database at {path} (a `sqlite` sink writes one)")
+    if limit is not None and limit < 1:
+        raise StoreError(f"--limit must be at least 1 (found {limit}); leave it out for every record")
     clauses, params = [], []
     for column, op, value in (("label", "=", label), ("time", ">=", since), ("time", "<=", until)):
         if value is not None:
@@ -103,11 +117,23 @@ def query_events(path: Path, label: str | None = None, since: str | None = None,
     sql = f"SELECT {', '.join(COLUMNS)} FROM records"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
-    sql += " ORDER BY time, label" + (f" LIMIT {int(limit)}" if limit else "")
+    sql += " ORDER BY time DESC, label DESC" + (f" LIMIT {int(limit)}" if limit else "")
     try:
-        return [dict(zip(COLUMNS, row, strict=True)) for row in db.execute(sql, params)]
+        db = connect_readonly(path)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open {path} ({e})") from None
+    try:
+        rows = [dict(zip(COLUMNS, row, strict=True)) for row in db.execute(sql, params)]
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e) or "no such column" in str(e):
+            raise StoreError(f"{path} is an SQLite database but holds no streamdetect records table ({e}); "
+                             "give the `path` of a `sqlite` sink") from None
+        raise StoreError(f"cannot read {path} ({e})") from None
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path} is not an SQLite database ({e}); give the `path` of a `sqlite` sink") from None
     finally:
         db.close()
+    return rows if newest_first else rows[::-1]
 
 
 def records_between(path: Path, since: str, until: str) -> list[dict]:

@@ -24,7 +24,15 @@ if command -v apt-get >/dev/null 2>&1; then
   for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [[ -n "$missing" ]]; then
     sudo=""
-    [[ "$(id -u)" != 0 ]] && sudo="sudo"
+    if [[ "$(id -u)" != 0 ]]; then
+      if ! command -v sudo >/dev/null 2>&1; then
+        echo "tools/setup.sh: needs these Debian packages:$missing" >&2
+        echo "  you are not root and there is no sudo: run 'apt-get install$missing' as root, then run this again" >&2
+        exit 1
+      fi
+      sudo="sudo"
+      echo "tools/setup.sh: installing$missing with sudo (it may ask for your password)" >&2
+    fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
   fi

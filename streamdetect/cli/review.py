@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from streamdetect.cli.common import UsageError, load, log
+from streamdetect.cli.parser import DEFAULT_DB
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -20,7 +21,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from streamdetect.schedule import zone
     from streamdetect.util.files import atomic_write
 
-    db, clips, tz_name = Path("events.db"), None, "UTC"
+    db, clips, tz_name = DEFAULT_DB, None, "UTC"  # what the example config's sqlite sink writes
     if args.config is not None:
         config = load_config(args.config)
         (db, clips), tz_name = store_and_clips(config), config.site.timezone
@@ -62,13 +63,13 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-
     from streamdetect.pipeline.encoder.base import RuntimeOptions
     from streamdetect.prompts.assemble import prompt_bank_for
     from streamdetect.prompts.refine import (
         FeedbackError,
         RefinementStore,
         RefineParams,
+        prompt_key,
         refine_events,
         refinements_dir,
     )
@@ -78,8 +79,10 @@ def cmd_refine(args: argparse.Namespace) -> int:
     try:
         if args.undo is not None:
             now = store.undo(args.undo)
-            print(f"{args.undo}: now using " + (f"refinement v{now}" if now else "the plain prompts")
-                  + " (send SIGHUP to a running detector)")
+            in_force = _undo_result(config, args.undo, now, store.latest(args.undo) if now else None,
+                                    prompt_key, bundle.text_key)
+            print(f"{args.undo}: retired the newest refinement; now using {in_force} (send SIGHUP to a "
+                  "running detector)")
             return 0
         params = RefineParams(args.alpha, args.beta, args.max_angle)
         if not args.db.is_file():
@@ -101,6 +104,22 @@ def cmd_refine(args: argparse.Namespace) -> int:
               f"{clips} (moved {done.angle_deg:.1f} degrees)")
     print(f"refinements in {store.directory}; send SIGHUP to a running detector to use them")
     return 0
+
+
+def _undo_result(config, label: str, version: int | None, latest, prompt_key, text_key: str) -> str:
+    """What the detector embeds an event from once its newest refinement is retired: the older version if it
+    still matches the event's prompts (the rule ``apply_refinements`` follows), else what the config gives it."""
+    event = next((e for e in config.events if e.label == label), None)
+    if event is None:
+        return f"nothing: {label!r} is no event of the config"
+    parts = (["prompts"] if event.prompts else []) + (["audio examples"] if event.examples else [])
+    plain = "its " + " and ".join(parts) + " from the config, unrefined"
+    if not version:
+        return plain
+    meta = latest[1] if latest is not None else {}
+    if meta.get("prompt_key") != prompt_key(event.prompts, text_key):
+        return f"{plain} (refinement v{version} is kept but was made for other prompts)"
+    return f"refinement v{version}"
 
 
 def _clip_embedder(folder: Path, bundle, config):
@@ -132,21 +151,21 @@ def _clip_embedder(folder: Path, bundle, config):
 def cmd_events(args: argparse.Namespace) -> int:
     import csv
 
-    from streamdetect.store import COLUMNS, parse_when, query_events
+    from streamdetect.store import COLUMNS, StoreError, parse_when, query_events
 
     try:
         rows = query_events(args.db, args.label, args.since and parse_when(args.since),
-                            args.until and parse_when(args.until), args.limit)
-    except (FileNotFoundError, ValueError) as e:
+                            args.until and parse_when(args.until), args.limit, newest_first=True)
+    except (StoreError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
         return 0
-    for r in rows:
+    for r in rows:  # the id's first 8 characters: `feedback --event` takes any unique prefix of 6 or more
         extent = f"{r['start_s']:.1f}-{r['end_s']:.1f} s" if r["end_s"] is not None else f"from {r['start_s']:.1f} s"
-        print(f"{r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
+        print(f"{r['id'][:8]}  {r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
               f"peak {r['peak_score']:.3f}" + (f"  {r['feedback']}" if r["feedback"] else ""))
-    print(f"{len(rows)} records", file=sys.stderr)
+    print(f"{len(rows)} records, newest first", file=sys.stderr)
     return 0

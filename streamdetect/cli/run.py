@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from streamdetect.daemon.control import ControlError
 from streamdetect.daemon.engine import EngineStats
 from streamdetect.daemon.reload import Reloader
 from streamdetect.daemon.service import DetectorService, preflight
-from streamdetect.model.manifest import MANIFEST_NAME, ModelBundle, default_model_dir
+from streamdetect.model.manifest import DEFAULT_MODEL_DIR, MANIFEST_NAME, ModelBundle, default_model_dir
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
 from streamdetect.util.signals import raise_on_signal
@@ -167,7 +168,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, raise_on_signal)
     out = args.out or default_model_dir(args.model)
     if args.triton_repo is None or args.force or not (out / MANIFEST_NAME).is_file():
-        export_model(args.model, out, revision=args.revision, force=args.force)
+        manifest = export_model(args.model, out, revision=args.revision, force=args.force)
+        model = "" if out == DEFAULT_MODEL_DIR else f" --model {out}"
+        print(f"next: streamdetect run --config configs/home.yaml --input RECORDING{model}"
+              + ("  (random weights: this shows the tool, not detection)"
+                 if manifest["source"]["random_weights"] else ""), file=sys.stderr)
     if args.triton_repo is not None:
         _write_triton_repo(args, out)
     return 0

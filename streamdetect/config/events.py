@@ -18,7 +18,7 @@ from streamdetect.config.station import SCHEDULE_DESCRIPTION, check_periods
 
 
 class EventConfig(Strict):
-    label: str = Field(min_length=1, max_length=200)
+    label: str = Field(min_length=1, max_length=200, description="the event's name in records, sinks and topics; unique")
     prompts: list[str] = Field(description="text prompts, averaged as an ensemble (may be empty with examples)")
     threshold: float = Field(ge=-1.0, le=1.0, description="score at which the event fires: a cosine in "
                              "scoring mode cosine, a probability (0..1) in scoring mode softmax")

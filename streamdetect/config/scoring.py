@@ -64,7 +64,7 @@ class VocabularyConfig(Strict):
 
 
 class NoveltyConfig(Strict):
-    enabled: bool = False
+    enabled: bool = Field(False, description="fire novelty records for windows unlike the site and every prompt")
     label: str = Field("novelty", min_length=1, max_length=200, description="label of the novelty records")
     max_prompt_similarity: float = Field(0.3, ge=-1.0, le=1.0, description="novel only while the best cosine to "
                                          "every prompt (events, negatives, background, vocabulary) is below this")
@@ -73,6 +73,6 @@ class NoveltyConfig(Strict):
     half_life_windows: float = Field(300.0, ge=1.0, le=1e7, description="the site profile is an exponential "
                                      "moving average of window embeddings with this half-life, in windows")
     warmup_windows: int = Field(30, ge=1, le=1_000_000, description="windows the profile must have seen first")
-    min_windows: int = Field(1, ge=1, le=1000)
-    hysteresis: float = Field(0.02, ge=0.0, le=2.0)
-    cooldown_s: float = Field(10.0, ge=0.0, le=86_400.0)
+    min_windows: int = Field(1, ge=1, le=1000, description="consecutive novel windows to fire")
+    hysteresis: float = Field(0.02, ge=0.0, le=2.0, description="stays novel until the distance < threshold - hysteresis")
+    cooldown_s: float = Field(10.0, ge=0.0, le=86_400.0, description="quiet time after an end before firing again")

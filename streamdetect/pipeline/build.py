@@ -34,6 +34,10 @@ def build_detector(config: Config, bundle: ModelBundle, outputs: Outputs, *, enc
     A config reload rebuilds the bank with the same encoder, so audio examples are embedded by what runs.
     """
     runtime = RuntimeOptions.from_config(config.runtime)
+    if bank is None and encoder is None and not any(e.examples for e in config.events):
+        # Text first: the text encoder is loaded, used and released before the audio encoder is opened, so a
+        # first start that embeds a vocabulary never holds both (full-size model: 957 MB peak with both).
+        bank = bank_for_config(bundle, config, runtime)
     encoder = encoder or open_audio_encoder(bundle, runtime, encoder_observer)
 
     def bank_for(new: Config) -> PromptBank:

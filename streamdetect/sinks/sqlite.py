@@ -28,7 +28,8 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 class SqliteOptions(SinkOptions):
-    path: str = Field("events.db", min_length=1, description="database file (created if missing)")
+    path: str = Field("events/events.db", min_length=1, description="database file (created if missing); "
+                      "the `events`, `feedback` and `refine` verbs read this path by default")
 
 
 class SqliteSink(Sink):

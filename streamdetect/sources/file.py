@@ -47,7 +47,7 @@ def wav_header_frames(path: Path) -> int | None:
 
 
 class FileOptions(SourceOptions):
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, description="audio file (anything libsndfile reads), read once")
     block_s: float = Field(1.0, gt=0, le=60, description="seconds read from the file at a time")
 
 
