@@ -1,3 +1,3 @@
-from streamdetect.cli import main
+from streamdetect.entry import main
 
 raise SystemExit(main())

@@ -19,7 +19,7 @@ import pytest
 from filelock import FileLock
 from helpers import start_pulse
 
-from streamdetect.model.offline import checkpoint_feature_extractor, offline_tokenizer
+from streamdetect.model.offline import checkpoint_feature_extractor, mark_random_weights, offline_tokenizer
 
 
 def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
@@ -40,6 +40,7 @@ def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     ClapProcessor(feature_extractor=checkpoint_feature_extractor(), tokenizer=tokenizer).save_pretrained(directory)
     model.save_pretrained(directory)
+    mark_random_weights(directory, "tests/conftest.py: the tiny test CLAP")
     return directory
 
 

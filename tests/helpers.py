@@ -298,21 +298,21 @@ class CliRun:
 
 
 def start_pulse(server_env: dict) -> dict:
-    """Start the private server with the null sink whose monitor is the default input; the client environment."""
-    subprocess.run(["pulseaudio", "--start", "--exit-idle-time=-1", "--daemonize=yes"], env=server_env,
-                   check=True, capture_output=True, timeout=30)
-    env = {**server_env, "PULSE_SERVER": f"unix:{server_env['XDG_RUNTIME_DIR']}/pulse/native"}
-    for cmd in (["pactl", "load-module", "module-null-sink", "sink_name=streamdetect_test", "rate=48000",
-                 "channels=1"], ["pactl", "set-default-sink", "streamdetect_test"],
-                ["pactl", "set-default-source", "streamdetect_test.monitor"]):
-        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=30)
-    return env
+    """Start the private server with the null sink whose monitor is the default input; the client environment.
+    The same server ``tools/virtual_mic.py`` gives users who want a microphone without a sound card."""
+    return _virtual_mic().start_server(server_env, "streamdetect_test")
 
 
 def kill_pulse(server_env: dict) -> None:
     """Stop the server and wait until it is really gone (``--kill`` only sends the signal)."""
-    subprocess.run(["pulseaudio", "--kill"], env=server_env, capture_output=True, timeout=30)
-    deadline = time.monotonic() + 30
-    while subprocess.run(["pulseaudio", "--check"], env=server_env, capture_output=True, timeout=30).returncode == 0:
-        assert time.monotonic() < deadline, "pulseaudio did not exit"
-        time.sleep(0.05)
+    _virtual_mic().stop_server(server_env)
+
+
+def _virtual_mic():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("virtual_mic", Path(__file__).resolve().parents[1] / "tools"
+                                                  / "virtual_mic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

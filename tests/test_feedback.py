@@ -144,7 +144,7 @@ def test_cli_feedback_refine_and_undo_on_recorded_events(own_model, tmp_path):
     assert undo.returncode == 0 and "now using refinement v1" in undo.stdout
     assert np.array_equal(prompt_bank_for(bundle, config.events, cache).events[0], v1)
     undo = run_cli("refine", "--config", str(cfg), "--undo", "dog")
-    assert undo.returncode == 0 and "plain prompts" in undo.stdout
+    assert undo.returncode == 0 and "now using its prompts from the config, unrefined" in undo.stdout
     assert np.array_equal(prompt_bank_for(bundle, config.events, cache).events[0], before)
 
 

@@ -37,7 +37,15 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "streamdetect.model": ("streamdetect.cli", "streamdetect.daemon", "streamdetect.analysis"),
     "streamdetect.config": ("streamdetect.pipeline", "streamdetect.prompts", "streamdetect.daemon",
                             "streamdetect.analysis", "streamdetect.cli", "streamdetect.model"),
+    # The dashboard consumes what the daemon runs (store, config, pipeline types, the control API's reload
+    # path); it never reaches into the service that owns it, the engine, the sources or the CLI.
+    "streamdetect.web": ("streamdetect.cli", "streamdetect.analysis", "streamdetect.daemon.service",
+                         "streamdetect.daemon.engine", "streamdetect.sources"),
 }
+# Only the daemon and the command line import the dashboard.
+for _package in ("streamdetect.sources", "streamdetect.pipeline", "streamdetect.prompts", "streamdetect.sinks",
+                 "streamdetect.analysis", "streamdetect.model", "streamdetect.config"):
+    FORBIDDEN[_package] += ("streamdetect.web",)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
 """Build a full-size CLAP (``ClapConfig()`` defaults = laion/clap-htsat-unfused's architecture) with RANDOM
 weights, export it with the real ``streamdetect export`` path and time the run-time stages.
 
-For speed and export-parity work where the real weights cannot be downloaded. The scores of this model mean
-nothing: never use it to judge detection quality.
+For speed and export-parity work where the real weights cannot be downloaded, and to try the commands with
+no checkpoint at all. The scores of this model mean nothing: it shows the tool, never detection. The manifest
+says so (``source.random_weights``), `run` warns at start-up, and scan plots say it in their title.
 
-    python tools/random_full_size.py --out /tmp/clap-random [--windows 20]
+By default the export goes where the ready-made configs look (models/clap-htsat-unfused), so the README's
+commands run without --model; an existing export of real weights there is never replaced.
+
+    python tools/random_full_size.py [--out models/clap-htsat-unfused] [--windows 20]
 """
 
 from __future__ import annotations
@@ -15,14 +19,26 @@ from pathlib import Path
 
 import numpy as np
 
+from streamdetect.model.manifest import DEFAULT_MODEL_DIR
+
 
 def build(out: Path, reexport: bool = False) -> tuple[Path, Path]:
     """(checkpoint directory, exported model directory) of the full-size random-weight CLAP under ``out``."""
+    return build_into(out / "checkpoint", out / "model", reexport)
+
+
+def build_into(checkpoint: Path, model_dir: Path, reexport: bool = False) -> tuple[Path, Path]:
     import torch
 
     from streamdetect.model.export import export_model
+    from streamdetect.model.manifest import ModelBundle, ModelError
+    from streamdetect.model.offline import mark_random_weights
 
-    checkpoint = out / "checkpoint"
+    try:
+        if not ModelBundle.load(model_dir).random_weights:
+            raise SystemExit(f"{model_dir} holds an export of real weights; give another --out for the random model")
+    except ModelError:
+        pass  # nothing exported there yet
     if not (checkpoint / "config.json").exists():
         from transformers import ClapConfig, ClapModel, ClapProcessor
 
@@ -32,7 +48,7 @@ def build(out: Path, reexport: bool = False) -> tuple[Path, Path]:
         processor = ClapProcessor(feature_extractor=checkpoint_feature_extractor(), tokenizer=offline_tokenizer(512))
         processor.save_pretrained(checkpoint)
         ClapModel(ClapConfig()).eval().save_pretrained(checkpoint)
-    model_dir = out / "model"
+    mark_random_weights(checkpoint, "tools/random_full_size.py: laion/clap-htsat-unfused's architecture, random weights")
     if reexport or not (model_dir / "manifest.json").exists():
         t0 = time.perf_counter()
         manifest = export_model(str(checkpoint), model_dir, force=True)
@@ -42,7 +58,10 @@ def build(out: Path, reexport: bool = False) -> tuple[Path, Path]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/clap-random"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR,
+                        help="exported model (default: %(default)s, where configs/*.yaml look)")
+    parser.add_argument("--checkpoint", type=Path, default=Path("models/clap-random-checkpoint"),
+                        help="the random-weight checkpoint folder (default: %(default)s)")
     parser.add_argument("--windows", type=int, default=20, help="windows to time per stage")
     parser.add_argument("--reexport", action="store_true", help="export again even if --out has a model")
     args = parser.parse_args()
@@ -52,7 +71,8 @@ def main() -> int:
     from streamdetect.pipeline.encoder.base import RuntimeOptions
     from streamdetect.pipeline.frontend import LogMelFrontend
 
-    checkpoint, model_dir = build(args.out, args.reexport)
+    checkpoint, model_dir = build_into(args.checkpoint, args.out, args.reexport)
+    print(f"RANDOM WEIGHTS in {model_dir}: the commands work, the scores mean nothing")
     bundle = ModelBundle.load(model_dir)
     frontend = LogMelFrontend(bundle.frontend_params)
     encoder = open_audio_encoder(bundle, RuntimeOptions(device="cpu"))

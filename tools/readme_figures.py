@@ -28,7 +28,7 @@ def main() -> int:
     from random_full_size import build
 
     _, model = build(args.work)
-    figures = ROOT / "tools" / "figures"
+    figures = ROOT / "docs" / "images"
     figures.mkdir(exist_ok=True)
     rng = np.random.default_rng(3)
     library = synthetic_library(rng)
@@ -45,7 +45,7 @@ def main() -> int:
         {"label": "bird", "prompts": ["a bird chirping"], "threshold": -0.028, "hysteresis": 0.0},
         {"label": "clock", "prompts": ["a clock ticking"], "threshold": -0.027, "hysteresis": 0.0}]}))
     subprocess.run([sys.executable, "-m", "streamdetect", "scan", str(wav), "--config", str(cfg), "--plot",
-                    str(figures / "scan_example.png"), "--title", f"streamdetect scan, {LABEL}"], check=True)
+                    str(figures / "scan_example.png"), "--title", "streamdetect scan of a generated scene"], check=True)  # the plot adds the random-weights label
     dataset = args.work / "dataset"
     for label, clips in library.items():
         major = "tonal" if label in ("tone", "chirp") else "impulsive"

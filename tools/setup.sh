@@ -13,6 +13,8 @@ packages="libportaudio2"
 # The MQTT test talks to a real Mosquitto broker on loopback; the ffmpeg source tests run Debian's ffmpeg.
 # The metrics test lints a scrape with promtool (Debian's prometheus); the unit test runs systemd-analyze.
 [[ $dev == 1 ]] && packages="$packages pulseaudio pulseaudio-utils libasound2-plugins mosquitto ffmpeg prometheus systemd"
+# The dashboard's browser tests drive Debian's headless chromium through its chromedriver.
+[[ $dev == 1 ]] && packages="$packages chromium chromium-driver"
 # The Triton tests run the tritonserver bundled in nvidia-pytriton; its Python backend stub links the system's
 # libpython of the same version as the interpreter that makes .venv-triton.
 triton_python=$(command -v /usr/bin/python3 || command -v python3)
@@ -23,7 +25,15 @@ if command -v apt-get >/dev/null 2>&1; then
   for p in $packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [[ -n "$missing" ]]; then
     sudo=""
-    [[ "$(id -u)" != 0 ]] && sudo="sudo"
+    if [[ "$(id -u)" != 0 ]]; then
+      if ! command -v sudo >/dev/null 2>&1; then
+        echo "tools/setup.sh: needs these Debian packages:$missing" >&2
+        echo "  you are not root and there is no sudo: run 'apt-get install$missing' as root, then run this again" >&2
+        exit 1
+      fi
+      sudo="sudo"
+      echo "tools/setup.sh: installing$missing with sudo (it may ask for your password)" >&2
+    fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
   fi
@@ -35,8 +45,8 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # Pinned: an unpinned torch pulls a multi-GB CUDA build; export runs fine on the CPU.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-extras="export,openvino"
-[[ $dev == 1 ]] && extras="export,openvino,dev"
+extras="export,openvino,web"
+[[ $dev == 1 ]] && extras="export,openvino,web,dev"
 .venv/bin/python -m pip install -q -e ".[$extras]"
 if [[ $dev == 1 ]]; then
   # A venv of its own for the tritonserver of the `triton` tests: nvidia-pytriton's Python backend needs numpy < 2

@@ -94,6 +94,7 @@ class ScanResult:
     envelope: tuple[np.ndarray, np.ndarray]
     mel_db: np.ndarray
     score_name: str = "cosine similarity"  # or "probability" in softmax scoring mode
+    random_weights: bool = False  # the model's manifest says it has random weights: the plot must say so
 
     def write_csv(self, path: Path) -> None:
         with open(path, "w", newline="") as fh:
@@ -117,7 +118,9 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
         def on_block(block: np.ndarray) -> None:
             mel.push(block)
             envelope.push(block)
-            bar.update(block.shape[0] / sample_rate)
+            # Resampled blocks can add up to a little more than the header's duration: past the total tqdm
+            # warns ("clamping frac") and shows a negative time left.
+            bar.update(max(0.0, min(block.shape[0] / sample_rate, bar.total - bar.n)))
 
         stream, records = analyse_file(detector, Path(path), on_block)
     starts, ends, scores, _ = stream.score_log.arrays(len(detector.bank.labels))
@@ -133,10 +136,27 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
         envelope=envelope.result(),
         mel_db=mel.result(),
         score_name="probability" if detector.config.scoring.mode == "softmax" else "cosine similarity",
+        random_weights=detector.bundle.random_weights,
     )
 
 
+RANDOM_TITLE = "RANDOM WEIGHTS (this shows the tool, not detection)"
+
+
+def plot_title(result: ScanResult, title: str | None) -> str:
+    text = title or f"{result.path.name}: similarity of each window to each event's prompts"
+    return f"{RANDOM_TITLE}\n{text}" if result.random_weights else text
+
+
 def plot_scan(result: ScanResult, out: Path, title: str | None = None) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = scan_figure(result, title)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def scan_figure(result: ScanResult, title: str | None = None):
     """Waveform on top, mel spectrogram in the middle, one similarity curve per event below; thresholds
     dashed, detected events shaded across all three panels."""
     import matplotlib
@@ -151,23 +171,26 @@ def plot_scan(result: ScanResult, out: Path, title: str | None = None) -> None:
     t_env = np.linspace(0, duration, lo.size)
     ax_wave.fill_between(t_env, lo, hi, color="0.3", linewidth=0)
     ax_wave.set_ylabel("waveform")
-    ax_wave.set_title(title or f"{result.path.name}: similarity of each window to each event's prompts")
+    ax_wave.set_title(plot_title(result, title), color="firebrick" if result.random_weights else "black")
     ax_mel.imshow(result.mel_db, origin="lower", aspect="auto", extent=(0, duration, 0, result.mel_db.shape[0]),
                   cmap="magma", vmin=max(result.mel_db.min(), result.mel_db.max() - 80), vmax=result.mel_db.max())
     ax_mel.set_ylabel("mel band")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     centres = (result.starts_s + result.ends_s) / 2
+    n = len(result.labels)
     for i, label in enumerate(result.labels):
         colour = colours[i % len(colours)]
         ax_sim.plot(centres, result.scores[:, i], marker=".", color=colour, label=label)
-        ax_sim.axhline(result.thresholds[i], color=colour, linestyle="--", linewidth=1)
+        # Each threshold dashed in its curve's colour; the dashes of different events interleave (offset i of
+        # n), so equal thresholds show every colour in turn instead of the last one drawn.
+        ax_sim.axhline(result.thresholds[i], color=colour, linewidth=1.5, linestyle=(4 * i, (4, 4 * (n - 1) or 4)),
+                       label=f"{label} threshold {result.thresholds[i]:g}")
         for event in (e for e in result.events if e.label == label):
             for ax in (ax_wave, ax_mel, ax_sim):
                 ax.axvspan(event.start_s, event.end_s, color=colour, alpha=0.15, linewidth=0)
     ax_sim.set_ylabel(result.score_name)
     ax_sim.set_xlabel("time (s)")
     ax_sim.set_xlim(0, duration)
-    ax_sim.legend(loc="upper right", fontsize="small", ncol=min(4, len(result.labels)))
+    ax_sim.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)  # off the curves
     ax_sim.grid(alpha=0.3)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    return fig

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 
@@ -15,11 +16,15 @@ from streamdetect.cli import analysis, review, run, search
 from streamdetect.cli.common import JsonFormatter, UsageError, log
 from streamdetect.cli.parser import build_parser
 from streamdetect.config import ConfigError
+from streamdetect.daemon.startup import StartupError
 from streamdetect.model.export import ExportError  # torch is imported inside export_model(), not here
 from streamdetect.model.manifest import ModelError
 from streamdetect.pipeline.encoder.device import limit_blas_threads
+from streamdetect.prompts.cache import CacheError
 from streamdetect.sinks.base import SinkError
 from streamdetect.sources.base import SourceError
+from streamdetect.util.logs import EscapeControlChars
+from streamdetect.util.signals import HangupLatch, SignalExit
 
 __all__ = ["VERBS", "main"]
 
@@ -41,21 +46,30 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hangups: HangupLatch | None = None) -> int:
+    """``hangups``: the latch the entry point installed before the imports (SIGHUPs caught so far)."""
     args = build_parser().parse_args(argv)
+    args.hangups = hangups if args.command == "run" else None  # run turns them into a queued reload
+    if hangups is not None and args.command != "run":
+        hangups.restore_default()
     # Our own messages at the chosen level; libraries (onnxscript, onnx_ir ...) only when they warn.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if args.log_json else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(EscapeControlChars())
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
     log.setLevel(args.log_level)
     if args.command != "export":  # export leaves torch's own threading alone
         limit_blas_threads()
     try:
         return VERBS[args.command](args)
-    except (ConfigError, ModelError, UsageError, SinkError) as e:
+    except (ConfigError, ModelError, UsageError, SinkError, StartupError, CacheError) as e:
         print(f"streamdetect: {e}", file=sys.stderr)
         return 2
     except (SourceError, ExportError) as e:
         print(f"streamdetect: {e}", file=sys.stderr)
         return 1
+    except (SignalExit, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, SignalExit) else signal.SIGINT
+        print(f"streamdetect: {args.command} interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
+from pathlib import Path
 
-from streamdetect.cli.common import UsageError, detector_without_sinks, log, model_dir
+from streamdetect.cli.common import (
+    UsageError,
+    check_output,
+    detector_without_sinks,
+    log,
+    model_dir,
+    need_module,
+)
 from streamdetect.config import load_config
 from streamdetect.model.manifest import ModelBundle, default_model_dir
 
@@ -15,6 +24,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     if not args.plot and not args.csv:
         raise UsageError("give --plot FILE.png and/or --csv FILE.csv")
+    check_output(args.plot, "--plot")
+    check_output(args.csv, "--csv")
+    if args.plot:
+        need_module("matplotlib", "plot", "--plot")
     detector = detector_without_sinks(args)
     result = scan_file(detector, args.file)
     if args.csv:
@@ -31,6 +44,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def cmd_tag(args: argparse.Namespace) -> int:
     import json
+
+    from tqdm import tqdm
 
     from streamdetect.analysis.tag import tag_files
     from streamdetect.config import EventConfig
@@ -54,14 +69,17 @@ def cmd_tag(args: argparse.Namespace) -> int:
         raise UsageError(f"no audio files found in {args.target}")
     frontend, encoder = LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, runtime)
     failures = 0
+    # tqdm.write: a line printed while the bar is drawn would be glued onto it
     for path, tags in tag_files(files, frontend, encoder, bank, bundle.logit_scale, args.top):
         if isinstance(tags, str):
             failures += 1
-            print(f"streamdetect: skipped {path}: {tags}", file=sys.stderr)
+            tqdm.write(f"streamdetect: skipped {path}: {tags}", file=sys.stderr)
         elif args.json:
-            print(json.dumps({"file": str(path), "tags": [t.__dict__ for t in tags]}), flush=True)
+            tqdm.write(json.dumps({"file": str(path), "tags": [t.__dict__ for t in tags]}), file=sys.stdout)
         else:
-            print(f"{path}\t" + "  ".join(f"{t.label} {t.cosine:.3f} ({t.probability:.0%})" for t in tags), flush=True)
+            tqdm.write(f"{path}\t" + "  ".join(f"{t.label} {t.cosine:.3f} ({t.probability:.0%})" for t in tags),
+                       file=sys.stdout)
+        sys.stdout.flush()
     return 1 if failures == len(files) else 0
 
 
@@ -71,6 +89,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from streamdetect.analysis.evaluate import LabelsError, evaluate
 
+    check_output(args.json, "--json")
+    need_module("sed_scores_eval", "eval", "evaluate")
     detector = detector_without_sinks(args)
     try:
         if not 0 < args.collar <= 60 or not 0 <= args.offset_collar_rate <= 10:
@@ -104,8 +124,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    import yaml
-
     from streamdetect.analysis.calibrate import calibrate
 
     if args.target_precision is not None and not 0 < args.target_precision <= 1:
@@ -113,6 +131,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out = args.config if args.in_place else (args.out or args.config.with_suffix(".calibrated.yaml"))
     if out.exists() and not args.in_place:
         raise UsageError(f"{out} exists; pass another --out, or --in-place to rewrite {args.config}")
+    check_output(out, "--out")
     detector = detector_without_sinks(args)
     try:
         results = calibrate(detector, args.positives, args.negatives, args.target_precision,
@@ -120,21 +139,46 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     print(f"{'label':16s} {'old':>7s} {'new':>7s} {'precision':>9s} {'recall':>7s} {'FA/hour':>8s} {'pos':>4s}")
-    data = yaml.safe_load(args.config.read_text())
-    for i, c in enumerate(results):
+    for c in results:
         new = "-" if c.threshold is None else f"{c.threshold:7.4f}"
         print(f"{c.label:16s} {c.old_threshold:7.3f} {new:>7s} {c.precision:9.3f} {c.recall:7.3f} "
               f"{c.false_alarms_per_hour:8.2f} {c.positives:4d}")
-        if c.threshold is not None:
-            data["events"][i]["threshold"] = c.threshold
-    unmet = [c.label for c in results if c.threshold is None]
-    if unmet:
-        log.warning("kept the old threshold for %s: no threshold reaches the target (or no positives given)",
-                    ", ".join(unmet))
+    no_positives = [c.label for c in results if c.threshold is None and not c.positives]
+    unreached = [c.label for c in results if c.threshold is None and c.positives]
+    if no_positives:
+        log.warning("kept the old threshold for %s: no positive clips given (add %s/<label>/*.wav)",
+                    ", ".join(no_positives), args.positives)
+    if unreached:
+        log.warning("kept the old threshold for %s: no threshold reaches the target on these clips (lower the "
+                    "target, or add clearer positives)", ", ".join(unreached))
+    target = (f"precision {args.target_precision}" if args.target_precision is not None
+              else f"{args.max_false_alarms_per_hour} false alarms/hour")
     hours = results[0].negative_hours if results else 0.0
-    header = (f"# calibrated by streamdetect on {len(results)} events, {hours:.2f} h of negative audio; "
-              f"target {'precision ' + str(args.target_precision) if args.target_precision is not None else str(args.max_false_alarms_per_hour) + ' false alarms/hour'}\n")
-    out.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    write_thresholds(args.config, out, {c.label: c.threshold for c in results if c.threshold is not None},
+                     f"calibrated by streamdetect on {len(results)} events, {hours:.2f} h of negative audio; "
+                     f"target {target}")
     load_config(out)  # what we wrote must load
     print(f"wrote {out}")
     return 0
+
+
+def write_thresholds(config: Path, out: Path, thresholds: dict[str, float], note: str) -> None:
+    """Set each event's threshold in a copy of the YAML that keeps the user's comments, order and layout
+    (ruamel.yaml's round trip), with ``note`` as a comment at the top."""
+    from ruamel.yaml import YAML
+
+    from streamdetect.util.files import atomic_write
+
+    yaml = YAML()  # round-trip mode
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)  # lists as configs/*.yaml and the docs write them
+    source = config.read_text()
+    if source.startswith("# calibrated by streamdetect"):  # a re-calibration replaces the old note
+        source = source.split("\n", 1)[1] if "\n" in source else ""
+    data = yaml.load(source)
+    for event in data.get("events") or []:
+        if event.get("label") in thresholds:
+            event["threshold"] = round(float(thresholds[event["label"]]), 6)
+    buffer = io.StringIO()
+    yaml.dump(data, buffer)
+    atomic_write(out, f"# {note}\n" + buffer.getvalue())

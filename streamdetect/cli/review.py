@@ -7,9 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from streamdetect.cli.common import UsageError, load, log
+from streamdetect.cli.parser import DEFAULT_DB
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -22,7 +21,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from streamdetect.schedule import zone
     from streamdetect.util.files import atomic_write
 
-    db, clips, tz_name = Path("events.db"), None, "UTC"
+    db, clips, tz_name = DEFAULT_DB, None, "UTC"  # what the example config's sqlite sink writes
     if args.config is not None:
         config = load_config(args.config)
         (db, clips), tz_name = store_and_clips(config), config.site.timezone
@@ -64,18 +63,15 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
-
     from streamdetect.pipeline.encoder.base import RuntimeOptions
     from streamdetect.prompts.assemble import prompt_bank_for
     from streamdetect.prompts.refine import (
         FeedbackError,
         RefinementStore,
         RefineParams,
-        feedback_embeddings,
         prompt_key,
+        refine_events,
         refinements_dir,
-        rocchio,
     )
 
     config, bundle = load(args)
@@ -83,8 +79,10 @@ def cmd_refine(args: argparse.Namespace) -> int:
     try:
         if args.undo is not None:
             now = store.undo(args.undo)
-            print(f"{args.undo}: now using " + (f"refinement v{now}" if now else "the plain prompts")
-                  + " (send SIGHUP to a running detector)")
+            in_force = _undo_result(config, args.undo, now, store.latest(args.undo) if now else None,
+                                    prompt_key, bundle.text_key)
+            print(f"{args.undo}: retired the newest refinement; now using {in_force} (send SIGHUP to a "
+                  "running detector)")
             return 0
         params = RefineParams(args.alpha, args.beta, args.max_angle)
         if not args.db.is_file():
@@ -94,26 +92,34 @@ def cmd_refine(args: argparse.Namespace) -> int:
     bank = prompt_bank_for(bundle, config.events, config.prompt_cache, RuntimeOptions.from_config(config.runtime),
                            refined=False)
     clip_embedding = _clip_embedder(args.clips, bundle, config) if args.clips else None
-    for event, base in zip(config.events, bank.events, strict=True):
-        fb = feedback_embeddings(args.db, event.label, clip_embedding)
-        if fb.without_embedding:
+    for done in refine_events(args.db, config.events, bank.events, bundle.text_key, store, params, clip_embedding):
+        if done.without_embedding:
             log.warning("%s: %d marked event(s) have no stored embedding (recorded before embeddings were "
-                        "stored) and are left out", event.label, fb.without_embedding)
-        if not fb.confirmed.size and not fb.rejected.size:
-            print(f"{event.label}: no feedback, unchanged")
+                        "stored) and are left out", done.label, done.without_embedding)
+        if done.version is None:
+            print(f"{done.label}: no feedback, unchanged")
             continue
-        vector = rocchio(base, fb.confirmed, fb.rejected, params)
-        angle = float(np.degrees(np.arccos(np.clip(vector @ base, -1, 1))))
-        version = store.save(event.label, vector, {
-            "prompt_key": prompt_key(event.prompts, bundle.text_key), "prompts": list(event.prompts),
-            "confirmed": int(fb.confirmed.shape[0]), "rejected": int(fb.rejected.shape[0]),
-            "alpha": params.alpha, "beta": params.beta, "max_angle_deg": params.max_angle_deg,
-            "angle_deg": round(angle, 3), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        clips = f", {fb.from_clips} from saved clips" if args.clips else ""
-        print(f"{event.label}: v{version} from {fb.confirmed.shape[0]} confirmed, {fb.rejected.shape[0]} rejected"
-              f"{clips} (moved {angle:.1f} degrees)")
+        clips = f", {done.from_clips} from saved clips" if args.clips else ""
+        print(f"{done.label}: v{done.version} from {done.confirmed} confirmed, {done.rejected} rejected"
+              f"{clips} (moved {done.angle_deg:.1f} degrees)")
     print(f"refinements in {store.directory}; send SIGHUP to a running detector to use them")
     return 0
+
+
+def _undo_result(config, label: str, version: int | None, latest, prompt_key, text_key: str) -> str:
+    """What the detector embeds an event from once its newest refinement is retired: the older version if it
+    still matches the event's prompts (the rule ``apply_refinements`` follows), else what the config gives it."""
+    event = next((e for e in config.events if e.label == label), None)
+    if event is None:
+        return f"nothing: {label!r} is no event of the config"
+    parts = (["prompts"] if event.prompts else []) + (["audio examples"] if event.examples else [])
+    plain = "its " + " and ".join(parts) + " from the config, unrefined"
+    if not version:
+        return plain
+    meta = latest[1] if latest is not None else {}
+    if meta.get("prompt_key") != prompt_key(event.prompts, text_key):
+        return f"{plain} (refinement v{version} is kept but was made for other prompts)"
+    return f"refinement v{version}"
 
 
 def _clip_embedder(folder: Path, bundle, config):
@@ -145,21 +151,22 @@ def _clip_embedder(folder: Path, bundle, config):
 def cmd_events(args: argparse.Namespace) -> int:
     import csv
 
-    from streamdetect.store import COLUMNS, parse_when, query_events
+    from streamdetect.store import COLUMNS, StoreError, parse_when, query_events
 
     try:
         rows = query_events(args.db, args.label, args.since and parse_when(args.since),
-                            args.until and parse_when(args.until), args.limit)
-    except (OSError, ValueError) as e:
+                            args.until and parse_when(args.until), args.limit, newest_first=True)
+    except (StoreError, ValueError) as e:
         raise UsageError(str(e)) from None
     if args.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
         return 0
-    for r in rows:
+    for r in rows:  # the id's first 8 characters: `feedback --event` takes any unique prefix of 6 or more
         extent = f"{r['start_s']:.1f}-{r['end_s']:.1f} s" if r["end_s"] is not None else f"from {r['start_s']:.1f} s"
-        print(f"{r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
-              f"peak {r['peak_score']:.3f}" + ("  interrupted (closed at restart)" if r["interrupted"] else ""))
-    print(f"{len(rows)} records", file=sys.stderr)
+        print(f"{r['id'][:8]}  {r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
+              f"peak {r['peak_score']:.3f}" + (f"  {r['feedback']}" if r["feedback"] else "")
+              + ("  interrupted (closed at restart)" if r["interrupted"] else ""))
+    print(f"{len(rows)} records, newest first", file=sys.stderr)
     return 0

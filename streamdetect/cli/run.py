@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from pathlib import Path
 
 from streamdetect.cli.common import UsageError, load, log
-from streamdetect.config import Config, ConfigError, load_config
+from streamdetect.config import Config, load_config
 from streamdetect.daemon.control import ControlError
 from streamdetect.daemon.engine import EngineStats
+from streamdetect.daemon.reload import Reloader
 from streamdetect.daemon.service import DetectorService, preflight
-from streamdetect.model.manifest import MANIFEST_NAME, ModelBundle, default_model_dir
+from streamdetect.model.manifest import DEFAULT_MODEL_DIR, MANIFEST_NAME, ModelBundle, default_model_dir
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
+from streamdetect.util.signals import raise_on_signal
+from streamdetect.web.tokens import WebError
 
 
 def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
@@ -42,13 +46,40 @@ def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
     return built, settings
 
 
+def _unique_names(sources: list[AudioSource], config: Config, config_path: object) -> None:
+    """Stream names key records, metrics, topics and clips: two streams of one name would mix them up (two
+    file sources named after files with the same basename each got the other's clips)."""
+    seen: dict[str, int] = {}
+    for i, source in enumerate(sources):
+        if source.name in seen:
+            where = "sources" if config.sources else "source"
+            raise UsageError(f"{config_path}: {where}[{seen[source.name]}] and {where}[{i}] are both named "
+                             f"{source.name!r}; give each its own `name:`")
+        seen[source.name] = i
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon. SIGHUP is taken over first (the entry point's latch held it during the imports): from here
+    on a hangup is a reload request, queued until detection runs, and never ends the process."""
+    reloader = Reloader(lambda: load_config(args.config), str(args.config))
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: reloader.request())
+    if args.hangups is not None and args.hangups.caught:
+        reloader.request()
+    try:
+        return _run(args, reloader)
+    finally:
+        reloader.close()
+
+
+def _run(args: argparse.Namespace, reloader: Reloader) -> int:
     config, bundle = load(args)
     try:
         preflight(config)
-    except ControlError as e:
+    except (ControlError, WebError) as e:
         raise UsageError(f"{args.config}: {e}") from None
     sources, settings = _sources(args, config, bundle.sample_rate)
+    _unique_names(sources, config, args.config)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -57,25 +88,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    service: DetectorService | None = None
-
-    def _reload(_signum: int, _frame: object) -> None:
-        try:
-            new = load_config(args.config)
-        except ConfigError as e:
-            log.error("SIGHUP: config reload rejected, the running config stays:\n%s", e)
-            return
-        log.info("SIGHUP: reloading %s", args.config)
-        if service is not None:
-            service.request_reload(new)
-
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, _reload)
     try:
-        service = DetectorService(config, bundle)
-    except ControlError as e:
+        service = DetectorService(config, bundle, config_path=args.config)
+    except (ControlError, WebError) as e:
         raise UsageError(f"{args.config}: {e}") from None
     with service:
+        reloader.attach(service.request_reload)
         summaries, stats = service.run(sources, stop, settings)
     _log_summary(service, summaries, stats)
     return 0
@@ -144,11 +162,17 @@ def cmd_devices(_args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """SIGTERM (like Ctrl-C) unwinds the export, so its ``finally`` removes the ``.out.*`` staging folder."""
     from streamdetect.model.export import export_model
 
+    signal.signal(signal.SIGTERM, raise_on_signal)
     out = args.out or default_model_dir(args.model)
     if args.triton_repo is None or args.force or not (out / MANIFEST_NAME).is_file():
-        export_model(args.model, out, revision=args.revision, force=args.force)
+        manifest = export_model(args.model, out, revision=args.revision, force=args.force)
+        model = "" if out == DEFAULT_MODEL_DIR else f" --model {out}"
+        print(f"next: streamdetect run --config configs/home.yaml --input RECORDING{model}"
+              + ("  (random weights: this shows the tool, not detection)"
+                 if manifest["source"]["random_weights"] else ""), file=sys.stderr)
     if args.triton_repo is not None:
         _write_triton_repo(args, out)
     return 0

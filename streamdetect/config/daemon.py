@@ -13,7 +13,9 @@ from streamdetect.config.base import Strict
 class MetricsConfig(Strict):
     port: int | None = Field(None, ge=1, le=65535, description="serve /metrics and /healthz here (off if unset)")
     host: str = Field("127.0.0.1", description="listen address; loopback unless you mean to expose it")
-    stale_after_s: float = Field(10.0, gt=0, le=3600, description="/healthz fails for a live stream this quiet")
+    stale_after_s: float = Field(5.0, gt=0, le=3600, description="/healthz fails (503) for a live stream this quiet, "
+                                 "or that has delivered nothing this long after start-up; keep it below the "
+                                 "sources' stall_timeout_s (10 s for ffmpeg) so a stall shows before the reconnect")
 
 
 class ControlConfig(Strict):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import (
@@ -14,11 +13,12 @@ from pydantic import (
 )
 
 from streamdetect.config.base import Strict
+from streamdetect.config.paths import existing_file
 from streamdetect.config.station import SCHEDULE_DESCRIPTION, check_periods
 
 
 class EventConfig(Strict):
-    label: str = Field(min_length=1, max_length=200)
+    label: str = Field(min_length=1, max_length=200, description="the event's name in records, sinks and topics; unique")
     prompts: list[str] = Field(description="text prompts, averaged as an ensemble (may be empty with examples)")
     threshold: float = Field(ge=-1.0, le=1.0, description="score at which the event fires: a cosine in "
                              "scoring mode cosine, a probability (0..1) in scoring mode softmax")
@@ -64,14 +64,8 @@ class EventConfig(Strict):
     @classmethod
     def _examples_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
         """Relative paths are taken from the config file's directory, so a config and its clips move together."""
-        base = Path((info.context or {}).get("base_dir") or ".")
-        resolved = []
-        for name in value:
-            path = Path(name).expanduser()
-            path = path if path.is_absolute() else base / path
-            if not path.is_file():
-                raise ValueError(f"example file {str(path)!r} does not exist")
-            resolved.append(str(path))
+        base = (info.context or {}).get("base_dir") or "."
+        resolved = [str(existing_file(name, base, "example file")) for name in value]
         return resolved
 
     @model_validator(mode="after")

@@ -9,14 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     ValidationError,
 )
 
-from streamdetect.config.plugins import PluginConfig
+from streamdetect.config.plugins import PluginConfig, SourceConfig
 from streamdetect.config.root import Config
+from streamdetect.config.station import SiteConfig
+from streamdetect.config.yamlfile import YamlProblems, read_yaml
 from streamdetect.plugins import Registry, UnknownPluginError
+from streamdetect.schedule import Site
 
 
 class ConfigError(ValueError):
@@ -78,19 +80,51 @@ def _problems(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tupl
     return [(_key_path(prefix + tuple(e["loc"])), _describe(e)) for e in error.errors()]
 
 
-def _validate_plugin(
-    registry: Registry, entry: PluginConfig, where: tuple[Any, ...], problems: list[tuple[str, str]],
-    context: dict[str, Any] | None = None,
-) -> None:
+PLUGIN_KEYS = {"sinks": set(PluginConfig.model_fields), "sources": set(SourceConfig.model_fields),
+               "source": set(SourceConfig.model_fields)}
+
+
+def _plugin_entries(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, dict[str, Any]]]:
+    """``(key path, type, options)`` of every source and sink entry in the raw data, so plugin types and
+    options are checked in the same round as the rest of the config, even when other keys are wrong."""
+    found = []
+    for section, keys in PLUGIN_KEYS.items():
+        value = data.get(section)
+        entries = [((section,), value)] if section == "source" else \
+            [((section, i), v) for i, v in enumerate(value)] if isinstance(value, list) else []
+        for where, entry in entries:
+            if isinstance(entry, dict) and isinstance(entry.get("type"), str) and entry["type"]:
+                found.append((where, entry["type"], {k: v for k, v in entry.items() if k not in keys}))
+    return found
+
+
+def _plugin_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Sink options see the site (quiet hours at sun times need its coordinates)."""
+    from streamdetect.sinks import SINKS
+    from streamdetect.sources import SOURCES
+
+    problems: list[tuple[str, str]] = []
+    context = {"site": _raw_site(data)}
+    for where, kind, options in _plugin_entries(data):
+        registry: Registry = SINKS if where[0] == "sinks" else SOURCES
+        try:
+            cls = registry.get(kind)
+        except UnknownPluginError as e:
+            problems.append((_key_path(where + ("type",)), str(e)))
+            continue
+        try:
+            cls.Options.model_validate(options, context=context if where[0] == "sinks" else None)
+        except ValidationError as e:
+            problems.extend(_problems(e, where))
+    return problems
+
+
+def _raw_site(data: dict[str, Any]) -> Site | None:
+    """The site of not yet validated data (None where the section itself is wrong: it is reported apart)."""
     try:
-        cls = registry.get(entry.type)
-    except UnknownPluginError as e:
-        problems.append((_key_path(where + ("type",)), str(e)))
-        return
-    try:
-        cls.Options.model_validate(entry.options, context=context)
-    except ValidationError as e:
-        problems.extend(_problems(e, where))
+        return SiteConfig.model_validate(data.get("site") or {}).site()
+    except ValidationError:
+        return None
 
 
 def _scoring_problems(config: Config) -> list[tuple[str, str]]:
@@ -112,28 +146,33 @@ def _scoring_problems(config: Config) -> list[tuple[str, str]]:
 
 
 def parse_config(data: Any, source: str = "<config>", base_dir: str | Path | None = None) -> Config:
-    """Validate already-parsed YAML data (also used by tests and by config reload).
+    """Validate already-parsed YAML data (also used by tests, config reload and the control API).
 
     ``base_dir`` is where relative example paths are looked up (the config file's directory; default: here).
+    Every mistake comes back at once as one ``ConfigError``; no other exception leaves this function, so a
+    reload (SIGHUP, ``PUT /events``) can always answer with the reason.
     """
-    from streamdetect.sinks import SINKS
-    from streamdetect.sources import SOURCES
+    try:
+        return _parse(data, source, base_dir)
+    except ConfigError:
+        raise
+    except RecursionError:
+        raise ConfigError(source, [("", f"nested more than {MAX_CONFIG_DEPTH} levels deep")]) from None
+    except Exception as e:  # noqa: BLE001 - a validator that raised something other than ValueError
+        raise ConfigError(source, [("", f"cannot be validated ({type(e).__name__}: {e})")]) from None
 
+
+def _parse(data: Any, source: str, base_dir: str | Path | None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(source, [("", f"expected a mapping of keys at the top level, found {type(data).__name__}")])
     if (why := _too_big(data)) is not None:
         raise ConfigError(source, [("", why)])
+    plugin_problems = _plugin_problems(data)
     try:
         config = Config.model_validate(data, context={"base_dir": str(base_dir) if base_dir else None})
     except ValidationError as e:
-        raise ConfigError(source, _problems(e)) from None
-    problems = _scoring_problems(config)
-    for i, sink in enumerate(config.sinks):
-        _validate_plugin(SINKS, sink, ("sinks", i), problems, {"site": config.site.site()})
-    if config.source is not None:
-        _validate_plugin(SOURCES, config.source, ("source",), problems)
-    for i, entry in enumerate(config.sources):
-        _validate_plugin(SOURCES, entry, ("sources", i), problems)
+        raise ConfigError(source, _problems(e) + plugin_problems) from None
+    problems = _scoring_problems(config) + plugin_problems
     known = [e.label for e in config.events] + ([config.novelty.label] if config.novelty.enabled else [])
     for i, sink in enumerate(config.sinks):
         labels = sink.options.get("labels")
@@ -147,14 +186,16 @@ def parse_config(data: Any, source: str = "<config>", base_dir: str | Path | Non
             if label not in known[: len(config.events)]:
                 problems.append((f"{where}.events", f"{label!r} is not an event label "
                                                     f"({', '.join(e.label for e in config.events)})"))
-    problems += _summary_problems(config, SINKS)
+    problems += _summary_problems(config)
     if problems:
         raise ConfigError(source, problems)
     return config
 
 
-def _summary_problems(config: Config, sinks: Registry) -> list[tuple[str, str]]:
+def _summary_problems(config: Config) -> list[tuple[str, str]]:
     """The daily summary needs an event store to read and a sink that can send it."""
+    from streamdetect.sinks import SINKS as sinks
+
     summary = config.summary
     if summary.at is None:
         return []
@@ -176,6 +217,7 @@ def _summary_problems(config: Config, sinks: Registry) -> list[tuple[str, str]]:
 
 
 def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raises ``ConfigError`` (file, key path, line) and nothing else."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -183,13 +225,10 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(str(path), [("", f"cannot read the file ({e.strerror})")]) from None
     except UnicodeDecodeError as e:
         raise ConfigError(str(path), [("", f"not UTF-8 text (byte {e.start}): is this the config file?")]) from None
+    except ValueError as e:  # a path with a NUL byte
+        raise ConfigError(str(path), [("", f"cannot read the file ({e})")]) from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(str(path), [("", f"not valid YAML: {where}{getattr(e, 'problem', e)}")]) from None
-    except RecursionError:
-        raise ConfigError(str(path), [("", f"not valid YAML: nested too deeply (over {MAX_CONFIG_DEPTH} levels "
-                                           "are refused)")]) from None
+        data = read_yaml(text, MAX_CONFIG_NODES, MAX_CONFIG_DEPTH)
+    except YamlProblems as e:
+        raise ConfigError(str(path), e.problems) from None
     return parse_config(data, str(path), base_dir=path.parent)

@@ -19,8 +19,8 @@ from streamdetect.config.station import SCHEDULE_DESCRIPTION, check_periods
 class PluginConfig(Strict):
     """A source or sink entry: ``type`` picks the plugin, the other keys are its options."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-    type: str = Field(min_length=1)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    type: str = Field(min_length=1, description="which plugin: a built-in (listed below) or an entry point's name")
     name: str | None = Field(None, min_length=1, max_length=100, description="stream name in records and topics")
 
     @property

@@ -15,28 +15,33 @@ from streamdetect.config.plugins import PluginConfig, SourceConfig
 from streamdetect.config.runtime import GateConfig, RuntimeConfig, WindowConfig
 from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, VocabularyConfig
 from streamdetect.config.station import PrivacyConfig, SiteConfig, SummaryConfig
+from streamdetect.config.web import WebConfig
 from streamdetect.schedule import Period
 
 
 class Config(Strict):
     model: str | None = Field(None, description="directory written by `streamdetect export`")
     prompt_cache: str | None = Field(None, description="directory for cached prompt embeddings")
-    windows: WindowConfig = WindowConfig()
-    runtime: RuntimeConfig = RuntimeConfig()
-    gate: GateConfig = GateConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    control: ControlConfig = ControlConfig()
-    embedding_log: EmbeddingLogConfig = EmbeddingLogConfig()
-    source: SourceConfig | None = None
+    windows: WindowConfig = Field(WindowConfig(), description="how audio is cut into windows")
+    runtime: RuntimeConfig = Field(RuntimeConfig(), description="where and at which precision the encoder runs")
+    gate: GateConfig = Field(GateConfig(), description="energy gate: quiet windows skip the encoder")
+    metrics: MetricsConfig = Field(MetricsConfig(), description="Prometheus /metrics and /healthz (off by default)")
+    control: ControlConfig = Field(ControlConfig(), description="HTTP API to read and replace the events while running (off by default)")
+    embedding_log: EmbeddingLogConfig = Field(EmbeddingLogConfig(), description="every window's embedding kept for `search --log` (off by default)")
+    web: WebConfig = Field(WebConfig(), description="the web dashboard (off by default; loopback unless a login "
+                           "is configured)")
+    source: SourceConfig | None = Field(None, description="one stream; `--input` / `--device` override it")
     sources: list[SourceConfig] = Field(default_factory=list, description="several streams in one detector")
-    events: list[EventConfig] = Field(min_length=1)
-    scoring: ScoringConfig = ScoringConfig()
-    vocabulary: VocabularyConfig = VocabularyConfig()
-    novelty: NoveltyConfig = NoveltyConfig()
-    site: SiteConfig = SiteConfig()
-    privacy: PrivacyConfig = PrivacyConfig()
-    summary: SummaryConfig = SummaryConfig()
-    sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")])
+    events: list[EventConfig] = Field(min_length=1, description="what to listen for")
+    scoring: ScoringConfig = Field(ScoringConfig(), description="cosine scores, or softmax against background prompts")
+    vocabulary: VocabularyConfig = Field(VocabularyConfig(), description="names for `sounds_like` in every record")
+    novelty: NoveltyConfig = Field(NoveltyConfig(), description="alerts for sounds unlike the site and every prompt")
+    site: SiteConfig = Field(SiteConfig(), description="where the station is: name, time zone, position (for "
+                             "schedules and sun times)")
+    privacy: PrivacyConfig = Field(PrivacyConfig(), description="speech filter: windows with speech are not stored")
+    summary: SummaryConfig = Field(SummaryConfig(), description="a scheduled summary of the day through the sinks")
+    sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")],
+                                      description="where records go, each in its own thread")
 
     @property
     def all_sources(self) -> list[SourceConfig]:

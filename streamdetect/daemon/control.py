@@ -25,6 +25,32 @@ from streamdetect.config import Config, ConfigError, parse_config
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+MAX_JSON_DEPTH = 32  # an events list is 4 deep; Python's json parser recurses and fails near 1,000
+IDLE_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is closed (and its thread ends)
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """Whether ``body`` nests arrays/objects deeper than ``limit``: one pass over the bytes, no recursion, so a
+    200,000-deep body is refused before ``json.loads`` could fail with ``RecursionError``. Brackets inside
+    strings do not count."""
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
 
 
 class ControlError(RuntimeError):
@@ -53,14 +79,46 @@ def replace_events(config: Config, body: Any) -> Config:
     return parse_config(data, "PUT /events")
 
 
+MAX_CONNECTIONS = 32  # handler threads at once; more connections are closed at once, without a thread
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``MAX_CONNECTIONS`` of them: 400 held sockets cost 32 threads for at
+    most the idle timeout, not 400 threads for as long as the clients like."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        log.debug("control API: connection from %s ended with an error", client_address, exc_info=True)
+
+
 class ControlServer:
     """Serves the API in a background thread; ``request_reload(config)`` returns a ticket with a ``done`` event."""
 
     def __init__(self, current: Callable[[], Config], request_reload: Callable[[Config], Any], token: str,
-                 host: str = "127.0.0.1", port: int = 0, apply_timeout_s: float = 30.0):
+                 host: str = "127.0.0.1", port: int = 0, apply_timeout_s: float = 30.0,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S):
         secret = token.encode("utf-8")
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = idle_timeout_s  # socket timeout: a held, silent connection is closed and its thread ends
+
             def _send(self, status: int, payload: dict[str, Any]) -> None:
                 body = (json.dumps(payload, ensure_ascii=False) + "\n").encode("utf-8")
                 self.send_response(status)
@@ -87,6 +145,16 @@ class ControlServer:
                     self._send(200, events_payload(current()))
 
             def do_PUT(self):
+                try:
+                    self._put()
+                except OSError:
+                    raise  # the client went away or timed out: nothing to answer
+                except Exception as e:  # noqa: BLE001 - answer, never drop the connection
+                    log.exception("control API: PUT /events failed")
+                    self._send(500, {"error": f"internal error, the running events are unchanged: "
+                                              f"{type(e).__name__}: {e}"})
+
+            def _put(self):
                 if self.path.split("?")[0] != "/events":
                     return self._send(404, {"error": "not found; the API has GET and PUT /events"})
                 if not self._authorised():
@@ -97,9 +165,12 @@ class ControlServer:
                     length = 0
                 if length <= 0 or length > MAX_BODY_BYTES:
                     return self._send(400, {"error": f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes"})
+                raw = self.rfile.read(length)
+                if json_depth_exceeds(raw, MAX_JSON_DEPTH):
+                    return self._send(400, {"error": f"JSON nested more than {MAX_JSON_DEPTH} levels deep"})
                 try:
-                    body = json.loads(self.rfile.read(length))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                    body = json.loads(raw)
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
                     return self._send(400, {"error": f"body is not JSON: {e}"})
                 try:
                     config = replace_events(current(), body)
@@ -119,10 +190,9 @@ class ControlServer:
                 pass  # request lines would carry nothing useful; the token is never logged
 
         try:
-            self.server = ThreadingHTTPServer((host, port), Handler)
+            self.server = _BoundedServer((host, port), Handler)
         except OSError as e:
             raise ControlError(f"control API cannot listen on {host}:{port} ({e.strerror}); change control.port") from None
-        self.server.daemon_threads = True
         self.address = self.server.server_address
         self._thread = threading.Thread(target=self.server.serve_forever, name="control-http", daemon=True)
         self._thread.start()

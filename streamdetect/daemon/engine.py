@@ -278,12 +278,23 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
                 ) -> tuple[list[RunSummary], EngineStats]:
     """Run every source in its own feeding thread through one batching engine until all end or ``stop``;
     ``settings[i]`` holds source i's own detection settings (default: the config's)."""
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):  # records, metrics and clips are keyed by stream name
+        raise ValueError(f"stream names must be unique, found {names}")
     engine = engine or BatchingEngine(detector)
     detector.expect_streams({s.name: settings[i].labels if settings else None for i, s in enumerate(sources)})
+    if engine.observer is not None:
+        for source in sources:  # registered before any audio: a stream that never connects shows as stale
+            engine.observer.expect(source.name, source.live)
     engine.start()
     results: dict[int, StreamState] = {}
     errors: list[BaseException] = []
     t0 = time.perf_counter()
+
+    # Waited on instead of Thread.join: when a signal handler raises inside join(), CPython's clean-up of the
+    # interrupted wait (added for bpo-45274) marks the thread as finished while it still runs, and every later
+    # join() returns at once: the engine would stop before the streams closed their events.
+    finished = [threading.Event() for _ in sources]
 
     def worker(i: int, source: AudioSource) -> None:
         try:
@@ -291,14 +302,25 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
         except BaseException as e:  # noqa: BLE001 - re-raised below after the others finished
             errors.append(e)
             stop.set()
+        finally:
+            finished[i].set()
 
     threads = [threading.Thread(target=worker, args=(i, s), name=f"feed-{s.name}", daemon=True)
                for i, s in enumerate(sources)]
     for t in threads:
         t.start()
-    while any(t.is_alive() for t in threads):
-        for t in threads:
-            t.join(0.2)  # short joins keep the main thread responsive to signals
+    try:
+        while not all(done.is_set() for done in finished):
+            for done in finished:
+                done.wait(0.2)  # short waits keep the main thread responsive to signals
+    except BaseException:
+        # Whatever ends the main thread here (a signal handler that raised, Ctrl-C), the open events still
+        # get their ``end``: the feeding threads stop and close their streams, the engine analyses what is queued.
+        stop.set()
+        for done in finished:
+            done.wait(30)
+        engine.stop()
+        raise
     engine.stop()
     if errors:
         raise errors[0]

@@ -72,7 +72,7 @@ class SinkTotals(Collector):
 class Metrics:
     """``score_mode`` (the config's ``scoring.mode``) picks the score histogram that fits its values."""
 
-    def __init__(self, stale_after_s: float = 10.0, score_mode: str = "cosine"):
+    def __init__(self, stale_after_s: float = 5.0, score_mode: str = "cosine"):
         self.registry = CollectorRegistry()
         self.stale_after_s = stale_after_s
         r = self.registry
@@ -102,16 +102,26 @@ class Metrics:
         r.register(self.sink_totals)
         self._labels: set[str] = set()  # of the last catalog: their series exist, at zero until counted
         self._last_audio: dict[str, tuple[float, bool]] = {}
+        self._never_heard: set[str] = set()  # expected streams that have not delivered audio yet
         self._lock = threading.Lock()
         self._health_parts: dict[str, Callable[[], tuple[bool, dict]]] = {}
+
+    def expect(self, stream: str, live: bool) -> None:
+        """A configured stream is starting: from now on it is in /healthz, stale if no audio comes within
+        ``stale_after_s`` (a camera down since start-up must not look healthy)."""
+        with self._lock:
+            self._last_audio[stream] = (time.monotonic(), live)
+            self._never_heard.add(stream)
 
     def heard(self, stream: str, live: bool) -> None:
         with self._lock:
             self._last_audio[stream] = (time.monotonic(), live)
+            self._never_heard.discard(stream)
 
     def forget(self, stream: str) -> None:
         with self._lock:
             self._last_audio.pop(stream, None)
+            self._never_heard.discard(stream)
 
     # DetectorObserver and EngineObserver (streamdetect.pipeline.observers): the pipeline reports through these.
     def window_scored(self, stream: str, labels: tuple[str, ...], scores: np.ndarray, gated: bool) -> None:
@@ -170,8 +180,7 @@ class Metrics:
     def health(self) -> tuple[bool, dict]:
         now = time.monotonic()
         with self._lock:
-            streams = {name: {"seconds_since_audio": round(now - t, 3), "live": live,
-                              "ok": (not live) or now - t < self.stale_after_s}
+            streams = {name: _stream_health(now - t, live, name not in self._never_heard, self.stale_after_s)
                        for name, (t, live) in self._last_audio.items()}
         ok = all(s["ok"] for s in streams.values())
         parts = {name: report() for name, report in self._health_parts.items()}
@@ -180,6 +189,13 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _stream_health(quiet_s: float, live: bool, heard: bool, stale_after_s: float) -> dict:
+    """One stream's entry in /healthz. A stream that never delivered audio reports how long it has been
+    waiting since start-up under ``seconds_since_audio`` and ``heard: false``."""
+    return {"seconds_since_audio": round(quiet_s, 3), "live": live, "heard": heard,
+            "ok": (not live) or quiet_s < stale_after_s}
 
 
 class MetricsServer:

@@ -20,6 +20,7 @@ from streamdetect.daemon.embedding_log import EmbeddingLogWriter, log_key
 from streamdetect.daemon.engine import BatchingEngine, EngineStats, ReloadTicket, run_sources
 from streamdetect.daemon.metrics import Metrics, MetricsServer
 from streamdetect.daemon.remote_metrics import RemoteEncoderMetrics
+from streamdetect.daemon.startup import check_outputs
 from streamdetect.daemon.summary import SummaryScheduler, summary_senders
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.build import build_detector
@@ -29,13 +30,18 @@ from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.schedule import Clock, utc_now
 from streamdetect.sinks.base import SinkContext, SinkSet, build_sinks
 from streamdetect.sources.base import AudioSource
+from streamdetect.web.tokens import WebError, web_tokens
 
 log = logging.getLogger(__name__)
 
 
 def preflight(config: Config) -> str | None:
-    """Check what the services need from outside before any audio is opened: the control API's token from the
-    environment (None when the API is off). Raises ``ControlError`` naming the variable to set."""
+    """Check what the services need from outside before any audio is opened: every output path is writable
+    (``StartupError``, one line per path naming the user) and the control API's token is in the environment
+    (``ControlError`` naming the variable). Returns the token (None when the API is off)."""
+    check_outputs(config)
+    if config.web.port is not None:
+        web_tokens(config.web)
     return control_token(config.control.token_env) if config.control.port is not None else None
 
 
@@ -49,7 +55,7 @@ class DetectorService:
 
     def __init__(self, config: Config, bundle: ModelBundle, *, sinks: SinkSet | None = None,
                  encoder: AudioEncoder | None = None, metrics: bool = False, max_wait_s: float = 0.02,
-                 backlog_warn_s: float = 10.0, clock: Clock = utc_now):
+                 backlog_warn_s: float = 10.0, clock: Clock = utc_now, config_path: Path | None = None):
         self.config, self.bundle = config, bundle
         self._closing = ExitStack()
         try:
@@ -86,9 +92,18 @@ class DetectorService:
                 server = MetricsServer(self.metrics, config.metrics.host, config.metrics.port)
                 self._closing.callback(server.close)
                 log.info("metrics on http://%s:%d/metrics and /healthz", *server.address[:2])
+            self.live = None
+            if config.web.port is not None:
+                try:  # the dashboard's framework is an extra: a daemon without `web:` does not need it
+                    from streamdetect.web.app import new_hub, start_web
+                except ImportError as e:
+                    raise WebError(f"web.port is set but the dashboard's packages are missing ({e.name}): "
+                                   "pip install 'streamdetect[web]'") from e
+                self.live = new_hub(config)
             self.detector: Detector = build_detector(config, bundle, self.sinks, encoder=encoder,
                                                      observer=self.metrics, embedding_log=self.embedding_log,
-                                                     encoder_observer=self.remote_metrics, clock=clock)
+                                                     encoder_observer=self.remote_metrics, clock=clock,
+                                                     live=self.live)
             self.summary: SummaryScheduler | None = None
             if config.summary.at is not None:
                 self.summary = SummaryScheduler(config, summary_senders(config, self.sinks.sinks),
@@ -97,6 +112,12 @@ class DetectorService:
                 self._closing.callback(self.summary.close)
             self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics,
                                          max_queue_windows=config.runtime.triton.queue_windows if remote else None)
+            self.web = None
+            if self.live is not None:
+                self.web = start_web(config, bundle, self.live, lambda: self.detector.config,
+                                     lambda: self.detector.bank, self.engine.request_reload, config_path)
+                self._closing.callback(self.web.close)
+                log.info("dashboard on http://%s:%d/", *self.web.address[:2])
             if token is not None:
                 control = ControlServer(lambda: self.detector.config, self.engine.request_reload, token,
                                         config.control.host, config.control.port)
@@ -123,7 +144,8 @@ class DetectorService:
         return run_sources(self.detector, sources, stop, engine=self.engine, settings=settings)
 
     def close(self) -> None:
-        """Stop the control API first (no reload may arrive after), then the sinks, the log and the metrics."""
+        """Stop the control API and the dashboard first (no reload may arrive after), then the sinks, the log and
+        the metrics."""
         self._closing.close()
 
     def __enter__(self) -> DetectorService:

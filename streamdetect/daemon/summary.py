@@ -17,6 +17,7 @@ from streamdetect.config import Config
 from streamdetect.report import DaySummary, day_summary, hourly_chart_png
 from streamdetect.schedule import Clock, Site, local_time_today, utc_now
 from streamdetect.sinks.base import FailureLog, Sink
+from streamdetect.sinks.sqlite import SqliteOptions
 from streamdetect.util.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,11 @@ CHECK_S = 30.0
 
 
 def store_and_clips(config: Config) -> tuple[Path, Path | None]:
-    """The event database the config writes (``summary.store``, else its first sqlite sink, else events.db)
-    and the folder of its first clips sink (None without one)."""
-    db = config.summary.store or next((s.options.get("path", "events.db") for s in config.sinks
-                                       if s.type == "sqlite"), "events.db")
+    """The event database the config writes (``summary.store``, else its first sqlite sink, else the sqlite
+    sink's default path) and the folder of its first clips sink (None without one)."""
+    default = SqliteOptions.model_fields["path"].default
+    db = config.summary.store or next((s.options.get("path", default) for s in config.sinks
+                                       if s.type == "sqlite"), default)
     clips = next((s.options.get("dir") for s in config.sinks if s.type == "clips"), None)
     return Path(db), Path(clips) if clips else None
 

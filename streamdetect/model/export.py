@@ -33,10 +33,12 @@ from streamdetect.model.manifest import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     TEXT_ENCODER,
+    TEXT_ENCODER_WEIGHTS,
     TOKENIZER,
     ModelBundle,
     sha256_file,
 )
+from streamdetect.model.offline import has_random_weights
 from streamdetect.model.precisions import (
     convert_fp16,
     convert_openvino,
@@ -134,7 +136,35 @@ def export_model(
     report: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
     force: bool = False,
 ) -> dict[str, Any]:
-    """Export ``model`` (hub id or local directory) into ``out``; returns the manifest written."""
+    """Export ``model`` (hub id or local directory) into ``out``; returns the manifest written. Library noise a
+    user would read as errors is filtered meanwhile (``streamdetect.model.noise``)."""
+    from streamdetect.model.noise import quiet_export
+
+    with quiet_export():
+        return _export_model(model, out, revision, report, force)
+
+
+def _load_checkpoint(model: str, revision: str | None, ClapModel, ClapFeatureExtractor, AutoTokenizer):
+    """The checkpoint's model, preprocessing and tokenizer; a one-line error when it cannot be had."""
+    kwargs = {"revision": revision} if revision else {}
+    local = Path(model).expanduser()
+    if not local.exists() and model.startswith(("/", "./", "../", "~")):
+        raise ExportError(f"cannot load CLAP checkpoint {model!r}: no such directory")
+    try:
+        return (ClapModel.from_pretrained(str(local) if local.exists() else model, **kwargs).eval(),
+                ClapFeatureExtractor.from_pretrained(str(local) if local.exists() else model, **kwargs),
+                AutoTokenizer.from_pretrained(str(local) if local.exists() else model, **kwargs))
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if local.exists():
+            raise ExportError(f"cannot load CLAP checkpoint folder {model}: {first}") from None
+        raise ExportError(
+            f"cannot load {model!r} from the Hugging Face hub ({first.rstrip('.')}). Without internet, export a "
+            "checkpoint folder you have: streamdetect export --model DIR") from None
+
+
+def _export_model(model: str, out: str | Path, revision: str | None, report: Callable[[str], None],
+                  force: bool) -> dict[str, Any]:
     torch, transformers, ClapModel, ClapFeatureExtractor, AutoTokenizer = _import_export_deps()
     import onnx
     import onnxruntime
@@ -143,16 +173,8 @@ def export_model(
     if (out / MANIFEST_NAME).exists() and not force:
         raise ExportError(f"{out} already holds an exported model; pass --force to replace it")
     t_start = time.perf_counter()
-    report(f"loading {model}" + (f" @ {revision}" if revision else ""))
-    kwargs = {"revision": revision} if revision else {}
-    if not Path(model).exists() and model.startswith(("/", "./", "../", "~")):
-        raise ExportError(f"cannot load CLAP checkpoint {model!r}: no such directory")
-    try:
-        clap = ClapModel.from_pretrained(model, **kwargs).eval()
-        fe = ClapFeatureExtractor.from_pretrained(model, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
-    except OSError as e:
-        raise ExportError(f"cannot load CLAP checkpoint {model!r}: {e}") from e
+    report(f"[1/7] loading {model}" + (f" @ {revision}" if revision else ""))
+    clap, fe, tokenizer = _load_checkpoint(model, revision, ClapModel, ClapFeatureExtractor, AutoTokenizer)
     if clap.config.audio_config.enable_fusion:
         raise ExportError(f"{model} is a fused CLAP checkpoint; export an unfused one (laion/clap-htsat-unfused)")
     if not getattr(tokenizer, "is_fast", False):
@@ -180,15 +202,16 @@ def export_model(
     try:
         batch = torch.export.Dim("batch", min=1, max=4096)
         seq = torch.export.Dim("sequence", min=2, max=4096)
-        report("exporting the audio encoder to ONNX")
+        report("[2/7] exporting the audio encoder to ONNX")
         feats = torch.zeros(2, 1, params.n_frames, params.n_mels)
         _export_onnx(torch, AudioTower(clap).eval(), (feats,), staging / AUDIO_ENCODER, [AUDIO_INPUT],
                      "audio_embedding", {AUDIO_INPUT: {0: batch}})
-        report("exporting the text encoder to ONNX")
+        report("[3/7] exporting the text encoder to ONNX")
         sample = tokenizer(list(VERIFY_PROMPTS[:2]), padding=True, return_tensors="pt")
         _export_onnx(torch, TextTower(clap).eval(), (sample["input_ids"], sample["attention_mask"]), staging / TEXT_ENCODER,
                      ["input_ids", "attention_mask"], "text_embedding",
                      {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+        _weights_apart(staging / TEXT_ENCODER, TEXT_ENCODER_WEIGHTS)
         tokenizer.backend_tokenizer.save(str(staging / TOKENIZER))
 
         text_cfg = clap.config.text_config
@@ -198,9 +221,14 @@ def export_model(
             "source": {
                 "model": model,
                 "revision": revision or getattr(clap.config, "_commit_hash", None),
-                "local_directory": str(Path(model).resolve()) if Path(model).is_dir() else None,
+                "local_directory": str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir()
+                else None,
+                # True for checkpoints built with random weights (the tests' tiny CLAP, tools/random_full_size.py):
+                # their scores mean nothing, and what is made with them (scan plots) says so.
+                "random_weights": has_random_weights(Path(model).expanduser()),
             },
-            "files": {name: sha256_file(staging / name) for name in (AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER)},
+            "files": {name: sha256_file(staging / name)
+                      for name in (AUDIO_ENCODER, TEXT_ENCODER, TEXT_ENCODER_WEIGHTS, TOKENIZER)},
             "sample_rate": params.sample_rate,
             "frontend": params.to_dict(),
             "embedding_dim": int(clap.config.projection_dim),
@@ -223,7 +251,7 @@ def export_model(
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
-        report("verifying the exported files against PyTorch")
+        report("[4/7] verifying the exported files against PyTorch")
         check = verify_export(staging, clap, fe, tokenizer, torch)
         manifest["verification"] = check.__dict__
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -243,23 +271,24 @@ def export_model(
         reduced = {"int8": (AUDIO_ENCODER_INT8, quantize_int8, INT8_MIN_COSINE, "dynamic, per channel"),
                    "fp16": (AUDIO_ENCODER_FP16, convert_fp16, FP16_MIN_COSINE, "inputs and outputs stay fp32")}
         reference = fp32_reference(staging / AUDIO_ENCODER, params)  # what every reduced precision is held to
-        for precision, (name, convert, required, how) in reduced.items():
-            report(f"converting the audio encoder to {precision} ({how})")
+        for step, (precision, (name, convert, required, how)) in enumerate(reduced.items(), start=5):
+            report(f"[{step}/7] converting the audio encoder to {precision} ({how})")
             convert(staging / AUDIO_ENCODER, staging / name)
             cosine = cosine_vs_fp32(reference, staging / name)
             ship_or_refuse(manifest, staging, precision, (name,), cosine, required, report)
         openvino_files = (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS)
         if importlib.util.find_spec("openvino") is None:
-            report("  bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
+            report("[7/7] bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
         else:
-            report("converting the audio encoder to OpenVINO IR (fp16-stored weights, run at bf16)")
+            report("[7/7] converting the audio encoder to OpenVINO IR (fp16-stored weights, run at bf16)")
             convert_openvino(staging / AUDIO_ENCODER, staging / AUDIO_ENCODER_OPENVINO)
             bf16 = openvino_bf16_cosine(reference, staging / AUDIO_ENCODER_OPENVINO)
             ship_or_refuse(manifest, staging, "bf16", openvino_files, bf16, BF16_MIN_COSINE, report,
                            engine="openvino")
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         optional = [name for name, *_ in reduced.values()] + list(openvino_files)
-        names = [AUDIO_ENCODER, TEXT_ENCODER, TOKENIZER] + [n for n in optional if n in manifest["files"]]
+        names = [AUDIO_ENCODER, TEXT_ENCODER, TEXT_ENCODER_WEIGHTS, TOKENIZER] + [n for n in optional
+                                                                                if n in manifest["files"]]
         if out.exists():
             for name in (*names, *optional, MANIFEST_NAME):
                 (out / name).unlink(missing_ok=True)
@@ -270,6 +299,17 @@ def export_model(
         shutil.rmtree(staging, ignore_errors=True)
     report(f"exported {model} to {out} in {time.perf_counter() - t_start:.1f} s")
     return manifest
+
+
+def _weights_apart(path: Path, weights: str) -> None:
+    """Move an ONNX graph's weights into ``weights`` beside it (see ``TEXT_ENCODER_WEIGHTS``)."""
+    import onnx
+
+    graph = onnx.load(path)
+    # small constants stay in the graph: shape inference reads some of them (Unsqueeze axes)
+    onnx.save_model(graph, path, save_as_external_data=True, all_tensors_to_one_file=True, location=weights,
+                    size_threshold=1024)
+    (path.parent / weights).chmod(path.stat().st_mode & 0o777)  # onnx creates it 0600; like its graph file
 
 
 def verify_export(directory: Path, clap, fe, tokenizer, torch) -> Verification:

@@ -17,6 +17,7 @@ from streamdetect.pipeline.frontend import FrontendParams
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 DEFAULT_MODEL_ID = "laion/clap-htsat-unfused"
+DEFAULT_MODEL_DIR = Path("models/clap-htsat-unfused")  # what configs/*.yaml read as `model:`
 AUDIO_ENCODER = "audio_encoder.onnx"
 AUDIO_ENCODER_INT8 = "audio_encoder.int8.onnx"
 AUDIO_ENCODER_FP16 = "audio_encoder.fp16.onnx"
@@ -25,9 +26,13 @@ AUDIO_ENCODER_FP16 = "audio_encoder.fp16.onnx"
 AUDIO_ENCODER_OPENVINO = "audio_encoder.openvino.xml"
 AUDIO_ENCODER_OPENVINO_WEIGHTS = "audio_encoder.openvino.bin"
 REDUCED_PRECISIONS = {"int8": AUDIO_ENCODER_INT8, "fp16": AUDIO_ENCODER_FP16, "bf16": AUDIO_ENCODER_OPENVINO}
-COMPANION_FILES = {AUDIO_ENCODER_OPENVINO: (AUDIO_ENCODER_OPENVINO_WEIGHTS,)}  # checked along with the file
 AUDIO_INPUT = "input_features"  # the audio encoder's one input: (batch, 1, frames, mels) log-mel dB
 TEXT_ENCODER = "text_encoder.onnx"
+# The text tower's weights (479 MiB at full size) in a file of their own, which onnxruntime maps instead of
+# parsing: loading the one-file graph peaked at 706 MB RSS, this at 411 MB. Older exports have no such file.
+TEXT_ENCODER_WEIGHTS = "text_encoder.onnx.data"
+COMPANION_FILES = {AUDIO_ENCODER_OPENVINO: (AUDIO_ENCODER_OPENVINO_WEIGHTS,),  # checked along with the file
+                   TEXT_ENCODER: (TEXT_ENCODER_WEIGHTS,)}
 TOKENIZER = "tokenizer.json"
 
 
@@ -36,12 +41,24 @@ class ModelError(RuntimeError):
 
 
 def default_model_dir(model: str = DEFAULT_MODEL_ID) -> Path:
-    """``models/<model-name>/``, the directory ``streamdetect export`` writes by default."""
+    """Where ``streamdetect export`` writes without ``--out``: the folder the ready-made configs read for the
+    default model and for a local checkpoint folder (so ``run`` needs no ``--model`` after an offline export,
+    whatever the folder is called), ``models/<name>`` for any other hub id."""
+    if model == DEFAULT_MODEL_ID or Path(model).expanduser().is_dir():
+        return DEFAULT_MODEL_DIR
     return Path("models") / Path(model.rstrip("/")).name
 
 
-def export_command(model_dir: Path, model: str = DEFAULT_MODEL_ID) -> str:
-    return f"streamdetect export --model {model} --out {model_dir}"
+def export_command(model_dir: Path, model: str = DEFAULT_MODEL_ID, local: bool = False) -> str:
+    """The export that writes ``model_dir`` (``local``: ``model`` names a checkpoint folder)."""
+    default = DEFAULT_MODEL_DIR if local else default_model_dir(model)
+    out = "" if Path(model_dir) == default else f" --out {model_dir}"
+    return f"streamdetect export --model {model}{out}"
+
+
+def is_checkpoint_folder(directory: Path) -> bool:
+    """A Hugging Face checkpoint (what export reads), as opposed to an exported model (what run reads)."""
+    return (directory / "config.json").is_file() and not (directory / MANIFEST_NAME).is_file()
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
@@ -67,7 +84,16 @@ class ModelBundle:
         if not directory.is_dir():
             raise ModelError(
                 f"model directory {directory} does not exist. Export a CLAP checkpoint into it first:\n"
-                f"  {export_command(directory)}"
+                f"  {export_command(directory)}\n"
+                f"or, without internet, from a checkpoint folder you have:\n"
+                f"  {export_command(directory, 'CHECKPOINT_DIR', local=True)}"
+            )
+        if is_checkpoint_folder(directory):
+            raise ModelError(
+                f"{directory} is a Hugging Face checkpoint, not an exported streamdetect model. Export from it "
+                f"first (no internet needed):\n  streamdetect export --model {directory}\n"
+                f"then run with --model {DEFAULT_MODEL_DIR}, or without --model where the config says "
+                f"`model: {DEFAULT_MODEL_DIR}`"
             )
         if not manifest_path.is_file():
             raise ModelError(
@@ -93,6 +119,11 @@ class ModelBundle:
         return FrontendParams.from_dict(self.manifest["frontend"])
 
     @property
+    def random_weights(self) -> bool:
+        """Exported from a checkpoint built with random weights: a demonstration of the tool, not a detector."""
+        return bool(self.manifest.get("source", {}).get("random_weights", False))
+
+    @property
     def embedding_dim(self) -> int:
         return int(self.manifest["embedding_dim"])
 
@@ -113,7 +144,8 @@ class ModelBundle:
     def text_key(self) -> str:
         """Identifies the text side of this model for the prompt-embedding cache."""
         files = self.manifest["files"]
-        return hashlib.sha256(f"{files[TEXT_ENCODER]}:{files[TOKENIZER]}".encode()).hexdigest()
+        weights = f":{files[TEXT_ENCODER_WEIGHTS]}" if TEXT_ENCODER_WEIGHTS in files else ""  # older exports: none
+        return hashlib.sha256(f"{files[TEXT_ENCODER]}:{files[TOKENIZER]}{weights}".encode()).hexdigest()
 
     def shipped(self, precision: str) -> bool:
         return self.manifest.get("precisions", {}).get(precision, {}).get("status") == "shipped"
@@ -163,5 +195,6 @@ class ModelBundle:
             )
         self._verified.add(name)
         for companion in COMPANION_FILES.get(name, ()):
-            self.path(companion)
+            if companion in self.manifest["files"] or name != TEXT_ENCODER:  # older one-file text encoders
+                self.path(companion)
         return path

@@ -8,6 +8,7 @@ needs torch/transformers (``pip install 'streamdetect[export]'``); the detector 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 TRAINING_TEXT = [
@@ -35,3 +36,16 @@ def checkpoint_feature_extractor() -> Any:
     from transformers import ClapFeatureExtractor
 
     return ClapFeatureExtractor(frequency_min=50, frequency_max=14000, truncation="rand_trunc", padding="repeatpad")
+
+
+# Written into a checkpoint folder built with random weights; export copies it into the manifest
+# (``source.random_weights``), and what is made with such a model (a scan plot) says so.
+RANDOM_WEIGHTS_MARKER = "streamdetect_random_weights.json"
+
+
+def mark_random_weights(checkpoint: Path, note: str) -> None:
+    (checkpoint / RANDOM_WEIGHTS_MARKER).write_text(json.dumps({"random_weights": True, "note": note}) + "\n")
+
+
+def has_random_weights(checkpoint: Path) -> bool:
+    return (checkpoint / RANDOM_WEIGHTS_MARKER).is_file()

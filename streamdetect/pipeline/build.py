@@ -14,6 +14,7 @@ from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
 from streamdetect.pipeline.observers import (
     DetectorObserver,
     EmbeddingObserver,
+    LiveObserver,
     Outputs,
     RemoteEncoderObserver,
 )
@@ -25,17 +26,22 @@ from streamdetect.schedule import Clock, utc_now
 def build_detector(config: Config, bundle: ModelBundle, outputs: Outputs, *, encoder: AudioEncoder | None = None,
                    bank: PromptBank | None = None, observer: DetectorObserver | None = None,
                    embedding_log: EmbeddingObserver | None = None,
-                   encoder_observer: RemoteEncoderObserver | None = None, clock: Clock = utc_now) -> Detector:
+                   encoder_observer: RemoteEncoderObserver | None = None, clock: Clock = utc_now,
+                   live: LiveObserver | None = None) -> Detector:
     """A detector running the configured encoder (or ``encoder``) over the config's prompt bank (or ``bank``);
     ``encoder_observer`` counts what a remote encoder does.
 
     A config reload rebuilds the bank with the same encoder, so audio examples are embedded by what runs.
     """
     runtime = RuntimeOptions.from_config(config.runtime)
+    if bank is None and encoder is None and not any(e.examples for e in config.events):
+        # Text first: the text encoder is loaded, used and released before the audio encoder is opened, so a
+        # first start that embeds a vocabulary never holds both (full-size model: 957 MB peak with both).
+        bank = bank_for_config(bundle, config, runtime)
     encoder = encoder or open_audio_encoder(bundle, runtime, encoder_observer)
 
     def bank_for(new: Config) -> PromptBank:
         return bank_for_config(bundle, new, runtime, encoder)
 
     return Detector(config, bundle, outputs, encoder, bank or bank_for(config), bank_for=bank_for,
-                    observer=observer, embedding_log=embedding_log, clock=clock)
+                    observer=observer, embedding_log=embedding_log, clock=clock, live=live)

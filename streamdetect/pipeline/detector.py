@@ -21,7 +21,13 @@ from streamdetect.pipeline.encoder.base import AudioEncoder
 from streamdetect.pipeline.events import Catalog, EventRecord, EventTracker, WindowScore, event_rules
 from streamdetect.pipeline.frontend import ParallelFrontend
 from streamdetect.pipeline.novelty import NoveltyState
-from streamdetect.pipeline.observers import DetectorObserver, EmbeddingObserver, Outputs
+from streamdetect.pipeline.observers import (
+    DetectorObserver,
+    EmbeddingObserver,
+    LiveObserver,
+    Outputs,
+    WindowView,
+)
 from streamdetect.pipeline.scoring import Scores, gated_scores, score
 from streamdetect.pipeline.streams import StreamState
 from streamdetect.pipeline.windows import Window, Windower
@@ -64,6 +70,7 @@ class Detector:
         observer: DetectorObserver | None = None,
         embedding_log: EmbeddingObserver | None = None,
         clock: Clock = utc_now,
+        live: LiveObserver | None = None,
     ):
         if config.windows.window_s > bundle.frontend_params.max_length_s:
             raise ValueError(
@@ -72,7 +79,7 @@ class Detector:
             )
         self.config, self.bundle, self.sinks = config, bundle, outputs
         self.encoder, self.bank, self.bank_for = encoder, bank, bank_for
-        self.observer, self.embedding_log = observer, embedding_log
+        self.observer, self.embedding_log, self.live = observer, embedding_log, live
         self.frontend = ParallelFrontend(bundle.frontend_params,
                                          frontend_threads(config.runtime.frontend_threads, encoder))
         self.rules = event_rules(config.events)
@@ -125,7 +132,7 @@ class Detector:
         a restart and are left as they were.
         """
         for key in ("windows", "runtime", "sources", "source", "sinks", "model", "metrics", "control",
-                    "embedding_log", "summary"):
+                    "embedding_log", "summary", "web"):
             if getattr(config, key) != getattr(self.config, key):
                 log.warning("config reload: %s changed, which takes effect only after a restart", key)
         if self.bank_for is None:
@@ -185,6 +192,9 @@ class Detector:
                     stream.wall_datetime(at / self.bundle.sample_rate)):
                 block = np.zeros_like(block)  # not recorded: the sinks keep their timing, not the audio
             self.sinks.audio(stream.name, at, block, self.bundle.sample_rate)
+        if self.live is not None:  # with the privacy filter on, audio is not shown before it has been judged
+            self.live.live_audio(stream.name, stream.windower.total_samples, block, self.bundle.sample_rate,
+                                 private=self.bank.privacy is not None)
 
     def skip(self, stream: StreamState, gap: Gap) -> None:
         """Lost audio: stream time moves on and the windows touching the gap are counted as dropped."""
@@ -339,6 +349,10 @@ class Detector:
         stream.gated_windows += gated
         if self.observer is not None:
             self.observer.window_scored(stream.name, self.bank.labels, scores.event[b], gated)
+        if self.live is not None:
+            self.live.live_window(WindowView(
+                stream.name, window.start_s, window.end_s, wall, self.bank.labels, scores.event[b].copy(),
+                tuple(r.threshold for r in self.rules), top, sounds_like, gated, emb, private=bool(private)))
         return records
 
     def _emit(self, stream: StreamState, records: list[EventRecord]) -> list[EventRecord]:

@@ -6,11 +6,12 @@ methods (``SinkSet``, ``Metrics``, ``EmbeddingLogWriter``), so data flows one wa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from streamdetect.pipeline.events import Catalog, EventRecord
+from streamdetect.pipeline.events import Catalog, EventRecord, LabelScore
 
 
 class Outputs(Protocol):
@@ -51,6 +52,8 @@ class DetectorObserver(Protocol):
 class EngineObserver(Protocol):
     """Counts what the batching engine did: audio heard per stream, backlog, latency."""
 
+    def expect(self, stream: str, live: bool) -> None: ...
+
     def heard(self, stream: str, live: bool) -> None: ...
 
     def forget(self, stream: str) -> None: ...
@@ -80,3 +83,38 @@ class RemoteEncoderObserver(Protocol):
         ...
 
     def fallback_windows(self, count: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class WindowView:
+    """One analysed window as a live view shows it: every label's score with its threshold, what it sounds like.
+
+    ``private`` marks a window whose audio must not be shown or kept (a privacy filter sets it); a live view
+    then shows its scores but blanks its audio.
+    """
+
+    stream: str
+    start_s: float
+    end_s: float
+    wall_time: str
+    labels: tuple[str, ...]
+    scores: np.ndarray  # (labels,) this window's score per label
+    thresholds: tuple[float, ...]
+    top: tuple[LabelScore, ...]
+    sounds_like: tuple[LabelScore, ...]
+    gated: bool
+    embedding: np.ndarray | None  # None for gated windows
+    private: bool = False
+
+
+class LiveObserver(Protocol):
+    """Sees the incoming audio and every window's scores as they happen (the web dashboard's live view).
+
+    Both methods are called on the detection path (the feeding threads and the inference thread), so they must
+    only copy what they need and return.
+    """
+
+    def live_audio(self, stream: str, start_sample: int, block: np.ndarray, sample_rate: int,
+                   private: bool = False) -> None: ...
+
+    def live_window(self, view: WindowView) -> None: ...

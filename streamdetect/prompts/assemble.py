@@ -10,7 +10,7 @@ from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
 from streamdetect.pipeline.encoder.text import TextEncoder
 from streamdetect.prompts.bank import PromptBank
-from streamdetect.prompts.cache import PromptCache
+from streamdetect.prompts.cache import PromptCache, usable_cache_dir
 from streamdetect.prompts.examples import example_embedder_for
 from streamdetect.prompts.refine import RefinementStore, apply_refinements, refinements_dir
 from streamdetect.prompts.vocabulary import vocabulary_names
@@ -26,7 +26,7 @@ def prompt_bank_for(bundle: ModelBundle, events: Sequence[EventConfig], cache_di
     encoder opened only when an example is not cached. ``vocabulary`` is a ``VocabularyConfig`` or None.
     ``refined``: apply the feedback refinements kept in ``<model>/refinements`` (see ``streamdetect.prompts.refine``).
     """
-    directory = Path(cache_dir) if cache_dir else bundle.directory / "prompt_cache"
+    directory = usable_cache_dir(Path(cache_dir) if cache_dir else bundle.directory / "prompt_cache")
     cache = PromptCache(directory, bundle.text_key, bundle.embedding_dim)
     examples = (example_embedder_for(bundle, directory, runtime, audio_encoder)
                 if any(e.examples for e in events) else None)

@@ -8,17 +8,57 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from streamdetect.prompts.vectors import normalize
 from streamdetect.util.files import atomic_write
+from streamdetect.util.writable import current_user, write_problem
 
 log = logging.getLogger(__name__)
 
 TextEmbedder = Callable[[list[str]], np.ndarray]
+# Prompts per text-encoder call. All 531 names of `vocabulary: {file: audioset}` in one call made onnxruntime
+# hold the activations of the whole batch: 2.36 GB RSS with the full-size model; in batches of 16 it stays
+# near the model's own size, at the same speed on a CPU.
+TEXT_BATCH = 16
+
+
+class CacheError(RuntimeError):
+    """No prompt cache this process can write; the message names both places tried and the user."""
+
+
+def user_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The per-user cache: ``$XDG_CACHE_HOME/streamdetect/prompt_cache``, else ``~/.cache/streamdetect/...``."""
+    env = os.environ if environ is None else environ
+    try:
+        base = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    except RuntimeError:  # no HOME and no passwd entry
+        raise CacheError("there is no per-user cache: HOME and XDG_CACHE_HOME are unset; set prompt_cache") from None
+    return base / "streamdetect" / "prompt_cache"
+
+
+def usable_cache_dir(preferred: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """``preferred`` when this process can write it, else the per-user cache, with a warning.
+
+    The default ``<model>/prompt_cache`` is often read-only for the service: root exported the model, the
+    daemon runs as its own user. Embedding again into a cache of its own is slower only on the first start;
+    failing, or re-embedding at every start, would be worse. Raises ``CacheError`` when neither can be written."""
+    why = write_problem(preferred, "dir")
+    if why is None:
+        return preferred
+    fallback = user_cache_dir(environ)
+    fallback_why = write_problem(fallback, "dir")
+    if fallback_why is not None:
+        raise CacheError(f"prompt cache {preferred}: {why}, and the per-user cache {fallback}: {fallback_why}; "
+                      f"streamdetect runs as {current_user()}: set prompt_cache to a folder it can write")
+    log.warning("prompt cache %s: %s (streamdetect runs as %s); using the per-user cache %s instead (set "
+                "prompt_cache to choose one)", preferred, why, current_user(), fallback)
+    return fallback
 
 
 class EmbeddingCache:
@@ -65,9 +105,17 @@ def embed_texts(texts: Sequence[str], cache: PromptCache, embedder: Callable[[],
     found = {t: cache.get(t) for t in unique}
     missing = [t for t, e in found.items() if e is None]
     if missing:
+        from tqdm import tqdm
+
         log.info("embedding %d prompt(s) with the text encoder", len(missing))
-        fresh = embedder()(missing)
-        for text, emb in zip(missing, fresh, strict=True):
-            cache.put(text, emb)
-            found[text] = emb
+        encode = embedder()
+        # A bar only for long work (a vocabulary, many prompts): a few prompts take well under a second.
+        with tqdm(total=len(missing), desc="embedding prompts", unit="prompt", file=sys.stderr,
+                  disable=len(missing) <= TEXT_BATCH, mininterval=0.5) as bar:
+            for start in range(0, len(missing), TEXT_BATCH):
+                batch = missing[start : start + TEXT_BATCH]
+                for text, emb in zip(batch, encode(batch), strict=True):
+                    cache.put(text, emb)
+                    found[text] = emb
+                bar.update(len(batch))
     return normalize(np.stack([found[t] for t in texts]).astype(np.float32))

@@ -39,8 +39,13 @@ class FeedbackError(ValueError):
     """Feedback that cannot be recorded or used (unknown id, no store); the message says what to do."""
 
 
-def mark_feedback(db_path: Path, event_id: str, verdict: str) -> tuple[str, str]:
-    """Mark every record of an event (an id or a unique prefix of at least 6 characters); returns (id, label)."""
+def mark_feedback(db_path: Path, event_id: str, verdict: str, relabel: str | None = None) -> tuple[str, str]:
+    """Mark every record of an event (an id or a unique prefix of at least 6 characters); returns (id, label).
+
+    ``relabel`` (only with ``rejected``): the label the sound really is; refinement counts it as confirmed there.
+    """
+    if relabel is not None and verdict != "rejected":
+        raise FeedbackError("a relabelled event is rejected for its own label: use the verdict rejected")
     if verdict not in VERDICTS:
         raise FeedbackError(f"verdict must be one of {VERDICTS}, found {verdict!r}")
     if not Path(db_path).is_file():
@@ -55,7 +60,9 @@ def mark_feedback(db_path: Path, event_id: str, verdict: str) -> tuple[str, str]
         if len(rows) > 1:
             raise FeedbackError(f"{event_id!r} matches {len(rows)} events; give more of the id")
         full_id, label = rows[0]
-        set_feedback(db, full_id, verdict, datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+        if relabel == label:
+            raise FeedbackError(f"event {full_id} is already labelled {label!r}")
+        set_feedback(db, full_id, verdict, datetime.now(timezone.utc).isoformat(timespec="milliseconds"), relabel)
         return full_id, label
     finally:
         db.close()
@@ -207,3 +214,41 @@ def apply_refinements(bank: PromptBank, prompts: list[list[str]], store: Refinem
 def refinements_dir(bundle: ModelBundle) -> Path:
     """Where a model's refinements live: beside its prompt cache, so they follow the model folder."""
     return bundle.directory / "refinements"
+
+
+@dataclass(frozen=True)
+class Refined:
+    """What one refinement run did to one label (``version`` None: no feedback, unchanged)."""
+
+    label: str
+    version: int | None = None
+    confirmed: int = 0
+    rejected: int = 0
+    angle_deg: float = 0.0
+    without_embedding: int = 0
+    from_clips: int = 0
+
+
+def refine_events(db_path: Path, events: list, base_vectors: np.ndarray, text_key: str, store: RefinementStore,
+                  params: RefineParams, clip_embedding: Callable[[str], np.ndarray | None] | None = None,
+                  ) -> list[Refined]:
+    """Refine every event from its feedback and save a new version per changed label (``streamdetect refine``
+    and the dashboard's "refine now"); ``base_vectors[i]`` is event i's plain (unrefined) prompt vector."""
+    if not Path(db_path).is_file():
+        raise FeedbackError(f"no event database at {db_path} (a `sqlite` sink writes one)")
+    done: list[Refined] = []
+    for event, base in zip(events, base_vectors, strict=True):
+        fb = feedback_embeddings(db_path, event.label, clip_embedding)
+        if not fb.confirmed.size and not fb.rejected.size:
+            done.append(Refined(event.label, without_embedding=fb.without_embedding))
+            continue
+        vector = rocchio(base, fb.confirmed, fb.rejected, params)
+        angle = float(np.degrees(np.arccos(np.clip(vector @ base, -1, 1))))
+        version = store.save(event.label, vector, {
+            "prompt_key": prompt_key(event.prompts, text_key), "prompts": list(event.prompts),
+            "confirmed": int(fb.confirmed.shape[0]), "rejected": int(fb.rejected.shape[0]),
+            "alpha": params.alpha, "beta": params.beta, "max_angle_deg": params.max_angle_deg,
+            "angle_deg": round(angle, 3), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        done.append(Refined(event.label, version, int(fb.confirmed.shape[0]), int(fb.rejected.shape[0]), angle,
+                            fb.without_embedding, fb.from_clips))
+    return done

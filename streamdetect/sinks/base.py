@@ -19,6 +19,7 @@ from streamdetect.pipeline.events import Catalog, EventRecord
 from streamdetect.report import DaySummary
 from streamdetect.schedule import Site
 from streamdetect.util.ratelimit import RateLimitedLog
+from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class SinkError(RuntimeError):
 
 
 class SinkOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     labels: list[str] | None = Field(None, description="only records of these event labels (default: all)")
     queue_size: int = Field(1000, ge=1, le=1_000_000, description="records waiting for this sink before "
@@ -71,6 +72,12 @@ class Sink(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release resources at shutdown."""
+
+    @classmethod
+    def outputs(cls, options: SinkOptions) -> list[OutputPath]:
+        """The files and folders this sink will write (``key``: the option naming each), checked for
+        writability at start-up before any audio is opened."""
+        return []
 
     def wants(self, record: EventRecord) -> bool:
         return self.options.labels is None or record.label in self.options.labels

@@ -31,6 +31,7 @@ from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 from streamdetect.sinks.clip_ring import StreamAudio
 from streamdetect.util.files import atomic_write
 from streamdetect.util.names import safe_name
+from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ class ClipsOptions(SinkOptions):
     wait_timeout_s: float = Field(60.0, gt=0, le=3600, description="longest wait for the post-roll to be "
                                                                    "heard (a stalled stream); then the clip is "
                                                                    "written with what arrived")
-    max_age_days: float | None = Field(None, gt=0, description="delete clips older than this (default: keep)")
-    max_total_mb: float | None = Field(None, gt=0, description="delete the lowest-scoring clips while the "
+    max_age_days: float | None = Field(None, gt=0, le=36_500, description="delete clips older than this "
+                                       "(default: keep; at most 100 years)")
+    max_total_mb: float | None = Field(None, gt=0, le=1e9, description="delete the lowest-scoring clips while the "
                                                                 "folder holds more (default: unbounded)")
     keep_best: bool = Field(True, description="never delete the highest-scoring clip of a label, whatever the "
                                               "age and size limits")
@@ -187,6 +189,10 @@ class ClipsSink(Sink):
             self._janitor.start()
 
     # -- feeding thread ------------------------------------------------------------------------------------
+
+    @classmethod
+    def outputs(cls, options: ClipsOptions) -> list[OutputPath]:
+        return [OutputPath("dir", Path(options.dir), "dir", "clips folder")]
 
     def audio(self, stream: str, start_sample: int, block: np.ndarray, sample_rate: int) -> None:
         block = np.asarray(block, dtype=np.float32).reshape(-1)

@@ -14,7 +14,7 @@ from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 
 class CommandOptions(SinkOptions):
     argv: list[str] = Field(min_length=1, description="program and its arguments, e.g. [notify-send, bird]")
-    timeout_s: float = Field(30.0, gt=0, le=3600)
+    timeout_s: float = Field(30.0, gt=0, le=3600, description="the program is killed after this long (counted as a sink failure)")
 
 
 class CommandSink(Sink):

@@ -11,6 +11,7 @@ from pydantic import Field
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.report import DaySummary
 from streamdetect.sinks.base import Sink, SinkOptions
+from streamdetect.util.writable import OutputPath
 
 
 class JsonlOptions(SinkOptions):
@@ -29,6 +30,10 @@ class JsonlSink(Sink):
             path = Path(options.path)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh, self._owned = open(path, "a", encoding="utf-8"), True  # noqa: SIM115 - closed in close()
+
+    @classmethod
+    def outputs(cls, options: JsonlOptions) -> list[OutputPath]:
+        return [] if options.path == "-" else [OutputPath("path", Path(options.path), "file", "jsonl file")]
 
     def emit(self, record: EventRecord) -> None:
         self._fh.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -11,11 +13,23 @@ from pydantic import Field
 
 from streamdetect.pipeline.events import EventRecord, LabelScore
 from streamdetect.sinks.base import Sink, SinkOptions
-from streamdetect.store import connect, insert_record, open_starts
+from streamdetect.store import connect, copy_records, insert_record, open_starts
+from streamdetect.util.writable import OutputPath
+
+log = logging.getLogger(__name__)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 class SqliteOptions(SinkOptions):
-    path: str = Field("events.db", min_length=1, description="database file (created if missing)")
+    path: str = Field("events/events.db", min_length=1, description="database file (created if missing); "
+                      "the `events`, `feedback` and `refine` verbs read this path by default")
 
 
 class SqliteSink(Sink):
@@ -23,17 +37,47 @@ class SqliteSink(Sink):
 
     def __init__(self, options: SqliteOptions):
         super().__init__(options)
-        Path(options.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = connect(Path(options.path))
+        self.path = Path(options.path)
+        self.reopened = 0  # times the file was found deleted or replaced and opened again
         self._lock = threading.Lock()
+        self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = connect(self.path)
+        self._identity = _identity(self.path)
+
+    def _still_ours(self) -> None:
+        """Open the file again if it was deleted or replaced under us (its folder removed mid-run, say).
+        sqlite keeps writing to the unlinked file otherwise, and every record after that is lost unseen."""
+        if _identity(self.path) == self._identity:
+            return
+        self.reopened += 1
+        old = self.db
+        self._open()
+        try:
+            saved = copy_records(old, self.db)
+        except sqlite3.Error as e:
+            saved = 0
+            log.error("sqlite sink: the records in the removed %s could not be read back: %s", self.path, e)
+        finally:
+            old.close()
+        log.error("sqlite sink: %s was deleted or replaced while running (%d time(s) so far); created it again "
+                  "and copied the %d record(s) of the removed file into it", self.path, self.reopened, saved)
+
+    @classmethod
+    def outputs(cls, options: SqliteOptions) -> list[OutputPath]:
+        return [OutputPath("path", Path(options.path), "file", "sqlite database")]  # and its -wal, -shm files
 
     def emit(self, record: EventRecord) -> None:
         row = record.to_dict()
         row["top"] = json.dumps(row["top"])
+        row["sounds_like"] = json.dumps(row["sounds_like"]) if "sounds_like" in row else None
         # The peak window's embedding (float16), so `streamdetect refine` can learn from feedback later.
         row["embedding"] = (None if record.embedding is None
                             else np.asarray(record.embedding, dtype=np.float16).tobytes())
         with self._lock:
+            self._still_ours()
             insert_record(self.db, row)
 
     def left_open(self) -> list[EventRecord]:

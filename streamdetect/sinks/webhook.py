@@ -21,6 +21,7 @@ from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.files import atomic_write
+from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Streamdetect-Signature"
@@ -81,6 +82,10 @@ class WebhookSink(Sink):
         self.delivered = 0
         self._rng = random.Random()  # the retry jitter's
         self._flush_spool()  # records left by an earlier run go out first
+
+    @classmethod
+    def outputs(cls, options: WebhookOptions) -> list[OutputPath]:
+        return [OutputPath("spool_dir", Path(options.spool_dir), "dir", "webhook spool folder")]
 
     def emit(self, record: EventRecord) -> None:
         body = json.dumps(record.to_dict(), sort_keys=True, ensure_ascii=False).encode()

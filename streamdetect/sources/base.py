@@ -28,7 +28,7 @@ class Gap:
 
 
 class SourceOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AudioSource(ABC):

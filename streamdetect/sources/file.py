@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +14,40 @@ from pydantic import Field
 
 from streamdetect.sources.base import AudioSource, Gap, Resampler, SourceError, SourceOptions
 
+log = logging.getLogger(__name__)
+
 MIN_RATE, MAX_RATE, MAX_CHANNELS = 1_000, 768_000, 64
+_HEADER_BYTES = 1 << 16  # where a WAV's fmt and data chunk headers are looked for
+
+
+def wav_header_frames(path: Path) -> int | None:
+    """The frame count a RIFF/WAVE header declares (data chunk size / block align), or None when the file is
+    not such a WAV or its header leaves the size open (0 or 0xFFFFFFFF, as streaming writers do).
+
+    libsndfile quietly reads what is there, so a truncated recording would pass for a short one; comparing
+    with this tells them apart."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEADER_BYTES)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, block_align = 12, None
+    while pos + 8 <= len(head):
+        chunk, size = head[pos:pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
+        if chunk == b"fmt " and pos + 22 <= len(head):
+            block_align = struct.unpack_from("<H", head, pos + 20)[0]
+        elif chunk == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align
+        pos += 8 + size + (size & 1)
+    return None
 
 
 class FileOptions(SourceOptions):
-    path: str = Field(min_length=1)
+    path: str = Field(min_length=1, description="audio file (anything libsndfile reads), read once")
     block_s: float = Field(1.0, gt=0, le=60, description="seconds read from the file at a time")
 
 
@@ -44,6 +75,10 @@ class FileSource(AudioSource):
             raise SourceError(f"{self.path}: {self.file_rate} Hz, {self.channels} channel(s) is outside what is "
                               f"supported ({MIN_RATE}-{MAX_RATE} Hz, 1-{MAX_CHANNELS} channels); is the header "
                               "damaged?")
+        declared = wav_header_frames(self.path)
+        if declared is not None and declared > self.frames:
+            log.warning("%s is truncated: its header says %.1f s of audio, the file holds %.1f s; analysing the "
+                        "%.1f s there are", self.path, declared / self.file_rate, self.duration_s, self.duration_s)
 
     @property
     def duration_s(self) -> float:

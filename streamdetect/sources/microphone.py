@@ -201,8 +201,11 @@ class MicrophoneSource(AudioSource):
             try:
                 yield from self._record(sd, stream, stop)
             except DeviceLost as e:
-                log.warning("%s: input device %r failed (%s); closing it and reopening with back-off up to %g s",
-                            self.name, self.device["name"], e, self.options.reconnect_max_s)
+                # PortAudio's ALSA layer prints "Expression '...' failed in pa_linux_alsa.c" straight to the
+                # process's stderr (no hook to catch it in this build); this line says what those were.
+                log.warning("%s: input device %r failed (%s); closing it and reopening with back-off up to %g s "
+                            "(any \"Expression '...' failed\" lines from PortAudio just before report the same "
+                            "failure)", self.name, self.device["name"], e, self.options.reconnect_max_s)
                 # audio stops where the samples the device produced end, not when the failure was noticed
                 lost_since = opened_at + self.ring.written_samples / self.native_rate
                 if self.ring.written_samples:  # it worked for a while: start the back-off over

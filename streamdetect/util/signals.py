@@ -1,0 +1,46 @@
+"""Signals that arrive before the program is ready for them.
+
+Python starts with SIGHUP's default action, which ends the process. Importing numpy, onnxruntime and the
+rest takes most of a second, so ``systemctl reload`` right after a start used to kill the daemon. The entry
+point installs a ``HangupLatch`` before any heavy import; ``streamdetect run`` then turns what it caught into
+a queued reload, and every other verb gets the default back (with a caught hangup delivered again).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+class HangupLatch:
+    """Counts SIGHUPs until someone takes over the signal."""
+
+    def __init__(self) -> None:
+        self.caught = 0
+        self.installed = hasattr(signal, "SIGHUP")
+        if self.installed:
+            signal.signal(signal.SIGHUP, self._caught)
+
+    def _caught(self, _signum: int, _frame: object) -> None:
+        self.caught += 1
+
+    def restore_default(self) -> None:
+        """Back to the default action; a hangup caught meanwhile is delivered again (and ends the process)."""
+        if not self.installed:
+            return
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        if self.caught:
+            os.kill(os.getpid(), signal.SIGHUP)
+
+
+class SignalExit(BaseException):
+    """Raised from a SIGTERM handler by work that must clean up on the way out (``finally`` blocks run)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_on_signal(signum: int, _frame: object) -> None:
+    """A signal handler that turns the signal into ``SignalExit``."""
+    raise SignalExit(signum)

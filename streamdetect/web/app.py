@@ -1,0 +1,93 @@
+"""The dashboard app: pages, static assets (shipped in the package, nothing from a CDN), the API routes behind
+one guard, and ``start_web`` which the daemon calls with its running parts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from streamdetect.config import Config
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.encoder.base import RuntimeOptions
+from streamdetect.pipeline.encoder.text import TextEncoder
+from streamdetect.prompts.bank import PromptBank
+from streamdetect.prompts.cache import PromptCache, embed_texts
+from streamdetect.web import routes_events, routes_live, routes_settings, routes_tune
+from streamdetect.web.auth import Auth, GuardMiddleware
+from streamdetect.web.context import WebContext, store_places
+from streamdetect.web.live import LiveHub
+from streamdetect.web.server import WebServer
+from streamdetect.web.tokens import web_tokens
+
+STATIC = files("streamdetect.web") / "static"
+SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self'; "
+                                               "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+                    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+
+
+class TextQueries:
+    """Prompt -> unit text embedding through the prompt cache; the text encoder opens on the first new prompt."""
+
+    def __init__(self, bundle: ModelBundle, cache_dir: str | None, runtime: RuntimeOptions):
+        self.cache = PromptCache(Path(cache_dir) if cache_dir else bundle.directory / "prompt_cache",
+                                 bundle.text_key, bundle.embedding_dim)
+        self.bundle, self.runtime = bundle, runtime
+        self._encoder: TextEncoder | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> TextEncoder:
+        if self._encoder is None:
+            self._encoder = TextEncoder(self.bundle, self.runtime)
+        return self._encoder
+
+    def __call__(self, text: str) -> np.ndarray:
+        with self._lock:
+            return embed_texts([text], self.cache, self._open)[0]
+
+
+def _page(name: str) -> Callable[[Request], Response]:
+    async def page(_request: Request) -> Response:
+        return HTMLResponse((STATIC / name).read_text(encoding="utf-8"), headers=SECURITY_HEADERS)
+
+    return page
+
+
+def build_app(ctx: WebContext, auth: Auth) -> Starlette:
+    routes = [Route("/", _page("index.html")), Route("/login", _page("login.html")),
+              *routes_live.routes(ctx, auth), *routes_events.routes(ctx), *routes_tune.routes(ctx),
+              *routes_settings.routes(ctx),
+              Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static")]
+    return Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, auth=auth,
+                                                          max_body_bytes=ctx.web.max_body_kb * 1024)])
+
+
+def new_hub(config: Config) -> LiveHub:
+    return LiveHub(config.web.history_s, config.web.stale_after_s, max_clients=config.web.max_live_clients)
+
+
+def start_web(config: Config, bundle: ModelBundle, hub: LiveHub, current: Callable[[], Config],
+              bank: Callable[[], PromptBank], request_reload: Callable[[Config], Any],
+              config_path: Path | None = None) -> WebServer:
+    """Serve the dashboard for a running detector; raises ``WebError`` (no token, port in use)."""
+    db, clips = store_places(config)
+    ctx = WebContext(config.web, current, bank, request_reload, bundle, hub,
+                     TextQueries(bundle, config.prompt_cache, RuntimeOptions.from_config(config.runtime)),
+                     db, clips, config_path)
+    app = build_app(ctx, Auth(config.web, web_tokens(config.web)))
+
+    def on_close() -> None:
+        hub.close()
+        ctx.close()
+
+    return WebServer(app, config.web.host, config.web.port or 0, on_close=on_close)

@@ -1,0 +1,158 @@
+"""Who may do what: tokens from the environment, two roles, login sessions, CSRF and body limits.
+
+On loopback with ``login: auto`` there is one local user, an admin, and no login; the Host header must then
+name the loopback (a DNS-rebinding page cannot reach it). Anywhere else every request needs a session cookie
+(from ``POST /api/login`` with a token) or ``Authorization: Bearer <token>``. Viewers may only read (GET);
+every state-changing request needs an admin, and, when it rides on a cookie, the session's CSRF token in an
+``X-CSRF-Token`` header (a cross-site form can neither read that token nor set the header) and a JSON body.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from streamdetect.config.web import WebConfig
+from streamdetect.web.tokens import login_required
+
+COOKIE = "streamdetect_session"
+SESSION_S = 7 * 86400
+ROLES = ("viewer", "admin")
+PUBLIC_PATHS = {"/login", "/api/login", "/static/app.css", "/static/js/login.js"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+@dataclass(frozen=True)
+class Session:
+    role: str
+    csrf: str
+    expires: float
+
+
+class Auth:
+    """Sessions in memory (a restart logs everyone out, which is fine for a station's dashboard)."""
+
+    def __init__(self, config: WebConfig, tokens: dict[str, str]):
+        self.required = login_required(config)
+        self.tokens = tokens
+        self.local = Session("admin", secrets.token_urlsafe(24), float("inf"))  # the loopback user
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def role_of_token(self, token: str) -> str | None:
+        given = token.encode("utf-8")
+        found = None
+        for role, secret in self.tokens.items():
+            if hmac.compare_digest(given, secret.encode("utf-8")):
+                found = role
+        return found
+
+    def login(self, token: str) -> tuple[str, Session] | None:
+        role = self.role_of_token(token)
+        if role is None:
+            return None
+        sid, session = secrets.token_urlsafe(32), Session(role, secrets.token_urlsafe(24), time.time() + SESSION_S)
+        with self._lock:
+            now = time.time()
+            self._sessions = {k: v for k, v in self._sessions.items() if v.expires > now}
+            self._sessions[sid] = session
+        return sid, session
+
+    def logout(self, sid: str) -> None:
+        with self._lock:
+            self._sessions.pop(sid, None)
+
+    def identify(self, request: Request) -> tuple[Session | None, bool]:
+        """(session, by bearer token): who sent the request, None for nobody."""
+        header = request.headers.get("authorization", "")
+        if header.startswith("Bearer "):
+            role = self.role_of_token(header[7:])
+            return (Session(role, "", float("inf")) if role else None), True
+        if not self.required:
+            return self.local, False
+        with self._lock:
+            session = self._sessions.get(request.cookies.get(COOKIE, ""))
+        return (session if session is not None and session.expires > time.time() else None), False
+
+
+def _host_name(host_header: str) -> str:
+    if host_header.startswith("["):
+        return host_header.split("]")[0] + "]"
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+class GuardMiddleware:
+    """Every request passes here: host check, body size, login, role and CSRF."""
+
+    def __init__(self, app: ASGIApp, auth: Auth, max_body_bytes: int):
+        self.app, self.auth, self.max_body_bytes = app, auth, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        response = self.check(request)
+        if response is not None:
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def check(self, request: Request) -> Response | None:
+        path, method = request.url.path, request.method
+        if not self.auth.required and _host_name(request.headers.get("host", "")) not in LOOPBACK_NAMES:
+            return JSONResponse({"error": "this dashboard only answers to its loopback address"}, 421)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return JSONResponse({"error": f"request body over {self.max_body_bytes} bytes"}, 413)
+        if path in PUBLIC_PATHS:
+            return self._csrf(request, None) if method not in SAFE_METHODS else None
+        session, bearer = self.auth.identify(request)
+        if session is None:
+            if method == "GET" and not path.startswith(("/api/", "/static/")):
+                return RedirectResponse("/login", 303)
+            return JSONResponse({"error": "log in first (POST /api/login) or send Authorization: Bearer TOKEN"},
+                                401, headers={"WWW-Authenticate": "Bearer"})
+        request.scope["session"] = session
+        if method in SAFE_METHODS:
+            return None
+        if session.role != "admin" and path != "/api/logout":
+            return JSONResponse({"error": "viewers may look and listen; this needs an admin"}, 403)
+        return None if bearer else self._csrf(request, session)
+
+    def _csrf(self, request: Request, session: Session | None) -> Response | None:
+        origin = request.headers.get("origin")
+        if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+            return JSONResponse({"error": "cross-site request refused"}, 403)
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return JSONResponse({"error": "send JSON (Content-Type: application/json)"}, 415)
+        if session is not None and not hmac.compare_digest(request.headers.get("x-csrf-token", ""), session.csrf):
+            return JSONResponse({"error": "missing or wrong X-CSRF-Token header (reload the page)"}, 403)
+        return None
+
+
+async def read_json(request: Request, max_bytes: int) -> object:
+    """The JSON body, read in chunks up to ``max_bytes`` (a chunked upload has no Content-Length to check)."""
+    import json
+
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise BodyError(413, f"request body over {max_bytes} bytes")
+    try:
+        return json.loads(body or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BodyError(400, f"body is not JSON: {e}") from None
+
+
+class BodyError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message

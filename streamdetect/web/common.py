@@ -1,0 +1,66 @@
+"""Small helpers every route module uses: JSON errors, the request body, applying a config."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from streamdetect.config import Config, ConfigError
+from streamdetect.web.auth import BodyError, read_json
+from streamdetect.web.context import WebContext
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def problems_response(error: ConfigError) -> JSONResponse:
+    return JSONResponse({"error": "invalid config", "problems": [{"key": k, "message": m} for k, m in error.problems]},
+                        400)
+
+
+def api(func: Callable[..., Awaitable[Response]]) -> Handler:
+    """Turns the usual failures into JSON answers: a missing store (404), bad input (400), a bad body."""
+
+    @wraps(func)
+    async def handler(request: Request) -> Response:
+        try:
+            return await func(request)
+        except BodyError as e:
+            return JSONResponse({"error": e.message}, e.status)
+        except ConfigError as e:
+            return problems_response(e)
+        except LookupError as e:
+            return JSONResponse({"error": str(e.args[0]) if e.args else "not found"}, 404)
+        except ValueError as e:
+            return JSONResponse({"error": str(e)}, 400)
+
+    return handler
+
+
+async def body(request: Request, ctx: WebContext) -> Any:
+    return await read_json(request, ctx.web.max_body_kb * 1024)
+
+
+async def apply_config(ctx: WebContext, config: Config) -> tuple[int, str]:
+    """Hand a validated config to the inference thread (the control API's path) and wait, bounded, for it."""
+    ticket = ctx.request_reload(config)
+    done = await run_in_threadpool(ticket.done.wait, ctx.apply_timeout_s)
+    if not done:
+        return 202, "pending: the detector has not applied it yet"
+    if ticket.error is not None:
+        return 500, f"reload failed, the previous config keeps running: {ticket.error}"
+    return 200, "applied"
+
+
+def number(request: Request, key: str, default: float | None = None) -> float | None:
+    text = request.query_params.get(key)
+    if text in (None, ""):
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{key} must be a number, found {text!r}") from None

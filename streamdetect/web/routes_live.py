@@ -1,0 +1,88 @@
+"""Session and live view: who am I, log in and out, and the live event stream (server-sent events)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from streamdetect.web.auth import COOKIE, SESSION_S, Auth
+from streamdetect.web.common import api, body
+from streamdetect.web.context import WebContext
+
+PUSH_INTERVAL_S = 0.5
+KEEPALIVE_S = 15.0
+FAILED_LOGIN_DELAY_S = 1.0
+
+
+def routes(ctx: WebContext, auth: Auth) -> list[Route]:
+    hub = ctx.hub
+
+    async def session(request: Request) -> Response:
+        s = request.scope["session"]
+        config = ctx.current()
+        return JSONResponse({"role": s.role, "csrf": s.csrf, "login_required": auth.required,
+                             "streams": hub.streams(), "labels": [e.label for e in config.events],
+                             "stale_after_s": ctx.web.stale_after_s, "has_store": ctx.db_path is not None,
+                             "has_clips": ctx.clips is not None, "has_log": config.embedding_log.dir is not None,
+                             "settings_file": str(ctx.config_path) if ctx.config_path else None})
+
+    @api
+    async def login(request: Request) -> Response:
+        data = await body(request, ctx)
+        token = data.get("token") if isinstance(data, dict) else None
+        found = auth.login(token) if isinstance(token, str) and token else None
+        if found is None:
+            await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # guessing tokens costs a second a try
+            return JSONResponse({"error": "wrong token"}, 401)
+        sid, s = found
+        response = JSONResponse({"role": s.role, "csrf": s.csrf})
+        response.set_cookie(COOKIE, sid, max_age=SESSION_S, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return response
+
+    async def logout(request: Request) -> Response:
+        auth.logout(request.cookies.get(COOKIE, ""))
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(COOKIE)
+        return response
+
+    async def snapshot(request: Request) -> Response:
+        return JSONResponse(hub.delta(request.query_params.get("stream"), 0))
+
+    async def stream(request: Request) -> Response:
+        if not hub.subscribe():
+            return JSONResponse({"error": f"{hub.max_clients} live views are open already "
+                                          "(web.max_live_clients)"}, 503)
+        selected = request.query_params.get("stream") or None
+
+        async def events():
+            after, sent, quiet_s = 0, 0, 0.0
+            try:
+                while not hub.closed.is_set():
+                    message = hub.delta(selected, after)
+                    if message["seq"] != after or after == 0:
+                        after = message["seq"]
+                        chunk = f"data: {json.dumps(message, separators=(',', ':'))}\n\n"
+                        quiet_s = 0.0
+                    elif quiet_s >= KEEPALIVE_S:
+                        chunk, quiet_s = ": keep-alive\n\n", 0.0
+                    else:
+                        chunk = ""
+                    if chunk:
+                        sent += len(chunk)
+                        yield chunk
+                    await asyncio.sleep(PUSH_INTERVAL_S)
+                    quiet_s += PUSH_INTERVAL_S
+            finally:  # also when the browser went away: the server cancels this generator
+                hub.unsubscribe(sent)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    return [Route("/api/session", session), Route("/api/login", login, methods=["POST"]),
+            Route("/api/logout", logout, methods=["POST"]), Route("/api/live", snapshot),
+            Route("/api/live/stream", stream)]

@@ -1,0 +1,131 @@
+"""The dashboard's parts without a server: the live hub (what a live view is sent), the spectrogram columns,
+the YAML round trip of the settings page, and the store's events list."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import event_record
+
+from streamdetect.pipeline.events import LabelScore
+from streamdetect.pipeline.observers import WindowView
+from streamdetect.store import EventFilter, activity, connect, event_streams, list_events, set_feedback
+from streamdetect.web.live import LiveHub
+from streamdetect.web.spectro import SpectrogramParams, columns
+from streamdetect.web.yamlfile import update_yaml
+
+SR = 48_000
+
+
+def view(stream: str, t: float, scores=(0.1, 0.2), private: bool = False) -> WindowView:
+    from datetime import datetime, timezone
+
+    wall = datetime.fromtimestamp(t, timezone.utc).isoformat()
+    return WindowView(stream, t - 3, t, wall, ("a", "b"), np.array(scores, np.float32), (0.15, 0.5),
+                      (LabelScore("b", scores[1]),), (LabelScore("dog", 0.3),), False, np.ones(4, np.float32),
+                      private)
+
+
+def test_a_tone_lights_its_own_frequency_band():
+    t = np.arange(SR) / SR
+    cols = columns(0.5 * np.sin(2 * np.pi * 3000 * t), SR, SpectrogramParams())
+    assert cols.shape == (1 + (SR - 1024) // 3000, 64)
+    band = int(3000 / (SR / 2) * 64)  # 375 Hz per band
+    assert (cols.argmax(axis=1) == band).all() and cols[:, band].min() > 200
+    assert columns(np.zeros(500), SR, SpectrogramParams()).shape == (0, 64)
+
+
+def test_the_hub_sends_each_view_only_what_is_new():
+    hub = LiveHub(history_s=60, stale_after_s=5)
+    hub.live_audio("garden", 0, np.zeros(SR, np.float32), SR)
+    hub.live_window(view("garden", 1000.0))
+    first = hub.delta("garden", 0)
+    assert [s["name"] for s in first["streams"]] == ["garden"]
+    assert first["streams"][0]["thresholds"] == {"a": pytest.approx(0.15), "b": 0.5}
+    assert first["streams"][0]["sounds_like"] == [["dog", pytest.approx(0.3)]]
+    assert first["spectrogram"]["frames"] == 16 and first["windows"][0]["scores"] == {"a": 0.1, "b": 0.2}
+    again = hub.delta("garden", first["seq"])
+    assert again["streams"] == [] and "spectrogram" not in again and again["windows"] == []
+    hub.live_window(view("garden", 1001.0, (0.3, 0.1)))
+    later = hub.delta("garden", first["seq"])
+    assert [w["scores"]["a"] for w in later["windows"]] == [0.3]
+    other = hub.delta("elsewhere", 0)  # an unknown stream: summaries only
+    assert "spectrogram" not in other and "windows" not in other
+
+
+def test_private_audio_is_blank_and_private_windows_keep_no_embedding():
+    hub = LiveHub()
+    t = np.arange(SR) / SR
+    hub.live_audio("room", 0, (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), SR, private=True)
+    hub.live_window(view("room", 2000.0, private=True))
+    out = hub.delta("room", 0)
+    assert out["spectrogram"]["frames"] > 0
+    import base64
+
+    assert set(base64.b64decode(out["spectrogram"]["columns"])) == {0}
+    assert hub.recent_embeddings()[0] == []
+
+
+def test_the_hub_stays_bounded():
+    hub = LiveHub(history_s=10)
+    for i in range(100):
+        hub.live_audio("s", i * SR, np.zeros(SR, np.float32), SR)
+        hub.live_window(view("s", 5000.0 + i))
+    names, wall, *_ = hub.recent_embeddings()
+    assert len(names) == 11 and wall.min() >= 5000.0 + 99 - 10
+    out = hub.delta("s", 0)
+    assert len(out["windows"]) == 11 and out["spectrogram"]["frames"] == 32  # at most 2 s of columns a push
+
+
+def test_live_views_are_bounded():
+    hub = LiveHub(max_clients=2)
+    assert hub.subscribe() and hub.subscribe() and not hub.subscribe()
+    hub.unsubscribe(100)
+    assert hub.subscribe() and hub.sent_bytes == 100
+
+
+def test_settings_keep_comments_and_match_events_by_label(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("# top comment\nmodel: m  # the model\nevents:\n"
+                    "  - label: dog  # barks\n    prompts: [a dog barking]\n    threshold: 0.3\n"
+                    "    examples: [dog.wav]\n"
+                    "  - label: bird\n    prompts: birdsong\n    threshold: 0.2\n    cooldown_s: 5\n"
+                    "  - label: car\n    prompts: [a car]\n    threshold: 0.4\n")
+    update_yaml(path, {"events": [{"label": "bird", "prompts": ["birdsong", "chirping"], "threshold": 0.25},
+                                  {"label": "car", "prompts": ["a car"], "threshold": 0.4, "min_windows": 2}]},
+                {"events": {"cooldown_s", "min_windows"}})
+    text = path.read_text()
+    assert text.startswith("# top comment\nmodel: m  # the model\n")
+    assert "dog" not in text and "examples" not in text  # the removed event took its examples along
+    import yaml
+
+    data = yaml.safe_load(text)
+    assert data["events"] == [{"label": "bird", "prompts": ["birdsong", "chirping"], "threshold": 0.25},
+                              {"label": "car", "prompts": ["a car"], "threshold": 0.4, "min_windows": 2}]
+
+
+def test_events_list_pages_filters_and_activity(tmp_path):
+    db = connect(tmp_path / "e.db")
+    from streamdetect.store import insert_record
+
+    for i in range(30):
+        for phase in ("start", "end"):
+            rec = event_record(phase, id=f"{i:032x}", label="dog" if i % 2 else "bird", peak_score=i / 100,
+                               stream=f"mic{i % 3}", time=f"2026-11-24T06:{i:02d}:00.000+00:00")
+            row = rec.to_dict() | {"top": "[]", "embedding": None}
+            insert_record(db, row)
+    set_feedback(db, f"{5:032x}", "rejected", "2026-11-25T00:00:00+00:00")
+    page = list_events(db, EventFilter(), 10)
+    assert [e["id"] for e in page] == [f"{i:032x}" for i in range(29, 19, -1)]
+    assert all(e["end_s"] == e["start_s"] + 3.0 for e in page)
+    nxt = list_events(db, EventFilter(before=(page[-1]["time"], page[-1]["id"])), 10)
+    assert nxt[0]["id"] == f"{19:032x}"
+    assert {e["label"] for e in list_events(db, EventFilter(label="dog"), 100)} == {"dog"}
+    assert [e["id"] for e in list_events(db, EventFilter(review="rejected"), 100)] == [f"{5:032x}"]
+    assert len(list_events(db, EventFilter(min_score=0.1, max_score=0.12), 100)) == 3
+    assert event_streams(db) == (["bird", "dog"], ["mic0", "mic1", "mic2"])
+    counts = activity(db, "2026-11-01T00:00:00+00:00", offset_min=60)
+    assert sum(n for label, *_rest, n in counts if label == "dog") == 15 - 1  # event 5 was rejected
+    assert {(day, hour) for _label, day, hour, _n in counts} == {("2026-11-24", 7)}
+    with pytest.raises(ValueError, match="review must be one of"):
+        list_events(db, EventFilter(review="maybe"))
