@@ -128,12 +128,12 @@ def build_parser() -> Parser:
     ev.add_argument("--audio", required=True, type=Path, help="folder of recordings (or one file)")
     ev.add_argument("--labels", required=True, type=Path, help="DCASE TSV: filename onset offset event_label")
     ev.add_argument("--collar", type=float, default=1.0,
-                    help="onset collar in seconds (> 0), and the least offset collar (default 1.0; DCASE: 0.2)")
+                    help="onset collar in seconds (> 0), and the least offset collar (DCASE: 0.2)")
     ev.add_argument("--offset-collar-rate", type=float, default=0.0,
-                    help="offset collar = max(collar, RATE x the reference event's length) (default 0; DCASE: 0.2)")
+                    help="offset collar = max(collar, RATE x the reference event's length) (DCASE: 0.2)")
     ev.add_argument("--merge-touching", action="store_true",
-                    help="merge touching or overlapping reference events of one label (default: kept apart, as "
-                    "sed_eval and psds_eval count them)")
+                    help="merge touching or overlapping reference events of one label (without it they are kept "
+                    "apart, as sed_eval and psds_eval count them)")
     ev.add_argument("--scores-dir", type=Path,
                     help="also write the window scores (sed_scores_eval TSVs) and durations.tsv here")
     ev.add_argument("--json", type=Path, help="also write the report as JSON to this file")
