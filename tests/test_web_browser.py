@@ -123,8 +123,11 @@ def test_live_page_updates(daemon, admin):
     first = int(wait(admin, lambda d: d.find_element("id", "main").get_attribute("data-messages"), what="a push"))
     wait(admin, lambda d: int(d.find_element("id", "main").get_attribute("data-messages")) >= first + 3,
          what="three more pushed updates")
-    card = admin.find_element("css selector", '.stream-card[data-stream="garden"]')
-    assert "tone" in card.text and "windows" in card.text
+    # the pushes above may be audio only (spectrogram columns) until the first window has been scored; the card
+    # is drawn anew on updates, so it is looked up each time
+    card = wait(admin, lambda d: next((c for c in d.find_elements("css selector", '.stream-card[data-stream="garden"]')
+                                       if "tone" in c.text), None), what="the stream card's first scored window")
+    assert "windows" in card.text
     assert "sounds like:" in card.find_element("css selector", ".sounds-like").text
     wait(admin, lambda d: canvas_drawn(d, "#live-spectrogram"), what="the live spectrogram")
     wait(admin, lambda d: canvas_drawn(d, '#live-strips canvas[data-label="tone"]'), what="the score strip")

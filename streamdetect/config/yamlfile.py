@@ -85,7 +85,10 @@ def _value_problems(root: yaml.Node, max_nodes: int) -> list[Problem]:
 
 def read_yaml(text: str, max_nodes: int, max_depth: int) -> Any:
     """Parse one YAML document; raises ``YamlProblems`` for any mistake, never another exception."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader already refuses control characters
+    except yaml.YAMLError as e:
+        raise YamlProblems([("", f"not valid YAML: {e}")]) from None
     try:
         try:
             node = loader.get_single_node()
