@@ -56,7 +56,7 @@ def embedding_figure(model: Path, work: Path) -> dict:
     for label in world.CLASSES:
         folder = dataset / MAJOR[label] / world.prompt(label)
         folder.mkdir(parents=True, exist_ok=True)
-        for i in range(12):
+        for i in range(8):
             sf.write(folder / f"{label}_{i}.wav", world.make_clip(rng, (label,)).audio, world.SR)
     out = work / "map.json"
     subprocess.run([sys.executable, str(ROOT / "tools" / "embedding_map.py"), str(dataset), "--model", str(model),
@@ -112,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     IMAGES.mkdir(parents=True, exist_ok=True)
     w, model, events = args.work, args.model, mq.mini_events()
-    clips = mq.write_clips(w / "clips", 11, 20, [*world.CLASSES, world.HELD_OUT])
-    scenes = mq.write_scenes(w / "scenes", 12, 12, mq.SOUNDING)
-    quiet = mq.write_quiet(w / "quiet", 13, 12)
-    calibration = mq.write_clips(w / "calibration", 14, 10, mq.SOUNDING)
-    negatives = mq.write_quiet(w / "calibration_quiet", 15, 8)
-    confusers = mf.confuser_scenes(w / "confusers", 16, 10)
+    clips = mq.write_clips(w / "clips", 11, 10, [*world.CLASSES, world.HELD_OUT])
+    scenes = mq.write_scenes(w / "scenes", 12, 6, mq.SOUNDING)
+    quiet = mq.write_quiet(w / "quiet", 13, 6)
+    calibration = mq.write_clips(w / "calibration", 14, 6, mq.SOUNDING)
+    negatives = mq.write_quiet(w / "calibration_quiet", 15, 4)
+    confusers = mf.confuser_scenes(w / "confusers", 16, 6)
     example = mq.write_clips(w / "example", 17, 1, [world.HELD_OUT])
     tagged = w / "tagged"
     tagged.mkdir(exist_ok=True)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": mq.report_evaluate(det, scenes),
         "negatives": mf.negatives(model, confusers),
         "softmax_background": mf.softmax_background(model, events, calibration, clips, quiet),
-        "feedback": feedback_precision.experiment(model, w / "feedback", 12, 0.9, feedback_precision.RefineParams()),
+        "feedback": feedback_precision.experiment(model, w / "feedback", 6, 0.9, feedback_precision.RefineParams()),
         "calibrate": mf.calibration(model, events, calibration, negatives, clips, quiet),
         "query_by_example": mf.query_by_example(model, clips, next((example / world.HELD_OUT).glob("*.wav"))),
         "scan_figure": scan_figure(model, w),
