@@ -74,6 +74,19 @@ def tiny_model(tmp_path_factory, tiny_checkpoint) -> Path:
                       lambda out: export_model(str(tiny_checkpoint), out, report=lambda _msg: None))
 
 
+MINI_CHECKPOINT = Path(__file__).resolve().parents[1] / "tools" / "mini_clap"
+
+
+@pytest.fixture(scope="session")
+def mini_model(tmp_path_factory) -> Path:
+    """The committed mini CLAP (trained on generated sounds, tools/train_mini_clap.py), exported by the real
+    ``streamdetect export`` code path: the one model here whose scores mean something (in its synthetic world)."""
+    from streamdetect.model.export import export_model
+
+    return built_once(tmp_path_factory, "mini-clap",
+                      lambda out: export_model(str(MINI_CHECKPOINT), out, report=lambda _msg: None))
+
+
 @pytest.fixture(scope="module")
 def pulse(tmp_path_factory):
     """Environment variables that point PortAudio's ALSA 'default' device at a fresh PulseAudio null sink."""

@@ -61,6 +61,16 @@ def read_dataset(root: Path, meta: Path | None) -> list[tuple[Path, str, str]]:
     return rows
 
 
+def class_silhouette(embeddings: np.ndarray, classes: np.ndarray) -> float:
+    """Silhouette score (cosine) of the clips grouped by class: 1 when every clip is far nearer its own class than
+    any other, 0 when the classes overlap. NaN with fewer than two classes."""
+    from sklearn.metrics import silhouette_score
+
+    if len(np.unique(classes)) < 2 or len(np.unique(classes)) >= len(classes):
+        return float("nan")
+    return float(silhouette_score(embeddings, classes, metric="cosine"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
@@ -101,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     accuracy = {c: float((predicted[truth == i] == i).mean()) for i, c in enumerate(classes)}
     confusions = Counter((classes[t], classes[p]) for t, p in zip(truth, predicted, strict=True) if t != p)
     overall = float((predicted == truth).mean())
-    print(f"zero-shot top-1 accuracy {overall:.3f} over {len(rows)} clips, {len(classes)} classes")
+    separation = class_silhouette(audio, truth)
+    print(f"zero-shot top-1 accuracy {overall:.3f} over {len(rows)} clips, {len(classes)} classes; "
+          f"silhouette {separation:.3f}")
     for c in classes:
         print(f"  {c:24s} {accuracy[c]:.3f}")
     for (t, p), n in confusions.most_common(10):
@@ -125,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.scatter(*prompt_xy[i], s=140, marker="^", color=colour[major_of[c]], edgecolors="black", linewidths=0.8)
         ax.annotate(c, prompt_xy[i], fontsize=7, xytext=(4, 4), textcoords="offset points")
     source = args.title or bundle.manifest["source"]["model"]
-    ax.set_title(f"{source}: clips (circles) and prompts '{args.prompt_template}' (triangles)")
+    ax.set_title(f"{source}: clips (circles) and prompts '{args.prompt_template}' (triangles), "
+                 f"silhouette {separation:.2f}")
     ax.legend(title="major category", fontsize="small")
     fig.savefig(args.out, dpi=110)
     plt.close(fig)
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     plt.close(fig)
     print(f"wrote {args.out} and {args.heatmap}")
     if args.json:
-        args.json.write_text(json.dumps({"top1": overall, "per_class": accuracy,
+        args.json.write_text(json.dumps({"top1": overall, "silhouette": separation, "per_class": accuracy,
                                          "confusions": [[t, p, n] for (t, p), n in confusions.most_common()]},
                                         indent=1) + "\n")
     return 0

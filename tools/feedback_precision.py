@@ -81,28 +81,20 @@ def measure(model: Path, thresholds: dict[str, float], scenes: Path) -> dict:
     return {"detections": tp + fp, "precision": round(tp / max(tp + fp, 1), 3), "recall": round(hit / max(n_ref, 1), 3)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True, help="exported model (copied: refinements go there)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--n", type=int, default=12, help="scenes per split")
-    parser.add_argument("--quantile", type=float, default=0.9)
-    parser.add_argument("--alpha", type=float, default=RefineParams.alpha)
-    parser.add_argument("--beta", type=float, default=RefineParams.beta)
-    parser.add_argument("--max-angle", type=float, default=RefineParams.max_angle_deg)
-    args = parser.parse_args(argv)
-    params = RefineParams(args.alpha, args.beta, args.max_angle)
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    model = Path(shutil.copytree(args.model, args.out / "model"))
+def experiment(model_dir: Path, out: Path, n: int, quantile: float, params: RefineParams) -> dict:
+    """Precision and recall on the test scenes before and after refining from oracle feedback on the train
+    scenes; ``out`` is replaced (it holds a copy of the model, since refinements are written into it)."""
+    if out.exists():
+        shutil.rmtree(out)
+    model = Path(shutil.copytree(model_dir, out / "model"))
     for split, seed in (("train", 1), ("test", 2)):
-        make_scenes.main(["--synthetic", "--out", str(args.out / split), "--n", str(args.n), "--duration", "20",
+        make_scenes.main(["--synthetic", "--out", str(out / split), "--n", str(n), "--duration", "20",
                           "--seed", str(seed)])
-    train, test = args.out / "train", args.out / "test"
-    thresholds = quantile_thresholds(model, train, args.quantile)
+    train, test = out / "train", out / "test"
+    thresholds = quantile_thresholds(model, train, quantile)
     before = measure(model, thresholds, test)
 
-    db = args.out / "events.db"
+    db = out / "events.db"
     sink = SqliteSink(SqliteOptions(path=str(db)))
     det = detector(model, thresholds, SinkSet([("db", sink)]))
     truth = read_strong_labels(train / "labels.tsv")
@@ -125,10 +117,25 @@ def main(argv: list[str] | None = None) -> int:
             store.save(event.label, rocchio(vector, fb.confirmed, fb.rejected, params),
                        {"prompt_key": prompt_key(event.prompts, bundle.text_key)})
     after_fixed = measure(model, thresholds, test)
-    after_repicked = measure(model, quantile_thresholds(model, train, args.quantile), test)
+    after_repicked = measure(model, quantile_thresholds(model, train, quantile), test)
     report = {"feedback": marked, "before": before, "after_fixed_thresholds": after_fixed,
               "after_repicked_thresholds": after_repicked, "params": params.__dict__,
-              "scenes_per_split": args.n, "quantile": args.quantile}
+              "scenes_per_split": n, "quantile": quantile}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="exported model (copied: refinements go there)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=12, help="scenes per split")
+    parser.add_argument("--quantile", type=float, default=0.9)
+    parser.add_argument("--alpha", type=float, default=RefineParams.alpha)
+    parser.add_argument("--beta", type=float, default=RefineParams.beta)
+    parser.add_argument("--max-angle", type=float, default=RefineParams.max_angle_deg)
+    args = parser.parse_args(argv)
+    report = experiment(args.model, args.out, args.n, args.quantile,
+                        RefineParams(args.alpha, args.beta, args.max_angle))
     print(json.dumps(report, indent=1))
     return 0
 

@@ -329,7 +329,10 @@ def verify_export(directory: Path, clap, fe, tokenizer, torch) -> Verification:
         ref_audio = clap.get_audio_features(input_features=ref["input_features"]).pooler_output.numpy()
     cpu = RuntimeOptions(device="cpu")
     onnx_audio = open_audio_encoder(bundle, cpu)(ours_feats)
-    enc = tokenizer(list(VERIFY_PROMPTS), padding=True, return_tensors="pt")
+    # Cut as the run-time text encoder cuts (the manifest's max_length): a checkpoint with a small vocabulary
+    # spells the long prompt in more tokens than its text tower has positions.
+    enc = tokenizer(list(VERIFY_PROMPTS), padding=True, truncation=True, max_length=bundle.text_max_length,
+                    return_tensors="pt")
     with torch.no_grad():
         ref_text = clap.get_text_features(**enc).pooler_output.numpy()
     onnx_text = TextEncoder(bundle, cpu)(list(VERIFY_PROMPTS))

@@ -17,13 +17,14 @@ TRAINING_TEXT = [
 ] * 20
 
 
-def offline_tokenizer(model_max_length: int = 77) -> Any:
-    """A RoBERTa tokenizer (CLAP's kind) over a byte-level BPE trained here, so no hub download is needed."""
+def offline_tokenizer(model_max_length: int = 77, corpus: list[str] | None = None, vocab_size: int = 320) -> Any:
+    """A RoBERTa tokenizer (CLAP's kind) over a byte-level BPE trained here (on ``corpus``, else a few generic
+    captions), so no hub download is needed."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaTokenizer
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(TRAINING_TEXT, vocab_size=320, min_frequency=1,
+    bpe.train_from_iterator(TRAINING_TEXT if corpus is None else corpus, vocab_size=vocab_size, min_frequency=1,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" "))
               for m in json.loads(bpe._tokenizer.to_str())["model"]["merges"]]
