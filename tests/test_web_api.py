@@ -161,7 +161,7 @@ def test_refine_now_learns_from_the_feedback_and_applies_it_live(station):
 def test_relabel_and_reject_leave_the_activity_counts(station):
     admin = station.client(ADMIN)
     before = admin.get("/api/activity", params={"days": 7}).json()["labels"]["tone"]["total"]
-    unreviewed = admin.get("/api/events", params={"review": "unreviewed"}).json()["events"]
+    unreviewed = admin.get("/api/events", params={"review": "unreviewed", "label": "tone"}).json()["events"]
     assert len(unreviewed) >= 1
     target = unreviewed[0]
     response = admin.post(f"/api/events/{target['id']}/feedback", json={"verdict": "relabel", "label": "beep"})
