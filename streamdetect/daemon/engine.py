@@ -3,8 +3,11 @@
 Each source has a feeding thread that cuts its windows; the engine thread batches whatever windows are queued
 (waiting at most ``max_wait_s`` for more, so a quiet stream never holds the others back), scores them, and
 applies the scores to each stream's event trackers in order. Trackers are only touched by the engine thread.
-Live streams never block: if the engine falls behind, the queue grows and the backlog is logged and counted.
-Finite streams (files) wait for room instead, so a fast file cannot fill memory.
+Live streams never block: if the engine falls behind, the backlog is logged, and each live stream keeps at
+most ``live_queue_windows`` windows queued (about half a megabyte each): beyond that its oldest queued window is
+dropped and counted (``streamdetect_dropped_windows``, the run summary), so a machine that cannot keep up, or a
+source faster than real time, cannot fill memory. Finite streams (files) wait for room instead.
+Once a minute the inference thread gives the C heap's free pages back to the system (``NativeHeap.trim``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from streamdetect.pipeline.observers import EngineObserver
 from streamdetect.pipeline.streams import RunSummary, StreamSettings, StreamState, summarize
 from streamdetect.pipeline.windows import Window
 from streamdetect.sources.base import AudioSource, Gap
+from streamdetect.util.memory import NativeHeap
 from streamdetect.util.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,8 @@ class EngineStats:
     backlog: int = 0
     max_backlog: int = 0
     backlog_warnings: int = 0
+    overflow_windows: int = 0  # live windows dropped because their stream had live_queue_windows queued
+    heap_trims: int = 0
     latencies_s: deque = field(default_factory=lambda: deque(maxlen=10_000))  # the most recent windows
 
     def latency_ms(self, q: float) -> float:
@@ -61,13 +67,19 @@ class _Item:
 
 class BatchingEngine:
     def __init__(self, detector: Detector, max_wait_s: float = 0.02, backlog_warn_s: float = 10.0,
-                 finite_queue_windows: int | None = None, observer: EngineObserver | None = None):
+                 finite_queue_windows: int | None = None, observer: EngineObserver | None = None,
+                 live_queue_windows: int = 32, heap: NativeHeap | None = None, trim_every_s: float = 60.0):
         self.detector = detector
         self.observer = observer
         self.max_batch = detector.config.runtime.batch_size
         self.max_wait_s = max_wait_s
         self.backlog_warn_s = backlog_warn_s
         self.finite_queue_windows = finite_queue_windows or 4 * self.max_batch
+        self.live_queue_windows = live_queue_windows
+        self.heap, self.trim_every_s = heap, trim_every_s
+        self._next_trim = time.monotonic() + trim_every_s
+        self._queued: dict[int, int] = {}  # windows queued per live stream (by id: names may repeat in tests)
+        self._overflow_log = RateLimitedLog(log, 60.0)
         self.stats = EngineStats()
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -89,8 +101,34 @@ class BatchingEngine:
                 self._cond.wait_for(lambda: len(self._queue) < self.finite_queue_windows or self._error is not None)
             self._raise_if_failed()
             self._queue.extend(_Item(stream, w, now) for w in windows)
+            if stream.live and windows:
+                self._bound(stream, len(windows))
             self._note_backlog()
             self._cond.notify_all()
+
+    def _bound(self, stream: StreamState, added: int) -> None:
+        """Drop the stream's oldest queued windows beyond ``live_queue_windows`` (the lock is held)."""
+        key = id(stream)
+        queued = self._queued.get(key, 0) + added
+        over = queued - self.live_queue_windows
+        if over > 0:
+            keep = deque()
+            for item in self._queue:
+                if over and item.stream is stream and item.window is not None:
+                    over -= 1
+                    stream.overflow_windows += 1
+                    self.stats.overflow_windows += 1
+                    continue
+                keep.append(item)
+            dropped = (queued - self.live_queue_windows) - over
+            self._queue = keep
+            queued -= dropped
+            if self.observer is not None:
+                self.observer.windows_dropped(stream.name, dropped)
+            self._overflow_log("%s: inference cannot keep up with this live stream: %d window(s) dropped so far "
+                               "(at most %d are queued per live stream)", stream.name, stream.overflow_windows,
+                               self.live_queue_windows, key=stream.name)
+        self._queued[key] = queued
 
     def close_stream(self, stream: StreamState) -> None:
         """Close the stream's open events once every window queued before this call is analysed."""
@@ -151,6 +189,8 @@ class BatchingEngine:
             while self._queue and len(batch) < self.max_batch:
                 item = self._queue.popleft()
                 batch.append(item)
+                if item.stream.live and item.window is not None:
+                    self._queued[id(item.stream)] -= 1
                 if item.window is None:
                     break  # a close marker ends the batch: later windows of that stream cannot exist
             self._note_backlog()
@@ -187,11 +227,21 @@ class BatchingEngine:
                 for item in batch:
                     if item.window is None:
                         self.detector.end_stream(item.stream)
+                        with self._cond:
+                            self._queued.pop(id(item.stream), None)
+                self._housekeeping()
         except BaseException as e:  # noqa: BLE001 - reported to the feeding threads and the caller
             log.exception("inference thread failed")
             with self._cond:
                 self._error = e
                 self._cond.notify_all()
+
+
+    def _housekeeping(self) -> None:
+        if self.heap is not None and time.monotonic() >= self._next_trim:
+            self._next_trim = time.monotonic() + self.trim_every_s
+            self.heap.trim()
+            self.stats.heap_trims += 1
 
 
 def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event,

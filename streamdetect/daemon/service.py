@@ -25,6 +25,7 @@ from streamdetect.pipeline.encoder.base import AudioEncoder
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sinks.base import SinkSet, build_sinks
 from streamdetect.sources.base import AudioSource
+from streamdetect.util.memory import NativeHeap
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class DetectorService:
                 log.info("metrics on http://%s:%d/metrics and /healthz", *server.address[:2])
             self.detector: Detector = build_detector(config, bundle, self.sinks, encoder=encoder,
                                                      observer=self.metrics, embedding_log=self.embedding_log)
-            self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics)
+            self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics,
+                                         heap=NativeHeap())
             if token is not None:
                 control = ControlServer(lambda: self.detector.config, self.engine.request_reload, token,
                                         config.control.host, config.control.port)

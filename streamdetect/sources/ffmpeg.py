@@ -19,13 +19,14 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from streamdetect.sources.base import AudioSource, Gap, SourceError, SourceOptions
 from streamdetect.util.backoff import Backoff
+from streamdetect.util.children import child_env, kill_group
+from streamdetect.util.urls import mask_url, scrub, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class FfmpegOptions(SourceOptions):
     input_args: list[str] = Field(default_factory=list, max_length=64,
                                   description="extra ffmpeg arguments placed before -i (e.g. -timeout, headers)")
     ffmpeg: str = Field("ffmpeg", min_length=1, description="ffmpeg binary, by name on PATH or as a path")
+    pass_env: list[str] = Field(default_factory=list, max_length=256,
+                                description="environment variables passed to ffmpeg besides PATH, HOME, locale, "
+                                            "proxies and the like (the daemon's secrets are never passed otherwise)")
 
     @model_validator(mode="after")
     def _ordered_delays(self) -> FfmpegOptions:
@@ -53,19 +57,6 @@ class FfmpegOptions(SourceOptions):
             raise ValueError(f"reconnect_min_s ({self.reconnect_min_s}) is larger than reconnect_max_s "
                              f"({self.reconnect_max_s})")
         return self
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def ffmpeg_command(options: FfmpegOptions, binary: str, sample_rate: int) -> list[str]:
@@ -80,13 +71,15 @@ def ffmpeg_command(options: FfmpegOptions, binary: str, sample_rate: int) -> lis
 
 
 class _Child:
-    """One ffmpeg process: its stdout pipe, and the last lines of its stderr gathered by a reader thread."""
+    """One ffmpeg process: its stdout pipe, and the last lines of its stderr gathered by a reader thread (with
+    the URL's secrets masked: ffmpeg repeats its input in error lines). It runs in its own process group with
+    a clean environment (``util.children``)."""
 
-    def __init__(self, cmd: list[str], secret: str | None):
-        self.secret = secret
+    def __init__(self, cmd: list[str], url: str, env: dict[str, str]):
+        self.url, self.secrets = url, url_secrets(url)
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, bufsize=0)
+                                         stderr=subprocess.PIPE, bufsize=0, env=env, start_new_session=True)
         except OSError as e:  # vanished binary, no permission, out of processes
             raise SourceError(f"cannot start {cmd[0]}: {e}") from e
         self.fd = self.proc.stdout.fileno()
@@ -97,9 +90,7 @@ class _Child:
 
     def _read_stderr(self) -> None:
         for raw in iter(self.proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            if self.secret:
-                line = line.replace(self.secret, "***")
+            line = scrub(raw.decode("utf-8", "replace").rstrip(), self.url, self.secrets)
             if line:
                 self.stderr.append(line)
 
@@ -112,9 +103,8 @@ class _Child:
 
     def close(self) -> int:
         """Kill (if still running) and reap the child; its exit code (negative: killed by that signal)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        code = self.proc.wait()
+        kill_group(self.proc)  # also what ffmpeg may have started (a protocol helper)
+        code = self.proc.returncode
         self.proc.stdout.close()
         self._reader.join(timeout=2.0)  # ends at EOF on stderr, i.e. now that the process is gone
         self.proc.stderr.close()
@@ -140,10 +130,6 @@ class FfmpegSource(AudioSource):
                 "(Debian/Ubuntu: apt-get install ffmpeg) or set the source's `ffmpeg:` key to its full path")
         self.binary = binary
         self.masked_url = mask_url(options.url)
-        try:
-            self._secret = urlsplit(options.url).password
-        except ValueError:
-            self._secret = None
         self.reconnects = 0
         self.stalls = 0
         self.gap_samples = 0
@@ -157,7 +143,8 @@ class FfmpegSource(AudioSource):
             yield from self._finite(stop)
 
     def _spawn(self) -> _Child:
-        child = _Child(ffmpeg_command(self.options, self.binary, self.sample_rate), self._secret)
+        child = _Child(ffmpeg_command(self.options, self.binary, self.sample_rate), self.options.url,
+                       child_env(self.options.pass_env))
         self.pid = child.proc.pid
         return child
 
