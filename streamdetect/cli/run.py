@@ -14,6 +14,7 @@ from streamdetect.daemon.service import DetectorService, preflight
 from streamdetect.model.manifest import default_model_dir
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
+from streamdetect.util.locks import PathInUse
 
 
 def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
@@ -71,7 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGHUP, _reload)
     try:
         service = DetectorService(config, bundle)
-    except ControlError as e:
+    except (ControlError, PathInUse) as e:
         raise UsageError(f"{args.config}: {e}") from None
     with service:
         summaries, stats = service.run(sources, stop, settings)

@@ -100,13 +100,13 @@ class WebhookSink(Sink):
         body = json.dumps(record.to_dict(), sort_keys=True, ensure_ascii=False).encode()
         what = f"{record.label} {record.phase} record"
         with self._spool.mutex:
-            if not self._flush(SLICE_S):  # older records go first
+            if self._failed_while_closing or not self._flush(SLICE_S):  # older records go first
                 self._keep([body], what)
                 if self._down is not None:
                     raise SinkError(f"webhook {self.shown_url} unreachable ({self._down}); {what} spooled to "
                                     f"{self.spool}")
                 return  # the receiver answers; this record waits its turn behind the spooled ones
-            outcome = self._send(body, attempts=1 if self._closing.is_set() else 1 + self.options.retries)
+            outcome = self._send(body, attempts=1 + self.options.retries)
             if not outcome.delivered and outcome.permanent:
                 self._refuse([body], what, outcome.reason)
             elif not outcome.delivered:
@@ -151,8 +151,8 @@ class WebhookSink(Sink):
         backoff = Backoff(self.options.backoff_s, self.options.max_backoff_s, rng=self._rng)
         outcome = _Outcome(False, reason="not tried")
         for attempt in range(attempts):
-            if attempt and self._closing.wait(backoff.next_delay()):
-                break  # shutdown: the spool keeps it
+            if attempt:
+                self._closing.wait(backoff.next_delay())  # cut short at shutdown: the drain has a deadline
             outcome = self._attempt(body, headers)
             if outcome.delivered or outcome.permanent:
                 break

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from streamdetect.sources.base import AudioSource, Gap, SourceError, SourceOptions
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.children import child_env, kill_group
+from streamdetect.util.ratelimit import RateLimitedLog
 from streamdetect.util.urls import mask_url, scrub, url_secrets
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class FfmpegOptions(SourceOptions):
     stall_timeout_s: float = Field(10.0, gt=0, le=600, description="no audio for this long: kill and reconnect")
     reconnect_min_s: float = Field(1.0, ge=0.05, le=600, description="first back-off delay after a failure")
     reconnect_max_s: float = Field(60.0, ge=0.05, le=3600, description="back-off delays grow up to this")
+    max_ahead_s: float | None = Field(
+        5.0, gt=0, le=3600, description="a live stream delivering audio faster than real time (a file served at "
+        "full speed) is read at real time once it is this far ahead of the clock, and flagged in the log; "
+        "null: never paced")
     healthy_after_s: float = Field(30.0, gt=0, le=3600, description="audio for this long resets the back-off")
     rtsp_transport: Literal["tcp", "udp"] | None = Field(
         "tcp", description="-rtsp_transport for rtsp:// URLs (tcp survives NAT and loss); null: ffmpeg's default")
@@ -132,6 +137,8 @@ class FfmpegSource(AudioSource):
         self.masked_url = mask_url(options.url)
         self.reconnects = 0
         self.stalls = 0
+        self.paced_s = 0.0  # time spent holding back a stream faster than real time
+        self._fast_log = RateLimitedLog(log, 60.0)
         self.gap_samples = 0
         self.ffmpeg_exits = 0
         self.pid: int | None = None  # the running ffmpeg's process id (tests kill it to simulate a crash)
@@ -187,6 +194,7 @@ class FfmpegSource(AudioSource):
             attempts += 1
             decoder = _Float32Decoder()
             connected_at = None  # first audio of this connection
+            received = 0  # samples of this connection
             reason = ""
             try:
                 quiet_since = time.monotonic()
@@ -223,7 +231,11 @@ class FfmpegSource(AudioSource):
                     elif backoff.failures and now - connected_at >= opts.healthy_after_s:
                         backoff.reset()
                     last_audio = now
+                    received += block.size
                     yield block
+                    if opts.max_ahead_s is not None:
+                        self._pace(received / self.sample_rate - (time.monotonic() - connected_at), stop)
+                        quiet_since = time.monotonic()
             finally:
                 code = child.close()
                 self.pid = None
@@ -240,6 +252,17 @@ class FfmpegSource(AudioSource):
             self.reconnects += 1
             stop.wait(delay)
 
+    def _pace(self, ahead_s: float, stop: threading.Event) -> None:
+        """Hold back a stream that runs ahead of the wall clock: unpaced, it would fill the inference queue
+        (and memory) as fast as the network delivers. ffmpeg blocks on the full pipe meanwhile."""
+        excess = ahead_s - self.options.max_ahead_s
+        if excess <= 0:
+            return
+        self.paced_s += excess
+        self._fast_log("%s: %s delivers audio faster than real time (%.1f s ahead of the clock); reading it at real "
+                       "time (%.0f s held back so far)", self.name, self.masked_url, ahead_s, self.paced_s)
+        stop.wait(excess)
+
     def _why(self, child: _Child, code: int, stalled: str) -> str:
         """The reason a connection ended, for the outage log line; counts ffmpeg's own failures."""
         if stalled:  # we killed a stalled ffmpeg; what it said before may tell why
@@ -251,7 +274,7 @@ class FfmpegSource(AudioSource):
 
     def stats(self) -> dict[str, int]:
         return {"reconnects": self.reconnects, "stalls": self.stalls, "gap_samples": self.gap_samples,
-                "ffmpeg_exits": self.ffmpeg_exits}
+                "ffmpeg_exits": self.ffmpeg_exits, "paced_s": int(round(self.paced_s))}
 
 
 class _Float32Decoder:
