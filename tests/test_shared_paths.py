@@ -11,6 +11,15 @@ from helpers import CliRun, run_cli, write_config, write_tone_scene
 from test_webhook_deadlines import LIVE_TONE, always_on
 
 
+def second_daemon(tiny_model, tmp_path, spool, clips, log) -> list[str]:
+    """The arguments of daemon B's run: a short file, into the given spool, clips folder and embedding log."""
+    sinks = [{"type": "webhook", "url": "http://127.0.0.1:9/hook", "spool_dir": str(spool), "retries": 0},
+             {"type": "clips", "dir": str(clips)}]
+    cfg = write_config(tmp_path / "b.yaml", tiny_model, always_on(1), sinks=sinks, runtime={"device": "cpu"},
+                       embedding_log={"dir": str(log)})
+    return ["run", "--config", str(cfg), "--input", str(write_tone_scene(tmp_path / "b.wav", seconds=4.0))]
+
+
 @pytest.fixture(scope="module")
 def holder(tiny_model, tmp_path_factory):
     """Daemon A, live, holding a spool, a clips folder and an embedding log."""
@@ -35,12 +44,7 @@ def test_a_second_daemon_on_a_held_path_is_refused_with_one_line(tiny_model, tmp
     run, paths = holder
     own = {"spool": tmp_path / "spool", "clips": tmp_path / "clips", "log": tmp_path / "embeddings"}
     own[shared] = paths[shared]
-    sinks = [{"type": "webhook", "url": "http://127.0.0.1:9/hook", "spool_dir": str(own["spool"])},
-             {"type": "clips", "dir": str(own["clips"])}]
-    cfg = write_config(tmp_path / "b.yaml", tiny_model, always_on(1), sinks=sinks, runtime={"device": "cpu"},
-                       embedding_log={"dir": str(own["log"])})
-    wav = write_tone_scene(tmp_path / "b.wav", seconds=4.0)
-    result = run_cli("run", "--config", str(cfg), "--input", str(wav))
+    result = run_cli(*second_daemon(tiny_model, tmp_path, own["spool"], own["clips"], own["log"]))
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("streamdetect:")]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -53,10 +57,5 @@ def test_the_path_is_free_again_after_the_holder_is_killed(tiny_model, tmp_path,
     run, paths = holder
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait(30)
-    sinks = [{"type": "webhook", "url": "http://127.0.0.1:9/hook", "spool_dir": str(paths["spool"]), "retries": 0},
-             {"type": "clips", "dir": str(paths["clips"])}]
-    cfg = write_config(tmp_path / "b.yaml", tiny_model, always_on(1), sinks=sinks, runtime={"device": "cpu"},
-                       embedding_log={"dir": str(paths["log"])})
-    wav = write_tone_scene(tmp_path / "b.wav", seconds=4.0)
-    result = run_cli("run", "--config", str(cfg), "--input", str(wav))
+    result = run_cli(*second_daemon(tiny_model, tmp_path, paths["spool"], paths["clips"], paths["log"]))
     assert result.returncode == 0, result.stderr

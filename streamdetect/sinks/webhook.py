@@ -33,6 +33,7 @@ from streamdetect.sinks.spool import Spool
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.locks import PathInUse
 from streamdetect.util.paths import state_dir
+from streamdetect.util.ratelimit import RateLimitedLog
 from streamdetect.util.urls import mask_url, scrub
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class WebhookSink(Sink):
         self._down: str | None = None  # why the last attempt failed, while the receiver is down
         self._closing = threading.Event()  # shutdown: one attempt per record, no waits, then the spool
         self._failed_while_closing = False  # then the rest goes straight to the spool, without another try
+        self._progress_log = RateLimitedLog(log, 60.0, logging.INFO)
         self._refused: list[str] = []  # spooled records the receiver refused for good, not yet reported
 
     # -- the worker's side -------------------------------------------------------------------------------
@@ -217,10 +219,13 @@ class WebhookSink(Sink):
             sent += done
             if done < len(lines):
                 break
-        if sent:
-            log.info("webhook %s: re-sent %d spooled record(s)%s", self.shown_url, sent,
-                     "" if self._spool.empty() else f", {self._spool.count()} left")
-        return self._spool.empty()
+        empty = self._spool.empty()
+        if sent and empty:
+            log.info("webhook %s: re-sent %d spooled record(s); the spool is empty", self.shown_url, sent)
+        elif sent:  # a long spool goes out slice by slice: say how it goes once a minute
+            self._progress_log("webhook %s: re-sending the spool, %d record(s) left", self.shown_url,
+                               self._spool.count())
+        return empty
 
     def _drop(self, n: int) -> None:
         try:
