@@ -251,6 +251,7 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
         stored = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
     phases = [json.loads(line)["phase"] for line in jsonl.read_text().splitlines()]
+    running = list(samples)  # the slopes: the run itself, not the sample taken after everything was closed
     samples.append(sample(summary.audio_s))
     report = {
         "model": str(model), "audio_hours": round(summary.audio_s / 3600, 3), "wall_s": round(wall_s, 1),
@@ -262,13 +263,13 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
         "sink_failures": dict(sinks.failures), "sqlite_integrity": integrity,
         "rss_mb": {"before": round(start_rss, 1), "peak_sampled": round(max(s[1] for s in samples), 1),
                    "end": round(samples[-1][1], 1)},
-        "rss_growth_mb_per_day": round(fit_slope_mb_per_day(samples), 2),
-        "rss_growth_second_half_mb_per_day": round(fit_slope_mb_per_day(samples, warmup=0.5), 2),
-        "memory": memory_criterion(samples),
-        "c_heap_in_use_growth_mb_per_day": round(fit_slope_mb_per_day(samples, column=3), 2),
-        "c_heap_free_growth_mb_per_day": round(fit_slope_mb_per_day(samples, column=4), 2),
-        "rss_anon_growth_mb_per_day": round(fit_slope_mb_per_day(samples, column=5), 2),
-        "rss_file_growth_mb_per_day": round(fit_slope_mb_per_day(samples, column=6), 2),
+        "rss_growth_mb_per_day": round(fit_slope_mb_per_day(running), 2),
+        "rss_growth_second_half_mb_per_day": round(fit_slope_mb_per_day(running, warmup=0.5), 2),
+        "memory": memory_criterion(running),
+        "c_heap_in_use_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=3), 2),
+        "c_heap_free_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=4), 2),
+        "rss_anon_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=5), 2),
+        "rss_file_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=6), 2),
         "heap_trims": stats.heap_trims, "overflow_windows": stats.overflow_windows,
         "rss_curve_mb": [(round(s[0] / 3600, 2), round(s[1], 1)) for s in samples[:: max(1, len(samples) // 24)]],
         "open_fds": {"before": start_fds, "end": samples[-1][2], "max": max(s[2] for s in samples)},
