@@ -132,10 +132,15 @@ class WebhookSink(Sink):
         return len(bodies)
 
     def close(self) -> None:
-        # One last try, so records spooled just before the receiver came back do not wait for the next start.
+        # Last tries, with back-off, for at most CLOSE_FLUSH_S: records spooled just before the receiver came back
+        # do not wait for the next start, and a receiver that stays down costs a bounded time.
         try:
             with self._spool.mutex:
-                if not self._flush(CLOSE_FLUSH_S, force=not self._failed_while_closing):
+                end = time.monotonic() + CLOSE_FLUSH_S
+                while not self._flush(max(0.0, end - time.monotonic()), force=True) and self._down is not None \
+                        and time.monotonic() < self._retry_at < end:
+                    time.sleep(max(0.0, self._retry_at - time.monotonic()))
+                if not self._spool.empty():
                     log.warning("webhook %s: %d record(s) stay in %s and are sent when the daemon next starts",
                                 self.shown_url, self._spool.count(), self.spool)
                 if self._refused:
