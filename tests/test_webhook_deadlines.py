@@ -133,7 +133,7 @@ def test_a_4xx_is_a_counted_permanent_failure_kept_in_the_dead_letter_file(tmp_p
         receiver.stop()
     assert receiver.requests == 8  # refused for good: never retried
     assert sinks.failures["hook"] == 8
-    assert 'streamdetect_sink_failures{sink="hook"} 8.0' in metrics.exposition().decode()
+    assert 'streamdetect_sink_failures_total{sink="hook"} 8.0' in metrics.exposition().decode()
     logged = [r.getMessage() for r in caplog.records if "sink hook failed" in r.getMessage()]
     assert len(logged) == 1 and f"HTTP {status}" in logged[0] and "dead" not in logged[0].split("kept in")[0]
     assert [json.loads(line)["id"] for line in hook.dead_letter.read_text().splitlines()] == [f"e{i}" for i in range(8)]
