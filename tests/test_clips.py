@@ -22,6 +22,8 @@ from streamdetect.sources.file import FileOptions, FileSource
 SR = 48_000
 PCM_TOL = 1.0 / 32768 + 1e-7  # one PCM16 step: the clip is stored as 16-bit
 
+LOCK = ".streamdetect-clips.lock"  # held by a running sink, so that a second daemon is refused
+
 
 def end_record(label="bird", stream="garden", start_s=2.0, end_s=4.0, peak=0.5, peak_time_s=None, id_="a1b2c3d4e5"):
     return event_record("end", id=id_, label=label, start_s=start_s, end_s=end_s, peak_score=peak,
@@ -246,7 +248,7 @@ def test_disk_errors_are_counted_and_leave_no_temp_file(tmp_path, monkeypatch):
     sinks = SinkSet([("clips", sink)])
     sinks.emit(end_record())
     assert sinks.failures == {"clips": 1}
-    assert list(tmp_path.rglob("*")) == [tmp_path / "bird"]  # the temp file was removed
+    assert [p for p in tmp_path.rglob("*") if p.name != LOCK] == [tmp_path / "bird"]  # the temp file was removed
 
 
 def test_hooks_do_not_wait_when_records_come_in_the_feeding_thread(tmp_path, caplog):
@@ -269,7 +271,7 @@ def test_labels_and_streams_cannot_escape_the_folder(tmp_path, label):
     sink.emit(end_record(label=label, stream=stream, id_="../../zz"))
     [path] = sink.written
     assert path.resolve().parent.parent == root.resolve() and path.exists()
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [path]
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and p.name != LOCK] == [path]
     assert not path.parent.name.startswith(".") and CLIP_NAME.match(path.name)
 
 
@@ -308,6 +310,7 @@ def test_retention_by_age_keeps_the_best_clip_of_each_label(tmp_path):
     (tmp_path / "bird" / "notes.txt").write_text("not a clip")
     sink = ClipsSink(ClipsOptions(dir=str(tmp_path)))  # no limits: nothing is deleted
     assert sink.apply_retention(NOW) == [] and len(names(tmp_path)) == 5
+    sink.close()  # one sink per folder at a time (it is locked)
     sink = ClipsSink(ClipsOptions(dir=str(tmp_path), max_age_days=30))
     sink.apply_retention(NOW)
     assert names(tmp_path) == ["b0ld", "b2new", "d0ld"]
@@ -337,11 +340,11 @@ def test_retention_by_size_deletes_lowest_scores_first_but_never_the_best_per_la
     fabricate(tmp_path, "bird", 0, 0.95, 100, "bnew")  # a new best bird: the lowest bird goes, not the old best
     sink.apply_retention(NOW)
     assert names(tmp_path) == ["bbest", "bnew", "cbest", "dbest"]
+    sink.close()  # one sink per folder at a time (it is locked)
     tight = ClipsSink(ClipsOptions(dir=str(tmp_path), max_total_mb=0.1))  # below the best clips alone
     assert names(tmp_path) == ["bnew", "cbest", "dbest"]
     assert "only the best clip of each label is left" in caplog.text
     tight.close()
-    sink.close()
 
 
 def test_retention_runs_after_each_clip(tmp_path):

@@ -85,6 +85,9 @@ def test_writer_is_bounded_and_prunes_old_chunks(tmp_path):
     folder.mkdir(parents=True)
     stale = folder / "20200101T00-1.npz"
     np.savez(stale, stream=np.array("s"))
+    while not writer.queue.empty():  # let the first writer end, releasing the log's lock
+        writer.queue.get_nowait()
+    writer.close()
     fresh = EmbeddingLogWriter(tmp_path, "k" * 16, max_days=1)
     fresh.close()
     assert not stale.exists()

@@ -227,7 +227,8 @@ def test_decodes_a_paced_http_wav_stream_to_the_model_rate(server):
     assert 0.08 < _rms(noise) < 0.12
     tone = consumer.audio(since=switched + 0.5)[-SR:]
     assert tone.size == SR and abs(_peak_hz(tone) - TONE_HZ) <= 2 and 0.33 < _rms(tone) < 0.38
-    assert consumer.source.stats() == {"reconnects": 0, "stalls": 0, "gap_samples": 0, "ffmpeg_exits": 0}
+    assert consumer.source.stats() == {"reconnects": 0, "stalls": 0, "gap_samples": 0, "ffmpeg_exits": 0,
+                                      "paced_s": 0}
     assert stop_s < 1.0 and consumer.source.pid is None and _reaped(consumer.pids[0])
 
 

@@ -23,3 +23,8 @@ def test_short_soak_loses_nothing_and_leaks_no_descriptors(tiny_model, tmp_path)
     assert not any(report["sink_failures"].values())
     assert report["open_fds"]["end"] <= report["open_fds"]["before"]
     assert report["samples"] >= 2
+    # the memory criterion is reported with both halves of the curve (a 6-minute run says nothing of days)
+    memory = report["memory"]
+    assert set(memory) == {"rule", "after_warmup_mb_per_day", "first_half_mb_per_day", "second_half_mb_per_day",
+                           "holds"}
+    assert report["cpu"] and "c_heap_free_growth_mb_per_day" in report

@@ -7,10 +7,16 @@ receiver on loopback). Only the source is synthetic: noise with a 3 kHz tone for
 block by block, so any number of hours costs no disk. The event threshold is set between the model's
 scores for a noise window and a tone window, so events start and end all the time and every sink works.
 
-Reports the RSS growth per simulated day (least-squares slope after a warm-up), the open file descriptors at
-the start and the end, dropped windows, and lost records (each sink's count against the detector's).
+Reports the RSS growth per simulated day (least-squares slopes against audio time: after a warm-up of the first
+10 %, and separately for the first and the second half of what follows the warm-up), glibc's heap next to it
+(in use by C code, and free inside the heap: growth there is fragmentation, not a leak), the open file
+descriptors at the start and the end, dropped windows, and lost records (each sink's count against the
+detector's). The memory criterion: after warm-up RSS grows less than 2 MB per simulated day, and the second
+half is no steeper than the first (0.5 MB/day allowed for noise); ``--check-memory`` makes the exit code
+include it (without it, the exit code says only that nothing was dropped or lost, as before).
 
     python tools/soak.py --model models/clap-htsat-unfused --hours 24 [--max-wall-s 1800] [--json soak.json]
+                         [--plot docs/images/soak-rss.png] [--check-memory]
 
 With ``--max-wall-s`` the run stops early and the figures cover the audio that was analysed.
 """
@@ -41,6 +47,16 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_split_mb() -> tuple[float, float]:
+    """(anonymous, file-backed) resident MB: heap and stacks against mapped model files and libraries."""
+    found = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                found[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return found.get("RssAnon", float("nan")), found.get("RssFile", float("nan"))
 
 
 def open_fds() -> int:
@@ -121,19 +137,73 @@ def midway_threshold(config, bundle) -> float:
     return float((scores[0] + scores[1]) / 2)
 
 
-def fit_slope_mb_per_day(samples: list[tuple[float, float, int]], warmup: float = 0.1) -> float:
-    """Least-squares RSS slope against audio time, after the first ``warmup`` share of the run."""
-    pts = [(a, r) for a, r, _ in samples if a >= warmup * samples[-1][0]]
+WARMUP = 0.1  # share of the run before the slopes are fitted (model load, first allocations, sqlite cache)
+MAX_GROWTH_MB_PER_DAY = 2.0
+HALF_NOISE_MB_PER_DAY = 0.5
+
+
+def fit_slope_mb_per_day(samples: list[tuple], warmup: float = WARMUP, until: float = 1.0, column: int = 1) -> float:
+    """Least-squares slope (MB per simulated day) of ``column`` (1: RSS) against audio time, over the share
+    ``warmup`` .. ``until`` of the audio analysed."""
+    end = samples[-1][0]
+    pts = [(s[0], s[column]) for s in samples if warmup * end <= s[0] <= until * end and s[column] == s[column]]
     if len(pts) < 3:
         return float("nan")
-    audio_s, rss = np.array(pts).T
-    return float(np.polyfit(audio_s / 86_400, rss, 1)[0])
+    audio_s, mb = np.array(pts).T
+    return float(np.polyfit(audio_s / 86_400, mb, 1)[0])
+
+
+def memory_criterion(samples: list[tuple]) -> dict:
+    mid = WARMUP + (1 - WARMUP) / 2
+    overall, first, second = (fit_slope_mb_per_day(samples), fit_slope_mb_per_day(samples, WARMUP, mid),
+                              fit_slope_mb_per_day(samples, mid, 1.0))
+    holds = bool(overall < MAX_GROWTH_MB_PER_DAY and second <= max(first, 0.0) + HALF_NOISE_MB_PER_DAY)
+    return {"rule": f"after {WARMUP:.0%} warm-up: RSS slope < {MAX_GROWTH_MB_PER_DAY:g} MB/day and second half <= "
+                    f"max(first half, 0) + {HALF_NOISE_MB_PER_DAY:g} MB/day",
+            "after_warmup_mb_per_day": round(overall, 2), "first_half_mb_per_day": round(first, 2),
+            "second_half_mb_per_day": round(second, 2), "holds": holds}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
+    except OSError:
+        name = "unknown"
+    return f"{name}, {os.cpu_count()} logical CPUs"
+
+
+def plot(report: dict, samples: list[tuple], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hours = np.array([s[0] for s in samples]) / 3600
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
+    ax.plot(hours, [s[1] for s in samples], label="RSS", color="tab:blue")
+    ax.plot(hours, [s[3] for s in samples], label="C heap in use (glibc)", color="tab:green")
+    ax.plot(hours, [s[4] for s in samples], label="C heap free (fragmentation)", color="tab:orange")
+    ax.axvline(WARMUP * hours[-1], color="grey", ls=":", lw=1)
+    ax.axvline((WARMUP + (1 - WARMUP) / 2) * hours[-1], color="grey", ls=":", lw=1)
+    m = report["memory"]
+    ax.set_title(f"{Path(report['model']).name}: {report['audio_hours']:g} h of audio in {report['wall_s'] / 3600:.1f} h"
+                 f"\nRSS {m['after_warmup_mb_per_day']:+.2f} MB/day after warm-up (halves {m['first_half_mb_per_day']:+.2f}"
+                 f" / {m['second_half_mb_per_day']:+.2f}); {report['cpu']}", fontsize=8)
+    ax.set_xlabel("simulated hours of audio")
+    ax.set_ylabel("MB")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
 
 
 def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, workdir: Path) -> dict:
     from streamdetect.config import parse_config
     from streamdetect.daemon.service import DetectorService
     from streamdetect.model.manifest import ModelBundle
+    from streamdetect.util.memory import NativeHeap
 
     receiver = Receiver()
     jsonl, db = workdir / "events.jsonl", workdir / "events.db"
@@ -149,13 +219,19 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
     detector, sinks = service.detector, service.sinks
     source = make_source_class()(int(hours * 3600), time.monotonic() + max_wall_s)
 
-    samples: list[tuple[float, float, int]] = []  # (audio seconds analysed, RSS MB, open fds)
+    # (audio seconds analysed, RSS MB, open fds, C heap in use MB, C heap free MB, RSS anon MB, RSS file MB)
+    samples: list[tuple] = []
     done = threading.Event()
+    heap = NativeHeap()
+
+    def sample(analysed: float) -> tuple:
+        stats = heap.stats()
+        in_use, free = (stats.in_use_bytes / 2**20, stats.free_bytes / 2**20) if stats else (float("nan"),) * 2
+        return analysed, rss_mb(), open_fds(), in_use, free, *rss_split_mb()
 
     def sampler() -> None:
         while not done.wait(sample_every_s):
-            analysed = sum(s.windows_processed for s in detector.streams) * config.windows.hop_s
-            samples.append((analysed, rss_mb(), open_fds()))
+            samples.append(sample(sum(s.windows_processed for s in detector.streams) * config.windows.hop_s))
 
     start_fds, start_rss = open_fds(), rss_mb()
     thread = threading.Thread(target=sampler, daemon=True)
@@ -175,8 +251,9 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
         stored = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
     phases = [json.loads(line)["phase"] for line in jsonl.read_text().splitlines()]
-    samples.append((summary.audio_s, rss_mb(), open_fds()))
-    return {
+    running = list(samples)  # the slopes: the run itself, not the sample taken after everything was closed
+    samples.append(sample(summary.audio_s))
+    report = {
         "model": str(model), "audio_hours": round(summary.audio_s / 3600, 3), "wall_s": round(wall_s, 1),
         "speed_x_real_time": round(summary.audio_s / wall_s, 1), "windows": summary.windows,
         "dropped_windows": summary.dropped_windows, "records": emitted,
@@ -184,14 +261,21 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
                          "webhook": emitted - receiver.count},
         "unmatched_starts": phases.count("start") - phases.count("end"),
         "sink_failures": dict(sinks.failures), "sqlite_integrity": integrity,
-        "rss_mb": {"before": round(start_rss, 1), "peak_sampled": round(max(r for _, r, _ in samples), 1),
+        "rss_mb": {"before": round(start_rss, 1), "peak_sampled": round(max(s[1] for s in samples), 1),
                    "end": round(samples[-1][1], 1)},
-        "rss_growth_mb_per_day": round(fit_slope_mb_per_day(samples), 2),
-        "rss_growth_second_half_mb_per_day": round(fit_slope_mb_per_day(samples, warmup=0.5), 2),
-        "rss_curve_mb": [(round(a / 3600, 2), round(r, 1)) for a, r, _ in samples[:: max(1, len(samples) // 24)]],
-        "open_fds": {"before": start_fds, "end": samples[-1][2], "max": max(f for _, _, f in samples)},
-        "latency_p99_ms": round(stats.latency_ms(99), 1), "samples": len(samples),
+        "rss_growth_mb_per_day": round(fit_slope_mb_per_day(running), 2),
+        "rss_growth_second_half_mb_per_day": round(fit_slope_mb_per_day(running, warmup=0.5), 2),
+        "memory": memory_criterion(running),
+        "c_heap_in_use_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=3), 2),
+        "c_heap_free_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=4), 2),
+        "rss_anon_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=5), 2),
+        "rss_file_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=6), 2),
+        "heap_trims": stats.heap_trims, "overflow_windows": stats.overflow_windows,
+        "rss_curve_mb": [(round(s[0] / 3600, 2), round(s[1], 1)) for s in samples[:: max(1, len(samples) // 24)]],
+        "open_fds": {"before": start_fds, "end": samples[-1][2], "max": max(s[2] for s in samples)},
+        "latency_p99_ms": round(stats.latency_ms(99), 1), "samples": len(samples), "cpu": cpu_model(),
     }
+    return report, samples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,15 +286,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wall-s", type=float, default=3600.0, help="stop early after this much wall time")
     p.add_argument("--sample-every-s", type=float, default=2.0, help="RSS / fd sampling interval (wall)")
     p.add_argument("--json", type=Path, help="also write the report here")
+    p.add_argument("--samples", type=Path, help="write every sample (audio s, RSS MB, fds, heap in use, heap free, RSS anon, RSS file)")
+    p.add_argument("--plot", type=Path, help="draw the RSS curve to this PNG (needs matplotlib: the plot extra)")
+    p.add_argument("--check-memory", action="store_true", help="exit 1 also when the memory criterion fails")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="streamdetect-soak-") as tmp:
-        report = soak(args.model, args.hours, args.max_wall_s, args.sample_every_s, Path(tmp))
+        report, samples = soak(args.model, args.hours, args.max_wall_s, args.sample_every_s, Path(tmp))
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+    if args.samples:
+        args.samples.write_text(json.dumps(samples) + "\n")
+    if args.plot:
+        plot(report, samples, args.plot)
     ok = report["dropped_windows"] == 0 and not any(report["lost_records"].values()) \
         and report["unmatched_starts"] == 0 and report["sqlite_integrity"] == "ok"
+    if args.check_memory:
+        ok = ok and report["memory"]["holds"]
     return 0 if ok else 1
 
 

@@ -17,6 +17,7 @@ from streamdetect.daemon.service import DetectorService, preflight
 from streamdetect.model.manifest import DEFAULT_MODEL_DIR, MANIFEST_NAME, ModelBundle, default_model_dir
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
+from streamdetect.util.locks import PathInUse
 from streamdetect.util.signals import raise_on_signal
 from streamdetect.web.tokens import WebError
 
@@ -90,7 +91,7 @@ def _run(args: argparse.Namespace, reloader: Reloader) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         service = DetectorService(config, bundle, config_path=args.config)
-    except (ControlError, WebError) as e:
+    except (ControlError, WebError, PathInUse) as e:
         raise UsageError(f"{args.config}: {e}") from None
     with service:
         reloader.attach(service.request_reload)

@@ -22,6 +22,7 @@ import numpy as np
 
 from streamdetect.model.manifest import AUDIO_ENCODER, ModelBundle
 from streamdetect.util.files import atomic_write
+from streamdetect.util.locks import PathLock
 from streamdetect.util.names import safe_name
 from streamdetect.util.ratelimit import RateLimitedLog
 
@@ -58,6 +59,9 @@ class EmbeddingLogWriter:
                  flush_s: float = 60.0):
         self.root = Path(directory) / model_key[:16]
         self.root.mkdir(parents=True, exist_ok=True)
+        # One writer per log: two would write chunk files of the same names over each other.
+        self._lock = PathLock(Path(directory) / ".streamdetect-embedding-log.lock",
+                              f"the embedding log {directory} (embedding_log.dir)")
         self.max_days, self.flush_s = max_days, flush_s
         self.queue: queue.Queue[_Row | None] = queue.Queue(maxsize=queue_windows)
         self.dropped = 0
@@ -78,6 +82,7 @@ class EmbeddingLogWriter:
         """Write what is queued, then stop the writer."""
         self.queue.put(None)
         self._thread.join(timeout_s)
+        self._lock.release()
 
     def _run(self) -> None:
         pending: dict[tuple[str, str], list[_Row]] = {}

@@ -3,11 +3,14 @@
 Each source has a feeding thread that cuts its windows; the engine thread batches whatever windows are queued
 (waiting at most ``max_wait_s`` for more, so a quiet stream never holds the others back), scores them, and
 applies the scores to each stream's event trackers in order. Trackers are only touched by the engine thread.
-Live streams never block: if the engine falls behind, the queue grows and the backlog is logged and counted.
-Finite streams (files) wait for room instead, so a fast file cannot fill memory. With ``max_queue_windows`` (a
-remote encoder whose server may go away) the live queue is bounded: the oldest windows beyond it are dropped,
-counted and logged. An encoder that raises ``EncoderUnavailable`` gets its batch back at the head of the queue and
-is tried again after the wait it asked for.
+Live streams never block: if the engine falls behind, the backlog is logged, and each live stream keeps at
+most ``live_queue_windows`` windows queued (about half a megabyte each): beyond that its oldest queued window is
+dropped and counted (``streamdetect_dropped_windows``, the run summary), so a machine that cannot keep up, or a
+source faster than real time, cannot fill memory. Finite streams (files) wait for room instead.
+Once a minute the inference thread gives the C heap's free pages back to the system (``NativeHeap.trim``).
+With ``max_queue_windows`` (a remote encoder whose server may go away) the whole live queue is bounded as well:
+the oldest windows beyond it are dropped, counted and logged. An encoder that raises ``EncoderUnavailable`` gets
+its batch back at the head of the queue and is tried again after the wait it asked for.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from streamdetect.pipeline.observers import EngineObserver
 from streamdetect.pipeline.streams import RunSummary, StreamSettings, StreamState, summarize
 from streamdetect.pipeline.windows import Window
 from streamdetect.sources.base import AudioSource, Gap
+from streamdetect.util.memory import NativeHeap
 from streamdetect.util.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,8 @@ class EngineStats:
     backlog_warnings: int = 0
     dropped_windows: int = 0  # live windows dropped from a full queue (max_queue_windows), or left at stop
     encoder_waits: int = 0  # batches handed back by an unavailable encoder
+    overflow_windows: int = 0  # live windows dropped because their stream had live_queue_windows queued
+    heap_trims: int = 0
     latencies_s: deque = field(default_factory=lambda: deque(maxlen=10_000))  # the most recent windows
 
     def latency_ms(self, q: float) -> float:
@@ -68,7 +74,8 @@ class _Item:
 class BatchingEngine:
     def __init__(self, detector: Detector, max_wait_s: float = 0.02, backlog_warn_s: float = 10.0,
                  finite_queue_windows: int | None = None, observer: EngineObserver | None = None,
-                 max_queue_windows: int | None = None):
+                 max_queue_windows: int | None = None, live_queue_windows: int = 32,
+                 heap: NativeHeap | None = None, trim_every_s: float = 60.0):
         self.detector = detector
         self.observer = observer
         self.max_batch = detector.config.runtime.batch_size
@@ -77,6 +84,11 @@ class BatchingEngine:
         self.finite_queue_windows = finite_queue_windows or 4 * self.max_batch
         self.max_queue_windows = max_queue_windows
         self._drop_log = RateLimitedLog(log, backlog_warn_s)
+        self.live_queue_windows = live_queue_windows
+        self.heap, self.trim_every_s = heap, trim_every_s
+        self._next_trim = time.monotonic() + trim_every_s
+        self._queued: dict[int, int] = {}  # windows queued per live stream (by id: names may repeat in tests)
+        self._overflow_log = RateLimitedLog(log, 60.0)
         self.stats = EngineStats()
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -99,8 +111,34 @@ class BatchingEngine:
             self._raise_if_failed()
             self._queue.extend(_Item(stream, w, now) for w in windows)
             self._trim()
+            if stream.live and windows:
+                self._bound(stream, len(windows))
             self._note_backlog()
             self._cond.notify_all()
+
+    def _bound(self, stream: StreamState, added: int) -> None:
+        """Drop the stream's oldest queued windows beyond ``live_queue_windows`` (the lock is held)."""
+        key = id(stream)
+        queued = self._queued.get(key, 0) + added
+        over = queued - self.live_queue_windows
+        if over > 0:
+            keep = deque()
+            for item in self._queue:
+                if over and item.stream is stream and item.window is not None:
+                    over -= 1
+                    stream.overflow_windows += 1
+                    self.stats.overflow_windows += 1
+                    continue
+                keep.append(item)
+            dropped = (queued - self.live_queue_windows) - over
+            self._queue = keep
+            queued -= dropped
+            if self.observer is not None:
+                self.observer.windows_dropped(stream.name, dropped)
+            self._overflow_log("%s: inference cannot keep up with this live stream: %d window(s) dropped so far "
+                               "(at most %d are queued per live stream)", stream.name, stream.overflow_windows,
+                               self.live_queue_windows, key=stream.name)
+        self._queued[key] = queued
 
     def close_stream(self, stream: StreamState) -> None:
         """Close the stream's open events once every window queued before this call is analysed."""
@@ -155,6 +193,7 @@ class BatchingEngine:
         for item in self._queue:
             if excess > 0 and item.window is not None and item.stream.live:
                 self._lost(item, "the queue is full (runtime.triton.queue_windows)")
+                self._queued[id(item.stream)] -= 1  # one count per live window queued, for _bound
                 excess -= 1
             else:
                 kept.append(item)
@@ -177,6 +216,9 @@ class BatchingEngine:
                         self._lost(item, f"stopping while {error}")
                 return [item for item in batch if item.window is None]
             self._queue.extendleft(reversed(batch))
+            for item in batch:  # queued again: _take had taken them off their stream's count
+                if item.stream.live and item.window is not None:
+                    self._queued[id(item.stream)] = self._queued.get(id(item.stream), 0) + 1
             self._trim()
             self._note_backlog()
             self._cond.wait_for(lambda: self._stopping, timeout=max(error.retry_in_s, 0.01))
@@ -199,6 +241,8 @@ class BatchingEngine:
             while self._queue and len(batch) < self.max_batch:
                 item = self._queue.popleft()
                 batch.append(item)
+                if item.stream.live and item.window is not None:
+                    self._queued[id(item.stream)] -= 1
                 if item.window is None:
                     break  # a close marker ends the batch: later windows of that stream cannot exist
             self._note_backlog()
@@ -240,11 +284,21 @@ class BatchingEngine:
                 for item in batch:
                     if item.window is None:
                         self.detector.end_stream(item.stream)
+                        with self._cond:
+                            self._queued.pop(id(item.stream), None)
+                self._housekeeping()
         except BaseException as e:  # noqa: BLE001 - reported to the feeding threads and the caller
             log.exception("inference thread failed")
             with self._cond:
                 self._error = e
                 self._cond.notify_all()
+
+
+    def _housekeeping(self) -> None:
+        if self.heap is not None and time.monotonic() >= self._next_trim:
+            self._next_trim = time.monotonic() + self.trim_every_s
+            self.heap.trim()
+            self.stats.heap_trims += 1
 
 
 def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event,

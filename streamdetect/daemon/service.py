@@ -30,6 +30,7 @@ from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.schedule import Clock, utc_now
 from streamdetect.sinks.base import SinkContext, SinkSet, build_sinks
 from streamdetect.sources.base import AudioSource
+from streamdetect.util.memory import NativeHeap
 from streamdetect.web.tokens import WebError, web_tokens
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ class DetectorService:
                 self.summary.start()
                 self._closing.callback(self.summary.close)
             self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics,
-                                         max_queue_windows=config.runtime.triton.queue_windows if remote else None)
+                                         max_queue_windows=config.runtime.triton.queue_windows if remote else None,
+                                         heap=NativeHeap())
             self.web = None
             if self.live is not None:
                 self.web = start_web(config, bundle, self.live, lambda: self.detector.config,

@@ -25,7 +25,12 @@ log = logging.getLogger(__name__)
 
 
 class SinkError(RuntimeError):
-    """A sink that cannot start (bad settings, missing secret) or could not deliver a record."""
+    """A sink that cannot start (bad settings, missing secret) or could not deliver a record; ``records``: how
+    many records the failure concerns (a spool flush can find several refused at once)."""
+
+    def __init__(self, message: str, records: int = 1):
+        super().__init__(message)
+        self.records = records
 
 
 class SinkOptions(BaseModel):
@@ -79,6 +84,19 @@ class Sink(ABC):
         writability at start-up before any audio is opened."""
         return []
 
+    def idle(self) -> None:  # noqa: B027 - optional hook
+        """Called by the sink's worker thread whenever no record has waited for a tenth of a second: the place
+        for background work that must not run while the sink is built (the webhook sends its spool here)."""
+
+    def shutting_down(self) -> None:  # noqa: B027 - optional hook
+        """Shutdown has begun (any thread): deliver what is queued quickly, stop retrying and waiting."""
+
+    def keep_undelivered(self, records: list[EventRecord]) -> int:
+        """Records still queued when the shutdown deadline passed (called from the closing thread, maybe while
+        ``emit`` runs): keep them for the next run if the sink can (the webhook spools them) and return how
+        many were kept; the others are counted as failures and logged as lost."""
+        return 0
+
     def wants(self, record: EventRecord) -> bool:
         return self.options.labels is None or record.label in self.options.labels
 
@@ -117,6 +135,7 @@ class SinkWorker:
         # dropped, and never blocking the inference thread behind a slow sink
         self._pending_catalog: Catalog | None = None
         self._pending_lock = threading.Lock()
+        self._abandon = threading.Event()  # set at the shutdown deadline: take nothing more from the queue
         self._thread = threading.Thread(target=self._run, name=f"sink-{name}", daemon=True)
         self._thread.start()
 
@@ -136,7 +155,7 @@ class SinkWorker:
                            self.dropped)
 
     def _run(self) -> None:
-        while True:
+        while not self._abandon.is_set():
             try:
                 record = self.queue.get(timeout=0.1)
             except queue.Empty:
@@ -146,18 +165,51 @@ class SinkWorker:
                     _deliver(self.name, self.sink, pending, self.report)
                 elif self._closing.is_set():
                     return
+                _call(self.name, "background work", self.sink.idle, self.report)
                 continue
+            if self._abandon.is_set():  # the deadline passed while we waited: the closing thread keeps it
+                self._hand_over([record])
+                return
             _deliver(self.name, self.sink, record, self.report)
 
     def start_closing(self) -> None:
         self._closing.set()
+        try:
+            self.sink.shutting_down()
+        except Exception as e:  # noqa: BLE001 - a sink must never stop the shutdown
+            log.error("sink %s: %s", self.name, e)
 
-    def join(self, deadline: float) -> None:
-        """Wait until the queue is delivered or the (shared, monotonic) deadline passes."""
+    def join(self, deadline: float, grace_s: float = 10.0) -> None:
+        """Wait until the queue is delivered or the (shared, monotonic) deadline passes; then hand what is
+        still queued to ``keep_undelivered`` and give the record in flight ``grace_s`` more to finish."""
         self._thread.join(max(0.0, deadline - time.monotonic()))
+        if not self._thread.is_alive():
+            return
+        self._abandon.set()
+        left: list[EventRecord] = []
+        while True:
+            try:
+                left.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        self._hand_over(left)
+        self._thread.join(grace_s)
         if self._thread.is_alive():
-            log.error("sink %s did not drain before the shutdown deadline; %d records not delivered", self.name,
-                      self.queue.qsize())
+            log.error("sink %s is still busy with one record after the shutdown deadline; closing it anyway",
+                      self.name)
+
+    def _hand_over(self, queued: list) -> None:
+        records = [r for r in queued if isinstance(r, EventRecord)]  # a catalog is sent again at the next start
+        if not records:
+            return
+        try:
+            kept = self.sink.keep_undelivered(records)
+        except Exception as e:  # noqa: BLE001
+            log.error("sink %s: cannot keep the records left at shutdown: %s", self.name, e)
+            kept = 0
+        self.report.failed(self.name, f"{len(records)} record(s) queued at the shutdown deadline",
+                           SinkError(f"{kept} kept for the next run, {len(records) - kept} lost"),
+                           count=len(records))
 
 
 class FailureLog:
@@ -170,10 +222,10 @@ class FailureLog:
         self._log = RateLimitedLog(log, interval_s, logging.ERROR, clock)  # one key per sink
         self._lock = threading.Lock()
 
-    def failed(self, name: str, what: EventRecord | str, error: Exception) -> None:
-        """Count a failure of sink ``name`` on a record (or on another hook, described by a string)."""
+    def failed(self, name: str, what: EventRecord | str, error: Exception, count: int = 1) -> None:
+        """Count ``count`` failed records of sink ``name`` (a record, or another hook described by a string)."""
         with self._lock:
-            self.failures[name] += 1
+            self.failures[name] += count
             count = self.failures[name]
         if isinstance(what, EventRecord):
             what = f"{what.label} {what.phase} record"
@@ -188,7 +240,17 @@ def _deliver(name: str, sink: Sink, record: EventRecord | Catalog, report: Failu
         else:
             sink.emit(record)
     except Exception as e:  # noqa: BLE001 - a sink must never stop detection
-        report.failed(name, record if isinstance(record, EventRecord) else "the stream/label catalog", e)
+        what = record if isinstance(record, EventRecord) else "the stream/label catalog"
+        report.failed(name, what, e, e.records if isinstance(e, SinkError) else 1)
+
+
+def _call(name: str, what: str, hook: Callable[[], None], report: FailureLog) -> None:
+    try:
+        hook()
+    except SinkError as e:  # records the hook could not deliver
+        report.failed(name, what, e, e.records)
+    except Exception as e:  # noqa: BLE001 - a sink must never stop detection
+        log.error("sink %s: %s failed: %s", name, what, e)
 
 
 class SinkSet:
@@ -272,6 +334,9 @@ class SinkSet:
         """Drain every sink's queue at once within one shared ``drain_timeout_s`` (so several slow sinks
         cannot add up past a service manager's stop timeout), then close the sinks."""
         deadline = time.monotonic() + self.drain_timeout_s
+        for name, sink in self.sinks:
+            if name not in self.workers:
+                sink.shutting_down()
         for worker in self.workers.values():
             worker.start_closing()
         for worker in self.workers.values():

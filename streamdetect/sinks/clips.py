@@ -30,6 +30,7 @@ from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 from streamdetect.sinks.clip_ring import StreamAudio
 from streamdetect.util.files import atomic_write
+from streamdetect.util.locks import PathInUse, PathLock
 from streamdetect.util.names import safe_name
 from streamdetect.util.writable import OutputPath
 
@@ -170,6 +171,10 @@ class ClipsSink(Sink):
         self.root = Path(options.dir)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            # One daemon per folder: retention would take another daemon's half-written clip for a crash's.
+            self._lock = PathLock(self.root / ".streamdetect-clips.lock", f"the clips folder {self.root}")
+        except PathInUse as e:
+            raise SinkError(f"clips sink: {e} (sinks[].dir)") from None
         except OSError as e:
             raise SinkError(f"clips sink: cannot create the folder {self.root} (sinks[].dir): {e}") from e
         self._cond = threading.Condition()  # guards _streams; notified when audio arrives or a stream ends
@@ -363,3 +368,4 @@ class ClipsSink(Sink):
         self._stop.set()
         if self._janitor is not None:
             self._janitor.join(5.0)
+        self._lock.release()

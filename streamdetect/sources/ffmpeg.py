@@ -19,13 +19,15 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from streamdetect.sources.base import AudioSource, Gap, SourceError, SourceOptions
 from streamdetect.util.backoff import Backoff
+from streamdetect.util.children import child_env, kill_group
+from streamdetect.util.ratelimit import RateLimitedLog
+from streamdetect.util.urls import mask_url, scrub, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +42,19 @@ class FfmpegOptions(SourceOptions):
     stall_timeout_s: float = Field(10.0, gt=0, le=600, description="no audio for this long: kill and reconnect")
     reconnect_min_s: float = Field(1.0, ge=0.05, le=600, description="first back-off delay after a failure")
     reconnect_max_s: float = Field(60.0, ge=0.05, le=3600, description="back-off delays grow up to this")
+    max_ahead_s: float | None = Field(
+        5.0, gt=0, le=3600, description="a live stream delivering audio faster than real time (a file served at "
+        "full speed) is read at real time once it is this far ahead of the clock, and flagged in the log; "
+        "null: never paced")
     healthy_after_s: float = Field(30.0, gt=0, le=3600, description="audio for this long resets the back-off")
     rtsp_transport: Literal["tcp", "udp"] | None = Field(
         "tcp", description="-rtsp_transport for rtsp:// URLs (tcp survives NAT and loss); null: ffmpeg's default")
     input_args: list[str] = Field(default_factory=list, max_length=64,
                                   description="extra ffmpeg arguments placed before -i (e.g. -timeout, headers)")
     ffmpeg: str = Field("ffmpeg", min_length=1, description="ffmpeg binary, by name on PATH or as a path")
+    pass_env: list[str] = Field(default_factory=list, max_length=256,
+                                description="environment variables passed to ffmpeg besides PATH, HOME, locale, "
+                                            "proxies and the like (the daemon's secrets are never passed otherwise)")
 
     @model_validator(mode="after")
     def _ordered_delays(self) -> FfmpegOptions:
@@ -53,19 +62,6 @@ class FfmpegOptions(SourceOptions):
             raise ValueError(f"reconnect_min_s ({self.reconnect_min_s}) is larger than reconnect_max_s "
                              f"({self.reconnect_max_s})")
         return self
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def ffmpeg_command(options: FfmpegOptions, binary: str, sample_rate: int) -> list[str]:
@@ -80,13 +76,15 @@ def ffmpeg_command(options: FfmpegOptions, binary: str, sample_rate: int) -> lis
 
 
 class _Child:
-    """One ffmpeg process: its stdout pipe, and the last lines of its stderr gathered by a reader thread."""
+    """One ffmpeg process: its stdout pipe, and the last lines of its stderr gathered by a reader thread (with
+    the URL's secrets masked: ffmpeg repeats its input in error lines). It runs in its own process group with
+    a clean environment (``util.children``)."""
 
-    def __init__(self, cmd: list[str], secret: str | None):
-        self.secret = secret
+    def __init__(self, cmd: list[str], url: str, env: dict[str, str]):
+        self.url, self.secrets = url, url_secrets(url)
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, bufsize=0)
+                                         stderr=subprocess.PIPE, bufsize=0, env=env, start_new_session=True)
         except OSError as e:  # vanished binary, no permission, out of processes
             raise SourceError(f"cannot start {cmd[0]}: {e}") from e
         self.fd = self.proc.stdout.fileno()
@@ -97,9 +95,7 @@ class _Child:
 
     def _read_stderr(self) -> None:
         for raw in iter(self.proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            if self.secret:
-                line = line.replace(self.secret, "***")
+            line = scrub(raw.decode("utf-8", "replace").rstrip(), self.url, self.secrets)
             if line:
                 self.stderr.append(line)
 
@@ -112,9 +108,8 @@ class _Child:
 
     def close(self) -> int:
         """Kill (if still running) and reap the child; its exit code (negative: killed by that signal)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        code = self.proc.wait()
+        kill_group(self.proc)  # also what ffmpeg may have started (a protocol helper)
+        code = self.proc.returncode
         self.proc.stdout.close()
         self._reader.join(timeout=2.0)  # ends at EOF on stderr, i.e. now that the process is gone
         self.proc.stderr.close()
@@ -140,12 +135,10 @@ class FfmpegSource(AudioSource):
                 "(Debian/Ubuntu: apt-get install ffmpeg) or set the source's `ffmpeg:` key to its full path")
         self.binary = binary
         self.masked_url = mask_url(options.url)
-        try:
-            self._secret = urlsplit(options.url).password
-        except ValueError:
-            self._secret = None
         self.reconnects = 0
         self.stalls = 0
+        self.paced_s = 0.0  # time spent holding back a stream faster than real time
+        self._fast_log = RateLimitedLog(log, 60.0)
         self.gap_samples = 0
         self.ffmpeg_exits = 0
         self.pid: int | None = None  # the running ffmpeg's process id (tests kill it to simulate a crash)
@@ -157,7 +150,8 @@ class FfmpegSource(AudioSource):
             yield from self._finite(stop)
 
     def _spawn(self) -> _Child:
-        child = _Child(ffmpeg_command(self.options, self.binary, self.sample_rate), self._secret)
+        child = _Child(ffmpeg_command(self.options, self.binary, self.sample_rate), self.options.url,
+                       child_env(self.options.pass_env))
         self.pid = child.proc.pid
         return child
 
@@ -200,6 +194,7 @@ class FfmpegSource(AudioSource):
             attempts += 1
             decoder = _Float32Decoder()
             connected_at = None  # first audio of this connection
+            received = 0  # samples of this connection
             reason = ""
             try:
                 quiet_since = time.monotonic()
@@ -236,7 +231,11 @@ class FfmpegSource(AudioSource):
                     elif backoff.failures and now - connected_at >= opts.healthy_after_s:
                         backoff.reset()
                     last_audio = now
+                    received += block.size
                     yield block
+                    if opts.max_ahead_s is not None:
+                        self._pace(received / self.sample_rate - (time.monotonic() - connected_at), stop)
+                        quiet_since = time.monotonic()
             finally:
                 code = child.close()
                 self.pid = None
@@ -253,6 +252,17 @@ class FfmpegSource(AudioSource):
             self.reconnects += 1
             stop.wait(delay)
 
+    def _pace(self, ahead_s: float, stop: threading.Event) -> None:
+        """Hold back a stream that runs ahead of the wall clock: unpaced, it would fill the inference queue
+        (and memory) as fast as the network delivers. ffmpeg blocks on the full pipe meanwhile."""
+        excess = ahead_s - self.options.max_ahead_s
+        if excess <= 0:
+            return
+        self.paced_s += excess
+        self._fast_log("%s: %s delivers audio faster than real time (%.1f s ahead of the clock); reading it at real "
+                       "time (%.0f s held back so far)", self.name, self.masked_url, ahead_s, self.paced_s)
+        stop.wait(excess)
+
     def _why(self, child: _Child, code: int, stalled: str) -> str:
         """The reason a connection ended, for the outage log line; counts ffmpeg's own failures."""
         if stalled:  # we killed a stalled ffmpeg; what it said before may tell why
@@ -264,7 +274,7 @@ class FfmpegSource(AudioSource):
 
     def stats(self) -> dict[str, int]:
         return {"reconnects": self.reconnects, "stalls": self.stalls, "gap_samples": self.gap_samples,
-                "ffmpeg_exits": self.ffmpeg_exits}
+                "ffmpeg_exits": self.ffmpeg_exits, "paced_s": int(round(self.paced_s))}
 
 
 class _Float32Decoder:
