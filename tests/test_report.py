@@ -182,10 +182,12 @@ def test_clip_and_image_are_written_and_deleted_together(tmp_path):
     orphan.write_bytes(PNG)  # an image whose clip is gone
     scan_clips(tmp_path)
     assert not orphan.exists()
+    sink.close()  # one clips sink per folder: the retention pass below is another one
     old = datetime.now(timezone.utc) + timedelta(days=30)
-    deleted = ClipsSink(ClipsOptions(dir=str(tmp_path), max_age_days=1, keep_best=False)).apply_retention(now=old)
+    retention = ClipsSink(ClipsOptions(dir=str(tmp_path), max_age_days=1, keep_best=False))
+    deleted = retention.apply_retention(now=old)
+    retention.close()
     assert deleted == [clip] and not clip.exists() and not image.exists()
-    sink.close()
 
 
 def test_spectrogram_without_matplotlib_is_a_one_line_error(tmp_path, monkeypatch):
