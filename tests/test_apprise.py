@@ -150,3 +150,44 @@ def test_built_from_the_registry_with_the_site(receiver):
     sinks.close()
     [(_, sink)] = sinks.sinks
     assert isinstance(sink, AppriseSink) and sink.suppressed["quiet_hours"] == 1 and receiver.posts == []
+
+
+def test_a_spooled_notification_is_sent_when_the_service_answers_again(tmp_path):
+    receiver = Receiver(status=500)
+    try:
+        options = AppriseOptions(urls=[f"json://127.0.0.1:{receiver.port}/x"], retries=0, backoff_s=0.01,
+                                 max_backoff_s=0.01, spool_dir=str(tmp_path / "spool"))
+        sink = AppriseSink(options)
+        with pytest.raises(SinkError, match="kept in"):
+            sink.emit(record())
+        with pytest.raises(SinkError, match="spool"):  # one daemon per spool, as for the webhook
+            AppriseSink(options)
+        threading.Event().wait(0.05)
+        sink.idle()  # still refused: it stays
+        assert sink.sent == 0 and len(receiver.posts) == 2
+        receiver.status = 200
+        threading.Event().wait(0.05)
+        sink.idle()
+        assert sink.sent == 1 and receiver.posts[-1][1]["title"] == "bird heard on garden"
+        sink.idle()
+        assert len(receiver.posts) == 3  # sent once, and gone from the spool
+        sink.close()
+    finally:
+        receiver.close()
+
+
+def test_a_notification_later_than_max_late_s_is_dropped_and_counted(tmp_path):
+    receiver = Receiver(status=500)
+    try:
+        sink = AppriseSink(AppriseOptions(urls=[f"json://127.0.0.1:{receiver.port}/x"], retries=0,
+                                          backoff_s=0.01, max_backoff_s=0.01, spool_dir=str(tmp_path),
+                                          max_late_s=0.05))
+        with pytest.raises(SinkError):
+            sink.emit(record())
+        receiver.status = 200
+        threading.Event().wait(0.1)
+        sink.idle()
+        assert (sink.sent, sink.late_dropped, len(receiver.posts)) == (0, 1, 1)
+        sink.close()
+    finally:
+        receiver.close()

@@ -7,12 +7,15 @@ file behaves as it did live). Secrets stay out of the YAML: ``${NAME}`` in a URL
 at start-up, and a missing variable stops the start with its name. With ``attach_spectrogram`` the image the
 clips sink writes next to the event's clip goes along (waited for, since the clip is only written once its
 post-roll has been heard). Failed deliveries are retried with the shared back-off and then counted as the
-sink's failures, as the webhook's are. A notification is not spooled for later: hours late it would only be
-noise, and the record itself is in the other sinks.
+sink's failures, as the webhook's are. With ``spool_dir`` a notification that failed every retry waits on disk
+(the webhook's ``Spool``, locked against a second daemon) and is sent again, oldest first, when the worker is
+idle, unless it is older than ``max_late_s`` by then: an alert hours late is noise, so it is dropped and counted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -29,8 +32,11 @@ from streamdetect.pipeline.events import EventRecord
 from streamdetect.report import DaySummary
 from streamdetect.schedule import Schedule, Site, parse_periods
 from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
+from streamdetect.sinks.spool import Spool
 from streamdetect.util.backoff import Backoff
+from streamdetect.util.locks import PathInUse
 from streamdetect.util.names import safe_name
+from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -76,6 +82,10 @@ class AppriseOptions(SinkOptions):
     retries: int = Field(3, ge=0, le=20, description="extra attempts for a URL that failed")
     backoff_s: float = Field(1.0, gt=0, le=60, description="first retry delay; doubles each time, with jitter")
     max_backoff_s: float = Field(30.0, gt=0, le=3600, description="longest retry delay")
+    spool_dir: str | None = Field(None, min_length=1, description="keep notifications that failed every retry "
+                                  "here and send them again once the service answers (unset: counted and dropped)")
+    max_late_s: float = Field(3600.0, gt=0, le=7 * 86_400, description="a spooled notification older than this is "
+                              "dropped (and counted) instead of sent")
 
     @field_validator("title", "body")
     @classmethod
@@ -143,7 +153,25 @@ class AppriseSink(Sink):
         self.sent = 0
         self.suppressed = {"rate_limit": 0, "quiet_hours": 0}
         self.attachments_missing = 0
+        self.late_dropped = 0  # spooled notifications older than max_late_s when the service answered again
         self._stop = threading.Event()
+        self._spool: Spool | None = None
+        if options.spool_dir is not None:
+            digest = hashlib.sha256("\n".join(options.urls).encode()).hexdigest()[:12]
+            try:
+                self._spool = Spool(Path(options.spool_dir), f"apprise-{digest}")
+            except PathInUse as e:
+                raise SinkError(f"apprise sink: {e} (sinks[].spool_dir)") from None
+            except OSError as e:
+                raise SinkError(f"apprise sink: cannot use spool_dir {options.spool_dir}: {e}") from None
+        self._backoff = Backoff(options.backoff_s, options.max_backoff_s)  # of the spool's head
+        self._retry_at = 0.0
+
+    @classmethod
+    def outputs(cls, options: AppriseOptions) -> list[OutputPath]:
+        if options.spool_dir is None:
+            return []
+        return [OutputPath("spool_dir", Path(options.spool_dir), "dir", "apprise spool folder")]
 
     @classmethod
     def create(cls, options: AppriseOptions, context: SinkContext) -> AppriseSink:
@@ -172,7 +200,7 @@ class AppriseSink(Sink):
     def notify(self, title: str, body: str, attach: Path | None, what: str) -> None:
         """Send to every URL, retrying each failed one alone (a retry must not repeat a delivered message)."""
         failed = []
-        for shown, target in self.targets:
+        for index, (shown, target) in enumerate(self.targets):
             backoff = Backoff(self.options.backoff_s, self.options.max_backoff_s)
             for attempt in range(1 + self.options.retries):
                 if attempt and self._stop.wait(backoff.next_delay()):
@@ -182,10 +210,43 @@ class AppriseSink(Sink):
                     self.sent += 1
                     break
             else:
-                failed.append(shown)
-        if failed:
-            raise SinkError(f"apprise: {what} not delivered to {', '.join(failed)} after "
-                            f"{1 + self.options.retries} attempts")
+                failed.append((index, shown))
+        if not failed:
+            return
+        kept = ""
+        if self._spool is not None:
+            self._spool.append([json.dumps({"url": i, "title": title, "body": body, "at": time.time(),
+                                            "attach": str(attach) if attach is not None else None}).encode()
+                                for i, _ in failed])
+            self._retry_at = time.monotonic() + self._backoff.next_delay()
+            kept = f"; kept in {self._spool.path} for a later try"
+        raise SinkError(f"apprise: {what} not delivered to {', '.join(s for _, s in failed)} after "
+                        f"{1 + self.options.retries} attempts{kept}")
+
+    def idle(self) -> None:
+        """Send the spool's oldest notifications once each, while the service answers; stop at the first failure
+        and wait the back-off before trying again."""
+        if self._spool is None or self._spool.empty() or time.monotonic() < self._retry_at:
+            return
+        done = 0
+        for line in self._spool.head(16):
+            entry = json.loads(line)
+            if time.time() - entry["at"] > self.options.max_late_s:
+                self.late_dropped += 1
+                log.warning("apprise: a notification spooled %.0f s ago is older than max_late_s and is dropped "
+                            "(%d so far)", time.time() - entry["at"], self.late_dropped)
+                done += 1
+                continue
+            attach = Path(entry["attach"]) if entry["attach"] and Path(entry["attach"]).is_file() else None
+            files = self._apprise.AppriseAttachment(str(attach)) if attach is not None else None
+            if not self.targets[entry["url"]][1].notify(body=entry["body"], title=entry["title"], attach=files):
+                self._retry_at = time.monotonic() + self._backoff.next_delay()
+                break
+            self.sent += 1
+            done += 1
+        else:
+            self._backoff.reset()
+        self._spool.drop_head(done)
 
     def _spectrogram(self, record: EventRecord) -> Path | None:
         """The clips sink's image of this event, named by the first 8 characters of the event id."""
@@ -206,3 +267,5 @@ class AppriseSink(Sink):
 
     def close(self) -> None:
         self._stop.set()
+        if self._spool is not None:
+            self._spool.close()
