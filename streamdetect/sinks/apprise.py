@@ -14,7 +14,6 @@ idle, unless it is older than ``max_late_s`` by then: an alert hours late is noi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,9 +31,8 @@ from streamdetect.pipeline.events import EventRecord
 from streamdetect.report import DaySummary
 from streamdetect.schedule import Schedule, Site, parse_periods
 from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
-from streamdetect.sinks.spool import Spool
+from streamdetect.sinks.spool import Spool, open_spool
 from streamdetect.util.backoff import Backoff
-from streamdetect.util.locks import PathInUse
 from streamdetect.util.names import safe_name
 from streamdetect.util.writable import OutputPath
 
@@ -157,13 +155,7 @@ class AppriseSink(Sink):
         self._stop = threading.Event()
         self._spool: Spool | None = None
         if options.spool_dir is not None:
-            digest = hashlib.sha256("\n".join(options.urls).encode()).hexdigest()[:12]
-            try:
-                self._spool = Spool(Path(options.spool_dir), f"apprise-{digest}")
-            except PathInUse as e:
-                raise SinkError(f"apprise sink: {e} (sinks[].spool_dir)") from None
-            except OSError as e:
-                raise SinkError(f"apprise sink: cannot use spool_dir {options.spool_dir}: {e}") from None
+            self._spool = open_spool(options.spool_dir, "apprise", "\n".join(options.urls), "apprise sink")
         self._backoff = Backoff(options.backoff_s, options.max_backoff_s)  # of the spool's head
         self._retry_at = 0.0
 

@@ -10,13 +10,15 @@ dropping the lines the other appended while it rewrote the file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import threading
 from pathlib import Path
 
+from streamdetect.sinks.base import SinkError
 from streamdetect.util.files import atomic_write
-from streamdetect.util.locks import PathLock
+from streamdetect.util.locks import PathInUse, PathLock
 
 
 class Spool:
@@ -94,3 +96,15 @@ class Spool:
 
     def close(self) -> None:
         self._lock.release()
+
+
+def open_spool(folder: str, kind: str, key: str, who: str) -> Spool:
+    """The spool of one sink (``<kind>-<hash of key>`` in ``folder``), or a one-line ``SinkError`` naming ``who``
+    when another daemon holds it or the folder cannot be used."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    try:
+        return Spool(Path(folder), f"{kind}-{digest}")
+    except PathInUse as e:
+        raise SinkError(f"{who}: {e} (sinks[].spool_dir)") from None
+    except OSError as e:
+        raise SinkError(f"{who}: cannot use spool_dir {folder}: {e}") from None

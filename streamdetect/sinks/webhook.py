@@ -29,9 +29,8 @@ from pydantic import AnyHttpUrl, Field
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 from streamdetect.sinks.http import DeadlinePoster, PostFailed
-from streamdetect.sinks.spool import Spool
+from streamdetect.sinks.spool import open_spool
 from streamdetect.util.backoff import Backoff
-from streamdetect.util.locks import PathInUse
 from streamdetect.util.paths import state_dir
 from streamdetect.util.ratelimit import RateLimitedLog
 from streamdetect.util.urls import mask_url, scrub
@@ -93,13 +92,7 @@ class WebhookSink(Sink):
                 raise SinkError(f"webhook {self.shown_url}: environment variable {options.secret_env} (secret_env) "
                                 "is not set; export it, or remove secret_env to send unsigned requests")
             self.secret = value.encode()
-        digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
-        try:
-            self._spool = Spool(Path(options.spool_dir), f"webhook-{digest}")
-        except PathInUse as e:
-            raise SinkError(f"webhook {self.shown_url}: {e} (sinks[].spool_dir)") from None
-        except OSError as e:
-            raise SinkError(f"webhook {self.shown_url}: cannot use spool_dir {options.spool_dir}: {e}") from None
+        self._spool = open_spool(options.spool_dir, "webhook", self.url, f"webhook {self.shown_url}")
         self.spool, self.dead_letter = self._spool.path, self._spool.dead_path
         self.poster = DeadlinePoster(options.timeout_s, options.headers)
         self.delivered = 0
