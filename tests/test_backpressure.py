@@ -55,11 +55,11 @@ def test_the_engine_queue_of_a_live_stream_is_bounded_and_the_overflow_counted(t
     summaries, stats = run_sources(det, [LiveArray(audio, "burst")], threading.Event(), engine=engine)
     [summary] = summaries
     assert stats.max_backlog <= 8
-    assert stats.overflow_windows > 50 and summary.dropped_windows == stats.overflow_windows
+    assert stats.dropped_windows > 50 and summary.dropped_windows == stats.dropped_windows
     assert summary.windows + summary.dropped_windows == 118  # every window analysed or counted, none unseen
     exposed = metrics.exposition().decode()
     counted = re.search(r'streamdetect_dropped_windows\w*\{stream="burst"\} ([0-9.]+)', exposed)
-    assert counted and float(counted.group(1)) == stats.overflow_windows
+    assert counted and float(counted.group(1)) == stats.dropped_windows
     assert [r.phase for r in sink.records] == ["start", "end"]
 
 
@@ -72,7 +72,7 @@ def test_stopping_a_stream_that_outruns_inference_is_prompt(tiny_model):
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(out=run_sources(det, [endless], stop, engine=engine)))
     runner.start()
-    while engine.stats.overflow_windows < 20:
+    while engine.stats.dropped_windows < 20:
         time.sleep(0.01)
     analysed_at_stop = engine.stats.windows
     stop.set()
@@ -80,3 +80,22 @@ def test_stopping_a_stream_that_outruns_inference_is_prompt(tiny_model):
     assert not runner.is_alive()
     [summary], stats = result["out"]
     assert stats.windows - analysed_at_stop <= 4 + 2  # the queue, and a window in flight
+
+
+def test_the_per_stream_and_the_global_live_bound_count_each_dropped_window_once(tiny_model):
+    """Two live streams in a burst, each bounded to 4 queued windows and both together to 6 (the remote
+    encoder's bound): every window is analysed or counted once, in the engine, the summaries and the metric."""
+    det, _ = detector_for(tiny_model, -1.0, batch_size=2, encoder=SlowEncoder.for_model(tiny_model, delay_s=0.02))
+    metrics = Metrics()
+    engine = BatchingEngine(det, observer=metrics, live_queue_windows=4, max_queue_windows=6)
+    audio = np.zeros(60 * SR, np.float32)  # 58 windows per stream
+    summaries, stats = run_sources(det, [LiveArray(audio, "a"), LiveArray(audio, "b")], threading.Event(),
+                                   engine=engine)
+    assert stats.max_backlog <= 6
+    assert stats.dropped_windows > 0 and stats.dropped_windows == sum(s.dropped_windows for s in summaries)
+    assert all(s.windows + s.dropped_windows == 58 for s in summaries)
+    assert stats.windows + stats.dropped_windows == 116
+    exposed = metrics.exposition().decode()
+    counted = sum(float(v) for v in re.findall(r'streamdetect_dropped_windows_total\{stream="[ab]"\} ([0-9.]+)',
+                                                 exposed))
+    assert counted == stats.dropped_windows

@@ -270,7 +270,7 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
         "c_heap_free_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=4), 2),
         "rss_anon_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=5), 2),
         "rss_file_growth_mb_per_day": round(fit_slope_mb_per_day(running, column=6), 2),
-        "heap_trims": stats.heap_trims, "overflow_windows": stats.overflow_windows,
+        "heap_trims": stats.heap_trims, "queue_dropped_windows": stats.dropped_windows,
         "rss_curve_mb": [(round(s[0] / 3600, 2), round(s[1], 1)) for s in samples[:: max(1, len(samples) // 24)]],
         "open_fds": {"before": start_fds, "end": samples[-1][2], "max": max(s[2] for s in samples)},
         "latency_p99_ms": round(stats.latency_ms(99), 1), "samples": len(samples), "cpu": cpu_model(),

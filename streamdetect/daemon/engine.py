@@ -3,13 +3,15 @@
 Each source has a feeding thread that cuts its windows; the engine thread batches whatever windows are queued
 (waiting at most ``max_wait_s`` for more, so a quiet stream never holds the others back), scores them, and
 applies the scores to each stream's event trackers in order. Trackers are only touched by the engine thread.
-Live streams never block: if the engine falls behind, the backlog is logged, and each live stream keeps at
-most ``live_queue_windows`` windows queued (about half a megabyte each): beyond that its oldest queued window is
-dropped and counted (``streamdetect_dropped_windows``, the run summary), so a machine that cannot keep up, or a
-source faster than real time, cannot fill memory. Finite streams (files) wait for room instead.
+Live streams never block: if the engine falls behind, the backlog is logged, and live windows are bounded twice
+by one mechanism (``_bound``): each live stream keeps at most ``live_queue_windows`` windows queued (about half a
+megabyte each), and with ``max_queue_windows`` (a remote encoder whose server may go away) all live streams
+together keep at most that many. Beyond either bound the oldest live windows are dropped, counted once
+(``EngineStats.dropped_windows``, the stream's run summary, ``streamdetect_dropped_windows_total{stream}``) and
+logged, so a machine that cannot keep up, a source faster than real time or a server that is away cannot fill
+memory. Finite streams (files) wait for room instead.
 Once a minute the inference thread gives the C heap's free pages back to the system (``NativeHeap.trim``).
-With ``max_queue_windows`` (a remote encoder whose server may go away) the whole live queue is bounded as well:
-the oldest windows beyond it are dropped, counted and logged. An encoder that raises ``EncoderUnavailable`` gets
+An encoder that raises ``EncoderUnavailable`` gets
 its batch back at the head of the queue and is tried again after the wait it asked for.
 """
 
@@ -46,9 +48,8 @@ class EngineStats:
     backlog: int = 0
     max_backlog: int = 0
     backlog_warnings: int = 0
-    dropped_windows: int = 0  # live windows dropped from a full queue (max_queue_windows), or left at stop
+    dropped_windows: int = 0  # live windows dropped unanalysed: over a queue bound, or left at stop
     encoder_waits: int = 0  # batches handed back by an unavailable encoder
-    overflow_windows: int = 0  # live windows dropped because their stream had live_queue_windows queued
     heap_trims: int = 0
     latencies_s: deque = field(default_factory=lambda: deque(maxlen=10_000))  # the most recent windows
 
@@ -88,7 +89,6 @@ class BatchingEngine:
         self.heap, self.trim_every_s = heap, trim_every_s
         self._next_trim = time.monotonic() + trim_every_s
         self._queued: dict[int, int] = {}  # windows queued per live stream (by id: names may repeat in tests)
-        self._overflow_log = RateLimitedLog(log, 60.0)
         self.stats = EngineStats()
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -110,35 +110,32 @@ class BatchingEngine:
                 self._cond.wait_for(lambda: len(self._queue) < self.finite_queue_windows or self._error is not None)
             self._raise_if_failed()
             self._queue.extend(_Item(stream, w, now) for w in windows)
-            self._trim()
             if stream.live and windows:
-                self._bound(stream, len(windows))
+                self._queued[id(stream)] = self._queued.get(id(stream), 0) + len(windows)
+                self._bound(stream)
             self._note_backlog()
             self._cond.notify_all()
 
-    def _bound(self, stream: StreamState, added: int) -> None:
-        """Drop the stream's oldest queued windows beyond ``live_queue_windows`` (the lock is held)."""
-        key = id(stream)
-        queued = self._queued.get(key, 0) + added
-        over = queued - self.live_queue_windows
-        if over > 0:
-            keep = deque()
-            for item in self._queue:
-                if over and item.stream is stream and item.window is not None:
-                    over -= 1
-                    stream.overflow_windows += 1
-                    self.stats.overflow_windows += 1
-                    continue
-                keep.append(item)
-            dropped = (queued - self.live_queue_windows) - over
-            self._queue = keep
-            queued -= dropped
-            if self.observer is not None:
-                self.observer.windows_dropped(stream.name, dropped)
-            self._overflow_log("%s: inference cannot keep up with this live stream: %d window(s) dropped so far "
-                               "(at most %d are queued per live stream)", stream.name, stream.overflow_windows,
-                               self.live_queue_windows, key=stream.name)
-        self._queued[key] = queued
+    def _bound(self, stream: StreamState | None) -> None:
+        """Drop the oldest live windows beyond ``stream``'s own bound and beyond the bound on all live streams
+        (the lock is held). One pass, one counter: a window over both bounds is dropped once."""
+        own = self._queued.get(id(stream), 0) - self.live_queue_windows if stream is not None else 0
+        total = (sum(self._queued.values()) - self.max_queue_windows) if self.max_queue_windows is not None else 0
+        if own <= 0 and total <= 0:
+            return
+        kept: deque[_Item] = deque()
+        for item in self._queue:
+            mine = item.stream is stream
+            if item.window is not None and item.stream.live and ((mine and own > 0) or total > 0):
+                self._lost(item, f"inference cannot keep up with {item.stream.name} (at most {self.live_queue_windows}"
+                                 " windows are queued per live stream)" if mine and own > 0
+                           else "the queue is full (runtime.triton.queue_windows)")
+                self._queued[id(item.stream)] -= 1
+                own -= mine
+                total -= 1
+            else:
+                kept.append(item)
+        self._queue = kept
 
     def close_stream(self, stream: StreamState) -> None:
         """Close the stream's open events once every window queued before this call is analysed."""
@@ -182,25 +179,9 @@ class BatchingEngine:
                 "use fewer streams, precision int8 or a GPU)", behind_s, backlog):
             self.stats.backlog_warnings += 1
 
-    def _trim(self) -> None:
-        """Drop the oldest live windows beyond ``max_queue_windows`` (close markers and files' windows stay)."""
-        if self.max_queue_windows is None:
-            return
-        excess = sum(1 for item in self._queue if item.window is not None) - self.max_queue_windows
-        if excess <= 0:
-            return
-        kept: deque[_Item] = deque()
-        for item in self._queue:
-            if excess > 0 and item.window is not None and item.stream.live:
-                self._lost(item, "the queue is full (runtime.triton.queue_windows)")
-                self._queued[id(item.stream)] -= 1  # one count per live window queued, for _bound
-                excess -= 1
-            else:
-                kept.append(item)
-        self._queue = kept
-
     def _lost(self, item: _Item, why: str) -> None:
         self.stats.dropped_windows += 1
+        item.stream.dropped_windows += 1
         if self.observer is not None:
             self.observer.windows_dropped(item.stream.name, 1)
         self._drop_log("windows are dropped: %s; %d so far", why, self.stats.dropped_windows, key=why)
@@ -219,7 +200,7 @@ class BatchingEngine:
             for item in batch:  # queued again: _take had taken them off their stream's count
                 if item.stream.live and item.window is not None:
                     self._queued[id(item.stream)] = self._queued.get(id(item.stream), 0) + 1
-            self._trim()
+            self._bound(None)
             self._note_backlog()
             self._cond.wait_for(lambda: self._stopping, timeout=max(error.retry_in_s, 0.01))
         return []

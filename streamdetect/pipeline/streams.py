@@ -64,7 +64,7 @@ class StreamState:
     windows_processed: int = 0
     records_emitted: int = 0
     gated_windows: int = 0  # analysed as silence by the energy gate, without the encoder
-    overflow_windows: int = 0  # dropped unanalysed: the inference queue held too many of this live stream's
+    dropped_windows: int = 0  # dropped unanalysed by the inference queue: over a bound, or left at stop
     gate: GateConfig | None = None  # this stream's own energy gate; None follows the config's top-level gate
     labels: frozenset[str] | None = None  # the events this stream listens for; None: all of them
     score_log: ScoreLog | None = None
@@ -107,7 +107,7 @@ def summarize(stream: StreamState, source: AudioSource, sample_rate: int, wall_s
         audio_s=stream.windower.total_samples / sample_rate,
         windows=stream.windows_processed,
         records=stream.records_emitted,
-        dropped_windows=stream.windower.dropped_windows + stream.overflow_windows,
+        dropped_windows=stream.windower.dropped_windows + stream.dropped_windows,
         gated_windows=stream.gated_windows,
         wall_s=wall_s,
         private_windows=stream.private_windows,
