@@ -287,17 +287,26 @@ def test_settings_apply_live_and_keep_the_yaml_comments(station):
     assert response.status_code == 400
     assert {"key": "events[0].threshold", "message": "expected less than or equal to 1 (found 7)"} in \
         response.json()["problems"]
+    assert {f["key"] for f in form["schema"]["sections"]["scoring"]} == {"mode", "background"}
+    response = admin.post("/api/settings", json={"events": form["events"], "novelty": {"warmup_windows": 0}})
+    assert response.status_code == 400
+    assert [p["key"] for p in response.json()["problems"]] == ["novelty.warmup_windows"]
     new_threshold = round(form["events"][0]["threshold"] + 0.01, 6)
-    good = [dict(form["events"][0], threshold=new_threshold, negatives=["a kettle whistling"])]
-    response = admin.post("/api/settings", json={"events": good, "gate": {"min_dbfs": -70}})
+    good = [dict(form["events"][0], threshold=new_threshold, negatives=["a kettle whistling"],
+                 prompts=form["events"][0]["prompts"] + ["a steady tone"])]
+    response = admin.post("/api/settings", json={"events": good, "gate": {"min_dbfs": -70},
+                                                 "vocabulary": {"top_k": 5}})
     assert response.status_code == 200, response.text
-    assert station.service.detector.config.events[0].threshold == pytest.approx(new_threshold)
-    assert station.service.detector.config.gate.min_dbfs == -70
+    running = station.service.detector.config
+    assert running.events[0].threshold == pytest.approx(new_threshold)
+    assert running.events[0].prompts[-1] == "a steady tone"
+    assert running.gate.min_dbfs == -70 and running.vocabulary.top_k == 5
     text = station.config_path.read_text()
     assert text.startswith(CONFIG_COMMENT) and "# what to listen for" in text
     reread = load_config(station.config_path)
     assert reread.events[0].threshold == pytest.approx(new_threshold)
     assert reread.events[0].negatives == ["a kettle whistling"] and reread.gate.min_dbfs == -70
+    assert reread.events[0].prompts[-1] == "a steady tone" and reread.vocabulary.top_k == 5
 
 
 def test_events_list_pages_and_filters(station):

@@ -44,7 +44,8 @@ def daemon(tmp_path_factory, tiny_model):
               "vocabulary": {"file": str(names), "top_k": 2},
               "web": {"port": port, "login": "always"}}
     path = folder / "station.yaml"
-    path.write_text("# the browser test's station\n" + yaml.safe_dump(config, sort_keys=False))
+    text = yaml.safe_dump(config, sort_keys=False).replace("events:\n", "events:  # what to listen for\n")
+    path.write_text("# the browser test's station\n" + text)
     env = {**os.environ, "STREAMDETECT_WEB_ADMIN_TOKEN": ADMIN, "STREAMDETECT_WEB_VIEWER_TOKEN": VIEWER}
     run = CliRun("run", "--config", str(path), env=env)
     try:
@@ -229,27 +230,45 @@ def test_activity_and_settings_pages(daemon, admin):
     wait(admin, lambda d: canvas_drawn(d, ".activity-label canvas.heatmap"), what="the heatmap")
     shot(admin, "activity")
     admin.get(daemon["url"] + "/#/settings")
-    field = wait(admin, lambda d: d.find_element(By.CSS_SELECTOR, '.event-form[data-index="0"] [data-field="threshold"]'),
-                 what="the settings form")
+    form = '.event-form[data-index="0"] [data-field="{}"]'
+    field = wait(admin, lambda d: d.find_element(By.CSS_SELECTOR, form.format("threshold")), what="the settings form")
+    top_k = admin.find_element(By.CSS_SELECTOR, '.section-form[data-section="vocabulary"] [data-field="top_k"]')
+    assert admin.find_element(By.CSS_SELECTOR, '.section-form[data-section="scoring"] select[data-field="mode"]')
     field.clear()
     field.send_keys("5")
+    top_k.clear()
+    top_k.send_keys("99")
     admin.find_element(By.ID, "settings-save").click()
     error = wait(admin, lambda d: d.find_element(By.CSS_SELECTOR, '.field-error[data-key="events[0].threshold"]').text,
                  what="the threshold's error next to its field")
     assert "less than or equal to 1" in error
+    assert "less than or equal to 50" in admin.find_element(
+        By.CSS_SELECTOR, '.field-error[data-key="vocabulary.top_k"]').text
+    admin.execute_script("window.scrollTo(0, 0)")
     shot(admin, "settings")
     field.clear()
     field.send_keys("0.5")
-    negatives = admin.find_element(By.CSS_SELECTOR, '.event-form[data-index="0"] [data-field="negatives"]')
-    negatives.send_keys("a kettle whistling")
+    top_k.clear()
+    top_k.send_keys("4")
+    admin.find_element(By.CSS_SELECTOR, form.format("prompts")).send_keys("\na steady tone")
+    admin.find_element(By.CSS_SELECTOR, form.format("negatives")).send_keys("a kettle whistling")
     admin.find_element(By.ID, "settings-save").click()
     wait(admin, lambda d: "saved to" in d.find_element(By.ID, "toast").text, what="the settings being saved")
+    assert not admin.find_element(By.CSS_SELECTOR, '.field-error[data-key="events[0].threshold"]').text
     text = daemon["config"].read_text()
-    assert text.startswith("# the browser test's station\n") and "a kettle whistling" in text
+    assert text.startswith("# the browser test's station\n") and "events:  # what to listen for\n" in text
+    saved = yaml.safe_load(text)
+    tone = next(e for e in saved["events"] if e["label"] == "tone")
+    assert tone["prompts"][-1] == "a steady tone" and tone["negatives"] == ["a kettle whistling"]
+    assert saved["vocabulary"]["top_k"] == 4 and saved["vocabulary"]["file"]  # the key not in the form is kept
     with httpx.Client(base_url=daemon["url"], headers={"Authorization": f"Bearer {VIEWER}"}) as api:
-        running = api.get("/api/settings").json()["events"]
-    tone = next(e for e in running if e["label"] == "tone")
-    assert tone["threshold"] == 0.5 and tone["negatives"] == ["a kettle whistling"]
+        running = next(e for e in api.get("/api/settings").json()["events"] if e["label"] == "tone")
+        assert running["threshold"] == 0.5 and running["negatives"] == ["a kettle whistling"]
+        assert running["prompts"][-1] == "a steady tone"
+        deadline = time.monotonic() + 30  # applied live: later windows name four sounds, not two
+        while len(api.get("/api/live", params={"stream": "garden"}).json()["streams"][0]["sounds_like"]) != 4:
+            assert time.monotonic() < deadline, "later windows did not follow vocabulary.top_k"
+            time.sleep(0.5)
 
 
 def test_a_viewer_cannot_review(daemon):

@@ -11,6 +11,7 @@ from streamdetect.pipeline.events import LabelScore
 from streamdetect.pipeline.observers import WindowView
 from streamdetect.store import EventFilter, activity, connect, event_streams, list_events, set_feedback
 from streamdetect.web.live import LiveHub
+from streamdetect.web.settings_form import form_of, merged_data, schema, yaml_sections
 from streamdetect.web.spectro import SpectrogramParams, columns
 from streamdetect.web.yamlfile import update_yaml
 
@@ -102,6 +103,41 @@ def test_settings_keep_comments_and_match_events_by_label(tmp_path):
     data = yaml.safe_load(text)
     assert data["events"] == [{"label": "bird", "prompts": ["birdsong", "chirping"], "threshold": 0.25},
                               {"label": "car", "prompts": ["a car"], "threshold": 0.4, "min_windows": 2}]
+
+
+def test_the_settings_form_is_the_schema_and_writes_only_what_changed(tmp_path):
+    from streamdetect.config import ConfigError, load_config, parse_config
+
+    fields = schema()
+    mode = next(f for f in fields["sections"]["scoring"] if f["key"] == "mode")
+    assert mode["kind"] == "choice" and mode["options"] == ["cosine", "softmax"] and mode["description"]
+    assert {f["key"]: f["kind"] for f in fields["events"]}["negatives"] == "lines"
+    assert next(f for f in fields["sections"]["gate"] if f["key"] == "min_dbfs")["nullable"] is True
+    assert next(f for f in fields["sections"]["novelty"] if f["key"] == "enabled")["kind"] == "bool"
+    path = tmp_path / "c.yaml"
+    path.write_text("# top comment\nevents:  # what to hear\n  - label: dog\n    prompts: [a dog barking]\n"
+                    "    threshold: 0.3\nvocabulary:  # names\n  top_k: 2  # two names\n")
+    current = load_config(path)
+    form = form_of(current)
+    with pytest.raises(ConfigError) as bad:
+        parse_config(merged_data(current, {"events": form["events"], "novelty": {"threshold": 0}}), "settings")
+    assert [k for k, _ in bad.value.problems] == ["novelty.threshold"]
+    with pytest.raises(ConfigError) as refused:
+        merged_data(current, {"events": form["events"], "vocabulary": {"file": "/etc/passwd"}})
+    assert [k for k, _ in refused.value.problems] == ["vocabulary.file"]
+    events = [dict(form["events"][0], negatives=["a fox"], schedule=["05:00-09:00"])]
+    new = parse_config(merged_data(current, {"events": events, "scoring": {"mode": "softmax", "background": ["silence"]},
+                                             "vocabulary": {"top_k": 4, "template": "This is a sound of {}."},
+                                             "gate": {"min_dbfs": None}}), "settings")
+    sections, managed = yaml_sections(new, current)
+    assert set(sections) == {"events", "scoring", "vocabulary"}  # the gate did not change: the file keeps it
+    update_yaml(path, sections, managed)
+    text = path.read_text()
+    assert text.startswith("# top comment\nevents:  # what to hear\n") and "top_k: 4  # two names" in text
+    reread = load_config(path)
+    assert reread.scoring.mode == "softmax" and reread.vocabulary.top_k == 4
+    assert reread.events[0].negatives == ["a fox"] and reread.events[0].schedule == ["05:00-09:00"]
+    assert "template" not in text and "hysteresis" not in text  # defaults are not written out
 
 
 def test_events_list_pages_filters_and_activity(tmp_path):
