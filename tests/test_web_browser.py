@@ -176,6 +176,45 @@ def test_an_event_appears_and_its_clip_plays_and_seeks(daemon, admin):
     wait(admin, lambda d: canvas_drawn(d, "#event-spectrogram"), what="the event's spectrogram")
     wait(admin, lambda d: canvas_drawn(d, "#event-curve"), what="the score curve around the event")
     shot(admin, "event")
+    check_the_spectrogram_zooms(admin, duration)
+
+
+def spectrogram_range(driver) -> dict[str, float]:
+    data = driver.find_element("id", "event-spectrogram").get_attribute
+    return {k: float(data(f"data-{k}")) for k in ("t0", "t1", "f0", "f1")}
+
+
+def check_the_spectrogram_zooms(driver, duration: float) -> None:
+    """Drag a box over the middle of the clip, wheel over the frequency axis, reset: the axes follow."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = driver.find_element("id", "event-spectrogram")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    full = spectrogram_range(driver)
+    assert full["t0"] == 0 and full["t1"] == pytest.approx(duration, abs=0.1) and full["f0"] == 0
+    width, height = canvas.size["width"], canvas.size["height"]
+    left = 42  # the frequency axis (SPEC_LEFT in charts.js)
+    plot = width - left
+    # offsets are from the canvas centre: drag from 25 % to 75 % of the plot's width, keeping the height
+    x0, x1 = left + plot * 0.25 - width / 2, left + plot * 0.75 - width / 2
+    ActionChains(driver).move_to_element_with_offset(canvas, int(x0), -20).click_and_hold() \
+        .move_by_offset(int(x1 - x0) // 2, 1).move_by_offset(int(x1 - x0) - int(x1 - x0) // 2, 1).release().perform()
+    zoomed = wait(driver, lambda d: (r := spectrogram_range(d))["t1"] < full["t1"] - 0.5 and r, 10, "a time zoom")
+    span = full["t1"] - full["t0"]
+    assert zoomed["t0"] == pytest.approx(span * 0.25, abs=span * 0.05)
+    assert zoomed["t1"] == pytest.approx(span * 0.75, abs=span * 0.05)
+    assert (zoomed["f0"], zoomed["f1"]) == (full["f0"], full["f1"])  # a flat drag keeps the frequencies
+    driver.execute_script("""  // two wheel steps in over the frequency axis, near its bottom
+        const c = arguments[0], r = c.getBoundingClientRect();
+        for (let i = 0; i < 2; i++) c.dispatchEvent(new WheelEvent('wheel', {deltaY: -100, bubbles: true,
+            cancelable: true, clientX: r.left + 10, clientY: r.top + (r.height - 18) * 0.9}));""", canvas)
+    narrowed = spectrogram_range(driver)
+    assert narrowed["f1"] < full["f1"] * 0.8 and (narrowed["t0"], narrowed["t1"]) == (zoomed["t0"], zoomed["t1"])
+    assert canvas_drawn(driver, "#event-spectrogram")
+    assert "kHz" in driver.find_element("id", "event-spectrogram-range").text
+    shot(driver, "event-zoom")
+    driver.find_element("id", "event-spectrogram-reset").click()
+    assert spectrogram_range(driver) == full
 
 
 def test_confirm_writes_feedback_that_streamdetect_events_shows(daemon, admin):
