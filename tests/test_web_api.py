@@ -279,6 +279,26 @@ def test_a_live_view_that_disconnects_mid_stream_is_released(station):
     assert first["spectrogram"]["frames"] > 0 and first["windows"]
 
 
+def test_a_viewer_listens_to_a_stream_as_bounded_pcm(station):
+    with station.client(VIEWER) as viewer:
+        assert viewer.get("/api/live/audio", params={"stream": "nothing"}).status_code == 404
+        with viewer.stream("GET", "/api/live/audio", params={"stream": "quiet"}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "audio/L16; rate=16000; channels=1"
+            data = b""
+            for chunk in response.iter_bytes():  # a new listener starts a second back, then follows the stream
+                data += chunk
+                if len(data) >= 64_000:
+                    break
+    # the quiet stream is a constant 1e-4 of full scale: about 3 in PCM16, as heard after resampling
+    pcm = np.frombuffer(data[: len(data) // 2 * 2], ">i2")
+    assert pcm.size >= 32_000 and np.median(pcm) == 3
+    deadline = time.monotonic() + 30
+    while station.service.live.subscribers:  # the listener's slot is given back
+        assert time.monotonic() < deadline, "the server kept a vanished listener"
+        time.sleep(0.1)
+
+
 def test_settings_apply_live_and_keep_the_yaml_comments(station):
     admin = station.client(ADMIN)
     form = admin.get("/api/settings").json()

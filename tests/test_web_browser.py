@@ -133,10 +133,24 @@ def test_live_page_updates(daemon, admin):
     wait(admin, lambda d: canvas_drawn(d, "#live-spectrogram"), what="the live spectrogram")
     wait(admin, lambda d: canvas_drawn(d, '#live-strips canvas[data-label="tone"]'), what="the score strip")
     assert [o.text for o in admin.find_elements("css selector", "#live-source option")] == ["garden"]
+    check_listening(admin)
     wait(admin, lambda d: int(d.find_element("css selector", '.stream-card[data-stream="garden"] p.windows')
                               .text.split()[0]) >= 15,
          what="15 windows on the card (for the screenshot)")
     shot(admin, "live")
+
+
+def check_listening(driver) -> None:
+    """"Listen" plays the stream: audio arrives, is not silence (the scene has a tone and noise), and the
+    page's audio clock runs; a second click stops it."""
+    button = driver.find_element("id", "live-listen")
+    button.click()
+    wait(driver, lambda d: float(button.get_attribute("data-received-s") or 0) >= 2.0, 30, "two seconds of audio")
+    assert button.get_attribute("data-state") == "playing" and button.text == "Stop listening"
+    assert float(button.get_attribute("data-peak")) > 0.01
+    assert float(button.get_attribute("data-played-s")) > 0.5
+    button.click()
+    wait(driver, lambda d: button.get_attribute("data-state") == "stopped", 10, "listening to stop")
 
 
 def closed_event_row(driver):
@@ -192,7 +206,7 @@ def check_the_spectrogram_zooms(driver, duration: float) -> None:
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
     full = spectrogram_range(driver)
     assert full["t0"] == 0 and full["t1"] == pytest.approx(duration, abs=0.1) and full["f0"] == 0
-    width, height = canvas.size["width"], canvas.size["height"]
+    width = canvas.size["width"]
     left = 42  # the frequency axis (SPEC_LEFT in charts.js)
     plot = width - left
     # offsets are from the canvas centre: drag from 25 % to 75 % of the plot's width, keeping the height
@@ -320,6 +334,7 @@ def test_a_viewer_cannot_review(daemon):
         login(driver, daemon["url"], VIEWER)
         wait(driver, lambda d: canvas_drawn(d, "#live-spectrogram"), what="the live view on a phone")
         shot(driver, "phone-live")
+        check_listening(driver)  # a viewer may listen
         driver.get(daemon["url"] + "/#/events")
         found = wait(driver, closed_event_row, 60, "an event row")
         found.click()
