@@ -240,12 +240,16 @@ def live_push(model: Path, folder: Path, seconds: float, clients: int) -> dict:
     heard = {"bytes": 0}
 
     def listen(url: str, done: threading.Event) -> None:
-        """One listener of live0 (``/api/live/audio``), counting bytes, from its second second on."""
+        """One listener of live0 (``/api/live/audio``), counting bytes after its first chunk (which holds the
+        second of lead a new listener starts with)."""
         time.sleep(2.0)
         with httpx.Client(base_url=url, timeout=30) as client, \
                 client.stream("GET", "/api/live/audio", params={"stream": "live0"}) as response:
-            t0 = time.perf_counter()
+            t0 = None
             for chunk in response.iter_bytes():
+                if t0 is None:
+                    t0 = time.perf_counter()
+                    continue
                 heard["bytes"] += len(chunk)
                 heard["seconds"] = time.perf_counter() - t0
                 if done.is_set():
