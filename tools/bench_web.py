@@ -212,9 +212,15 @@ def capacity(model: Path, folder: Path, streams: int, segments: int, segment_s: 
             if r["kind"] == "B":
                 near = [rows[j][what] for j in range(len(rows)) if rows[j]["kind"] == "A" and abs(j - i) <= 2]
                 paired.append(r[what] / float(np.mean(near)))
+        # the same pairing between segments of one condition (each A against the other A's near it): how far two
+        # segments differ with nothing changed, the noise any difference above must stand out from
+        same = [r[what] / float(np.mean([rows[j][what] for j in range(len(rows)) if j != i and
+                                          rows[j]["kind"] == "A" and abs(j - i) <= 4]))
+                for i, r in enumerate(rows) if r["kind"] == "A"]
         out[what] = {"median_none": round(float(np.median(a)), 3), "median_10_views": round(float(np.median(b)), 3),
                      "fewer_pct_of_medians": round(100 * (1 - float(np.median(b)) / float(np.median(a))), 2),
                      "fewer_pct_paired_median": round(100 * (1 - float(np.median(paired))), 2),
+                     "noise_pct_none_vs_none": round(100 * float(np.median(np.abs(1 - np.array(same)))), 2),
                      "spread_none_pct": round(100 * (max(a) - min(a)) / float(np.median(a)), 1)}
     return out
 
@@ -343,7 +349,8 @@ def main() -> int:
             c = results["capacity"][what]
             print(f"real-time streams kept ({what}): median {c['median_none']:.2f} without live views, "
                   f"{c['median_10_views']:.2f} with 10; {c['fewer_pct_paired_median']:+.1f} % fewer (median of "
-                  f"paired segments; target at most 5 %), spread of the baseline {c['spread_none_pct']} %",
+                  f"paired segments; target at most 5 %); two baseline segments differ by {c['noise_pct_none_vs_none']}"
+                  f" % (median), spread of the baseline {c['spread_none_pct']} %",
                   flush=True)
         if not args.skip_events:
             (folder / "events.db").unlink(missing_ok=True)
