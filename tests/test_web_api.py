@@ -279,6 +279,26 @@ def test_a_live_view_that_disconnects_mid_stream_is_released(station):
     assert first["spectrogram"]["frames"] > 0 and first["windows"]
 
 
+def test_a_viewer_listens_to_a_stream_as_bounded_pcm(station):
+    with station.client(VIEWER) as viewer:
+        assert viewer.get("/api/live/audio", params={"stream": "nothing"}).status_code == 404
+        with viewer.stream("GET", "/api/live/audio", params={"stream": "quiet"}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "audio/L16; rate=16000; channels=1"
+            data = b""
+            for chunk in response.iter_bytes():  # a new listener starts a second back, then follows the stream
+                data += chunk
+                if len(data) >= 64_000:
+                    break
+    # the quiet stream is a constant 1e-4 of full scale: about 3 in PCM16, as heard after resampling
+    pcm = np.frombuffer(data[: len(data) // 2 * 2], ">i2")
+    assert pcm.size >= 32_000 and np.median(pcm) == 3
+    deadline = time.monotonic() + 30
+    while station.service.live.subscribers:  # the listener's slot is given back
+        assert time.monotonic() < deadline, "the server kept a vanished listener"
+        time.sleep(0.1)
+
+
 def test_settings_apply_live_and_keep_the_yaml_comments(station):
     admin = station.client(ADMIN)
     form = admin.get("/api/settings").json()
@@ -287,17 +307,26 @@ def test_settings_apply_live_and_keep_the_yaml_comments(station):
     assert response.status_code == 400
     assert {"key": "events[0].threshold", "message": "expected less than or equal to 1 (found 7)"} in \
         response.json()["problems"]
+    assert {f["key"] for f in form["schema"]["sections"]["scoring"]} == {"mode", "background"}
+    response = admin.post("/api/settings", json={"events": form["events"], "novelty": {"warmup_windows": 0}})
+    assert response.status_code == 400
+    assert [p["key"] for p in response.json()["problems"]] == ["novelty.warmup_windows"]
     new_threshold = round(form["events"][0]["threshold"] + 0.01, 6)
-    good = [dict(form["events"][0], threshold=new_threshold, negatives=["a kettle whistling"])]
-    response = admin.post("/api/settings", json={"events": good, "gate": {"min_dbfs": -70}})
+    good = [dict(form["events"][0], threshold=new_threshold, negatives=["a kettle whistling"],
+                 prompts=form["events"][0]["prompts"] + ["a steady tone"])]
+    response = admin.post("/api/settings", json={"events": good, "gate": {"min_dbfs": -70},
+                                                 "vocabulary": {"top_k": 5}})
     assert response.status_code == 200, response.text
-    assert station.service.detector.config.events[0].threshold == pytest.approx(new_threshold)
-    assert station.service.detector.config.gate.min_dbfs == -70
+    running = station.service.detector.config
+    assert running.events[0].threshold == pytest.approx(new_threshold)
+    assert running.events[0].prompts[-1] == "a steady tone"
+    assert running.gate.min_dbfs == -70 and running.vocabulary.top_k == 5
     text = station.config_path.read_text()
     assert text.startswith(CONFIG_COMMENT) and "# what to listen for" in text
     reread = load_config(station.config_path)
     assert reread.events[0].threshold == pytest.approx(new_threshold)
     assert reread.events[0].negatives == ["a kettle whistling"] and reread.gate.min_dbfs == -70
+    assert reread.events[0].prompts[-1] == "a steady tone" and reread.vocabulary.top_k == 5
 
 
 def test_events_list_pages_and_filters(station):

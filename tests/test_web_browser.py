@@ -44,7 +44,8 @@ def daemon(tmp_path_factory, tiny_model):
               "vocabulary": {"file": str(names), "top_k": 2},
               "web": {"port": port, "login": "always"}}
     path = folder / "station.yaml"
-    path.write_text("# the browser test's station\n" + yaml.safe_dump(config, sort_keys=False))
+    text = yaml.safe_dump(config, sort_keys=False).replace("events:\n", "events:  # what to listen for\n")
+    path.write_text("# the browser test's station\n" + text)
     env = {**os.environ, "STREAMDETECT_WEB_ADMIN_TOKEN": ADMIN, "STREAMDETECT_WEB_VIEWER_TOKEN": VIEWER}
     run = CliRun("run", "--config", str(path), env=env)
     try:
@@ -132,10 +133,24 @@ def test_live_page_updates(daemon, admin):
     wait(admin, lambda d: canvas_drawn(d, "#live-spectrogram"), what="the live spectrogram")
     wait(admin, lambda d: canvas_drawn(d, '#live-strips canvas[data-label="tone"]'), what="the score strip")
     assert [o.text for o in admin.find_elements("css selector", "#live-source option")] == ["garden"]
+    check_listening(admin)
     wait(admin, lambda d: int(d.find_element("css selector", '.stream-card[data-stream="garden"] p.windows')
                               .text.split()[0]) >= 15,
          what="15 windows on the card (for the screenshot)")
     shot(admin, "live")
+
+
+def check_listening(driver) -> None:
+    """"Listen" plays the stream: audio arrives, is not silence (the scene has a tone and noise), and the
+    page's audio clock runs; a second click stops it."""
+    button = driver.find_element("id", "live-listen")
+    button.click()
+    wait(driver, lambda d: float(button.get_attribute("data-received-s") or 0) >= 2.0, 30, "two seconds of audio")
+    assert button.get_attribute("data-state") == "playing" and button.text == "Stop listening"
+    assert float(button.get_attribute("data-peak")) > 0.01
+    assert float(button.get_attribute("data-played-s")) > 0.5
+    button.click()
+    wait(driver, lambda d: button.get_attribute("data-state") == "stopped", 10, "listening to stop")
 
 
 def closed_event_row(driver):
@@ -175,6 +190,45 @@ def test_an_event_appears_and_its_clip_plays_and_seeks(daemon, admin):
     wait(admin, lambda d: canvas_drawn(d, "#event-spectrogram"), what="the event's spectrogram")
     wait(admin, lambda d: canvas_drawn(d, "#event-curve"), what="the score curve around the event")
     shot(admin, "event")
+    check_the_spectrogram_zooms(admin, duration)
+
+
+def spectrogram_range(driver) -> dict[str, float]:
+    data = driver.find_element("id", "event-spectrogram").get_attribute
+    return {k: float(data(f"data-{k}")) for k in ("t0", "t1", "f0", "f1")}
+
+
+def check_the_spectrogram_zooms(driver, duration: float) -> None:
+    """Drag a box over the middle of the clip, wheel over the frequency axis, reset: the axes follow."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = driver.find_element("id", "event-spectrogram")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    full = spectrogram_range(driver)
+    assert full["t0"] == 0 and full["t1"] == pytest.approx(duration, abs=0.1) and full["f0"] == 0
+    width = canvas.size["width"]
+    left = 42  # the frequency axis (SPEC_LEFT in charts.js)
+    plot = width - left
+    # offsets are from the canvas centre: drag from 25 % to 75 % of the plot's width, keeping the height
+    x0, x1 = left + plot * 0.25 - width / 2, left + plot * 0.75 - width / 2
+    ActionChains(driver).move_to_element_with_offset(canvas, int(x0), -20).click_and_hold() \
+        .move_by_offset(int(x1 - x0) // 2, 1).move_by_offset(int(x1 - x0) - int(x1 - x0) // 2, 1).release().perform()
+    zoomed = wait(driver, lambda d: (r := spectrogram_range(d))["t1"] < full["t1"] - 0.5 and r, 10, "a time zoom")
+    span = full["t1"] - full["t0"]
+    assert zoomed["t0"] == pytest.approx(span * 0.25, abs=span * 0.05)
+    assert zoomed["t1"] == pytest.approx(span * 0.75, abs=span * 0.05)
+    assert (zoomed["f0"], zoomed["f1"]) == (full["f0"], full["f1"])  # a flat drag keeps the frequencies
+    driver.execute_script("""  // two wheel steps in over the frequency axis, near its bottom
+        const c = arguments[0], r = c.getBoundingClientRect();
+        for (let i = 0; i < 2; i++) c.dispatchEvent(new WheelEvent('wheel', {deltaY: -100, bubbles: true,
+            cancelable: true, clientX: r.left + 10, clientY: r.top + (r.height - 18) * 0.9}));""", canvas)
+    narrowed = spectrogram_range(driver)
+    assert narrowed["f1"] < full["f1"] * 0.8 and (narrowed["t0"], narrowed["t1"]) == (zoomed["t0"], zoomed["t1"])
+    assert canvas_drawn(driver, "#event-spectrogram")
+    assert "kHz" in driver.find_element("id", "event-spectrogram-range").text
+    shot(driver, "event-zoom")
+    driver.find_element("id", "event-spectrogram-reset").click()
+    assert spectrogram_range(driver) == full
 
 
 def test_confirm_writes_feedback_that_streamdetect_events_shows(daemon, admin):
@@ -229,27 +283,45 @@ def test_activity_and_settings_pages(daemon, admin):
     wait(admin, lambda d: canvas_drawn(d, ".activity-label canvas.heatmap"), what="the heatmap")
     shot(admin, "activity")
     admin.get(daemon["url"] + "/#/settings")
-    field = wait(admin, lambda d: d.find_element(By.CSS_SELECTOR, '.event-form[data-index="0"] [data-field="threshold"]'),
-                 what="the settings form")
+    form = '.event-form[data-index="0"] [data-field="{}"]'
+    field = wait(admin, lambda d: d.find_element(By.CSS_SELECTOR, form.format("threshold")), what="the settings form")
+    top_k = admin.find_element(By.CSS_SELECTOR, '.section-form[data-section="vocabulary"] [data-field="top_k"]')
+    assert admin.find_element(By.CSS_SELECTOR, '.section-form[data-section="scoring"] select[data-field="mode"]')
     field.clear()
     field.send_keys("5")
+    top_k.clear()
+    top_k.send_keys("99")
     admin.find_element(By.ID, "settings-save").click()
     error = wait(admin, lambda d: d.find_element(By.CSS_SELECTOR, '.field-error[data-key="events[0].threshold"]').text,
                  what="the threshold's error next to its field")
     assert "less than or equal to 1" in error
+    assert "less than or equal to 50" in admin.find_element(
+        By.CSS_SELECTOR, '.field-error[data-key="vocabulary.top_k"]').text
+    admin.execute_script("window.scrollTo(0, 0)")
     shot(admin, "settings")
     field.clear()
     field.send_keys("0.5")
-    negatives = admin.find_element(By.CSS_SELECTOR, '.event-form[data-index="0"] [data-field="negatives"]')
-    negatives.send_keys("a kettle whistling")
+    top_k.clear()
+    top_k.send_keys("4")
+    admin.find_element(By.CSS_SELECTOR, form.format("prompts")).send_keys("\na steady tone")
+    admin.find_element(By.CSS_SELECTOR, form.format("negatives")).send_keys("a kettle whistling")
     admin.find_element(By.ID, "settings-save").click()
     wait(admin, lambda d: "saved to" in d.find_element(By.ID, "toast").text, what="the settings being saved")
+    assert not admin.find_element(By.CSS_SELECTOR, '.field-error[data-key="events[0].threshold"]').text
     text = daemon["config"].read_text()
-    assert text.startswith("# the browser test's station\n") and "a kettle whistling" in text
+    assert text.startswith("# the browser test's station\n") and "events:  # what to listen for\n" in text
+    saved = yaml.safe_load(text)
+    tone = next(e for e in saved["events"] if e["label"] == "tone")
+    assert tone["prompts"][-1] == "a steady tone" and tone["negatives"] == ["a kettle whistling"]
+    assert saved["vocabulary"]["top_k"] == 4 and saved["vocabulary"]["file"]  # the key not in the form is kept
     with httpx.Client(base_url=daemon["url"], headers={"Authorization": f"Bearer {VIEWER}"}) as api:
-        running = api.get("/api/settings").json()["events"]
-    tone = next(e for e in running if e["label"] == "tone")
-    assert tone["threshold"] == 0.5 and tone["negatives"] == ["a kettle whistling"]
+        running = next(e for e in api.get("/api/settings").json()["events"] if e["label"] == "tone")
+        assert running["threshold"] == 0.5 and running["negatives"] == ["a kettle whistling"]
+        assert running["prompts"][-1] == "a steady tone"
+        deadline = time.monotonic() + 30  # applied live: later windows name four sounds, not two
+        while len(api.get("/api/live", params={"stream": "garden"}).json()["streams"][0]["sounds_like"]) != 4:
+            assert time.monotonic() < deadline, "later windows did not follow vocabulary.top_k"
+            time.sleep(0.5)
 
 
 def test_a_viewer_cannot_review(daemon):
@@ -262,6 +334,7 @@ def test_a_viewer_cannot_review(daemon):
         login(driver, daemon["url"], VIEWER)
         wait(driver, lambda d: canvas_drawn(d, "#live-spectrogram"), what="the live view on a phone")
         shot(driver, "phone-live")
+        check_listening(driver)  # a viewer may listen
         driver.get(daemon["url"] + "/#/events")
         found = wait(driver, closed_event_row, 60, "an event row")
         found.click()

@@ -11,6 +11,7 @@ from streamdetect.pipeline.events import LabelScore
 from streamdetect.pipeline.observers import WindowView
 from streamdetect.store import EventFilter, activity, connect, event_streams, list_events, set_feedback
 from streamdetect.web.live import LiveHub
+from streamdetect.web.settings_form import form_of, merged_data, schema, yaml_sections
 from streamdetect.web.spectro import SpectrogramParams, columns
 from streamdetect.web.yamlfile import update_yaml
 
@@ -53,17 +54,100 @@ def test_the_hub_sends_each_view_only_what_is_new():
     assert "spectrogram" not in other and "windows" not in other
 
 
-def test_private_audio_is_blank_and_private_windows_keep_no_embedding():
-    hub = LiveHub()
-    t = np.arange(SR) / SR
-    hub.live_audio("room", 0, (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), SR, private=True)
-    hub.live_window(view("room", 2000.0, private=True))
-    out = hub.delta("room", 0)
-    assert out["spectrogram"]["frames"] > 0
+def tone(seconds: float, hz: float = 1000.0) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * hz * np.arange(int(seconds * SR)) / SR)).astype(np.float32)
+
+
+def new_columns(hub: LiveHub, stream: str, after: int) -> tuple[int, np.ndarray]:
     import base64
 
-    assert set(base64.b64decode(out["spectrogram"]["columns"])) == {0}
+    out = hub.delta(stream, after)
+    spec = out.get("spectrogram", {"columns": "", "frames": 0, "bins": 64})
+    return out["seq"], np.frombuffer(base64.b64decode(spec["columns"]), np.uint8).reshape(spec["frames"], spec["bins"])
+
+
+def test_held_audio_waits_for_judgement_and_only_private_windows_are_blank():
+    hub = LiveHub(history_s=10)
+    hub.live_audio("room", 0, tone(6.0), SR, held=True)
+    assert "spectrogram" not in hub.delta("room", 0) and hub.listen("room", 0)[2].size == 0  # nothing judged yet
+    seq, shown = 0, []
+    for k, private in enumerate((False, True, False, False)):  # 3 s windows every second: the second has speech
+        hub.live_privacy("room", k * SR, (k + 3) * SR, private)
+        seq, cols = new_columns(hub, "room", seq)  # each push carries at most 2 s: read them as they come
+        shown.append(cols)
+    end, rate, heard = hub.listen("room", 0)
+    # judged so far: every sample before the newest window's start plus one hop; the private window's 1-4 s silent
+    assert (end, rate, heard.size) == (4 * SR, SR, 4 * SR)
+    assert np.abs(heard[: SR]).max() > 10_000 and not heard[SR:].any()
+    cols, hop = np.concatenate(shown), SR // 16
+    starts = np.arange(cols.shape[0]) * hop
+    assert cols[starts + 1024 <= SR].max(axis=1).min() > 100  # the tone is shown where no window was private
+    blank = cols[(starts >= SR) & (starts + 1024 <= 4 * SR)]
+    assert len(blank) > 40 and not blank.any()
+    hub.live_window(view("room", 2000.0, private=True))
     assert hub.recent_embeddings()[0] == []
+
+
+def test_audio_never_judged_is_never_shown():
+    hub = LiveHub()
+    hub.live_audio("room", 0, tone(1.0), SR, held=True)
+    hub.live_audio("room", SR, tone(1.0), SR, held=False)  # the filter was switched off: nothing will judge it
+    _, _, heard = hub.listen("room", None, lead_s=5.0)
+    assert heard.size == 2 * SR and not heard[:SR].any() and np.abs(heard[SR:]).max() > 10_000
+
+
+def test_a_detector_with_the_privacy_filter_blanks_what_it_judged_private(tiny_model, tmp_path):
+    """The real detector's judgements, computed again from the same scores: the listeners' audio is the source
+    with exactly the private windows silenced."""
+    import threading
+
+    from helpers import file_windows, split_threshold, write_tone_scene
+
+    from streamdetect.analysis.replay import run_source
+    from streamdetect.config import parse_config
+    from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.build import build_detector
+    from streamdetect.sinks.base import SinkSet
+    from streamdetect.sources.file import FileOptions, FileSource
+
+    wav = write_tone_scene(tmp_path / "scene.wav", seconds=8.0, tone_at=(3.0, 5.0))
+    bundle = ModelBundle.load(tiny_model)
+
+    def config(threshold):
+        return parse_config({"model": str(tiny_model), "runtime": {"device": "cpu"},
+                             "events": [{"label": "any", "prompts": ["wind"], "threshold": -1.0}],
+                             "privacy": {"enabled": True, "threshold": threshold}})
+
+    probe = build_detector(config(1.0), bundle, SinkSet([]))
+    windows = file_windows(wav)
+    speech = probe.scores(windows).embeddings @ probe.bank.privacy
+    threshold = split_threshold(speech)
+    private = [w for w, v in zip(windows, speech, strict=True) if v >= threshold]
+    assert 0 < len(private) < len(windows)
+    hub = LiveHub(history_s=20)
+    detector = build_detector(config(threshold), bundle, SinkSet([]), live=hub)
+    run_source(detector, FileSource(FileOptions(path=str(wav), block_s=0.5), bundle.sample_rate), threading.Event())
+    end, rate, heard = hub.listen("scene.wav", 0, lead_s=20)
+    import soundfile as sf
+
+    source, _ = sf.read(wav, dtype="float32")
+    expected = source.copy()
+    for w in private:
+        expected[w.start_sample : w.start_sample + w.n_samples] = 0.0
+    assert rate == bundle.sample_rate and 0 < end <= source.size and heard.size == end
+    np.testing.assert_allclose(heard / 32767.0, expected[:end], atol=1.5 / 32767, rtol=0)
+    assert heard.any() and len(private) < len(windows)
+
+
+def test_a_listener_gets_at_most_real_time_whatever_the_pace_of_the_stream():
+    from streamdetect.web.listen import Pacer
+
+    pace = Pacer(SR, burst_s=1.0)
+    assert pace.take(np.arange(5 * SR), now=0.0).size == SR  # a file analysed 5x real time: the newest second
+    assert pace.take(np.arange(SR), now=0.25).size == SR // 4
+    kept = pace.take(np.arange(SR // 8), now=0.5)  # slower than real time: everything, tokens saved
+    assert kept.size == SR // 8 and kept[-1] == SR // 8 - 1
+    assert pace.take(np.arange(10 * SR), now=100.0).size == SR  # a long pause fills at most one burst
 
 
 def test_the_hub_stays_bounded():
@@ -102,6 +186,41 @@ def test_settings_keep_comments_and_match_events_by_label(tmp_path):
     data = yaml.safe_load(text)
     assert data["events"] == [{"label": "bird", "prompts": ["birdsong", "chirping"], "threshold": 0.25},
                               {"label": "car", "prompts": ["a car"], "threshold": 0.4, "min_windows": 2}]
+
+
+def test_the_settings_form_is_the_schema_and_writes_only_what_changed(tmp_path):
+    from streamdetect.config import ConfigError, load_config, parse_config
+
+    fields = schema()
+    mode = next(f for f in fields["sections"]["scoring"] if f["key"] == "mode")
+    assert mode["kind"] == "choice" and mode["options"] == ["cosine", "softmax"] and mode["description"]
+    assert {f["key"]: f["kind"] for f in fields["events"]}["negatives"] == "lines"
+    assert next(f for f in fields["sections"]["gate"] if f["key"] == "min_dbfs")["nullable"] is True
+    assert next(f for f in fields["sections"]["novelty"] if f["key"] == "enabled")["kind"] == "bool"
+    path = tmp_path / "c.yaml"
+    path.write_text("# top comment\nevents:  # what to hear\n  - label: dog\n    prompts: [a dog barking]\n"
+                    "    threshold: 0.3\nvocabulary:  # names\n  top_k: 2  # two names\n")
+    current = load_config(path)
+    form = form_of(current)
+    with pytest.raises(ConfigError) as bad:
+        parse_config(merged_data(current, {"events": form["events"], "novelty": {"threshold": 0}}), "settings")
+    assert [k for k, _ in bad.value.problems] == ["novelty.threshold"]
+    with pytest.raises(ConfigError) as refused:
+        merged_data(current, {"events": form["events"], "vocabulary": {"file": "/etc/passwd"}})
+    assert [k for k, _ in refused.value.problems] == ["vocabulary.file"]
+    events = [dict(form["events"][0], negatives=["a fox"], schedule=["05:00-09:00"])]
+    new = parse_config(merged_data(current, {"events": events, "scoring": {"mode": "softmax", "background": ["silence"]},
+                                             "vocabulary": {"top_k": 4, "template": "This is a sound of {}."},
+                                             "gate": {"min_dbfs": None}}), "settings")
+    sections, managed = yaml_sections(new, current)
+    assert set(sections) == {"events", "scoring", "vocabulary"}  # the gate did not change: the file keeps it
+    update_yaml(path, sections, managed)
+    text = path.read_text()
+    assert text.startswith("# top comment\nevents:  # what to hear\n") and "top_k: 4  # two names" in text
+    reread = load_config(path)
+    assert reread.scoring.mode == "softmax" and reread.vocabulary.top_k == 4
+    assert reread.events[0].negatives == ["a fox"] and reread.events[0].schedule == ["05:00-09:00"]
+    assert "template" not in text and "hysteresis" not in text  # defaults are not written out
 
 
 def test_events_list_pages_filters_and_activity(tmp_path):

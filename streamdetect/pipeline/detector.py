@@ -194,7 +194,7 @@ class Detector:
             self.sinks.audio(stream.name, at, block, self.bundle.sample_rate)
         if self.live is not None:  # with the privacy filter on, audio is not shown before it has been judged
             self.live.live_audio(stream.name, stream.windower.total_samples, block, self.bundle.sample_rate,
-                                 private=self.bank.privacy is not None)
+                                 held=self.bank.privacy is not None)
 
     def skip(self, stream: StreamState, gap: Gap) -> None:
         """Lost audio: stream time moves on and the windows touching the gap are counted as dropped."""
@@ -304,9 +304,13 @@ class Detector:
         return records
 
     def _judged(self, stream: StreamState, window: Window, private: bool) -> None:
-        if self.bank.privacy is not None and self.sinks.wants_audio:
-            self.sinks.window_privacy(stream.name, window.start_sample, window.start_sample + window.n_samples,
-                                      private)
+        if self.bank.privacy is None:
+            return
+        end = window.start_sample + window.n_samples
+        if self.sinks.wants_audio:
+            self.sinks.window_privacy(stream.name, window.start_sample, end, private)
+        if self.live is not None:
+            self.live.live_privacy(stream.name, window.start_sample, end, private)
 
     def _apply(self, stream: StreamState, window: Window, on: list[bool], scores: Scores,
                b: int) -> list[EventRecord]:

@@ -110,11 +110,17 @@ class WindowView:
 class LiveObserver(Protocol):
     """Sees the incoming audio and every window's scores as they happen (the web dashboard's live view).
 
-    Both methods are called on the detection path (the feeding threads and the inference thread), so they must
+    Every method is called on the detection path (the feeding threads and the inference thread), so they must
     only copy what they need and return.
     """
 
     def live_audio(self, stream: str, start_sample: int, block: np.ndarray, sample_rate: int,
-                   private: bool = False) -> None: ...
+                   held: bool = False) -> None:
+        """Incoming audio; ``held``: the privacy filter is on, so none of it may be shown or played before
+        ``live_privacy`` has judged it."""
+
+    def live_privacy(self, stream: str, start_sample: int, end_sample: int, private: bool) -> None:
+        """With the privacy filter on: the window over samples ``start_sample``..``end_sample`` was judged, and
+        holds speech if ``private`` (its audio must then be blanked)."""
 
     def live_window(self, view: WindowView) -> None: ...

@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from streamdetect.pipeline.observers import WindowView
+from streamdetect.web.listen import AudioGate, ListenRing
 from streamdetect.web.spectro import SpectrogramParams, columns, encode, hop_samples
 
 MAX_PUSH_S = 2.0
+LISTEN_KEEP_S = 10.0  # shown audio kept per stream for listeners (PCM16 at the model rate: ~1 MB at 48 kHz)
 
 
 def _newer(items: deque, after: int, most: int) -> list:
@@ -54,6 +56,8 @@ class _Stream:
     embeddings: deque = field(default_factory=deque)  # (wall epoch, start_s, end_s, float16 vector)
     latest: dict[str, Any] = field(default_factory=dict)
     seq: int = 0  # last change
+    gate: AudioGate = field(default_factory=AudioGate)
+    ring: ListenRing = field(default_factory=lambda: ListenRing(LISTEN_KEEP_S))
 
 
 class LiveHub:
@@ -80,22 +84,32 @@ class LiveHub:
     # -- detection side (LiveObserver) -----------------------------------------------------------------------
 
     def live_audio(self, stream: str, start_sample: int, block: np.ndarray, sample_rate: int,
-                   private: bool = False) -> None:
+                   held: bool = False) -> None:
         block = np.asarray(block, dtype=np.float32).reshape(-1)
         with self._lock:
             s = self._stream(stream)
             s.heard_at, s.sample_rate = time.monotonic(), sample_rate
-            hop = hop_samples(self.params, sample_rate)
+            self._show(s, s.gate.push(start_sample, block, held, sample_rate))
+
+    def live_privacy(self, stream: str, start_sample: int, end_sample: int, private: bool) -> None:
+        with self._lock:
+            s = self._stream(stream)
+            if s.sample_rate:
+                self._show(s, s.gate.judged(start_sample, end_sample, private))
+
+    def _show(self, s: _Stream, blocks: list[tuple[int, np.ndarray]]) -> None:
+        """Audio that may be shown: into the listeners' ring and the spectrogram columns."""
+        hop = hop_samples(self.params, s.sample_rate)
+        for start, block in blocks:
+            s.ring.add(start, block, s.sample_rate)
             audio = np.concatenate([s.carry, block]) if s.carry.size else block
-            cols = columns(audio, sample_rate, self.params)
+            cols = columns(audio, s.sample_rate, self.params)
             used = cols.shape[0] * hop
             s.carry = audio[used:].copy() if used < audio.size else np.zeros(0, np.float32)
-            if private:  # the window's audio must not leave the process: show that time as blank
-                cols[:] = 0
             now = time.time()
             for i, col in enumerate(cols):
                 self._seq += 1
-                s.cols.append((self._seq, now - (cols.shape[0] - 1 - i) * hop / sample_rate, col.tobytes()))
+                s.cols.append((self._seq, now - (cols.shape[0] - 1 - i) * hop / s.sample_rate, col.tobytes()))
             while len(s.cols) > s.history:
                 s.cols.popleft()
             if cols.shape[0]:
@@ -153,6 +167,15 @@ class LiveHub:
                                           "max_hz": chosen.sample_rate / 2}
                 out["windows"] = [w for _, w in _newer(chosen.windows, after, len(chosen.windows))]
         return out
+
+    def listen(self, stream: str, after: int | None, lead_s: float = 1.0) -> tuple[int, int, np.ndarray]:
+        """``(next position, sample rate, PCM16 samples)`` of the shown audio of ``stream`` after ``after``."""
+        with self._lock:
+            s = self._streams.get(stream)
+            if s is None or not s.sample_rate:
+                raise LookupError(f"no audio from a stream called {stream!r} yet")
+            end, samples = s.ring.since(after, int(lead_s * s.sample_rate))
+            return end, s.sample_rate, samples
 
     def stale(self) -> dict[str, bool]:
         now = time.monotonic()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
+import soxr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -12,10 +14,14 @@ from starlette.routing import Route
 from streamdetect.web.auth import COOKIE, SESSION_S, Auth
 from streamdetect.web.common import api, body
 from streamdetect.web.context import WebContext
+from streamdetect.web.listen import Pacer
 
 PUSH_INTERVAL_S = 0.5
 KEEPALIVE_S = 15.0
 FAILED_LOGIN_DELAY_S = 1.0
+LISTEN_RATE = 16_000  # Hz, 16-bit mono: 32 KB/s (256 kbit/s) per listener, enough for a monitor to 8 kHz; at
+# most real time (plus a burst of a second) also for a stream analysed faster, see Pacer
+LISTEN_INTERVAL_S = 0.25
 
 
 def routes(ctx: WebContext, auth: Auth) -> list[Route]:
@@ -28,6 +34,7 @@ def routes(ctx: WebContext, auth: Auth) -> list[Route]:
                              "streams": hub.streams(), "labels": [e.label for e in config.events],
                              "stale_after_s": ctx.web.stale_after_s, "has_store": ctx.db_path is not None,
                              "has_clips": ctx.clips is not None, "has_log": config.embedding_log.dir is not None,
+                             "privacy": config.privacy.enabled,
                              "settings_file": str(ctx.config_path) if ctx.config_path else None})
 
     @api
@@ -83,6 +90,36 @@ def routes(ctx: WebContext, auth: Auth) -> list[Route]:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    return [Route("/api/session", session), Route("/api/login", login, methods=["POST"]),
+    @api
+    async def listen(request: Request) -> Response:
+        """The shown audio of one stream as it arrives: raw ``audio/L16`` (big-endian PCM16) at ``LISTEN_RATE``,
+        with the privacy filter's private stretches silent and nothing played before it was judged."""
+        name = request.query_params.get("stream") or ""
+        _, rate, _ = hub.listen(name, None)  # LookupError (404) for a stream that sent no audio
+        if not hub.subscribe():
+            return JSONResponse({"error": f"{hub.max_clients} live views are open already "
+                                          "(web.max_live_clients)"}, 503)
+
+        async def chunks():
+            after, sent = None, 0
+            resample = soxr.ResampleStream(rate, LISTEN_RATE, 1, dtype="int16", quality="MQ")
+            pace = Pacer(rate)
+            try:
+                while not hub.closed.is_set():
+                    after, _, samples = hub.listen(name, after)
+                    samples = pace.take(samples, time.monotonic())
+                    if samples.size:
+                        out = resample.resample_chunk(samples).astype(">i2").tobytes()
+                        sent += len(out)
+                        yield out
+                    await asyncio.sleep(LISTEN_INTERVAL_S)
+            finally:
+                hub.unsubscribe(sent)
+
+        return StreamingResponse(chunks(), media_type=f"audio/L16; rate={LISTEN_RATE}; channels=1",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no",
+                                          "X-Sample-Rate": str(LISTEN_RATE)})
+
+    return [Route("/api/session", session), Route("/api/live/audio", listen), Route("/api/login", login, methods=["POST"]),
             Route("/api/logout", logout, methods=["POST"]), Route("/api/live", snapshot),
             Route("/api/live/stream", stream)]

@@ -42,35 +42,46 @@ function image(bytes, frames, bins) {
   return off;
 }
 
-export function drawSpectrogram(canvas, spec, bytes, {height = 200, axes = true, extent = null, ago = false} = {}) {
+export const SPEC_LEFT = 42, SPEC_BOTTOM = 18;  // px of the frequency and time axes
+
+export function drawSpectrogram(canvas, spec, bytes, {height = 200, axes = true, extent = null, ago = false,
+                                                      view = null} = {}) {
+  // `view` {t0, t1, f0, f1} (seconds, Hz) draws that part only, axes included (the zoom of the detail view)
   const {ctx, w, h} = fit(canvas, height);
-  const left = axes ? 42 : 0, bottom = axes ? 18 : 0;
+  const left = axes ? SPEC_LEFT : 0, bottom = axes ? SPEC_BOTTOM : 0;
   const pw = w - left, ph = h - bottom;
+  const duration = spec.duration_s || spec.frames * spec.hop_s;
+  const {t0, t1, f0, f1} = view || {t0: 0, t1: duration, f0: 0, f1: spec.max_hz};
   ctx.fillStyle = "#000"; ctx.fillRect(0, 0, w, h);
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(image(bytes, spec.frames, spec.bins), left, 0, pw, ph);
-  const duration = spec.duration_s || spec.frames * spec.hop_s;
-  if (extent) {
-    const x0 = left + pw * extent[0] / duration, x1 = left + pw * extent[1] / duration;
+  const img = image(bytes, spec.frames, spec.bins);
+  const sx = img.width * t0 / duration, sw = img.width * (t1 - t0) / duration;
+  const sy = spec.bins * (1 - f1 / spec.max_hz), sh = spec.bins * (f1 - f0) / spec.max_hz;
+  ctx.drawImage(img, sx, sy, Math.max(sw, 1e-3), Math.max(sh, 1e-3), left, 0, pw, ph);
+  const X = t => left + pw * (t - t0) / (t1 - t0);
+  if (extent && extent[1] > t0 && extent[0] < t1) {
+    const x0 = Math.max(left, X(extent[0])), x1 = Math.min(w, X(extent[1]));
     ctx.fillStyle = "rgba(79,179,255,0.15)"; ctx.fillRect(x0, 0, Math.max(1, x1 - x0), ph);
-    ctx.strokeStyle = "#4fb3ff"; ctx.lineWidth = 2;
-    ctx.beginPath(); ctx.moveTo(x0, 0); ctx.lineTo(x0, ph); ctx.moveTo(x1, 0); ctx.lineTo(x1, ph); ctx.stroke();
+    ctx.strokeStyle = "#4fb3ff"; ctx.lineWidth = 2; ctx.beginPath();
+    if (extent[0] >= t0) { ctx.moveTo(X(extent[0]), 0); ctx.lineTo(X(extent[0]), ph); }
+    if (extent[1] <= t1) { ctx.moveTo(X(extent[1]), 0); ctx.lineTo(X(extent[1]), ph); }
+    ctx.stroke();
   }
   if (!axes) return;
+  ctx.fillStyle = "#000"; ctx.fillRect(0, 0, left, h); ctx.fillRect(0, ph, w, bottom);
   ctx.fillStyle = "#8a96a3"; ctx.strokeStyle = "#8a96a3"; ctx.font = "11px system-ui"; ctx.lineWidth = 1;
-  const maxKhz = spec.max_hz / 1000, stepK = maxKhz > 12 ? 4 : maxKhz > 6 ? 2 : 1;
-  for (let k = 0; k <= maxKhz; k += stepK) {
-    const y = ph - ph * k / maxKhz;
-    ctx.fillText(`${k}k`, 4, Math.max(10, y + 4));
+  const stepHz = niceStep((f1 - f0) / Math.max(2, ph / 28));
+  for (let f = Math.ceil(f0 / stepHz) * stepHz; f <= f1 + 1e-6; f += stepHz) {
+    const y = ph - ph * (f - f0) / (f1 - f0);
+    ctx.fillText(f >= 1000 ? `${+(f / 1000).toFixed(2)}k` : `${Math.round(f)}`, 4, Math.max(10, y + 4));
     ctx.beginPath(); ctx.moveTo(left - 4, y); ctx.lineTo(left, y); ctx.stroke();
   }
-  ctx.fillText("Hz", 4, ph - 2 > 20 ? 22 : 10);
-  const stepS = niceStep(duration / Math.max(2, pw / 70));
-  for (let t = 0; t <= duration + 1e-9; t += stepS) {
-    const x = left + pw * t / duration;
+  ctx.fillText("Hz", 4, h - 4);  // the corner under the frequency axis
+  const stepS = niceStep((t1 - t0) / Math.max(2, pw / 70));
+  for (let t = Math.ceil(t0 / stepS - 1e-9) * stepS; t <= t1 + 1e-9; t += stepS) {
     const label = ago ? (duration - t < 1e-6 ? "now" : `-${+(duration - t).toFixed(2)}s`) : `${+t.toFixed(2)}s`;
-    ctx.fillText(label, Math.min(x - 8, w - 30), h - 4);
-    ctx.beginPath(); ctx.moveTo(x, ph); ctx.lineTo(x, ph + 4); ctx.stroke();
+    ctx.fillText(label, Math.min(X(t) - 8, w - 30), h - 4);
+    ctx.beginPath(); ctx.moveTo(X(t), ph); ctx.lineTo(X(t), ph + 4); ctx.stroke();
   }
 }
 

@@ -2,6 +2,7 @@
 // curve and the review buttons (confirm / reject / relabel, and "refine now").
 import {api, decode, el, fmtScore, fmtTime, isAdmin, state, toast} from "./api.js";
 import {drawLines, drawSpectrogram} from "./charts.js";
+import {ZoomableSpectrogram} from "./zoom.js";
 
 function presetRange(name) {
   const now = new Date(), day = new Date(now.getFullYear(), now.getMonth(), now.getDate());
@@ -143,8 +144,10 @@ export function eventPage(main, id) {
       audio.src = ev.clip.url;
       const dl = document.getElementById("clip-download");
       dl.href = ev.clip.url + "?download=1"; dl.classList.remove("hidden");
-      api(`/api/events/${id}/spectrogram`).then(s => drawSpectrogram(spec, s, decode(s.columns),
-        {height: 220, extent: s.extent_s})).catch(e => { spec.replaceWith(el("p", {class: "muted"}, e.message)); });
+      api(`/api/events/${id}/spectrogram`).then(s => {
+        spec.zoom = new ZoomableSpectrogram(spec, s, decode(s.columns), {height: 220, extent: s.extent_s,
+          onSeek: t => { audio.currentTime = t; }});
+      }).catch(e => { spec.replaceWith(el("p", {class: "muted"}, e.message)); });
     } else {
       audio.replaceWith(el("p", {class: "muted"}, "no clip for this event (add a clips sink)"));
     }

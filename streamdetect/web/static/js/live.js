@@ -1,7 +1,8 @@
 // Live: every stream's current top labels (and "sounds like"), pushed by server-sent events; for the chosen
-// stream a scrolling spectrogram and a strip of each label's score against its threshold.
+// stream a scrolling spectrogram, a strip of each label's score against its threshold, and "Listen".
 import {decode, el, fmtScore, state} from "./api.js";
 import {COLOURS, LiveSpectrogram, drawLines} from "./charts.js";
+import {Listener} from "./listen.js";
 
 export function livePage(main) {
   const picker = el("select", {id: "live-source"});
@@ -9,8 +10,12 @@ export function livePage(main) {
   const specCanvas = el("canvas", {id: "live-spectrogram"});
   const strips = el("div", {id: "live-strips"});
   const status = el("span", {class: "muted", id: "live-status"}, "connecting…");
+  const listenBtn = el("button", {id: "live-listen", class: "secondary", title: "play this stream's audio"}, "Listen");
+  const listenNote = el("span", {class: "muted", id: "live-listen-note"}, state.session.privacy
+    ? "privacy filter on: audio plays once judged (a few seconds late), speech is silent"
+    : "16 kHz mono, 32 KB/s");
   main.append(el("h2", {}, "Live ", status),
-              el("div", {class: "panel"}, el("label", {}, "Source", picker)), cards,
+              el("div", {class: "panel actions"}, el("label", {}, "Source", picker), listenBtn, listenNote), cards,
               el("div", {class: "panel"}, el("h3", {}, "Spectrogram (last 30 s)"), specCanvas),
               el("div", {class: "panel"}, el("h3", {}, "Scores (dashed: threshold)"), strips));
   const spectrogram = new LiveSpectrogram(specCanvas, 30);
@@ -90,8 +95,15 @@ export function livePage(main) {
     }
   }
 
-  picker.addEventListener("change", () => { selected = picker.value; connect(); });
+  const listener = new Listener(listenBtn);
+  listenBtn.addEventListener("click", () => {
+    if (listener.playing) listener.stop(); else if (selected) listener.start(selected);
+  });
+  picker.addEventListener("change", () => {
+    selected = picker.value; connect();
+    if (listener.playing) listener.start(selected);
+  });
   const timer = setInterval(renderCards, 1000);
   connect();
-  return () => { clearInterval(timer); if (source) source.close(); };
+  return () => { clearInterval(timer); if (source) source.close(); listener.stop(); };
 }

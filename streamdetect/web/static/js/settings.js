@@ -1,73 +1,117 @@
-// Settings: the detection keys as a form; the schema's errors appear next to their field; a save is applied
-// live and written to the YAML file (comments kept).
+// Settings: every detection key the detector applies live, as a form drawn from the config schema the server
+// sends (kind, choices, default, description). The schema's errors appear next to their field; a save is
+// applied live and written to the YAML file (comments kept).
 import {api, el, isAdmin, toast} from "./api.js";
 
-const FIELDS = [["label", "text"], ["prompts", "lines"], ["negatives", "lines"], ["threshold", "number"],
-                ["min_windows", "number"], ["hysteresis", "number"], ["cooldown_s", "number"]];
+function input(field, value, id) {
+  const attrs = {"data-field": field.key, id, title: field.description};
+  if (field.kind === "lines") return el("textarea", {...attrs, rows: 2}, (value || []).join("\n"));
+  if (field.kind === "bool") return el("input", {...attrs, type: "checkbox", checked: !!value});
+  if (field.kind === "choice") {
+    return el("select", attrs, field.options.map(o => el("option", {value: o, selected: o === value}, o)));
+  }
+  const numeric = field.kind === "number" || field.kind === "integer";
+  return el("input", {...attrs, type: "text", inputmode: numeric ? "decimal" : undefined,
+                      placeholder: field.nullable ? "none" : (field.default ?? ""),
+                      value: value === undefined || value === null ? "" : value});
+}
+
+function read(field, node) {
+  if (field.kind === "bool") return node.checked;
+  if (field.kind === "choice") return node.value;
+  if (field.kind === "lines") {
+    const lines = node.value.split("\n").map(s => s.trim()).filter(Boolean);
+    return field.nullable && !lines.length ? null : lines;
+  }
+  const text = node.value.trim();
+  if (text === "") return field.nullable ? null : undefined;  // undefined: left out, so the default applies
+  if (field.kind === "text") return node.value;
+  const n = Number(text);
+  return Number.isNaN(n) ? text : n;  // a typo goes to the server, whose schema names the mistake
+}
+
+function fieldBox(field, value, errorKey) {
+  return el("label", {class: `field field-${field.kind}`}, field.key, input(field, value, `set-${errorKey}`),
+            el("small", {class: "hint"}, field.description),
+            el("div", {class: "field-error", "data-key": errorKey}));
+}
 
 export function settingsPage(main) {
   const list = el("div", {id: "settings-events"});
-  const gate = el("input", {id: "gate-min_dbfs", type: "number", step: "any", placeholder: "off"});
-  const gateError = el("div", {class: "field-error", "data-key": "gate.min_dbfs"});
+  const sections = el("div", {id: "settings-sections"});
+  const problems = el("ul", {class: "error", id: "settings-problems"});
   const save = el("button", {id: "settings-save", disabled: !isAdmin()}, "Apply and save");
   const addBtn = el("button", {class: "secondary", id: "settings-add", disabled: !isAdmin()}, "Add event");
   const info = el("p", {class: "muted", id: "settings-info"});
-  main.append(el("h2", {}, "Settings"), info, list, el("div", {class: "panel"}, el("h3", {}, "Energy gate"),
-              el("label", {}, "gate.min_dbfs (windows quieter than this are not analysed)", gate), gateError),
-              el("div", {class: "actions"}, addBtn, save));
+  main.append(el("h2", {}, "Settings"), info, el("h3", {}, "Events"), list, el("div", {class: "actions"}, addBtn),
+              sections, problems, el("div", {class: "actions"}, save));
+  let schema = null;
 
   function eventForm(ev, i) {
     const box = el("div", {class: "panel event-form", "data-index": i});
-    for (const [key, kind] of FIELDS) {
-      const value = ev[key];
-      const input = kind === "lines" ? el("textarea", {rows: 2, "data-field": key}, (value || []).join("\n"))
-        : el("input", {"data-field": key, type: kind === "number" ? "number" : "text", step: "any",
-                       value: value === undefined || value === null ? "" : value});
-      box.append(el("label", {}, key, input, el("div", {class: "field-error", "data-key": `events[${i}].${key}`})));
-    }
+    for (const field of schema.events) box.append(fieldBox(field, ev[field.key], `events[${i}].${field.key}`));
     box.append(el("button", {class: "secondary", disabled: !isAdmin(), onclick: () => { box.remove(); }}, "Remove"));
     if (ev.examples) box.append(el("p", {class: "muted"}, `${ev.examples} audio example(s) kept as configured`));
     return box;
   }
 
+  function sectionForm(name, values) {
+    const box = el("div", {class: "panel section-form", "data-section": name});
+    box.append(el("h3", {class: "section-title"}, name));
+    for (const field of schema.sections[name]) box.append(fieldBox(field, values[field.key], `${name}.${field.key}`));
+    return box;
+  }
+
   function collect() {
-    return [...list.querySelectorAll(".event-form")].map(box => {
+    const body = {events: [...list.querySelectorAll(".event-form")].map(box => {
       const ev = {};
-      for (const [key, kind] of FIELDS) {
-        const v = box.querySelector(`[data-field="${key}"]`).value;
-        if (kind === "lines") ev[key] = v.split("\n").map(s => s.trim()).filter(Boolean);
-        else if (kind === "number") { if (v !== "") ev[key] = Number(v); }
-        else ev[key] = v;
+      for (const field of schema.events) {
+        const v = read(field, box.querySelector(`[data-field="${field.key}"]`));
+        if (v !== undefined) ev[field.key] = v;
       }
       return ev;
-    });
+    })};
+    for (const box of sections.querySelectorAll(".section-form")) {
+      const values = {};
+      for (const field of schema.sections[box.dataset.section]) {
+        const v = read(field, box.querySelector(`[data-field="${field.key}"]`));
+        if (v !== undefined) values[field.key] = v;
+      }
+      body[box.dataset.section] = values;
+    }
+    return body;
   }
 
   function show(data) {
+    schema = data.schema || schema;
     list.replaceChildren(...data.events.map(eventForm));
-    gate.value = data.gate.min_dbfs === null ? "" : data.gate.min_dbfs;
-    info.textContent = `scoring mode ${data.scoring_mode}; ` + (data.file ? `saves go to ${data.file}` : "changes live in memory only (no config file)");
+    sections.replaceChildren(...Object.keys(schema.sections).map(name => sectionForm(name, data[name])));
+    info.textContent = "Applied live, without a restart. " +
+      (data.file ? `Saves go to ${data.file} (comments kept).` : "Changes live in memory only (no config file).");
   }
 
   save.addEventListener("click", async () => {
     for (const e of main.querySelectorAll(".field-error")) e.textContent = "";
-    // renumber so error keys match what was sent
+    problems.replaceChildren();
+    // renumber so error keys match what is sent (an event may have been removed)
     [...list.querySelectorAll(".event-form")].forEach((box, i) => {
+      box.dataset.index = i;
       for (const err of box.querySelectorAll(".field-error")) err.dataset.key = err.dataset.key.replace(/events\[\d+\]/, `events[${i}]`);
     });
     try {
-      const r = await api("/api/settings", {method: "POST", body: {events: collect(),
-        gate: {min_dbfs: gate.value === "" ? null : Number(gate.value)}}});
+      const r = await api("/api/settings", {method: "POST", body: collect()});
       show(r);
-      toast(r.saved_to ? `applied and saved to ${r.saved_to}` : "applied (not saved: no config file)");
+      toast(r.saved_to ? `applied and saved to ${r.saved_to}` : `${r.status} (not saved: no config file)`);
     } catch (e) {
-      const problems = (e.data && e.data.problems) || [];
-      for (const p of problems) {
-        const target = main.querySelector(`.field-error[data-key="${p.key}"]`) ||
-                       main.querySelector(`.field-error[data-key^="${p.key.split(".")[0]}"]`);
-        if (target) target.textContent = p.message; else toast(`${p.key}: ${p.message}`);
+      const found = (e.data && e.data.problems) || [];
+      for (const p of found) {
+        // a key inside a field (events[0].prompts[1]) belongs to that field
+        const field = p.key.match(/^(events\[\d+\]\.\w+|\w+\.\w+)/);
+        const target = field && main.querySelector(`.field-error[data-key="${field[1]}"]`);
+        if (target) target.textContent = target.textContent ? `${target.textContent}; ${p.message}` : p.message;
+        else problems.append(el("li", {}, p.key ? `${p.key}: ${p.message}` : p.message));
       }
-      if (!problems.length) toast(e.message);
+      toast(found.length ? "not applied: see the marked fields" : e.message);
     }
   });
   addBtn.addEventListener("click", () => list.append(eventForm({label: "", prompts: [], negatives: [], threshold: 0.5},
