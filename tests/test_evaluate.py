@@ -10,6 +10,7 @@ from streamdetect.analysis.evaluate import (
     centred,
     event_fscore,
     merge_touching,
+    present,
     read_strong_labels,
 )
 
@@ -143,6 +144,12 @@ def test_centre_timing_scores_the_windows_centres_not_their_whole_extent(tiny_mo
     as the hops nearest its windows' centres: 1 s in from each end."""
     assert centred((4.0, 9.0, "dog"), 3.0, 1.0) == (5.0, 8.0, "dog")
     assert centred((4.0, 7.0, "dog"), 3.0, 1.0) == (5.0, 6.0, "dog")  # one window: its middle hop
+    # presence: began in the hop before the first window's end (6.5 +- 0.5), ended in the hop after the last
+    # window's start (7 + 0.5); one window alone: the middle 2 s it shares with no neighbour; from the stream's
+    # first window: its reported start
+    assert present((4.0, 11.0, "dog"), 3.0, 1.0) == (6.5, 8.5, "dog")
+    assert present((4.0, 7.0, "dog"), 3.0, 1.0) == (4.5, 6.5, "dog")
+    assert present((0.0, 6.0, "dog"), 3.0, 1.0) == (0.0, 3.5, "dog")
     audio = _scenes(tmp_path)
     cfg, rows = _detections(tiny_model, tmp_path, audio, -1.0)  # every window fires
     assert rows

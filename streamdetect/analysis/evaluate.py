@@ -111,11 +111,25 @@ def window_timeline(result: FileScores, labels: tuple[str, ...]):
 def centred(event: Event, window_s: float, hop_s: float) -> Event:
     """A detection timed by its windows' centres: each window stands for the ``hop_s`` nearest its centre (the
     PSDS timeline's rule), instead of its whole ``window_s``. The events the sinks report run from their first
-    window's start to their last window's end, up to ``window_s - hop_s`` longer than the sound; sound-event
-    benchmarks time a detection by its frames, which this matches."""
+    window's start to their last window's end, up to ``window_s - hop_s`` longer than the sound."""
     start, end, label = event
     trim = max(window_s - hop_s, 0.0) / 2
     return (start + trim, max(end - trim, start + trim), label)
+
+
+def present(event: Event, window_s: float, hop_s: float) -> Event:
+    """A detection timed as a presence detector's: CLAP scores a window high when the sound is anywhere in it
+    (it learnt from clips labelled for what they contain, not for where), so the sound began within one hop
+    before its first window's end, and ended within one hop after its last window's start; the middle of each
+    of those hops is the estimate. A sound shorter than a window (fewer than ``window_s / hop_s`` windows) lies
+    where all its windows overlap, between the same two points the other way round. An event from the stream's
+    first window has no earlier window to bound it: it keeps its reported start."""
+    start, end, label = event
+    onset, offset = start + window_s - hop_s / 2 if start > 0 else start, end - window_s + hop_s / 2
+    return (min(onset, offset), max(onset, offset), label)
+
+
+TIMINGS = {"centre": centred, "presence": present}
 
 
 def event_fscore(detections: dict[str, list[Event]], ground_truth: dict[str, list[Event]], labels: tuple[str, ...],
@@ -167,7 +181,7 @@ class Report:
     merge_touching: bool
     ignored_labels: list[str] = field(default_factory=list)  # in the labels file, not in the config
     unreferenced_labels: list[str] = field(default_factory=list)  # in the config, no reference events
-    timing: str = "reported"  # how detections were timed: "reported" or "centre" (``centred``)
+    timing: str = "reported"  # how detections were timed: "reported", or a key of TIMINGS
 
 
 def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: float = 1.0,
@@ -176,7 +190,7 @@ def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: fl
     """``scores_dir``: also write each file's window scores (``sed_scores_eval``'s TSV format, one file per
     recording) and ``durations.tsv`` there, for running other PSDS tools on exactly what was scored.
     ``timing``: ``reported`` scores the events as the sinks report them; ``centre`` times them by their windows'
-    centres (``centred``), as PSDS already does."""
+    centres (``centred``), as PSDS already does; ``presence`` as a presence detector's (``present``)."""
     from sed_scores_eval import intersection_based
     from tqdm import tqdm
 
@@ -199,8 +213,8 @@ def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: fl
                            disable=not progress):
         result = score_file(detector, path)
         windows_cfg = detector.config.windows
-        detections[name] = [centred(e, windows_cfg.window_s, windows_cfg.hop_s) for e in result.events] \
-            if timing == "centre" else list(result.events)
+        detections[name] = [TIMINGS[timing](e, windows_cfg.window_s, windows_cfg.hop_s) for e in result.events] \
+            if timing in TIMINGS else list(result.events)
         result.scores = result.scores[:, columns]
         windows[name] = window_timeline(result, scored)
         ground_truth[name] = [e for e in truth.get(name, truth.get(path.name, [])) if e[2] in labels]
