@@ -145,11 +145,11 @@ def test_centre_timing_scores_the_windows_centres_not_their_whole_extent(tiny_mo
     assert centred((4.0, 9.0, "dog"), 3.0, 1.0) == (5.0, 8.0, "dog")
     assert centred((4.0, 7.0, "dog"), 3.0, 1.0) == (5.0, 6.0, "dog")  # one window: its middle hop
     # presence: began in the hop before the first window's end (6.5 +- 0.5), ended in the hop after the last
-    # window's start (7 + 0.5); one window alone: the middle 2 s it shares with no neighbour; from the stream's
-    # first window: its reported start
+    # window's start (7 + 0.5); one window alone: the middle 2 s it shares with no neighbour
     assert present((4.0, 11.0, "dog"), 3.0, 1.0) == (6.5, 8.5, "dog")
     assert present((4.0, 7.0, "dog"), 3.0, 1.0) == (4.5, 6.5, "dog")
-    assert present((0.0, 6.0, "dog"), 3.0, 1.0) == (0.0, 3.5, "dog")
+    assert present((4.0, 9.0, "dog"), 3.0, 1.0) == (6.0, 7.0, "dog")  # three windows: a hop at their middle
+    assert present((0.0, 6.0, "dog"), 3.0, 1.0) == (1.0, 3.5, "dog")  # from 0: between 0 and 2 s
     audio = _scenes(tmp_path)
     cfg, rows = _detections(tiny_model, tmp_path, audio, -1.0)  # every window fires
     assert rows

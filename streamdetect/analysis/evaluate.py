@@ -119,14 +119,19 @@ def centred(event: Event, window_s: float, hop_s: float) -> Event:
 
 def present(event: Event, window_s: float, hop_s: float) -> Event:
     """A detection timed as a presence detector's: CLAP scores a window high when the sound is anywhere in it
-    (it learnt from clips labelled for what they contain, not for where), so the sound began within one hop
-    before its first window's end, and ended within one hop after its last window's start; the middle of each
+    (it learnt from clips labelled for what they contain, not for where), so the sound began within the hop
+    before its first window's end and ended within the hop after its last window's start; the middle of each
     of those hops is the estimate. A sound shorter than a window (fewer than ``window_s / hop_s`` windows) lies
-    where all its windows overlap, between the same two points the other way round. An event from the stream's
-    first window has no earlier window to bound it: it keeps its reported start."""
+    where all its windows overlap, between the same two points the other way round, and lasts a hop at least.
+    An event from the stream's first window has no earlier window to bound it: it began between the start and
+    one hop before that window's end, taken at the middle."""
     start, end, label = event
-    onset, offset = start + window_s - hop_s / 2 if start > 0 else start, end - window_s + hop_s / 2
-    return (min(onset, offset), max(onset, offset), label)
+    onset = start + window_s - hop_s / 2 if start > 0 else (start + window_s - hop_s) / 2
+    onset, offset = sorted((onset, end - window_s + hop_s / 2))
+    if offset - onset < hop_s:
+        middle = (onset + offset) / 2
+        onset, offset = max(middle - hop_s / 2, 0.0), middle + hop_s / 2
+    return (onset, offset, label)
 
 
 TIMINGS = {"centre": centred, "presence": present}
