@@ -7,8 +7,10 @@ from helpers import run_cli, split_threshold, write_config, write_tone_scene
 from streamdetect.analysis.evaluate import (
     LabelsError,
     apart_for_psds,
+    centred,
     event_fscore,
     merge_touching,
+    present,
     read_strong_labels,
 )
 
@@ -135,3 +137,28 @@ def test_event_fscore_on_hand_computed_cases():
     late = [(1.0, 3.35, "dog"), (6.0, 8.0, "dog"), (4.0, 5.0, "bell")]
     assert score(late, collar=0.2)[0]["dog"] == 0.5
     assert score(late, collar=0.2, rate=0.2)[0]["dog"] == 1.0
+
+
+def test_centre_timing_scores_the_windows_centres_not_their_whole_extent(tiny_model, tmp_path):
+    """A 3 s / 1 s hop event reported over [first window start, last window end] is scored, with --timing centre,
+    as the hops nearest its windows' centres: 1 s in from each end."""
+    assert centred((4.0, 9.0, "dog"), 3.0, 1.0) == (5.0, 8.0, "dog")
+    assert centred((4.0, 7.0, "dog"), 3.0, 1.0) == (5.0, 6.0, "dog")  # one window: its middle hop
+    # presence: began in the hop before the first window's end (6.5 +- 0.5), ended in the hop after the last
+    # window's start (7 + 0.5); one window alone: the middle 2 s it shares with no neighbour
+    assert present((4.0, 11.0, "dog"), 3.0, 1.0) == (6.5, 8.5, "dog")
+    assert present((4.0, 7.0, "dog"), 3.0, 1.0) == (4.5, 6.5, "dog")
+    assert present((4.0, 9.0, "dog"), 3.0, 1.0) == (6.0, 7.0, "dog")  # three windows: a hop at their middle
+    assert present((0.0, 6.0, "dog"), 3.0, 1.0) == (1.0, 3.5, "dog")  # from 0: between 0 and 2 s
+    audio = _scenes(tmp_path)
+    cfg, rows = _detections(tiny_model, tmp_path, audio, -1.0)  # every window fires
+    assert rows
+    inner = _tsv(tmp_path / "inner.tsv", [(f, s + 1.0, e - 1.0, label) for f, s, e, label in rows])
+    for timing, f1 in (("reported", 0.0), ("centre", 1.0)):
+        out = tmp_path / f"{timing}.json"
+        done = run_cli("evaluate", "--config", str(cfg), "--audio", str(audio), "--labels", str(inner),
+                       "--collar", "0.5", "--timing", timing, "--json", str(out))
+        assert done.returncode == 0, done.stderr
+        assert f"detections timed as {timing}" in done.stdout
+        report = json.loads(out.read_text())
+        assert report["timing"] == timing and report["per_label"]["dog"]["f1"] == pytest.approx(f1), timing

@@ -6,9 +6,10 @@ recording below comes from evaluation seeds the training never drew. The floors 
 when the checkpoint was committed (docs/quality.md) by a margin, so they fail on a real regression of the
 pipeline (front end, export, scoring, event logic), not on a rounding change.
 
-The committed checkpoint is undertrained (900 steps on a CPU shared by many jobs): it does NOT reach issue 20's
-targets (tag top-1 0.9, event F1 0.8), and softmax-with-background, query by example and evaluate's event F1
-showed no gain or failed on it (see docs/quality.md). Those are not asserted here; what is asserted holds on it.
+The committed checkpoint (1,600 steps, seed 20) reaches issue 20's tag target (top-1 0.9) but not its event F1
+target (0.8: measured 0.74 on these seeds, 0.48 on the figures' seeds), and softmax with background prompts
+shows no gain (no false alarms with either scoring on event-free room tone); see docs/quality.md. Those two are
+not asserted; everything asserted here holds on it.
 """
 
 from __future__ import annotations
@@ -62,35 +63,61 @@ def test_tag_top1_over_all_classes(mini_model, held_out):
             (clips / c).symlink_to(held_out / "clips" / c)
     result = mq.tag_accuracy(mini_model, clips, classes)
     assert result["clips"] == 8 * len(world.CLASSES)
-    assert result["top1"] >= 0.5, result  # measured 0.66; issue 20 asks 0.9 (not met)
+    assert result["top1"] >= 0.9, result  # issue 20's target; measured 0.927 here, 0.942 on the figures' seeds
 
 
 def test_search_precision_at_5_per_class_name(mini_model, held_out, events):
     index = mq.clip_index(mini_model, held_out / "clips")
     p5 = {e["label"]: mq.precision_at(index, mq.text_query(mini_model, e["prompts"][0]), e["label"]) for e in events}
-    assert np.mean(list(p5.values())) >= 0.6, p5  # measured 0.75-0.78
+    assert np.mean(list(p5.values())) >= 0.85, p5  # measured 0.945 here, 0.98 on the figures' seeds
 
 
 def test_scan_each_prompt_rises_where_its_sound_plays(mini_model, held_out, events):
     det = mq.detector(mini_model, events, mq.mini_scoring())
     result = mq.scene_agreement(det, held_out / "scenes")
     assert result["events"] >= 10
-    assert result["own_curve_highest"] >= 0.5, result  # measured 0.62-0.65 (chance: 1/11)
-    assert result["median_rise"] > 0.1, result
+    assert result["own_curve_highest"] >= 0.8, result  # measured 0.95 here, 0.92 on the figures' (chance: 1/11)
+    assert result["median_rise"] > 0.4, result  # measured 0.69, 0.63
 
 
 def test_classes_cluster_in_the_embedding_space(mini_model, held_out):
-    assert mq.silhouette(mini_model, held_out / "calibration") >= 0.1  # measured 0.19-0.21
+    assert mq.silhouette(mini_model, held_out / "calibration") >= 0.5  # measured 0.77 here, 0.74 on the figures' seeds
 
 
-def test_feedback_refinement_raises_precision_at_the_same_recall(mini_model, tmp_path):
+def test_feedback_refinement_finds_more_events_without_losing_precision(mini_model, tmp_path):
+    """Issue 20 asks for higher precision at the same recall; on this checkpoint refinement instead raises recall
+    at the thresholds picked before it (0.63 -> 0.96) with precision kept (0.49 -> 0.50). That is asserted."""
     report = feedback_precision.experiment(mini_model, tmp_path / "fbp", n=8, quantile=0.9,
                                            params=feedback_precision.RefineParams())
     before, after = report["before"], report["after_fixed_thresholds"]
-    assert report["feedback"]["rejected"] >= 1, report
-    # at the thresholds picked before refining: measured precision 0.33 -> 0.58-0.76 with recall up, not down
-    assert after["precision"] >= before["precision"] + 0.1, json.dumps(report)
-    assert after["recall"] >= before["recall"], json.dumps(report)
+    assert report["feedback"]["rejected"] >= 1 and report["feedback"]["confirmed"] >= 1, report
+    assert after["recall"] >= before["recall"] + 0.2, json.dumps(report)
+    assert after["precision"] >= before["precision"] - 0.02, json.dumps(report)
+
+
+def test_negatives_cut_the_false_alarms_of_a_confuser(mini_model, held_out):
+    """A vague siren prompt ("a sweeping tone") fires on chirps too; the chirps as negatives cut those false
+    alarms and keep every siren (measured 8 -> 3 here, 14 -> 12 on the figures' seeds, recall 1.0 throughout)."""
+    result = mf.negatives(mini_model, held_out / "confusers")
+    before, after = result["before"], result["after"]
+    assert after["false_alarms"] <= before["false_alarms"] - 3, result
+    assert after["recall"] >= before["recall"], result
+
+
+def test_an_audio_example_finds_a_sound_no_caption_ever_named(mini_model, held_out):
+    """bell was never captioned nor trained on: its name finds none (P@5 0.0); one recording of it finds
+    bells (measured 0.4 here, 0.6 on the figures' seeds)."""
+    result = mf.query_by_example(mini_model, held_out / "clips", next((held_out / "example" / world.HELD_OUT)
+                                                                      .glob("*.wav")))
+    assert result["example_p5"] >= max(result["text_p5"].values()) + 0.4, result
+
+
+def test_evaluate_on_simple_scenes_with_presence_timing(mini_model, held_out, events):
+    """Issue 20 asks event F1 0.8; measured 0.74 here (0.48 on the figures' seeds): the floor asserts the
+    pipeline still localises and labels most events, not the target."""
+    det = mq.detector(mini_model, events, mq.mini_scoring())
+    result = mq.report_evaluate(det, held_out / "scenes")
+    assert result["timing"] == "presence" and result["event_f1"] >= 0.6, result
 
 
 def test_calibrate_meets_its_target_precision_on_held_out_audio(mini_model, held_out, events):
@@ -99,9 +126,9 @@ def test_calibrate_meets_its_target_precision_on_held_out_audio(mini_model, held
         shutil.copytree(held_out / "calibration_quiet", negatives)
     result = mf.calibration(mini_model, events, held_out / "calibration", negatives, held_out / "clips",
                             held_out / "quiet", target=0.9)
-    assert result["calibrated"] >= result["of"] - 2, result  # measured 10 of 11
-    assert result["held_out_precision"] >= 0.9, result  # measured 0.97-1.0
-    assert result["held_out_recall"] >= 0.5, result
+    assert result["calibrated"] == result["of"], result  # measured 11 of 11
+    assert result["held_out_precision"] >= 0.9, result  # measured 0.98 here, 0.94 on the figures' seeds
+    assert result["held_out_recall"] >= 0.8, result  # measured 0.94, 0.99
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path):

@@ -266,10 +266,10 @@ def tune_thresholds(model: Path, clips: Path, work: Path, target: float = 0.95) 
 
 
 def report_evaluate(det: Detector, scenes: Path, collar_s: float = 1.0) -> dict:
-    report = evaluate(det, scenes, scenes / "labels.tsv", collar_s, progress=False)
+    report = evaluate(det, scenes, scenes / "labels.tsv", collar_s, progress=False, timing="presence")
     return {"psds1": round(report.psds1, 4), "event_f1": round(report.micro["f1"], 4),
             "precision": round(report.micro["precision"], 4), "recall": round(report.micro["recall"], 4),
-            "collar_s": collar_s}
+            "collar_s": collar_s, "timing": "presence"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     events = mini_events()
     clips = write_clips(args.work / "clips", 1, args.per_class, world.CLASSES)
     scenes = write_scenes(args.work / "scenes", 2, args.scenes, SOUNDING)
-    out = {"tag": tag_accuracy(args.model, clips, events)}
+    out = {"tag": tag_accuracy(args.model, clips, [{"label": c, "prompts": [world.prompt(c)]} for c in world.CLASSES])}
     index = clip_index(args.model, clips)
     out["search_p5"] = {e["label"]: precision_at(index, text_query(args.model, e["prompts"][0]), e["label"])
                         for e in events}

@@ -260,15 +260,24 @@ class Clip:
     labels: tuple[str, ...]
 
 
-def make_clip(rng: np.random.Generator, labels: tuple[str, ...], seconds: float = WINDOW_S) -> Clip:
-    """A window with each class of ``labels`` placed at a random onset and 0-30 dB SNR over room tone."""
+def make_clip(rng: np.random.Generator, labels: tuple[str, ...], seconds: float = WINDOW_S,
+              cut: float = 0.0) -> Clip:
+    """A window with each class of ``labels`` placed at a random onset and 0-30 dB SNR over room tone.
+
+    ``cut``: the share of events that run over the window's start or end, with 0.3 s or more of them inside.
+    Windows cut from a stream every hop hold such partial sounds most of the time; a model that never saw them
+    takes the tail of a chirp for a siren and a sound that stops for a beep."""
     n = int(seconds * SR)
     x = room_tone(rng, n)
     for label in labels:
         if label == "silence":
             continue
         clip = event(rng, label, min(rng.uniform(0.3, 3.0), seconds))
-        onset = int(rng.integers(0, n - min(clip.size, n) + 1))
+        if cut and rng.random() < cut:
+            keep = int(rng.integers(min(int(0.3 * SR), clip.size), clip.size + 1))
+            clip, onset = (clip[-keep:], 0) if rng.random() < 0.5 else (clip[:keep], n - keep)
+        else:
+            onset = int(rng.integers(0, n - min(clip.size, n) + 1))
         x = place(rng, x, clip, onset, rng.uniform(0, 30))
     return Clip(_finish(x, rng), labels)
 

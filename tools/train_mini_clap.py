@@ -72,8 +72,8 @@ def _widen_text_init(model) -> None:
 class Pool:
     """Training examples, partly refreshed each step: fresh clips without paying for a whole batch of them."""
 
-    def __init__(self, seed: int, size: int, frontend: LogMelFrontend, tokenizer):
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, seed: int, size: int, frontend: LogMelFrontend, tokenizer, cut: float = 0.0):
+        self.rng, self.cut = np.random.default_rng(seed), cut
         self.frontend, self.tokenizer = frontend, tokenizer
         self.feats = np.zeros((size, 1, frontend.params.n_frames, frontend.params.n_mels), np.float16)
         self.labels: list[tuple[str, ...]] = [()] * size
@@ -82,7 +82,7 @@ class Pool:
 
     def refill(self, i: int) -> None:
         labels = world.training_labels(self.rng)
-        self.feats[i] = self.frontend(world.make_clip(self.rng, labels).audio)
+        self.feats[i] = self.frontend(world.make_clip(self.rng, labels, cut=self.cut).audio)
         self.labels[i] = labels
 
     def batch(self, size: int, refresh: int):
@@ -169,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder (save_pretrained layout)")
     parser.add_argument("--seed", type=int, default=20, help=f"training seed (below {world.EVAL_SEED_BASE})")
-    parser.add_argument("--steps", type=int, default=900)
+    parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--pool", type=int, default=384, help="examples kept in memory")
     parser.add_argument("--refresh", type=int, default=4, help="examples of each batch regenerated first")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (part of what fixes the weights)")
     parser.add_argument("--text-steps", type=int, default=150, help="text-only warm-up steps")
+    parser.add_argument("--cut", type=float, default=0.3,
+                        help="share of training events that run over the window's edge, as in a stream")
     parser.add_argument("--eval-every", type=int, default=0, help="print held-out accuracy every N steps")
     args = parser.parse_args(argv)
     if not 0 <= args.seed < world.EVAL_SEED_BASE:
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = offline_tokenizer(model_max_length=32, corpus=world.caption_corpus() * 4, vocab_size=600)
     model = build_model(len(tokenizer), args.seed).train()
     frontend = LogMelFrontend(FrontendParams())
-    pool = Pool(args.seed, max(args.pool, args.batch), frontend, tokenizer)
+    pool = Pool(args.seed, max(args.pool, args.batch), frontend, tokenizer, args.cut)
     prototypes = torch.nn.Parameter(torch.randn(len(world.CLASSES), model.config.projection_dim))
     optimizer = torch.optim.AdamW([*model.parameters(), prototypes], lr=args.lr, weight_decay=0.01)
     warmup = max(1, args.steps // 20)
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     model.save_pretrained(args.out)
     record = {"command": "python tools/train_mini_clap.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "seed": args.seed, "steps": args.steps, "batch": args.batch, "pool": args.pool,
-              "refresh": args.refresh, "lr": args.lr, "text_steps": args.text_steps, "train_seconds": round(train_s, 1),
+              "refresh": args.refresh, "lr": args.lr, "cut": args.cut, "text_steps": args.text_steps, "train_seconds": round(train_s, 1),
               "cpu": _cpu_model(), "torch_threads": args.threads, "torch": torch.__version__,
               "held_out_top1_torch": round(accuracy, 4), "classes": world.CLASSES, "held_out_class": world.HELD_OUT}
     (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -108,6 +108,35 @@ def window_timeline(result: FileScores, labels: tuple[str, ...]):
     return create_score_dataframe(result.scores.astype(np.float64), bounds, list(labels))
 
 
+def centred(event: Event, window_s: float, hop_s: float) -> Event:
+    """A detection timed by its windows' centres: each window stands for the ``hop_s`` nearest its centre (the
+    PSDS timeline's rule), instead of its whole ``window_s``. The events the sinks report run from their first
+    window's start to their last window's end, up to ``window_s - hop_s`` longer than the sound."""
+    start, end, label = event
+    trim = max(window_s - hop_s, 0.0) / 2
+    return (start + trim, max(end - trim, start + trim), label)
+
+
+def present(event: Event, window_s: float, hop_s: float) -> Event:
+    """A detection timed as a presence detector's: CLAP scores a window high when the sound is anywhere in it
+    (it learnt from clips labelled for what they contain, not for where), so the sound began within the hop
+    before its first window's end and ended within the hop after its last window's start; the middle of each
+    of those hops is the estimate. A sound shorter than a window (fewer than ``window_s / hop_s`` windows) lies
+    where all its windows overlap, between the same two points the other way round, and lasts a hop at least.
+    An event from the stream's first window has no earlier window to bound it: it began between the start and
+    one hop before that window's end, taken at the middle."""
+    start, end, label = event
+    onset = start + window_s - hop_s / 2 if start > 0 else (start + window_s - hop_s) / 2
+    onset, offset = sorted((onset, end - window_s + hop_s / 2))
+    if offset - onset < hop_s:
+        middle = (onset + offset) / 2
+        onset, offset = max(middle - hop_s / 2, 0.0), middle + hop_s / 2
+    return (onset, offset, label)
+
+
+TIMINGS = {"centre": centred, "presence": present}
+
+
 def event_fscore(detections: dict[str, list[Event]], ground_truth: dict[str, list[Event]], labels: tuple[str, ...],
                  collar_s: float, offset_collar_rate: float = 0.0):
     """``sed_eval``'s collar-based F1, precision, recall and counts: a detection matches a reference of its label
@@ -157,13 +186,16 @@ class Report:
     merge_touching: bool
     ignored_labels: list[str] = field(default_factory=list)  # in the labels file, not in the config
     unreferenced_labels: list[str] = field(default_factory=list)  # in the config, no reference events
+    timing: str = "reported"  # how detections were timed: "reported", or a key of TIMINGS
 
 
 def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: float = 1.0,
              offset_collar_rate: float = 0.0, merge_touching: bool = False, scores_dir: Path | None = None,
-             progress: bool = True) -> Report:
+             progress: bool = True, timing: str = "reported") -> Report:
     """``scores_dir``: also write each file's window scores (``sed_scores_eval``'s TSV format, one file per
-    recording) and ``durations.tsv`` there, for running other PSDS tools on exactly what was scored."""
+    recording) and ``durations.tsv`` there, for running other PSDS tools on exactly what was scored.
+    ``timing``: ``reported`` scores the events as the sinks report them; ``centre`` times them by their windows'
+    centres (``centred``), as PSDS already does; ``presence`` as a presence detector's (``present``)."""
     from sed_scores_eval import intersection_based
     from tqdm import tqdm
 
@@ -185,7 +217,9 @@ def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: fl
     for name, path in tqdm(sorted(files.items()), desc="evaluating", unit="file", file=sys.stderr,
                            disable=not progress):
         result = score_file(detector, path)
-        detections[name] = list(result.events)
+        windows_cfg = detector.config.windows
+        detections[name] = [TIMINGS[timing](e, windows_cfg.window_s, windows_cfg.hop_s) for e in result.events] \
+            if timing in TIMINGS else list(result.events)
         result.scores = result.scores[:, columns]
         windows[name] = window_timeline(result, scored)
         ground_truth[name] = [e for e in truth.get(name, truth.get(path.name, [])) if e[2] in labels]
@@ -205,7 +239,7 @@ def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: fl
     micro = {"precision": float(p["micro_average"]), "recall": float(r["micro_average"]),
              "f1": float(f["micro_average"])}
     return Report(labels, per_label, micro, float(f["macro_average"]), psds[1], psds[2], len(files), collar_s,
-                  offset_collar_rate, merge_touching, ignored, [x for x in labels if x not in scored])
+                  offset_collar_rate, merge_touching, ignored, [x for x in labels if x not in scored], timing)
 
 
 def write_scores(folder: Path, windows: dict, durations: dict[str, float]) -> None:

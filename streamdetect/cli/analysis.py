@@ -97,7 +97,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise LabelsError(f"--collar must be within (0, 60] s (sed_eval needs a collar) and --offset-collar-rate "
                               f"within 0..10, found {args.collar} and {args.offset_collar_rate}")
         report = evaluate(detector, args.audio, args.labels, args.collar, args.offset_collar_rate,
-                          args.merge_touching, args.scores_dir)
+                          args.merge_touching, args.scores_dir, timing=args.timing)
     except LabelsError as e:
         raise UsageError(str(e)) from None
     if report.ignored_labels:
@@ -107,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     offset = (f", offset collar max({report.collar_s:g} s, {report.offset_collar_rate:g} x length)"
               if report.offset_collar_rate else "")
     print(f"{report.files} files, collar {report.collar_s:g} s{offset}, touching references "
-          f"{'merged' if report.merge_touching else 'kept apart'}")
+          f"{'merged' if report.merge_touching else 'kept apart'}, detections timed as {report.timing}")
     print(f"{'label':{width}s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'TP':>5s} {'FP':>5s} {'ref':>5s}")
     for label, m in report.per_label.items():
         print(f"{label:{width}s} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} {m['tp']:5d} {m['fp']:5d} "

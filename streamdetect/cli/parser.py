@@ -134,6 +134,11 @@ def build_parser() -> Parser:
     ev.add_argument("--merge-touching", action="store_true",
                     help="merge touching or overlapping reference events of one label (without it they are kept "
                     "apart, as sed_eval and psds_eval count them)")
+    ev.add_argument("--timing", choices=("reported", "centre", "presence"), default="reported",
+                    help="reported: the events as the sinks report them (first window's start to last window's "
+                    "end); centre: each window stands for the hop nearest its centre, as in PSDS; presence: the "
+                    "sound began within the hop before the first window's end and ended within the hop after the "
+                    "last window's start (CLAP fires on a sound anywhere in a window)")
     ev.add_argument("--scores-dir", type=Path,
                     help="also write the window scores (sed_scores_eval TSVs) and durations.tsv here")
     ev.add_argument("--json", type=Path, help="also write the report as JSON to this file")
