@@ -14,6 +14,7 @@ from streamdetect.model.manifest import (
     AUDIO_ENCODER,
     AUDIO_ENCODER_FP16,
     AUDIO_ENCODER_INT8,
+    AUDIO_ENCODER_INT8_STATIC,
     AUDIO_ENCODER_OPENVINO,
     AUDIO_ENCODER_OPENVINO_WEIGHTS,
     TEXT_ENCODER,
@@ -49,8 +50,9 @@ def cosine_rows(a, b):
 
 
 # The parity bound each reduced precision is held to (streamdetect.model.export), and the files it ships as.
-BOUNDS = {"int8": "INT8_MIN_COSINE", "fp16": "FP16_MIN_COSINE", "bf16": "BF16_MIN_COSINE"}
-FILES = {"int8": (AUDIO_ENCODER_INT8,), "fp16": (AUDIO_ENCODER_FP16,),
+BOUNDS = {"int8": "INT8_MIN_COSINE", "int8_static": "INT8_STATIC_MIN_COSINE", "fp16": "FP16_MIN_COSINE",
+          "bf16": "BF16_MIN_COSINE"}
+FILES = {"int8": (AUDIO_ENCODER_INT8,), "int8_static": (AUDIO_ENCODER_INT8_STATIC,), "fp16": (AUDIO_ENCODER_FP16,),
          "bf16": (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS)}
 REFUSE, SHIP = 1.0 + 1e-9, -1.0  # bounds no converted encoder reaches / every one reaches
 

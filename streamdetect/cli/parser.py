@@ -212,5 +212,8 @@ def build_parser() -> Parser:
     rp.add_argument("--no-chart", action="store_true", help="write no chart")
     rp.add_argument("--json", action="store_true", help="JSON instead of text")
 
-    verb("devices", "list audio input devices")
+    dv = verb("devices", "which engine and precision the encoder runs on here (timed once per CPU), and the audio "
+              "input devices")
+    dv.add_argument("--config", type=Path, help=CONFIG_HELP + "; its runtime section and model are the ones shown")
+    dv.add_argument("--model", type=Path, help=MODEL_HELP)
     return p

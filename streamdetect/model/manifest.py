@@ -20,12 +20,14 @@ DEFAULT_MODEL_ID = "laion/clap-htsat-unfused"
 DEFAULT_MODEL_DIR = Path("models/clap-htsat-unfused")  # what configs/*.yaml read as `model:`
 AUDIO_ENCODER = "audio_encoder.onnx"
 AUDIO_ENCODER_INT8 = "audio_encoder.int8.onnx"
+# static (calibrated) QDQ int8: fixed activation scales, so a window's embedding never depends on its batch
+AUDIO_ENCODER_INT8_STATIC = "audio_encoder.int8_static.onnx"
 AUDIO_ENCODER_FP16 = "audio_encoder.fp16.onnx"
 # bf16 runs on OpenVINO from its own IR with fp16-stored weights: compiling it peaks 110 MB lower than the fp32
 # ONNX graph. Exports made before that IR existed name audio_encoder.onnx as their bf16 file, which still runs.
 AUDIO_ENCODER_OPENVINO = "audio_encoder.openvino.xml"
 AUDIO_ENCODER_OPENVINO_WEIGHTS = "audio_encoder.openvino.bin"
-REDUCED_PRECISIONS = {"int8": AUDIO_ENCODER_INT8, "fp16": AUDIO_ENCODER_FP16, "bf16": AUDIO_ENCODER_OPENVINO}
+REDUCED_PRECISIONS = {"int8": AUDIO_ENCODER_INT8, "int8_static": AUDIO_ENCODER_INT8_STATIC, "fp16": AUDIO_ENCODER_FP16, "bf16": AUDIO_ENCODER_OPENVINO}
 AUDIO_INPUT = "input_features"  # the audio encoder's one input: (batch, 1, frames, mels) log-mel dB
 TEXT_ENCODER = "text_encoder.onnx"
 # The text tower's weights (479 MiB at full size) in a file of their own, which onnxruntime maps instead of
