@@ -48,14 +48,26 @@ class Candidate:
         return f"{ENGINES[self.device]} {self.precision}"
 
 
-def openvino_version() -> str | None:
-    """Without importing openvino (about 0.3 s): the start-up that finds a cached choice never pays for it."""
-    if importlib.util.find_spec("openvino") is None:
+def installed_version(module: str, distributions: tuple[str, ...]) -> str | None:
+    """An engine's version without importing it (openvino takes 0.3-0.7 s, onnxruntime 0.3 s): a start-up that
+    finds a cached choice pays only for the engine it runs. None where the module is not installed."""
+    if importlib.util.find_spec(module) is None:
         return None
-    try:
-        return importlib.metadata.version("openvino")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def openvino_version() -> str | None:
+    return installed_version("openvino", ("openvino",))
+
+
+def onnxruntime_version() -> str | None:
+    return installed_version("onnxruntime", ("onnxruntime-gpu", "onnxruntime", "onnxruntime-openvino",
+                                             "onnxruntime-directml"))
 
 
 def candidates(bundle: ModelBundle, with_openvino: bool) -> list[Candidate]:
@@ -69,13 +81,11 @@ def candidates(bundle: ModelBundle, with_openvino: bool) -> list[Candidate]:
 
 
 def calibration_key(bundle: ModelBundle, options: RuntimeOptions, cpu: CpuInfo | None = None) -> dict[str, Any]:
-    import onnxruntime
-
     cpu = cpu or CpuInfo.read()
     files = sorted({bundle.audio_encoder_file(c.precision, on_gpu=False)
                     for c in candidates(bundle, with_openvino=True)})
     return {"version": CALIBRATION_VERSION, "cpu": cpu.model, "cpu_flags": cpu.flags_digest, "cores": cpu.cores,
-            "intra_op_threads": options.intra_op_threads, "onnxruntime": onnxruntime.__version__,
+            "intra_op_threads": options.intra_op_threads, "onnxruntime": onnxruntime_version(),
             "openvino": openvino_version(), "files": {name: bundle.file_digest(name) for name in files}}
 
 
