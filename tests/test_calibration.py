@@ -145,6 +145,11 @@ def test_devices_shows_the_choice_and_its_timings(fresh):
         assert f"{label} {ms:.1f} ms" in result.stdout
     cpu = CpuInfo.read()
     assert f"CPU: {cpu.model}, {cpu.cores} cores" in result.stdout
+    run_cli("devices", "--model", str(fresh))  # cached: shown again, not measured again
+    assert json.loads((fresh / CALIBRATION_NAME).read_text())["measured_at"] == cached["measured_at"]
+    retimed = run_cli("devices", "--model", str(fresh), "--retime")  # after a busy first time: measured again
+    again = json.loads((fresh / CALIBRATION_NAME).read_text())
+    assert again["measured_at"] != cached["measured_at"] and f"{again['fastest']}, " in retimed.stdout
     explicit = run_cli("devices", "--model", str(fresh), "--config", str(write_config(fresh, "cpu")))
     cpu_file = "audio_encoder.int8.onnx" if ModelBundle.load(fresh).shipped("int8") else "audio_encoder.onnx"
     assert f"(runtime.device cpu, precision auto): onnxruntime, {cpu_file}" in explicit.stdout, explicit.stdout

@@ -216,4 +216,6 @@ def build_parser() -> Parser:
               "input devices")
     dv.add_argument("--config", type=Path, help=CONFIG_HELP + "; its runtime section and model are the ones shown")
     dv.add_argument("--model", type=Path, help=MODEL_HELP)
+    dv.add_argument("--retime", action="store_true", help="time the engines again (say after the machine was busy "
+                    "when they were first timed) and cache the new choice")
     return p

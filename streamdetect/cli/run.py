@@ -186,15 +186,15 @@ def _print_encoder_choice(args: argparse.Namespace) -> None:
               "shows which engine and precision runtime.device auto runs here")
         return
     options = RuntimeOptions.from_config(config.runtime) if config else RuntimeOptions()
-    chosen = runtime_choice(bundle, options, say=False)
+    chosen = runtime_choice(bundle, options, say=False, retime=args.retime)
     where = {"cpu": "onnxruntime", "openvino": "OpenVINO"}.get(chosen.device, chosen.device)
     precision = "" if chosen.precision == "auto" else f" {chosen.precision}"
     print(f"encoder for {folder} (runtime.device {options.device}, precision {options.precision}): "
           f"{where}{precision}, {audio_encoder_file(bundle, chosen)}")
     calibration = load_calibration(bundle, options) if options.device == "auto" else None
     if calibration is not None:
-        print(f"  measured on this CPU ({calibration.measured_at}, {calibration.rounds} rounds, "
-              f"{folder / CALIBRATION_NAME}): {calibration.summary()}")
+        print(f"  measured on this CPU ({calibration.measured_at}, load {calibration.load_average}, "
+              f"{calibration.rounds} rounds, {folder / CALIBRATION_NAME}): {calibration.summary()}")
         for label, error in calibration.errors.items():
             print(f"  {label} could not run: {error}")
     elif options.device == "auto":

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -316,15 +317,23 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
 
 
 def _time_for_auto(out: Path, report: Callable[[str], None]) -> None:
-    """Time the engines here once, so the first `run` on this machine starts with the choice made; another
-    machine (a different CPU or engine version) times them again at its first start."""
-    from streamdetect.pipeline.encoder import runtime_choice
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-
-    chosen = runtime_choice(ModelBundle.load(out), RuntimeOptions())
-    if chosen.device != "auto":
-        report(f"runtime.device auto on this CPU: {chosen.device} {chosen.precision} (measured fastest; "
-               "`streamdetect devices` shows the timings)")
+    """Time the engines here once, so the first `run` on this machine starts with the choice made (another
+    machine, CPU or engine version times them again at its first start). In a fresh interpreter: torch's idle
+    threads in this one would slow every candidate (2-3x measured on 2 cores)."""
+    code = ("import sys\nfrom streamdetect.model.manifest import ModelBundle\n"
+            "from streamdetect.pipeline.encoder import runtime_choice\n"
+            "from streamdetect.pipeline.encoder.base import RuntimeOptions\n"
+            "c = runtime_choice(ModelBundle.load(sys.argv[1]), RuntimeOptions(), say=False, retime=True)\n"
+            "print(c.device, c.precision)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
+    if result.returncode != 0:
+        report(f"  could not time the engines for runtime.device auto ({result.stderr.strip().splitlines()[-1:]}); "
+               "the first `run` does")
+        return
+    device, precision = result.stdout.split()
+    if device != "auto":
+        report(f"runtime.device auto on this CPU: {device} {precision} (measured fastest; `streamdetect devices` "
+               "shows the timings)")
 
 
 def _weights_apart(path: Path, weights: str) -> None:

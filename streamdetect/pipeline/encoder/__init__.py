@@ -17,13 +17,15 @@ __all__ = ["AudioEncoder", "RuntimeOptions", "chosen_encoder_file", "open_audio_
 log = logging.getLogger(__name__)
 
 
-def runtime_choice(bundle: ModelBundle, options: RuntimeOptions, say: bool = True) -> RuntimeOptions:
+def runtime_choice(bundle: ModelBundle, options: RuntimeOptions, say: bool = True,
+                   retime: bool = False) -> RuntimeOptions:
     """``runtime.device: auto`` on a machine without an NVIDIA GPU becomes the engine (and, for an 'auto'
     precision, the precision) measured fastest on this CPU, timed once and cached in the model folder (see
-    ``calibration``). Any other device is the user's choice and is returned unchanged."""
+    ``calibration``; ``retime`` measures again even so). Any other device is the user's choice and is returned
+    unchanged."""
     if options.device != "auto" or _device.nvidia_driver_present():
         return options
-    calibration = load_calibration(bundle, options)
+    calibration = None if retime else load_calibration(bundle, options)
     cached = calibration is not None
     if calibration is None:
         log.info("runtime.device auto: timing each shipped engine and precision on this CPU once (cached in %s)",

@@ -3,7 +3,9 @@
 A fixed rule ("int8 on a CPU, OpenVINO bf16 where there are bf16 units") was right on the CPU it was measured
 on and wrong elsewhere: on a 2-core AVX2-only EPYC OpenVINO fp32 beat onnxruntime fp32 and the rule never
 considered it. So the candidates are timed once, interleaved (each round runs every candidate once, so a
-neighbour's load falls on all of them alike), and the fastest is cached in the model folder, keyed by what
+neighbour's load falls on all of them alike), each by its fastest round (load only ever slows a run down; on a
+busy 2-core machine medians of 3 rounds put OpenVINO bf16 first in one process and fifth in the next), and the
+fastest is cached in the model folder, keyed by what
 decides speed: the CPU model and flags, the cores this process may use, the engine versions and the files'
 digests. A different CPU, engine version or export finds the key changed and times again.
 """
@@ -14,6 +16,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -91,13 +94,14 @@ def calibration_key(bundle: ModelBundle, options: RuntimeOptions, cpu: CpuInfo |
 
 @dataclass(frozen=True)
 class Calibration:
-    """Median ms per window of each candidate on this machine (None: it could not run, see ``errors``)."""
+    """Each candidate's fastest round on this machine, ms per window; those that could not run are in ``errors``."""
 
     key: dict[str, Any]
     ms_per_window: dict[str, float]  # by Candidate.label
     errors: dict[str, str]
     rounds: int
     measured_at: str
+    load_average: float = 0.0  # the 1-minute load when it was measured: above the core count, figures are rough
 
     def fastest(self, precision: str = "auto") -> Candidate | None:
         """The fastest candidate measured, among those at ``precision`` unless that is 'auto'."""
@@ -115,7 +119,7 @@ class Calibration:
 
     def to_json(self) -> str:
         return json.dumps({"key": self.key, "ms_per_window": self.ms_per_window, "errors": self.errors,
-                           "rounds": self.rounds, "measured_at": self.measured_at,
+                           "rounds": self.rounds, "measured_at": self.measured_at, "load_average": self.load_average,
                            "fastest": (self.fastest() or Candidate("cpu", "fp32")).label}, indent=2) + "\n"
 
 
@@ -125,7 +129,8 @@ def load_calibration(bundle: ModelBundle, options: RuntimeOptions) -> Calibratio
     try:
         data = json.loads(path.read_text())
         cached = Calibration(data["key"], {k: float(v) for k, v in data["ms_per_window"].items()},
-                             dict(data.get("errors", {})), int(data["rounds"]), str(data["measured_at"]))
+                             dict(data.get("errors", {})), int(data["rounds"]), str(data["measured_at"]),
+                             float(data.get("load_average", 0.0)))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -148,8 +153,8 @@ def _probe_features(bundle: ModelBundle) -> np.ndarray:
     return LogMelFrontend(params)([audio.astype(np.float32)])
 
 
-def calibrate(bundle: ModelBundle, options: RuntimeOptions, opener: Opener, budget_s: float = 4.0,
-              min_rounds: int = 3, max_rounds: int = 30) -> Calibration:
+def calibrate(bundle: ModelBundle, options: RuntimeOptions, opener: Opener, budget_s: float = 6.0,
+              min_rounds: int = 5, max_rounds: int = 40) -> Calibration:
     """Open every candidate, then time rounds of one window each until ``budget_s`` is spent (at least
     ``min_rounds``); write the result to the model folder (a read-only folder is logged, and the choice still
     holds for this process)."""
@@ -173,8 +178,12 @@ def calibrate(bundle: ModelBundle, options: RuntimeOptions, opener: Opener, budg
             times[candidate].append(1000 * (time.perf_counter() - t0))
         rounds += 1
     encoders.clear()  # let the sessions go before the chosen one is opened again
-    result = Calibration(key, {c.label: round(float(np.median(ms)), 3) for c, ms in times.items()}, errors, rounds,
-                         time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    load = os.getloadavg()[0]
+    result = Calibration(key, {c.label: round(min(ms), 3) for c, ms in times.items()}, errors, rounds,
+                         time.strftime("%Y-%m-%dT%H:%M:%S%z"), round(load, 2))
+    if load > key["cores"]:
+        log.warning("the encoders were timed under load %.1f on %d cores: the choice may not be the fastest on an "
+                    "idle machine; `streamdetect devices --retime` times them again", load, key["cores"])
     path = bundle.directory / CALIBRATION_NAME
     try:
         atomic_write(path, result.to_json())
