@@ -194,7 +194,7 @@ def _print_encoder_choice(args: argparse.Namespace) -> None:
     calibration = load_calibration(bundle, options) if options.device == "auto" else None
     if calibration is not None:
         print(f"  measured on this CPU ({calibration.measured_at}, load {calibration.load_average}, "
-              f"{calibration.rounds} rounds, {folder / CALIBRATION_NAME}): {calibration.summary()}")
+              f"at least {calibration.rounds} runs each, {folder / CALIBRATION_NAME}): {calibration.summary()}")
         for label, error in calibration.errors.items():
             print(f"  {label} could not run: {error}")
     elif options.device == "auto":

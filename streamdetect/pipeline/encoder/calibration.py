@@ -2,10 +2,9 @@
 
 A fixed rule ("int8 on a CPU, OpenVINO bf16 where there are bf16 units") was right on the CPU it was measured
 on and wrong elsewhere: on a 2-core AVX2-only EPYC OpenVINO fp32 beat onnxruntime fp32 and the rule never
-considered it. So the candidates are timed once, interleaved (each round runs every candidate once, so a
-neighbour's load falls on all of them alike), each by its fastest round (load only ever slows a run down; on a
-busy 2-core machine medians of 3 rounds put OpenVINO bf16 first in one process and fifth in the next), and the
-fastest is cached in the model folder, keyed by what
+considered it. So the candidates are timed once, each by its fastest run (load only ever slows a run down; on a
+busy 2-core machine medians of 3 interleaved rounds put OpenVINO bf16 first in one process and fifth in the
+next), and the fastest is cached in the model folder, keyed by what
 decides speed: the CPU model and flags, the cores this process may use, the engine versions and the files'
 digests. A different CPU, engine version or export finds the key changed and times again.
 """
@@ -99,7 +98,7 @@ class Calibration:
     key: dict[str, Any]
     ms_per_window: dict[str, float]  # by Candidate.label
     errors: dict[str, str]
-    rounds: int
+    rounds: int  # the fewest timed runs of any candidate
     measured_at: str
     load_average: float = 0.0  # the 1-minute load when it was measured: above the core count, figures are rough
 
@@ -154,33 +153,37 @@ def _probe_features(bundle: ModelBundle) -> np.ndarray:
 
 
 def calibrate(bundle: ModelBundle, options: RuntimeOptions, opener: Opener, budget_s: float = 6.0,
-              min_rounds: int = 5, max_rounds: int = 40) -> Calibration:
-    """Open every candidate, then time rounds of one window each until ``budget_s`` is spent (at least
-    ``min_rounds``); write the result to the model folder (a read-only folder is logged, and the choice still
-    holds for this process)."""
+              min_runs: int = 5, max_runs: int = 40) -> Calibration:
+    """Open each candidate alone, time one window ``min_runs`` times or for its share of ``budget_s`` (at most
+    ``max_runs``), and close it again before the next; write the result to the model folder (a read-only folder is
+    logged, and the choice still holds for this process).
+
+    One at a time, not interleaved: with all six full-size candidates open the first start peaked at 1.0 GB RSS.
+    The fastest run is robust to a neighbour's load on its own (load only ever slows a run down)."""
     key = calibration_key(bundle, options)
-    encoders: dict[Candidate, AudioEncoder] = {}
     errors: dict[str, str] = {}
-    for candidate in candidates(bundle, with_openvino=key["openvino"] is not None):
+    best: dict[str, float] = {}
+    runs: list[int] = []
+    features = _probe_features(bundle)
+    todo = candidates(bundle, with_openvino=key["openvino"] is not None)
+    for candidate in todo:
         try:
-            encoders[candidate] = opener(bundle, replace(options, device=candidate.device,
-                                                         precision=candidate.precision))
+            encoder = opener(bundle, replace(options, device=candidate.device, precision=candidate.precision))
         except (ModelError, RuntimeError, OSError) as e:  # an engine that does not start is a result too
             errors[candidate.label] = str(e).splitlines()[0]
-    features = _probe_features(bundle)
-    times: dict[Candidate, list[float]] = {c: [] for c in encoders}
-    order = list(encoders)
-    start, rounds = time.perf_counter(), 0
-    while order and rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget_s):
-        for candidate in order[rounds % len(order):] + order[: rounds % len(order)]:  # rotate who goes first
+            continue
+        times: list[float] = []
+        until = time.perf_counter() + budget_s / len(todo)
+        while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() < until):
             t0 = time.perf_counter()
-            encoders[candidate](features)
-            times[candidate].append(1000 * (time.perf_counter() - t0))
-        rounds += 1
-    encoders.clear()  # let the sessions go before the chosen one is opened again
+            encoder(features)
+            times.append(1000 * (time.perf_counter() - t0))
+        del encoder  # its session's memory goes before the next one is opened
+        best[candidate.label] = round(min(times), 3)
+        runs.append(len(times))
     load = os.getloadavg()[0]
-    result = Calibration(key, {c.label: round(min(ms), 3) for c, ms in times.items()}, errors, rounds,
-                         time.strftime("%Y-%m-%dT%H:%M:%S%z"), round(load, 2))
+    result = Calibration(key, best, errors, min(runs, default=0), time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                         round(load, 2))
     if load > key["cores"]:
         log.warning("the encoders were timed under load %.1f on %d cores: the choice may not be the fastest on an "
                     "idle machine; `streamdetect devices --retime` times them again", load, key["cores"])
@@ -189,8 +192,8 @@ def calibrate(bundle: ModelBundle, options: RuntimeOptions, opener: Opener, budg
         atomic_write(path, result.to_json())
     except OSError as e:
         log.warning("could not cache the encoder timing in %s (%s); it is measured again at the next start", path, e)
-    log.info("timed the audio encoder on %s (%d cores, %d rounds): %s", key["cpu"], key["cores"], rounds,
-             result.summary() or "nothing could run")
+    log.info("timed the audio encoder on %s (%d cores, at least %d runs each): %s", key["cpu"], key["cores"],
+             result.rounds, result.summary() or "nothing could run")
     return result
 
 
