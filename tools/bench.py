@@ -221,10 +221,12 @@ def run_subprocess_metrics(model_dir: Path, device: str = "auto") -> dict:
         cfg = Path(tmp) / "cfg.yaml"
         cfg.write_text(yaml.safe_dump({"model": str(model_dir), "runtime": {"device": device},
                                        "events": [{"label": "x", "prompts": ["birdsong"], "threshold": -1.0}]}))
-        # a first run fills the prompt cache and the bytecode cache, as a restarted daemon has them (an installed
-        # package has its .pyc; under PYTHONDONTWRITEBYTECODE every start would compile ~90 modules again)
+        # `prompts` fills the prompt cache and a first run the bytecode cache, as a restarted daemon has them (an
+        # installed package has its .pyc; under PYTHONDONTWRITEBYTECODE every start would compile ~90 modules)
         env = {**os.environ, "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pycache")}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run([sys.executable, "-m", "streamdetect", "prompts", "--config", str(cfg)], check=True,
+                       capture_output=True, env=env)
         command = [sys.executable, "-m", "streamdetect", "run", "--config", str(cfg), "--input", str(wav)]
         subprocess.run(command, check=True, capture_output=True, env=env)
         t0 = time.perf_counter()
