@@ -217,5 +217,10 @@ def build_parser() -> Parser:
     rp.add_argument("--no-chart", action="store_true", help="write no chart")
     rp.add_argument("--json", action="store_true", help="JSON instead of text")
 
-    verb("devices", "list audio input devices")
+    dv = verb("devices", "which engine and precision the encoder runs on here (timed once per CPU), and the audio "
+              "input devices")
+    dv.add_argument("--config", type=Path, help=CONFIG_HELP + "; its runtime section and model are the ones shown")
+    dv.add_argument("--model", type=Path, help=MODEL_HELP)
+    dv.add_argument("--retime", action="store_true", help="time the engines again (say after the machine was busy "
+                    "when they were first timed) and cache the new choice")
     return p

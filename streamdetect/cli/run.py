@@ -149,17 +149,58 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_devices(_args: argparse.Namespace) -> int:
+def cmd_devices(args: argparse.Namespace) -> int:
+    """The encoder `run` would use here (what runtime.device auto measured fastest on this CPU), then the audio
+    inputs; a missing model is one line, not an error: the audio inputs are worth listing without one."""
+    _print_encoder_choice(args)
     from streamdetect.sources.microphone import input_devices
 
     devices = input_devices()
     if not devices:
         print("no audio input devices found")
         return 1
+    print("audio inputs:")
     for d in devices:
         mark = "*" if d["default"] else " "
         print(f"{mark} [{d['index']:2d}] {d['name']}  ({d['hostapi']}, {d['channels']} ch, {d['sample_rate']:g} Hz)")
     return 0
+
+
+def _print_encoder_choice(args: argparse.Namespace) -> None:
+    from streamdetect.cli.common import model_dir
+    from streamdetect.model.manifest import ModelError
+    from streamdetect.pipeline.encoder import runtime_choice
+    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.pipeline.encoder.calibration import CALIBRATION_NAME, load_calibration
+    from streamdetect.pipeline.encoder.device import audio_encoder_file
+    from streamdetect.util.cpu import CpuInfo
+
+    config = load_config(args.config) if args.config else None
+    folder = model_dir(args, config) if config else args.model or default_model_dir()
+    cpu = CpuInfo.read()
+    print(f"CPU: {cpu.model}, {cpu.cores} cores, {' '.join(cpu.vector_extensions) or 'no AVX2'}")
+    try:
+        bundle = ModelBundle.load(folder)
+    except ModelError:
+        print(f"encoder: no exported model at {folder} (give --model DIR); `streamdetect devices --model DIR` "
+              "shows which engine and precision runtime.device auto runs here")
+        return
+    options = RuntimeOptions.from_config(config.runtime) if config else RuntimeOptions()
+    chosen = runtime_choice(bundle, options, say=False, retime=args.retime)
+    where = {"cpu": "onnxruntime", "openvino": "OpenVINO"}.get(chosen.device, chosen.device)
+    precision = "" if chosen.precision == "auto" else f" {chosen.precision}"
+    print(f"encoder for {folder} (runtime.device {options.device}, precision {options.precision}): "
+          f"{where}{precision}, {audio_encoder_file(bundle, chosen)}")
+    calibration = load_calibration(bundle, options) if options.device == "auto" else None
+    if calibration is not None:
+        print(f"  measured on this CPU ({calibration.measured_at}, load {calibration.load_average}, "
+              f"at least {calibration.rounds} runs each, {folder / CALIBRATION_NAME}): {calibration.summary()}")
+        for label, error in calibration.errors.items():
+            print(f"  {label} could not run: {error}")
+    elif options.device == "auto":
+        print("  an NVIDIA driver is present: auto runs onnxruntime's GPU providers (nothing is timed)")
+    else:
+        print("  an explicit runtime.device is used as given (nothing is timed)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

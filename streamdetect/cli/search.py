@@ -14,14 +14,14 @@ from streamdetect.model.manifest import ModelBundle, default_model_dir
 
 def _index(args: argparse.Namespace, folder: Path):
     from streamdetect.analysis.index import AudioIndex
+    from streamdetect.pipeline.encoder import chosen_encoder_file
     from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.encoder.device import audio_encoder_file
 
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
     bundle = ModelBundle.load(args.model or default_model_dir())
     options = RuntimeOptions()
-    return bundle, options, AudioIndex(folder, bundle, audio_encoder_file(bundle, options), args.window_s,
+    return bundle, options, AudioIndex(folder, bundle, chosen_encoder_file(bundle, options), args.window_s,
                                        args.hop_s).load()
 
 

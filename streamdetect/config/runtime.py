@@ -20,14 +20,17 @@ class WindowConfig(Strict):
 
 class RuntimeConfig(Strict):
     device: Literal["auto", "cpu", "cuda", "tensorrt", "openvino", "triton"] = Field(
-        "auto", description="auto: CUDA when an NVIDIA driver and onnxruntime-gpu are there, else OpenVINO bf16 on a "
-        "CPU with bf16 units when openvino is installed and the export verified bf16, else CPU; tensorrt: "
+        "auto", description="auto: CUDA when an NVIDIA driver and onnxruntime-gpu are there, else the engine "
+        "(onnxruntime or OpenVINO) and precision measured fastest on this CPU, timed once and cached in the model "
+        "folder's calibration.json (`streamdetect devices` shows it); cpu: onnxruntime on the CPU; tensorrt: "
         "onnxruntime's TensorRT provider (engines cached next to the model), CUDA and CPU as fallbacks; openvino: "
         "the audio encoder on Intel's OpenVINO runtime on the CPU (pip install 'streamdetect[openvino]'); triton: the "
         "audio encoder on a Triton Inference Server (see runtime.triton; the text encoder stays here)")
-    precision: Literal["auto", "fp32", "int8", "fp16", "bf16"] = Field(
-        "auto", description="auto: bf16 on openvino, int8 on CPU, fp16 on GPU, when the export verified them "
-        "(cosine >= 0.999 vs fp32), else fp32")
+    precision: Literal["auto", "fp32", "int8", "int8_static", "fp16", "bf16"] = Field(
+        "auto", description="auto: with device auto on a CPU the fastest measured of those the export verified "
+        "(cosine >= 0.999 vs fp32); with device cpu int8, with openvino bf16 on a CPU with bf16 units, fp16 on a "
+        "GPU, when verified, else fp32. int8 quantises activations per call (dynamic), int8_static with scales "
+        "calibrated at export")
     intra_op_threads: int = Field(0, ge=0, le=256, description="0 lets onnxruntime choose")
     batch_size: int = Field(4, ge=1, le=1024, description="windows per encoder call when several are ready; "
                             "with tensorrt also the largest batch its engine is built for")

@@ -8,10 +8,12 @@ generated audio and on a few prompts, and the figures are printed.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +29,7 @@ from streamdetect.model.manifest import (
     AUDIO_ENCODER,
     AUDIO_ENCODER_FP16,
     AUDIO_ENCODER_INT8,
+    AUDIO_ENCODER_INT8_STATIC,
     AUDIO_ENCODER_OPENVINO,
     AUDIO_ENCODER_OPENVINO_WEIGHTS,
     AUDIO_INPUT,
@@ -40,6 +43,7 @@ from streamdetect.model.manifest import (
 )
 from streamdetect.model.offline import has_random_weights
 from streamdetect.model.precisions import (
+    calibration_features,
     convert_fp16,
     convert_openvino,
     cosine_rows,
@@ -47,13 +51,16 @@ from streamdetect.model.precisions import (
     fp32_reference,
     openvino_bf16_cosine,
     quantize_int8,
+    quantize_int8_static,
     ship_or_refuse,
     verification_audio,
 )
 from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend
+from streamdetect.util.cpu import CpuInfo
 
 MIN_COSINE = 0.9999
 INT8_MIN_COSINE = 0.999  # int8 ships only if it stays this close to fp32 on the verification audio
+INT8_STATIC_MIN_COSINE = 0.999  # likewise static int8 (its own name, so a test can move one bound alone)
 FP16_MIN_COSINE = 0.999  # likewise fp16 (for GPUs; on a CPU onnxruntime runs it through casts, slowly)
 BF16_MIN_COSINE = 0.999  # and bf16 on OpenVINO (the fp32 file at bf16 inference precision; AMX on Intel CPUs)
 VERIFY_PROMPTS = (
@@ -268,14 +275,21 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
                 f"text {check.text_cosine_min:.6f}, required {MIN_COSINE}); nothing was written to {out}"
             )
         manifest["precisions"] = {"fp32": {"file": AUDIO_ENCODER, "status": "shipped"}}
-        reduced = {"int8": (AUDIO_ENCODER_INT8, quantize_int8, INT8_MIN_COSINE, "dynamic, per channel"),
-                   "fp16": (AUDIO_ENCODER_FP16, convert_fp16, FP16_MIN_COSINE, "inputs and outputs stay fp32")}
         reference = fp32_reference(staging / AUDIO_ENCODER, params)  # what every reduced precision is held to
-        for step, (precision, (name, convert, required, how)) in enumerate(reduced.items(), start=5):
+        # 7-bit weights where the CPU's int8 dot products saturate (AVX2 without VNNI); the choice is recorded
+        reduce_range = not CpuInfo.read().has_int8_dot
+        static = functools.partial(quantize_int8_static, features=calibration_features(params),
+                                   reduce_range=reduce_range)
+        reduced = {"int8": (5, AUDIO_ENCODER_INT8, quantize_int8, INT8_MIN_COSINE, "dynamic, per channel"),
+                   "int8_static": (5, AUDIO_ENCODER_INT8_STATIC, static, INT8_STATIC_MIN_COSINE,
+                                   f"static QDQ, per channel, {'7' if reduce_range else '8'}-bit weights"),
+                   "fp16": (6, AUDIO_ENCODER_FP16, convert_fp16, FP16_MIN_COSINE, "inputs and outputs stay fp32")}
+        for precision, (step, name, convert, required, how) in reduced.items():
             report(f"[{step}/7] converting the audio encoder to {precision} ({how})")
             convert(staging / AUDIO_ENCODER, staging / name)
             cosine = cosine_vs_fp32(reference, staging / name)
             ship_or_refuse(manifest, staging, precision, (name,), cosine, required, report)
+            manifest["precisions"][precision]["method"] = how
         openvino_files = (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS)
         if importlib.util.find_spec("openvino") is None:
             report("[7/7] bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
@@ -286,7 +300,7 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
             ship_or_refuse(manifest, staging, "bf16", openvino_files, bf16, BF16_MIN_COSINE, report,
                            engine="openvino")
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        optional = [name for name, *_ in reduced.values()] + list(openvino_files)
+        optional = [name for _, name, *_ in reduced.values()] + list(openvino_files)
         names = [AUDIO_ENCODER, TEXT_ENCODER, TEXT_ENCODER_WEIGHTS, TOKENIZER] + [n for n in optional
                                                                                 if n in manifest["files"]]
         if out.exists():
@@ -298,7 +312,28 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     report(f"exported {model} to {out} in {time.perf_counter() - t_start:.1f} s")
+    _time_for_auto(out, report)
     return manifest
+
+
+def _time_for_auto(out: Path, report: Callable[[str], None]) -> None:
+    """Time the engines here once, so the first `run` on this machine starts with the choice made (another
+    machine, CPU or engine version times them again at its first start). In a fresh interpreter: torch's idle
+    threads in this one would slow every candidate (2-3x measured on 2 cores)."""
+    code = ("import sys\nfrom streamdetect.model.manifest import ModelBundle\n"
+            "from streamdetect.pipeline.encoder import runtime_choice\n"
+            "from streamdetect.pipeline.encoder.base import RuntimeOptions\n"
+            "c = runtime_choice(ModelBundle.load(sys.argv[1]), RuntimeOptions(), say=False, retime=True)\n"
+            "print(c.device, c.precision)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
+    if result.returncode != 0:
+        report(f"  could not time the engines for runtime.device auto ({result.stderr.strip().splitlines()[-1:]}); "
+               "the first `run` does")
+        return
+    device, precision = result.stdout.split()
+    if device != "auto":
+        report(f"runtime.device auto on this CPU: {device} {precision} (measured fastest; `streamdetect devices` "
+               "shows the timings)")
 
 
 def _weights_apart(path: Path, weights: str) -> None:

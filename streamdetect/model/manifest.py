@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from streamdetect.pipeline.frontend import FrontendParams
+from streamdetect.util.files import atomic_write
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -20,12 +21,14 @@ DEFAULT_MODEL_ID = "laion/clap-htsat-unfused"
 DEFAULT_MODEL_DIR = Path("models/clap-htsat-unfused")  # what configs/*.yaml read as `model:`
 AUDIO_ENCODER = "audio_encoder.onnx"
 AUDIO_ENCODER_INT8 = "audio_encoder.int8.onnx"
+# static (calibrated) QDQ int8: fixed activation scales, so a window's embedding never depends on its batch
+AUDIO_ENCODER_INT8_STATIC = "audio_encoder.int8_static.onnx"
 AUDIO_ENCODER_FP16 = "audio_encoder.fp16.onnx"
 # bf16 runs on OpenVINO from its own IR with fp16-stored weights: compiling it peaks 110 MB lower than the fp32
 # ONNX graph. Exports made before that IR existed name audio_encoder.onnx as their bf16 file, which still runs.
 AUDIO_ENCODER_OPENVINO = "audio_encoder.openvino.xml"
 AUDIO_ENCODER_OPENVINO_WEIGHTS = "audio_encoder.openvino.bin"
-REDUCED_PRECISIONS = {"int8": AUDIO_ENCODER_INT8, "fp16": AUDIO_ENCODER_FP16, "bf16": AUDIO_ENCODER_OPENVINO}
+REDUCED_PRECISIONS = {"int8": AUDIO_ENCODER_INT8, "int8_static": AUDIO_ENCODER_INT8_STATIC, "fp16": AUDIO_ENCODER_FP16, "bf16": AUDIO_ENCODER_OPENVINO}
 AUDIO_INPUT = "input_features"  # the audio encoder's one input: (batch, 1, frames, mels) log-mel dB
 TEXT_ENCODER = "text_encoder.onnx"
 # The text tower's weights (479 MiB at full size) in a file of their own, which onnxruntime maps instead of
@@ -34,6 +37,10 @@ TEXT_ENCODER_WEIGHTS = "text_encoder.onnx.data"
 COMPANION_FILES = {AUDIO_ENCODER_OPENVINO: (AUDIO_ENCODER_OPENVINO_WEIGHTS,),  # checked along with the file
                    TEXT_ENCODER: (TEXT_ENCODER_WEIGHTS,)}
 TOKENIZER = "tokenizer.json"
+# Which files were hashed and found whole, with what stat() said then: hashing the full-size files took as long as
+# opening their sessions (int8: 1.3 s against 2.0 s on a busy 2-core machine), on every start. A file that is
+# copied, rewritten or touched gets a new ctime, which no user-space call can set back, and is hashed again.
+VERIFIED_NAME = ".verified.json"
 
 
 class ModelError(RuntimeError):
@@ -187,6 +194,10 @@ class ModelBundle:
             return path
         if not path.is_file():
             raise ModelError(f"{path} is missing; export again:\n  {export_command(self.directory)}")
+        stamps = self._stamps()
+        if stamps.get(name) == [expected, *_stat_key(path)]:
+            self._verified.add(name)
+            return self._companions(name, path)
         actual = sha256_file(path)
         if actual != expected:
             raise ModelError(
@@ -194,7 +205,27 @@ class ModelBundle:
                 f"the file was changed or only partly copied. Export again:\n  {export_command(self.directory)}"
             )
         self._verified.add(name)
+        stamps[name] = [expected, *_stat_key(path)]
+        try:
+            atomic_write(self.directory / VERIFIED_NAME, json.dumps(stamps, indent=1) + "\n", fsync=False)
+        except OSError:  # a read-only model folder: files are hashed at every start, as before
+            pass
+        return self._companions(name, path)
+
+    def _companions(self, name: str, path: Path) -> Path:
         for companion in COMPANION_FILES.get(name, ()):
             if companion in self.manifest["files"] or name != TEXT_ENCODER:  # older one-file text encoders
                 self.path(companion)
         return path
+
+    def _stamps(self) -> dict[str, list]:
+        try:
+            stamps = json.loads((self.directory / VERIFIED_NAME).read_text())
+        except (OSError, ValueError):
+            return {}
+        return stamps if isinstance(stamps, dict) else {}
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]

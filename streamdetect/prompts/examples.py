@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.model.manifest import ModelBundle, sha256_file
-from streamdetect.pipeline.encoder import open_audio_encoder
+from streamdetect.pipeline.encoder import chosen_encoder_file, open_audio_encoder
 from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
-from streamdetect.pipeline.encoder.device import audio_encoder_file
 from streamdetect.pipeline.frontend import LogMelFrontend
 from streamdetect.prompts.cache import EmbeddingCache
 
@@ -79,7 +78,7 @@ def example_embedder_for(bundle: ModelBundle, cache_dir: Path, runtime: RuntimeO
         name = encoder.file
         factory: Callable[[], AudioEncoderFn] = lambda: encoder  # noqa: E731
     else:
-        name = audio_encoder_file(bundle, runtime)
+        name = chosen_encoder_file(bundle, runtime)
         factory = lambda: open_audio_encoder(bundle, runtime)  # noqa: E731
     digest = bundle.file_digest(name) if name else None
     return ExampleEmbedder(bundle, factory, ExampleCache(cache_dir, digest, bundle.embedding_dim) if digest else None)

@@ -83,11 +83,11 @@ def onnxruntime_providers(device: str) -> list[str]:
 
 
 def resolve_device(bundle: ModelBundle, options: RuntimeOptions) -> str:
-    """Where the audio encoder runs. 'auto' picks OpenVINO bf16 on a CPU with bf16 units when the export shipped
-    bf16 and openvino is installed: on 2 AMX cores tools/bench.py measured 22 ms per window against 29 ms for
-    onnxruntime int8 (44 real-time streams against 28), at cosine 0.99998 vs fp32 against 0.9998, and peak RSS
-    289 MB against 250 MB. Otherwise 'auto' stays onnxruntime's (the GPU where there is one, else the CPU); an
-    explicit precision other than bf16 keeps onnxruntime too."""
+    """Where the audio encoder runs. ``open_audio_encoder`` has already turned 'auto' on a CPU into the engine
+    measured fastest there (``runtime_choice``); what still arrives as 'auto' (a GPU machine, or a caller that
+    asks without timing) follows the rule measured on 2 AMX cores: OpenVINO bf16 where the export shipped it and
+    the CPU has bf16 units (22 ms per window against 29 ms for onnxruntime int8), else onnxruntime's (the GPU
+    where there is one, else the CPU); an explicit precision other than bf16 keeps onnxruntime too."""
     if options.device != "auto" or nvidia_driver_present():
         return options.device
     if options.precision == "bf16" or (options.precision == "auto" and bundle.shipped("bf16")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from streamdetect.model.manifest import AUDIO_ENCODER_FP16, AUDIO_ENCODER_INT8, AUDIO_INPUT, ModelBundle
+from streamdetect.model.manifest import AUDIO_INPUT, REDUCED_PRECISIONS, ModelBundle
 from streamdetect.pipeline.encoder.base import GPU_PROVIDERS, RuntimeOptions, check_features, in_chunks
 from streamdetect.pipeline.encoder.device import audio_encoder_file, onnxruntime_providers
 
@@ -76,7 +76,7 @@ class OnnxAudioEncoder:
         self.feature_shape = (1, params.n_frames, params.n_mels)
         self.embedding_dim = bundle.embedding_dim
         self.file = audio_encoder_file(bundle, options)
-        self.precision = {AUDIO_ENCODER_INT8: "int8", AUDIO_ENCODER_FP16: "fp16"}.get(self.file, "fp32")
+        self.precision = {f: p for p, f in REDUCED_PRECISIONS.items()}.get(self.file, "fp32")
         profile = tensorrt_profile(AUDIO_INPUT, self.feature_shape, options.max_batch)
         self.session = open_session(bundle.path(self.file), options, profile)
         inputs = self.session.get_inputs()
@@ -90,7 +90,7 @@ class OnnxAudioEncoder:
         # the other windows of its batch; running int8 one window at a time keeps every result independent.
         # TensorRT's engine takes at most max_batch windows (its profile).
         self.call_batch: int | None = None
-        if self.file == AUDIO_ENCODER_INT8:
+        if self.precision == "int8":
             self.call_batch = 1
         elif self.providers[0] == "TensorrtExecutionProvider":
             self.call_batch = options.max_batch
