@@ -40,7 +40,7 @@ def test_readme_is_a_front_door():
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; move detail into docs/"
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("bash tools/setup.sh")]
     assert len(ci) == 1 and ci[0] in lines, ".ci/run must run exactly the README's test command"
-    assert "docs/images/scan_example.png" in README.read_text() and (ROOT / "docs/images/scan_example.png").is_file()
+    assert "docs/images/mini_scan.png" in README.read_text() and (ROOT / "docs/images/mini_scan.png").is_file()
     assert "random weights" in README.read_text().lower()
 
 

@@ -5,8 +5,9 @@ Each is filtered here, at its source, and only while an export runs:
 - torch's ONNX exporter: ``torchvision is not installed. Skipping torchvision::nms`` (torchvision's detection
   ops; CLAP uses none), a ``FutureWarning`` about ``LeafSpec`` from torch's own pytree code, and a
   ``UserWarning`` that two dynamic axes share a name (they are the same batch axis on purpose);
-- onnxruntime's quantiser: ``Please consider to run pre-processing before quantization`` (its shape-inference
-  pre-pass; the int8 file is checked against fp32 on real audio instead, and refused if it drifts);
+- onnxruntime's quantisers: ``Please consider to run pre-processing before quantization`` (dynamic) and
+  ``Please consider pre-processing before quantization`` (static), about its shape-inference pre-pass; the int8
+  files are checked against fp32 on real audio instead, and refused if they drift;
 - transformers' and huggingface_hub's progress bars (export prints its own steps);
 - huggingface_hub's retries: it logs every failed try twice (through its own handler and ours) and in two lines
   (the error, then ``Retrying in Ns``); here each retry is one line that says both.
@@ -19,7 +20,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 
-QUANTIZER_HINT = "Please consider to run pre-processing before quantization"
+QUANTIZER_HINT = "pre-processing before quantization"  # both quantisers' wordings end so
 
 
 class _DropMessage(logging.Filter):
