@@ -214,12 +214,12 @@ def evaluate(detector: Detector, audio_dir: Path, labels_tsv: Path, collar_s: fl
         raise LabelsError(f"{labels_tsv} has no events for any configured label ({', '.join(labels)})")
     columns = [labels.index(x) for x in scored]
     detections, windows, ground_truth, durations = {}, {}, {}, {}
+    retime = TIMINGS.get(timing)  # None: the events as reported
+    window_s, hop_s = detector.config.windows.window_s, detector.config.windows.hop_s
     for name, path in tqdm(sorted(files.items()), desc="evaluating", unit="file", file=sys.stderr,
                            disable=not progress):
         result = score_file(detector, path)
-        windows_cfg = detector.config.windows
-        detections[name] = [TIMINGS[timing](e, windows_cfg.window_s, windows_cfg.hop_s) for e in result.events] \
-            if timing in TIMINGS else list(result.events)
+        detections[name] = [retime(e, window_s, hop_s) for e in result.events] if retime else list(result.events)
         result.scores = result.scores[:, columns]
         windows[name] = window_timeline(result, scored)
         ground_truth[name] = [e for e in truth.get(name, truth.get(path.name, [])) if e[2] in labels]
