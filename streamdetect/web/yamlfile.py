@@ -15,15 +15,26 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from streamdetect.util.files import atomic_write
 
+REMOVE = object()  # as a value in the new data: take this key out of the file
+
+
+def _written(value: Any) -> Any:
+    """``value`` as it goes into the file where nothing was before (``REMOVE`` keys dropped)."""
+    if isinstance(value, dict):
+        return {k: _written(v) for k, v in value.items() if v is not REMOVE}
+    return [_written(v) for v in value] if isinstance(value, list) else value
+
 
 def _merge_map(node: CommentedMap, new: dict[str, Any], managed: set[str] | None) -> None:
     for key, value in new.items():
-        if key in node and isinstance(node[key], CommentedMap) and isinstance(value, dict):
+        if value is REMOVE:
+            node.pop(key, None)
+        elif key in node and isinstance(node[key], CommentedMap) and isinstance(value, dict):
             _merge_map(node[key], value, None)
         elif key in node and isinstance(node[key], CommentedSeq) and isinstance(value, list):
             _merge_seq(node[key], value, None)
         elif key not in node or node[key] != value:
-            node[key] = value
+            node[key] = _written(value)
     if managed is not None:  # a managed key the form left out went back to its default
         for key in [k for k in node if k in managed and k not in new]:
             del node[key]
@@ -47,9 +58,9 @@ def _merge_seq(node: CommentedSeq, new: list[Any], managed: set[str] | None) -> 
         if i < len(node) and isinstance(node[i], CommentedMap) and isinstance(value, dict):
             _merge_map(node[i], value, managed)
         elif i >= len(node):
-            node.append(value)
+            node.append(_written(value))
         elif node[i] != value:
-            node[i] = value
+            node[i] = _written(value)
     del node[len(new):]
 
 
@@ -68,7 +79,7 @@ def update_yaml(path: Path, sections: dict[str, Any], managed: dict[str, set[str
         elif section in doc and isinstance(doc[section], CommentedMap) and isinstance(value, dict):
             _merge_map(doc[section], value, keys)
         elif value or section in doc:
-            doc[section] = value
+            doc[section] = _written(value)
     out = io.StringIO()
     yaml.dump(doc, out)
     atomic_write(path, out.getvalue())
