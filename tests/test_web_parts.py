@@ -201,17 +201,18 @@ def test_the_settings_form_is_the_schema_and_writes_only_what_changed(tmp_path):
     path.write_text("# top comment\nevents:  # what to hear\n  - label: dog\n    prompts: [a dog barking]\n"
                     "    threshold: 0.3\nvocabulary:  # names\n  top_k: 2  # two names\n")
     current = load_config(path)
-    form = form_of(current)
+    form = form_of(current, lambda path: {"id": path})
+    known = {}.get  # no example ids: this config has no examples
     with pytest.raises(ConfigError) as bad:
-        parse_config(merged_data(current, {"events": form["events"], "novelty": {"threshold": 0}}), "settings")
+        parse_config(merged_data(current, {"events": form["events"], "novelty": {"threshold": 0}}, known), "settings")
     assert [k for k, _ in bad.value.problems] == ["novelty.threshold"]
     with pytest.raises(ConfigError) as refused:
-        merged_data(current, {"events": form["events"], "vocabulary": {"file": "/etc/passwd"}})
+        merged_data(current, {"events": form["events"], "vocabulary": {"file": "/etc/passwd"}}, known)
     assert [k for k, _ in refused.value.problems] == ["vocabulary.file"]
     events = [dict(form["events"][0], negatives=["a fox"], schedule=["05:00-09:00"])]
     new = parse_config(merged_data(current, {"events": events, "scoring": {"mode": "softmax", "background": ["silence"]},
                                              "vocabulary": {"top_k": 4, "template": "This is a sound of {}."},
-                                             "gate": {"min_dbfs": None}}), "settings")
+                                             "gate": {"min_dbfs": None}}, known), "settings")
     sections, managed = yaml_sections(new, current)
     assert set(sections) == {"events", "scoring", "vocabulary"}  # the gate did not change: the file keeps it
     update_yaml(path, sections, managed)

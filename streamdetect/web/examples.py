@@ -46,7 +46,7 @@ def example_id(path: str | Path) -> str:
 def checked_audio(data: bytes) -> tuple[str, float]:
     """(suffix, duration in seconds) of an uploaded file, decoded in full; ``ExampleError`` if it is not audio."""
     if not data:
-        raise ExampleError("the file is empty")
+        raise ExampleError("the file is empty; send WAV, FLAC, OGG or MP3")
     try:
         with sf.SoundFile(io.BytesIO(data)) as fh:
             kind, rate, frames = fh.format, fh.samplerate, 0
@@ -61,7 +61,7 @@ def checked_audio(data: bytes) -> tuple[str, float]:
     if kind not in FORMATS:
         raise ExampleError(f"{kind} audio is not accepted here; send WAV, FLAC, OGG or MP3")
     if frames == 0 or rate <= 0:
-        raise ExampleError("the file holds no audio")
+        raise ExampleError("the file holds no audio; send WAV, FLAC, OGG or MP3")
     return FORMATS[kind], frames / rate
 
 
@@ -129,12 +129,16 @@ class ExampleFolder:
 
 def describe(path: str, folder: ExampleFolder) -> dict:
     """What the settings form shows of one example: its name and length, and whether it can be played (only
-    files in the managed folder are served)."""
-    try:
-        duration = round(float(sf.info(path).duration), 2)
-    except (sf.LibsndfileError, RuntimeError, OSError):
-        duration = None
-    return {"id": example_id(path), "name": Path(path).name, "duration_s": duration, "playable": folder.owns(path)}
+    files in the managed folder are served). Something in that folder that is not one of ours (a link put
+    there) is not even opened."""
+    ours = folder.owns(path)
+    duration = None
+    if ours or not Path(os.path.abspath(path)).is_relative_to(folder.root):
+        try:
+            duration = round(float(sf.info(path).duration), 2)
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            duration = None
+    return {"id": example_id(path), "name": Path(path).name, "duration_s": duration, "playable": ours}
 
 
 def known_examples(config: Config, folder: ExampleFolder) -> dict[str, str]:
