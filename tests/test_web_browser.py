@@ -336,10 +336,14 @@ def check_an_example_is_uploaded(daemon, admin) -> None:
     item = wait(admin, lambda d: d.find_element(By.CSS_SELECTOR, box + "li.example"), what="the uploaded example")
     assert "new: kept on Apply" in item.text and "2.0 s" in item.text
     admin.find_element(By.ID, "settings-save").click()
-    wait(admin, lambda d: "saved to" in d.find_element(By.ID, "toast").text, what="the example being saved")
-    item = wait(admin, lambda d: d.find_element(By.CSS_SELECTOR, box + "li.example"), what="the saved example")
+    # after the save the form is drawn again from the running config: the example is listed, no longer "new"
+    item = wait(admin, lambda d: next((li for li in d.find_elements(By.CSS_SELECTOR, box + "li.example")
+                                       if "new" not in li.text), None), what="the saved example")
+    assert "saved to" in admin.find_element(By.ID, "toast").text
     name = item.find_element(By.CSS_SELECTOR, ".example-name").text
-    assert name.endswith("_tone-sample.wav") and "new" not in item.text
+    assert name.endswith("_tone-sample.wav") and "2.0 s" in item.text
+    admin.execute_script("arguments[0].closest('.event-form').scrollIntoView()", item)
+    shot(admin, "settings-examples")
     tone = next(e for e in yaml.safe_load(daemon["config"].read_text())["events"] if e["label"] == "tone")
     assert tone["examples"] == [f"examples/tone/{name}"]
     assert (daemon["config"].parent / "examples" / "tone" / name).read_bytes() == sound.read_bytes()

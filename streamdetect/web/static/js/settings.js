@@ -88,7 +88,8 @@ export function settingsPage(main) {
     });
     return el("div", {class: "field field-examples"}, "examples", items, isAdmin() ? file : "",
               el("small", {class: "hint"}, "audio files of the sound (query by example): WAV, FLAC, OGG or MP3 up to " +
-                 `${limits.max_upload_kb} KiB, stored in ${limits.examples_dir}; added or removed on Apply`), error);
+                 `${(limits.max_upload_kb / 1024).toFixed(1)} MiB each, stored in ${limits.examples_dir}; ` +
+                 "added or removed on Apply"), error);
   }
 
   function eventForm(ev, i) {
