@@ -3,6 +3,9 @@ the YAML round trip of the settings page, the audio examples' folder, and the st
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 from helpers import event_record
@@ -271,6 +274,9 @@ def test_example_uploads_are_decoded_and_only_our_files_are_ever_removed(tmp_pat
     assert load_config(config).events[0].examples == [str(path)]
     assert folder.discard([str(mine), str(path)], {str(path)}) == []  # not ours; still used
     assert mine.exists() and path.exists()
+    assert folder.abandoned() == []  # fresh
+    os.utime(path, (time.time() - 2 * 86_400,) * 2)
+    assert folder.abandoned() == [str(path)]  # ours only, not the user's bark.flac
     assert folder.discard([str(path)], set()) == [path] and not path.exists()
 
 

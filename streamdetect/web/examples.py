@@ -6,7 +6,7 @@ label and stem through ``safe_name`` (no separator, never ``.``/``..``, no leadi
 resolve inside the root. Examples are named in requests by an opaque id (a digest of the path), looked up among
 the paths the running config lists and the files found in this folder; a symlink or anything resolving outside
 the root is never read, served or removed. A file is removed only when it is one of ours (its name has our
-pattern) and no event lists it any more.
+pattern) and no event lists it any more (also an upload that no save listed within a day).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ FORMATS = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "m
 FILE_NAME = re.compile(r"^(?P<hash>[0-9a-f]{16})(?:_[A-Za-z0-9._-]{1,80})?\.(?:wav|flac|ogg|mp3)$")
 EXAMPLE_ID = re.compile(r"^[0-9a-f]{16}$")
 MAX_STEM_CHARS = 40
+ABANDONED_AFTER_S = 86_400.0  # an upload no save has listed after a day is taken for abandoned
 
 
 class ExampleError(ValueError):
@@ -115,6 +117,11 @@ class ExampleFolder:
         path = folder / (f"{digest}_{stem}.{suffix}" if stem else f"{digest}.{suffix}")
         atomic_write(path, data)
         return path
+
+    def abandoned(self, max_age_s: float = ABANDONED_AFTER_S) -> list[str]:
+        """Our files older than ``max_age_s``: with ``discard``, uploads that no save ever listed are cleared."""
+        now = time.time()
+        return [str(p) for p in self.files() if now - p.stat(follow_symlinks=False).st_mtime > max_age_s]
 
     def discard(self, paths: Iterable[str], still_used: set[str]) -> list[Path]:
         """Remove those of ``paths`` that are our files and not in ``still_used`` (absolute paths)."""

@@ -5,7 +5,8 @@ without a restart through the control API's reload path, and written into the YA
 
 Audio examples are uploaded one file at a time (``POST /api/settings/examples``, a raw body bounded by
 ``web.max_upload_kb``) into the managed folder and take effect with the next save, like every other field; an
-example the save drops is deleted if it is one of the managed folder's files and no event lists it any more.
+example the save drops is deleted if it is one of the managed folder's files and no event lists it any more, and
+so is an upload that no save listed within a day.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ async def save_settings(ctx: WebContext, data: Any) -> JSONResponse:
             await run_in_threadpool(update_yaml, ctx.config_path, sections, managed)
             saved = True
         used = {os.path.abspath(p) for e in config.events for p in e.examples}
-        await run_in_threadpool(ctx.examples.discard, [p for e in current.events for p in e.examples], used)
+        dropped = [p for e in current.events for p in e.examples]
+        await run_in_threadpool(lambda: ctx.examples.discard(dropped + ctx.examples.abandoned(), used))
     return JSONResponse({"status": message, "saved_to": str(ctx.config_path) if saved else None,
                          **await current_form(ctx)}, status)
 
