@@ -377,5 +377,9 @@ def test_a_viewer_cannot_review(daemon):
             done(r.status);""", event_id)
         assert status == 403
         shot(driver, "phone-event")
+        driver.get(daemon["url"] + "/#/settings")  # the example the admin uploaded: listed, read-only
+        item = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "li.example"), what="the examples, read-only")
+        assert not item.find_element(By.CSS_SELECTOR, ".example-remove").is_enabled()
+        assert not driver.find_elements(By.CSS_SELECTOR, "input.example-upload")
     finally:
         driver.quit()
