@@ -272,6 +272,7 @@ def test_example_uploads_are_decoded_and_only_our_files_are_ever_removed(tmp_pat
     assert sections["events"][0]["examples"] == [f"examples/{path.parent.name}/{path.name}"]
     update_yaml(config, sections, managed)
     assert load_config(config).events[0].examples == [str(path)]
+    assert "\n  - label: dog\n    prompts: [a dog]\n" in config.read_text()  # the file's indentation is kept
     assert folder.discard([str(mine), str(path)], {str(path)}) == []  # not ours; still used
     assert mine.exists() and path.exists()
     assert folder.abandoned() == []  # fresh

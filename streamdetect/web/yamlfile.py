@@ -1,6 +1,7 @@
 """Writing the settings page's changes back into the user's YAML file with its comments and layout kept.
 
-ruamel.yaml's round-trip mode keeps comments, key order and quoting; only the values that changed are touched,
+ruamel.yaml's round-trip mode keeps comments, key order and quoting (and the file's list indentation, guessed by
+ruamel; mappings are written with 2 spaces); only the values that changed are touched,
 so a diff of the file shows exactly what was edited in the browser. The file is replaced atomically.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.util import load_yaml_guess_indent
 
 from streamdetect.util.files import atomic_write
 
@@ -69,7 +71,12 @@ def update_yaml(path: Path, sections: dict[str, Any], managed: dict[str, set[str
     of each list entry (or mapping) the caller owns: those missing from the new data are removed."""
     yaml = YAML()
     yaml.preserve_quotes = True
-    doc = yaml.load(Path(path).read_text(encoding="utf-8"))
+    text = Path(path).read_text(encoding="utf-8")
+    # ruamel keeps comments but writes block lists in its own indentation; keep the file's ("  - label: dog")
+    _, sequence, offset = load_yaml_guess_indent(text)
+    if sequence is not None and offset is not None and sequence >= offset + 2:
+        yaml.indent(mapping=2, sequence=sequence, offset=offset)
+    doc = yaml.load(text)
     if not isinstance(doc, CommentedMap):
         raise ValueError(f"{path}: the top level is not a mapping")
     for section, value in sections.items():
