@@ -322,6 +322,31 @@ def test_activity_and_settings_pages(daemon, admin):
         while len(api.get("/api/live", params={"stream": "garden"}).json()["streams"][0]["sounds_like"]) != 4:
             assert time.monotonic() < deadline, "later windows did not follow vocabulary.top_k"
             time.sleep(0.5)
+    check_an_example_is_uploaded(daemon, admin)
+
+
+def check_an_example_is_uploaded(daemon, admin) -> None:
+    """An audio file chosen in the event's examples field is uploaded at once, listed as new, and after Apply
+    listed by the running config and the YAML file, stored in the examples folder next to it."""
+    from selenium.webdriver.common.by import By
+
+    box = '.event-form[data-index="0"] '
+    sound = write_tone_scene(daemon["config"].parent / "tone-sample.wav", seconds=2.0, tone_at=(0.0, 2.0))
+    admin.find_element(By.CSS_SELECTOR, box + "input.example-upload").send_keys(str(sound))
+    item = wait(admin, lambda d: d.find_element(By.CSS_SELECTOR, box + "li.example"), what="the uploaded example")
+    assert "new: kept on Apply" in item.text and "2.0 s" in item.text
+    admin.find_element(By.ID, "settings-save").click()
+    # after the save the form is drawn again from the running config: the example is listed, no longer "new"
+    item = wait(admin, lambda d: next((li for li in d.find_elements(By.CSS_SELECTOR, box + "li.example")
+                                       if "new" not in li.text), None), what="the saved example")
+    assert "saved to" in admin.find_element(By.ID, "toast").text
+    name = item.find_element(By.CSS_SELECTOR, ".example-name").text
+    assert name.endswith("_tone-sample.wav") and "2.0 s" in item.text
+    admin.execute_script("arguments[0].closest('.event-form').scrollIntoView()", item)
+    shot(admin, "settings-examples")
+    tone = next(e for e in yaml.safe_load(daemon["config"].read_text())["events"] if e["label"] == "tone")
+    assert tone["examples"] == [f"examples/tone/{name}"]
+    assert (daemon["config"].parent / "examples" / "tone" / name).read_bytes() == sound.read_bytes()
 
 
 def test_a_viewer_cannot_review(daemon):
@@ -340,6 +365,7 @@ def test_a_viewer_cannot_review(daemon):
         found.click()
         button = wait(driver, lambda d: d.find_element(By.ID, "confirm-btn"), what="the review buttons")
         assert not button.is_enabled()
+        assert not wait(driver, lambda d: d.find_element(By.ID, "as-example-btn"), what="use as example").is_enabled()
         assert "viewers cannot review" in driver.find_element(By.ID, "review-actions").text
         event_id = driver.current_url.rsplit("/", 1)[1]
         status = driver.execute_async_script("""
@@ -351,5 +377,9 @@ def test_a_viewer_cannot_review(daemon):
             done(r.status);""", event_id)
         assert status == 403
         shot(driver, "phone-event")
+        driver.get(daemon["url"] + "/#/settings")  # the example the admin uploaded: listed, read-only
+        item = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "li.example"), what="the examples, read-only")
+        assert not item.find_element(By.CSS_SELECTOR, ".example-remove").is_enabled()
+        assert not driver.find_elements(By.CSS_SELECTOR, "input.example-upload")
     finally:
         driver.quit()

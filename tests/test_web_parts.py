@@ -1,15 +1,20 @@
 """The dashboard's parts without a server: the live hub (what a live view is sent), the spectrogram columns,
-the YAML round trip of the settings page, and the store's events list."""
+the YAML round trip of the settings page, the audio examples' folder, and the store's events list."""
 
 from __future__ import annotations
+
+import os
+import time
 
 import numpy as np
 import pytest
 from helpers import event_record
 
+from streamdetect.config import ConfigError
 from streamdetect.pipeline.events import LabelScore
 from streamdetect.pipeline.observers import WindowView
 from streamdetect.store import EventFilter, activity, connect, event_streams, list_events, set_feedback
+from streamdetect.web.examples import ExampleError, ExampleFolder, checked_audio, example_id, known_examples
 from streamdetect.web.live import LiveHub
 from streamdetect.web.settings_form import form_of, merged_data, schema, yaml_sections
 from streamdetect.web.spectro import SpectrogramParams, columns
@@ -189,7 +194,7 @@ def test_settings_keep_comments_and_match_events_by_label(tmp_path):
 
 
 def test_the_settings_form_is_the_schema_and_writes_only_what_changed(tmp_path):
-    from streamdetect.config import ConfigError, load_config, parse_config
+    from streamdetect.config import load_config, parse_config
 
     fields = schema()
     mode = next(f for f in fields["sections"]["scoring"] if f["key"] == "mode")
@@ -201,17 +206,18 @@ def test_the_settings_form_is_the_schema_and_writes_only_what_changed(tmp_path):
     path.write_text("# top comment\nevents:  # what to hear\n  - label: dog\n    prompts: [a dog barking]\n"
                     "    threshold: 0.3\nvocabulary:  # names\n  top_k: 2  # two names\n")
     current = load_config(path)
-    form = form_of(current)
+    form = form_of(current, lambda path: {"id": path})
+    known = {}.get  # no example ids: this config has no examples
     with pytest.raises(ConfigError) as bad:
-        parse_config(merged_data(current, {"events": form["events"], "novelty": {"threshold": 0}}), "settings")
+        parse_config(merged_data(current, {"events": form["events"], "novelty": {"threshold": 0}}, known), "settings")
     assert [k for k, _ in bad.value.problems] == ["novelty.threshold"]
     with pytest.raises(ConfigError) as refused:
-        merged_data(current, {"events": form["events"], "vocabulary": {"file": "/etc/passwd"}})
+        merged_data(current, {"events": form["events"], "vocabulary": {"file": "/etc/passwd"}}, known)
     assert [k for k, _ in refused.value.problems] == ["vocabulary.file"]
     events = [dict(form["events"][0], negatives=["a fox"], schedule=["05:00-09:00"])]
     new = parse_config(merged_data(current, {"events": events, "scoring": {"mode": "softmax", "background": ["silence"]},
                                              "vocabulary": {"top_k": 4, "template": "This is a sound of {}."},
-                                             "gate": {"min_dbfs": None}}), "settings")
+                                             "gate": {"min_dbfs": None}}, known), "settings")
     sections, managed = yaml_sections(new, current)
     assert set(sections) == {"events", "scoring", "vocabulary"}  # the gate did not change: the file keeps it
     update_yaml(path, sections, managed)
@@ -221,6 +227,58 @@ def test_the_settings_form_is_the_schema_and_writes_only_what_changed(tmp_path):
     assert reread.scoring.mode == "softmax" and reread.vocabulary.top_k == 4
     assert reread.events[0].negatives == ["a fox"] and reread.events[0].schedule == ["05:00-09:00"]
     assert "template" not in text and "hysteresis" not in text  # defaults are not written out
+
+
+def encoded(fmt: str, seconds: float = 0.5) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    out = io.BytesIO()
+    sf.write(out, (0.3 * np.sin(np.arange(int(seconds * 16000)) * 0.2)).astype(np.float32), 16000, format=fmt)
+    return out.getvalue()
+
+
+def test_example_uploads_are_decoded_and_only_our_files_are_ever_removed(tmp_path):
+    from streamdetect.config import load_config, parse_config
+
+    for fmt, suffix in (("WAV", "wav"), ("FLAC", "flac"), ("OGG", "ogg"), ("MP3", "mp3")):
+        kind, duration = checked_audio(encoded(fmt))
+        assert kind == suffix and duration == pytest.approx(0.5, abs=0.06)
+    with pytest.raises(ExampleError, match="AIFF audio is not accepted here"):
+        checked_audio(encoded("AIFF"))
+    with pytest.raises(ExampleError, match="not an audio file"):
+        checked_audio(b"<html>no</html>" * 10)
+    folder = ExampleFolder(tmp_path / "examples")
+    path = folder.store("dog bark", encoded("FLAC"), "../yard recording.flac")
+    assert path.parent.parent == tmp_path / "examples" and path.parent.name.startswith("dog_bark-")
+    assert path.suffix == ".flac"
+    assert path.name.endswith("_yard_recording-" + path.name.rsplit("-", 1)[1])
+    assert folder.store("dog bark", encoded("FLAC"), "other.flac") == path  # one sound, one file
+    mine = tmp_path / "examples" / path.parent.name / "bark.flac"  # a file the user put there: not ours
+    mine.write_bytes(encoded("FLAC", 0.3))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"events:\n  - label: dog\n    prompts: [a dog]\n    threshold: 0.3\n    examples: [{mine}]\n")
+    current = load_config(config)
+    known = known_examples(current, folder)
+    assert set(known) == {example_id(path), example_id(mine)}
+    events = form_of(current, lambda p: {"id": example_id(p)})["events"]
+    with pytest.raises(ConfigError) as refused:  # a path is never taken from the form
+        merged_data(current, {"events": [dict(events[0], examples=[str(path), "x"])]}, known.get)
+    assert [k for k, _ in refused.value.problems] == ["events[0].examples[0]", "events[0].examples[1]"]
+    new = parse_config(merged_data(current, {"events": [dict(events[0], examples=[example_id(path)])]}, known.get),
+                       "settings")
+    sections, managed = yaml_sections(new, current, tmp_path)
+    assert sections["events"][0]["examples"] == [f"examples/{path.parent.name}/{path.name}"]
+    update_yaml(config, sections, managed)
+    assert load_config(config).events[0].examples == [str(path)]
+    assert "\n  - label: dog\n    prompts: [a dog]\n" in config.read_text()  # the file's indentation is kept
+    assert folder.discard([str(mine), str(path)], {str(path)}) == []  # not ours; still used
+    assert mine.exists() and path.exists()
+    assert folder.abandoned() == []  # fresh
+    os.utime(path, (time.time() - 2 * 86_400,) * 2)
+    assert folder.abandoned() == [str(path)]  # ours only, not the user's bark.flac
+    assert folder.discard([str(path)], set()) == [path] and not path.exists()
 
 
 def test_events_list_pages_filters_and_activity(tmp_path):

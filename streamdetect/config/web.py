@@ -27,4 +27,6 @@ class WebConfig(Strict):
     stale_after_s: float = Field(10.0, gt=0, le=3600, description="a stream with no audio for this long is shown "
                                                                   "as stale")
     max_body_kb: int = Field(256, ge=1, le=65536, description="largest request body accepted, in KiB")
+    max_upload_kb: int = Field(10240, ge=1, le=1048576, description="largest audio example uploaded on the "
+                                                                 "settings page, in KiB (it is decoded to check it)")
     max_live_clients: int = Field(32, ge=1, le=1000, description="live views served at once; more are refused")

@@ -69,7 +69,8 @@ def build_app(ctx: WebContext, auth: Auth) -> Starlette:
               *routes_settings.routes(ctx),
               Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static")]
     return Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, auth=auth,
-                                                          max_body_bytes=ctx.web.max_body_kb * 1024)])
+                                                          max_body_bytes=ctx.web.max_body_kb * 1024,
+                                                          max_upload_bytes=ctx.web.max_upload_kb * 1024)])
 
 
 def new_hub(config: Config) -> LiveHub:

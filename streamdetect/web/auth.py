@@ -4,7 +4,8 @@ On loopback with ``login: auto`` there is one local user, an admin, and no login
 name the loopback (a DNS-rebinding page cannot reach it). Anywhere else every request needs a session cookie
 (from ``POST /api/login`` with a token) or ``Authorization: Bearer <token>``. Viewers may only read (GET);
 every state-changing request needs an admin, and, when it rides on a cookie, the session's CSRF token in an
-``X-CSRF-Token`` header (a cross-site form can neither read that token nor set the header) and a JSON body.
+``X-CSRF-Token`` header (a cross-site form can neither read that token nor set the header) and a JSON body (an
+upload: a raw ``application/octet-stream`` body, bounded on its own).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ COOKIE = "streamdetect_session"
 SESSION_S = 7 * 86400
 ROLES = ("viewer", "admin")
 PUBLIC_PATHS = {"/login", "/api/login", "/static/app.css", "/static/js/login.js"}
+# Paths whose body is a file (raw bytes, ``application/octet-stream``: like JSON, a type no cross-site form can
+# send), bounded by ``max_upload_bytes`` instead of ``max_body_bytes``.
+UPLOAD_PATHS = {"/api/settings/examples"}
+UPLOAD_TYPE = "application/octet-stream"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
@@ -92,8 +97,9 @@ def _host_name(host_header: str) -> str:
 class GuardMiddleware:
     """Every request passes here: host check, body size, login, role and CSRF."""
 
-    def __init__(self, app: ASGIApp, auth: Auth, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, auth: Auth, max_body_bytes: int, max_upload_bytes: int | None = None):
         self.app, self.auth, self.max_body_bytes = app, auth, max_body_bytes
+        self.max_upload_bytes = max_body_bytes if max_upload_bytes is None else max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,9 +114,10 @@ class GuardMiddleware:
         path, method = request.url.path, request.method
         if not self.auth.required and _host_name(request.headers.get("host", "")) not in LOOPBACK_NAMES:
             return JSONResponse({"error": "this dashboard only answers to its loopback address"}, 421)
+        bound = self.max_upload_bytes if path in UPLOAD_PATHS else self.max_body_bytes
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return JSONResponse({"error": f"request body over {self.max_body_bytes} bytes"}, 413)
+        if length is not None and (not length.isdigit() or int(length) > bound):
+            return JSONResponse({"error": f"request body over {bound} bytes"}, 413)
         if path in PUBLIC_PATHS:
             return self._csrf(request, None) if method not in SAFE_METHODS else None
         session, bearer = self.auth.identify(request)
@@ -130,22 +137,28 @@ class GuardMiddleware:
         origin = request.headers.get("origin")
         if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host", ""):
             return JSONResponse({"error": "cross-site request refused"}, 403)
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            return JSONResponse({"error": "send JSON (Content-Type: application/json)"}, 415)
+        wanted = UPLOAD_TYPE if request.url.path in UPLOAD_PATHS else "application/json"
+        if not request.headers.get("content-type", "").startswith(wanted):
+            return JSONResponse({"error": f"send Content-Type: {wanted}"}, 415)
         if session is not None and not hmac.compare_digest(request.headers.get("x-csrf-token", ""), session.csrf):
             return JSONResponse({"error": "missing or wrong X-CSRF-Token header (reload the page)"}, 403)
         return None
 
 
-async def read_json(request: Request, max_bytes: int) -> object:
-    """The JSON body, read in chunks up to ``max_bytes`` (a chunked upload has no Content-Length to check)."""
-    import json
-
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, read in chunks up to ``max_bytes`` (a chunked upload has no Content-Length to check)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_bytes:
             raise BodyError(413, f"request body over {max_bytes} bytes")
+    return bytes(body)
+
+
+async def read_json(request: Request, max_bytes: int) -> object:
+    import json
+
+    body = await read_body(request, max_bytes)
     try:
         return json.loads(body or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -16,6 +16,7 @@ from streamdetect.config import Config, WebConfig
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.store import connect
+from streamdetect.web.examples import ExampleFolder, examples_root
 from streamdetect.web.live import LiveHub
 
 
@@ -40,9 +41,13 @@ class WebContext:
     clips: ClipsPlace | None = None
     config_path: Path | None = None  # the YAML the settings page rewrites (None: changes live in memory only)
     apply_timeout_s: float = 30.0
+    examples: ExampleFolder = field(init=False)  # where uploaded audio examples go: next to the config file
 
     _db: sqlite3.Connection | None = field(default=None, init=False, repr=False)
     _db_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.examples = ExampleFolder(examples_root(self.config_path))
 
     @contextmanager
     def db(self) -> Iterator[sqlite3.Connection]:

@@ -1,11 +1,14 @@
 """Events and review: the list with its filters, one event's clip, spectrogram and score curve, feedback,
-and "refine now"."""
+"refine now", and "use as example" (the event's sound becomes an audio example of its label, saved like a
+settings change)."""
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 
 import numpy as np
+import soundfile as sf
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -26,11 +29,15 @@ from streamdetect.store import EventFilter, event_streams, get_event, list_event
 from streamdetect.web.clips import EVENT_ID, Clip, clip_audio, find_clip
 from streamdetect.web.common import api, apply_config, body, number
 from streamdetect.web.context import WebContext
+from streamdetect.web.examples import example_id
+from streamdetect.web.routes_settings import save_settings
+from streamdetect.web.settings_form import event_values
 from streamdetect.web.spectro import SpectrogramParams, payload
 
 PAGE_MAX = 200
 CURVE_MARGIN_S = 30.0
 THUMB = SpectrogramParams(n_fft=1024, n_bins=32, columns_per_s=8.0)
+MIN_EXAMPLE_S = 0.5  # an event shorter than this gives its whole clip (pre- and post-roll too) as the example
 
 
 def _epoch(iso: str) -> float:
@@ -201,8 +208,35 @@ def routes(ctx: WebContext) -> list[Route]:
         status, message = await apply_config(ctx, config)  # the new bank picks up the saved versions
         return JSONResponse({"status": message, "labels": [r.__dict__ for r in results]}, status)
 
+    @api
+    async def as_example(request: Request) -> Response:
+        """The event's part of its clip, stored as an example of its (corrected) label and saved live."""
+        await body(request, ctx)  # a JSON body, as for every change (nothing is read from it)
+
+        def run():
+            with ctx.db() as db:
+                event = event_or_404(db, request.path_params["id"])
+            label = event["relabel"] or event["label"]
+            if label not in {e.label for e in ctx.current().events}:
+                raise ValueError(f"{label!r} is not a configured event any more; add it first")
+            found = clip_of(event)
+            audio = clip_audio(found)
+            lo, hi = (int(t * found.sample_rate) for t in found.extent_s)
+            part = audio[lo:hi] if hi - lo >= MIN_EXAMPLE_S * found.sample_rate else audio
+            encoded = io.BytesIO()
+            sf.write(encoded, part, found.sample_rate, format="FLAC")
+            return label, ctx.examples.store(label, encoded.getvalue(), f"event-{event['id'][:8]}.flac")
+
+        label, path = await run_in_threadpool(run)
+        events = event_values(ctx.current(), example_id)
+        for entry in events:
+            if entry["label"] == label:
+                entry["examples"].append(example_id(path))
+        return await save_settings(ctx, {"events": events})
+
     return [Route("/api/events", index), Route("/api/events/{id}", detail),
             Route("/api/events/{id}/clip", clip), Route("/api/events/{id}/spectrogram", spectrogram),
             Route("/api/events/{id}/curve", curve),
             Route("/api/events/{id}/feedback", feedback, methods=["POST"]),
+            Route("/api/events/{id}/as-example", as_example, methods=["POST"]),
             Route("/api/refine", refine, methods=["POST"])]

@@ -12,19 +12,25 @@ export class ApiError extends Error {
   constructor(status, data) { super(data.error || `HTTP ${status}`); this.status = status; this.data = data; }
 }
 
-export async function api(path, {method = "GET", body} = {}) {
+async function send(path, method, type, body) {
   const headers = {};
   if (method !== "GET") {
-    headers["Content-Type"] = "application/json";
+    headers["Content-Type"] = type;
     headers["X-CSRF-Token"] = state.session ? state.session.csrf : "";
   }
-  const res = await fetch(path, {method, headers, credentials: "same-origin",
-                                 body: body === undefined ? undefined : JSON.stringify(body)});
+  const res = await fetch(path, {method, headers, credentials: "same-origin", body});
   if (res.status === 401) { location.href = "/login"; throw new ApiError(401, {error: "log in"}); }
   const data = await res.json().catch(() => ({}));
   if (!res.ok) throw new ApiError(res.status, data);
   return data;
 }
+
+export function api(path, {method = "GET", body} = {}) {
+  return send(path, method, "application/json", body === undefined ? undefined : JSON.stringify(body));
+}
+
+// A file as the raw body (the server's upload paths take application/octet-stream, with the CSRF token).
+export function upload(path, file) { return send(path, "POST", "application/octet-stream", file); }
 
 export function isAdmin() { return state.session && state.session.role === "admin"; }
 

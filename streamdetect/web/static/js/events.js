@@ -144,6 +144,14 @@ export function eventPage(main, id) {
       audio.src = ev.clip.url;
       const dl = document.getElementById("clip-download");
       dl.href = ev.clip.url + "?download=1"; dl.classList.remove("hidden");
+      dl.after(" ", el("button", {id: "as-example-btn", class: "secondary", disabled: !isAdmin(),
+        title: "store the event's sound as an audio example of its label (applied live, saved to the config)",
+        onclick: async () => {
+          try {
+            const r = await api(`/api/events/${id}/as-example`, {method: "POST", body: {}});
+            toast(`added as an example of ${ev.relabel || ev.label}` + (r.saved_to ? `, saved to ${r.saved_to}` : ""));
+          } catch (e) { toast(e.data && e.data.problems ? e.data.problems.map(p => p.message).join("; ") : e.message); }
+        }}, "Use as example"));
       api(`/api/events/${id}/spectrogram`).then(s => {
         spec.zoom = new ZoomableSpectrogram(spec, s, decode(s.columns), {height: 220, extent: s.extent_s,
           onSeek: t => { audio.currentTime = t; }});

@@ -1,7 +1,24 @@
 // Settings: every detection key the detector applies live, as a form drawn from the config schema the server
 // sends (kind, choices, default, description). The schema's errors appear next to their field; a save is
-// applied live and written to the YAML file (comments kept).
-import {api, el, isAdmin, toast} from "./api.js";
+// applied live and written to the YAML file (comments kept). An event's audio examples are listed by the ids the
+// server gives them; an upload is stored at once and becomes the event's example with the next save.
+import {api, el, isAdmin, toast, upload} from "./api.js";
+
+const player = new Audio();
+
+function exampleItem(x, fresh) {
+  const li = el("li", {class: "example", "data-id": x.id}, el("span", {class: "example-name"}, x.name),
+                x.duration_s === null || x.duration_s === undefined ? "" : ` · ${Number(x.duration_s).toFixed(1)} s`,
+                fresh ? el("span", {class: "muted"}, " · new: kept on Apply") : "");
+  if (x.playable) {
+    li.append(" ", el("button", {class: "secondary", type: "button", title: "play",
+                                 onclick: () => { player.src = `/api/settings/examples/${x.id}/audio`; player.play(); }},
+                      "▶"));
+  }
+  li.append(" ", el("button", {class: "secondary example-remove", type: "button", disabled: !isAdmin(),
+                               onclick: () => li.remove()}, "remove"));
+  return li;
+}
 
 function input(field, value, id) {
   const attrs = {"data-field": field.key, id, title: field.description};
@@ -47,11 +64,39 @@ export function settingsPage(main) {
               sections, problems, el("div", {class: "actions"}, save));
   let schema = null;
 
+  let limits = {max_upload_kb: 0, examples_dir: ""};
+
+  function examplesField(box, ev, i) {
+    const items = el("ul", {class: "examples", "data-field": "examples"}, ...(ev.examples || []).map(x => exampleItem(x, false)));
+    const error = el("div", {class: "field-error", "data-key": `events[${i}].examples`});
+    const file = el("input", {type: "file", class: "example-upload", multiple: true,
+                              accept: "audio/*,.wav,.flac,.ogg,.mp3", disabled: !isAdmin()});
+    file.addEventListener("change", async () => {
+      error.textContent = "";
+      const label = box.querySelector('[data-field="label"]').value;
+      for (const f of file.files) {
+        if (f.size > limits.max_upload_kb * 1024) { error.textContent = `${f.name}: over ${limits.max_upload_kb} KiB`; continue; }
+        try {
+          const x = await upload(`/api/settings/examples?label=${encodeURIComponent(label)}&name=${encodeURIComponent(f.name)}`, f);
+          if (!items.querySelector(`[data-id="${x.id}"]`)) items.append(exampleItem(x, true));
+        } catch (e) {
+          const found = (e.data && e.data.problems) || [];
+          error.textContent = `${f.name}: ${found.length ? found.map(p => p.message).join("; ") : e.message}`;
+        }
+      }
+      file.value = "";
+    });
+    return el("div", {class: "field field-examples"}, "examples", items, isAdmin() ? file : "",
+              el("small", {class: "hint"}, "audio files of the sound (query by example): WAV, FLAC, OGG or MP3 up to " +
+                 `${(limits.max_upload_kb / 1024).toFixed(1)} MiB each, stored in ${limits.examples_dir}; ` +
+                 "added or removed on Apply"), error);
+  }
+
   function eventForm(ev, i) {
     const box = el("div", {class: "panel event-form", "data-index": i});
     for (const field of schema.events) box.append(fieldBox(field, ev[field.key], `events[${i}].${field.key}`));
+    box.append(examplesField(box, ev, i));
     box.append(el("button", {class: "secondary", disabled: !isAdmin(), onclick: () => { box.remove(); }}, "Remove"));
-    if (ev.examples) box.append(el("p", {class: "muted"}, `${ev.examples} audio example(s) kept as configured`));
     return box;
   }
 
@@ -69,6 +114,7 @@ export function settingsPage(main) {
         const v = read(field, box.querySelector(`[data-field="${field.key}"]`));
         if (v !== undefined) ev[field.key] = v;
       }
+      ev.examples = [...box.querySelectorAll("li.example")].map(li => li.dataset.id);
       return ev;
     })};
     for (const box of sections.querySelectorAll(".section-form")) {
@@ -84,6 +130,7 @@ export function settingsPage(main) {
 
   function show(data) {
     schema = data.schema || schema;
+    if (data.examples_dir) limits = {max_upload_kb: data.max_upload_kb, examples_dir: data.examples_dir};
     list.replaceChildren(...data.events.map(eventForm));
     sections.replaceChildren(...Object.keys(schema.sections).map(name => sectionForm(name, data[name])));
     info.textContent = "Applied live, without a restart. " +
@@ -114,7 +161,7 @@ export function settingsPage(main) {
       toast(found.length ? "not applied: see the marked fields" : e.message);
     }
   });
-  addBtn.addEventListener("click", () => list.append(eventForm({label: "", prompts: [], negatives: [], threshold: 0.5},
+  addBtn.addEventListener("click", () => list.append(eventForm({label: "", prompts: [], negatives: [], threshold: 0.5, examples: []},
                                                                list.children.length)));
   api("/api/settings").then(show).catch(e => toast(e.message));
 }
