@@ -6,10 +6,8 @@ recording below comes from evaluation seeds the training never drew. The floors 
 when the checkpoint was committed (docs/quality.md) by a margin, so they fail on a real regression of the
 pipeline (front end, export, scoring, event logic), not on a rounding change.
 
-The committed checkpoint (1,600 steps, seed 20) reaches issue 20's tag target (top-1 0.9) but not its event F1
-target (0.8: measured 0.74 on these seeds, 0.48 on the figures' seeds), and softmax with background prompts
-shows no gain (no false alarms with either scoring on event-free room tone); see docs/quality.md. Those two are
-not asserted; everything asserted here holds on it.
+The committed checkpoint (1,600 steps, seed 20) and configs/mini.yaml reach issue 20's targets asserted here;
+see docs/quality.md for every figure.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ from conftest import built_once
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-import feedback_precision  # noqa: E402
 import mini_features as mf  # noqa: E402
 import mini_quality as mq  # noqa: E402
 import mini_world as world  # noqa: E402
@@ -42,6 +39,10 @@ def write_held_out(folder: Path) -> None:
     mq.write_quiet(folder / "calibration_quiet", 5, 4)
     mf.confuser_scenes(folder / "confusers", 6, 5)
     mq.write_clips(folder / "example", 7, 1, [world.HELD_OUT])
+    mq.write_scenes(folder / "scenes_many", 13, 20, mq.SOUNDING)
+    mf.sweep_scenes(folder / "sweeps", 8, 8)
+    mq.write_clips(folder / "sirens_calibration", 9, 20, ["siren"])
+    mq.write_clips(folder / "sirens", 10, 20, ["siren"])
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +85,15 @@ def test_classes_cluster_in_the_embedding_space(mini_model, held_out):
     assert mq.silhouette(mini_model, held_out / "calibration") >= 0.5  # measured 0.77 here, 0.74 on the figures' seeds
 
 
-def test_feedback_refinement_finds_more_events_without_losing_precision(mini_model, tmp_path):
-    """Issue 20 asks for higher precision at the same recall; on this checkpoint refinement instead raises recall
-    at the thresholds picked before it (0.63 -> 0.96) with precision kept (0.49 -> 0.50). That is asserted."""
-    report = feedback_precision.experiment(mini_model, tmp_path / "fbp", n=8, quantile=0.9,
-                                           params=feedback_precision.RefineParams())
-    before, after = report["before"], report["after_fixed_thresholds"]
+def test_feedback_refinement_raises_precision_at_the_same_recall(mini_model, tmp_path):
+    """Oracle verdicts on train scenes refine every mini event; on test scenes precision rises at the thresholds
+    picked before (same recall), and more where the refined events' thresholds are swept to the recall they had
+    (measured 0.37 -> 0.45 and 0.59, recall 1.0 throughout)."""
+    report = mf.feedback(mini_model, tmp_path / "fbp", seeds=(40, 41))
+    before, fixed, same = report["before"], report["after_fixed_thresholds"], report["after_same_recall"]
     assert report["feedback"]["rejected"] >= 1 and report["feedback"]["confirmed"] >= 1, report
-    assert after["recall"] >= before["recall"] + 0.2, json.dumps(report)
-    assert after["precision"] >= before["precision"] - 0.02, json.dumps(report)
+    assert fixed["recall"] >= before["recall"] and fixed["precision"] >= before["precision"] + 0.05, json.dumps(report)
+    assert same["recall"] >= before["recall"] and same["precision"] >= before["precision"] + 0.1, json.dumps(report)
 
 
 def test_negatives_cut_the_false_alarms_of_a_confuser(mini_model, held_out):
@@ -113,11 +114,23 @@ def test_an_audio_example_finds_a_sound_no_caption_ever_named(mini_model, held_o
 
 
 def test_evaluate_on_simple_scenes_with_presence_timing(mini_model, held_out, events):
-    """Issue 20 asks event F1 0.8; measured 0.74 here (0.48 on the figures' seeds): the floor asserts the
-    pipeline still localises and labels most events, not the target."""
+    """Issue 20's target, event F1 0.8, on the largest held-out set (20 scenes, 80 events; measured 0.86, the
+    same set as docs/quality.md's figure), with configs/mini.yaml's event logic (3 windows to start, hysteresis
+    0.05) tuned on other seeds. On the 5 scenes the other checks use it is 0.97."""
     det = mq.detector(mini_model, events, mq.mini_scoring())
-    result = mq.report_evaluate(det, held_out / "scenes")
-    assert result["timing"] == "presence" and result["event_f1"] >= 0.6, result
+    result = mq.report_evaluate(det, held_out / "scenes_many")
+    assert result["timing"] == "presence" and result["event_f1"] >= 0.8, result
+
+
+def test_softmax_with_background_prompts_cuts_false_alarms_on_scenes_without_the_event(mini_model, held_out):
+    """Scenes of chirps and no siren, a vague siren prompt: cosine fires on the chirps; softmax with background
+    prompts that name them (and the room tone) does much less, at the same share of calibration sirens kept
+    (measured 35 -> 5 false alarms, recall 0.63 -> 0.88 on the figures' seeds)."""
+    result = mf.softmax_background(mini_model, held_out / "sirens_calibration", held_out / "sirens",
+                                   held_out / "sweeps")
+    cosine, softmax = result["cosine"], result["softmax"]
+    assert softmax["false_alarms"] <= cosine["false_alarms"] / 2 and cosine["false_alarms"] >= 6, result
+    assert softmax["recall"] >= cosine["recall"] - 0.15, result
 
 
 def test_calibrate_meets_its_target_precision_on_held_out_audio(mini_model, held_out, events):

@@ -18,6 +18,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,21 +55,22 @@ def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def detector(model: Path, thresholds: dict[str, float], sinks: SinkSet | None = None) -> Detector:
+def detector(model: Path, thresholds: dict[str, float], events: list[dict], sinks: SinkSet | None = None
+             ) -> Detector:
     config = parse_config({"model": str(model), "runtime": {"device": "cpu"},
                            "events": [{**e, "threshold": thresholds.get(e["label"], 1.0), "cooldown_s": 0.0}
-                                      for e in EVENTS]})
+                                      for e in events]})
     return build_detector(config, ModelBundle.load(model), sinks or SinkSet([]))
 
 
-def quantile_thresholds(model: Path, scenes: Path, q: float) -> dict[str, float]:
-    det = detector(model, {})
+def quantile_thresholds(model: Path, scenes: Path, q: float, events: list[dict]) -> dict[str, float]:
+    det = detector(model, {}, events)
     scores = np.concatenate([score_file(det, p).scores for p in sorted(scenes.glob("*.wav"))])
     return {label: float(np.quantile(scores[:, i], q)) for i, label in enumerate(det.bank.labels)}
 
 
-def measure(model: Path, thresholds: dict[str, float], scenes: Path) -> dict:
-    det, truth = detector(model, thresholds), read_strong_labels(scenes / "labels.tsv")
+def measure(model: Path, thresholds: dict[str, float], scenes: Path, events: list[dict]) -> dict:
+    det, truth = detector(model, thresholds, events), read_strong_labels(scenes / "labels.tsv")
     tp = fp = hit = n_ref = 0
     for path in sorted(scenes.glob("*.wav")):
         refs = truth.get(path.name, [])
@@ -81,22 +83,27 @@ def measure(model: Path, thresholds: dict[str, float], scenes: Path) -> dict:
     return {"detections": tp + fp, "precision": round(tp / max(tp + fp, 1), 3), "recall": round(hit / max(n_ref, 1), 3)}
 
 
-def experiment(model_dir: Path, out: Path, n: int, quantile: float, params: RefineParams) -> dict:
+def synthetic_scenes(folder: Path, seed: int, n: int) -> Path:
+    make_scenes.main(["--synthetic", "--out", str(folder), "--n", str(n), "--duration", "20", "--seed", str(seed)])
+    return folder
+
+
+def experiment(model_dir: Path, out: Path, n: int, quantile: float, params: RefineParams,
+               events: list[dict] = EVENTS, write: Callable[[Path, int, int], Path] = synthetic_scenes,
+               seeds: tuple[int, int] = (1, 2)) -> dict:
     """Precision and recall on the test scenes before and after refining from oracle feedback on the train
-    scenes; ``out`` is replaced (it holds a copy of the model, since refinements are written into it)."""
+    scenes; ``out`` is replaced (it holds a copy of the model, since refinements are written into it).
+    ``write(folder, seed, n)`` makes a split's scenes and their labels.tsv, from ``seeds`` (train, test)."""
     if out.exists():
         shutil.rmtree(out)
     model = Path(shutil.copytree(model_dir, out / "model"))
-    for split, seed in (("train", 1), ("test", 2)):
-        make_scenes.main(["--synthetic", "--out", str(out / split), "--n", str(n), "--duration", "20",
-                          "--seed", str(seed)])
-    train, test = out / "train", out / "test"
-    thresholds = quantile_thresholds(model, train, quantile)
-    before = measure(model, thresholds, test)
+    train, test = (write(out / split, seed, n) for split, seed in zip(("train", "test"), seeds, strict=True))
+    thresholds = quantile_thresholds(model, train, quantile, events)
+    before = measure(model, thresholds, test, events)
 
     db = out / "events.db"
     sink = SqliteSink(SqliteOptions(path=str(db)))
-    det = detector(model, thresholds, SinkSet([("db", sink)]))
+    det = detector(model, thresholds, events, SinkSet([("db", sink)]))
     truth = read_strong_labels(train / "labels.tsv")
     marked = {"confirmed": 0, "rejected": 0}
     for path in sorted(train.glob("*.wav")):
@@ -116,12 +123,29 @@ def experiment(model_dir: Path, out: Path, n: int, quantile: float, params: Refi
         if fb.confirmed.size or fb.rejected.size:
             store.save(event.label, rocchio(vector, fb.confirmed, fb.rejected, params),
                        {"prompt_key": prompt_key(event.prompts, bundle.text_key)})
-    after_fixed = measure(model, thresholds, test)
-    after_repicked = measure(model, quantile_thresholds(model, train, quantile), test)
+    after_fixed = measure(model, thresholds, test, events)
+    after_repicked = measure(model, quantile_thresholds(model, train, quantile, events), test, events)
     report = {"feedback": marked, "before": before, "after_fixed_thresholds": after_fixed,
-              "after_repicked_thresholds": after_repicked, "params": params.__dict__,
-              "scenes_per_split": n, "quantile": quantile}
+              "after_repicked_thresholds": after_repicked,
+              "after_same_recall": same_recall(model, train, test, before["recall"], quantile, events, after_fixed),
+              "params": params.__dict__, "scenes_per_split": n, "quantile": quantile}
     return report
+
+
+SWEEP = (0.9, 0.925, 0.95, 0.975)
+
+
+def same_recall(model: Path, train: Path, test: Path, recall: float, quantile: float, events: list[dict],
+                fixed: dict) -> dict:
+    """Precision after refining at the recall it had before: the refined events at the thresholds picked before
+    (``fixed``) and at thresholds re-picked from train-scene quantiles (``SWEEP``, and the one used before); the
+    most precise point that still finds at least as many test events as before. Refinement that only moves the
+    score scale shows up here as no gain."""
+    points = [{**fixed, "quantile": "before"}]
+    points += [{**measure(model, quantile_thresholds(model, train, q, events), test, events), "quantile": q}
+               for q in sorted({*SWEEP, quantile})]
+    kept = [pt for pt in points if pt["recall"] >= recall]
+    return max(kept, key=lambda pt: pt["precision"]) if kept else {"recall": None, "points": points}
 
 
 def main(argv: list[str] | None = None) -> int:

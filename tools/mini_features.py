@@ -2,8 +2,8 @@
 
 Each experiment runs the real detector twice, once without the feature and once with it, on recordings from
 evaluation seeds: negative prompts against a confuser, softmax with background prompts against cosine on
-recordings without events, ``calibrate`` against its target on held-out audio, and query by example for the
-class no caption ever named. (Feedback refinement is ``tools/feedback_precision.py``.) Used by the quality
+recordings without the event, ``calibrate`` against its target on held-out audio, and query by example for the
+class no caption ever named; feedback refinement runs ``tools/feedback_precision.py`` here. Used by the quality
 tests and by ``tools/mini_figures.py``.
 """
 
@@ -16,13 +16,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import feedback_precision  # noqa: E402
 import mini_quality as mq  # noqa: E402
 import mini_world as world  # noqa: E402
 
 from streamdetect.analysis.evaluate import read_strong_labels  # noqa: E402
 from streamdetect.analysis.replay import score_file  # noqa: E402
 
-BACKGROUND = ["silence", "a quiet room", "quiet room tone"]
+BACKGROUND = ["a rising chirp", "a falling chirp", "quiet room tone"]  # what a sweep scene sounds like
 
 
 def confuser_scenes(folder: Path, seed: int, n: int) -> Path:
@@ -61,29 +62,47 @@ def per_clip_best(model: Path, events: list[dict], clips: Path, scoring: dict | 
     return best
 
 
-def softmax_background(model: Path, events: list[dict], calibration_clips: Path, clips: Path, quiet: Path,
-                       recall_quantile: float = 0.2) -> dict:
-    """False alarms on event-free recordings, cosine against softmax with background prompts, each at
-    thresholds that keep the same share of the calibration clips (their ``recall_quantile`` of best scores)."""
-    out = {"background": BACKGROUND, "recall_quantile": recall_quantile}
-    quiet_files = sorted(quiet.glob("*.wav"))
+def sweep_scenes(folder: Path, seed: int, n: int) -> Path:
+    """Scenes without a siren: rising and falling chirps only, the sweeps a vague siren prompt also matches."""
+    return mq.write_scenes(folder, seed, n, ["rising_chirp", "falling_chirp"], n_events=6)
+
+
+def softmax_background(model: Path, calibration_clips: Path, clips: Path, scenes: Path,
+                       prompt: str = "a sweeping tone", recall_quantile: float = 0.2) -> dict:
+    """False alarms of a siren event on scenes without sirens (``sweep_scenes``), cosine against softmax with
+    background prompts that name what the place sounds like (its chirps, its room tone). Each scoring gets the
+    threshold that keeps the same share of the siren calibration clips (their ``recall_quantile`` of best
+    scores); recall is counted on other siren clips."""
+    events = [{"label": "siren", "prompts": [prompt], "threshold": 1.0}]
+    out = {"prompt": prompt, "background": BACKGROUND, "recall_quantile": recall_quantile}
+    scene_files = sorted(scenes.glob("*.wav"))
     clip_files, clip_labels = mq.clip_truth(clips)
     for name, scoring in (("cosine", {"mode": "cosine"}), ("softmax", {"mode": "softmax", "background": BACKGROUND})):
         best = per_clip_best(model, events, calibration_clips, scoring)
         tuned = [{**e, "threshold": round(float(np.quantile(best[e["label"]], recall_quantile)), 4)} for e in events]
         det = mq.detector(model, tuned, scoring)
         found = mq.count_detections(det, [p for p in clip_files if p.parent.name in best], clip_labels)
-        alarms = mq.count_detections(det, quiet_files, {})
-        out[name] = {"recall": round(found.recall, 4), "false_alarms": alarms.fp,
+        alarms = mq.count_detections(det, scene_files, {})
+        out[name] = {"threshold": tuned[0]["threshold"], "recall": round(found.recall, 4), "false_alarms": alarms.fp,
                      "false_alarms_per_hour": round(alarms.false_alarms_per_hour, 1), "hours": round(alarms.hours, 4)}
     return out
+
+
+def feedback(model: Path, out: Path, seeds: tuple[int, int], n: int = 8) -> dict:
+    """``tools/feedback_precision.py`` in this world: the mini events' prompts (thresholds at the 0.9 quantile of
+    the train scenes' window scores), oracle verdicts on the train scenes' events, precision and recall on the
+    test scenes before and after refining."""
+    events = [{"label": e["label"], "prompts": e["prompts"]} for e in mq.mini_events()]
+    return feedback_precision.experiment(model, out, n, 0.9, feedback_precision.RefineParams(), events=events,
+                                         write=lambda folder, seed, k: mq.write_scenes(folder, seed, k, mq.SOUNDING),
+                                         seeds=seeds)
 
 
 def calibration(model: Path, events: list[dict], positives: Path, negatives: Path, clips: Path, quiet: Path,
                 target: float = 0.9) -> dict:
     """``calibrate --target-precision`` on one set of recordings, its precision measured on another: per event,
     clips of the event found against alarms on event-free audio, as calibrate itself counts."""
-    tuned = mq.calibrated(model, events, positives, negatives, target)
+    tuned = mq.calibrated(model, mq.window_level(events), positives, negatives, target)
     det = mq.detector(model, tuned)
     clip_files, clip_labels = mq.clip_truth(clips)
     own = [p for p in clip_files if p.parent.name in det.bank.labels]

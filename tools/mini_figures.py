@@ -18,7 +18,6 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import feedback_precision  # noqa: E402
 import mini_features as mf  # noqa: E402
 import mini_quality as mq  # noqa: E402
 import mini_world as world  # noqa: E402
@@ -78,12 +77,12 @@ def features_figure(figures: dict) -> None:
         ("negatives vs a confuser", "false alarms on chirps", ["no negatives", "negatives"],
          [neg["before"]["false_alarms"], neg["after"]["false_alarms"]],
          [neg["before"]["recall"], neg["after"]["recall"]]),
-        ("background prompts", "false alarms / hour, no events", ["cosine", "softmax + bg"],
-         [soft["cosine"]["false_alarms_per_hour"], soft["softmax"]["false_alarms_per_hour"]],
+        ("background prompts", "false alarms, scenes without the event", ["cosine", "softmax + bg"],
+         [soft["cosine"]["false_alarms"], soft["softmax"]["false_alarms"]],
          [soft["cosine"]["recall"], soft["softmax"]["recall"]]),
-        ("feedback refinement", "precision", ["before", "after"],
-         [fb["before"]["precision"], fb["after_repicked_thresholds"]["precision"]],
-         [fb["before"]["recall"], fb["after_repicked_thresholds"]["recall"]]),
+        ("feedback refinement", "precision at the same recall", ["before", "after"],
+         [fb["before"]["precision"], fb["after_same_recall"]["precision"]],
+         [fb["before"]["recall"], fb["after_same_recall"]["recall"]]),
         ("calibrate (target 0.9)", "held-out precision", ["target", "held out"],
          [cal["target"], cal["held_out_precision"]], None),
         (f"query by example ({qbe['class']})", "search precision@5", ["text name", "audio example"],
@@ -114,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     w, model, events = args.work, args.model, mq.mini_events()
     clips = mq.write_clips(w / "clips", 11, 10, [*world.CLASSES, world.HELD_OUT])
     scenes = mq.write_scenes(w / "scenes", 12, 6, mq.SOUNDING)
+    many_scenes = mq.write_scenes(w / "scenes_many", 19, 20, mq.SOUNDING)
     quiet = mq.write_quiet(w / "quiet", 13, 6)
     calibration = mq.write_clips(w / "calibration", 14, 6, mq.SOUNDING)
     negatives = mq.write_quiet(w / "calibration_quiet", 15, 4)
@@ -131,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         "search_p5": {e["label"]: mq.precision_at(index, mq.text_query(model, e["prompts"][0]), e["label"])
                       for e in events},
         "scan": mq.scene_agreement(det, scenes),
-        "evaluate": mq.report_evaluate(det, scenes),
+        "evaluate": mq.report_evaluate(det, many_scenes),
+        "evaluate_6_scenes": mq.report_evaluate(det, scenes),
         "negatives": mf.negatives(model, confusers),
-        "softmax_background": mf.softmax_background(model, events, calibration, clips, quiet),
-        "feedback": feedback_precision.experiment(model, w / "feedback", 6, 0.9, feedback_precision.RefineParams()),
+        "softmax_background": mf.softmax_background(model, mq.write_clips(w / "sirens_calibration", 20, 20, ["siren"]),
+                                                    mq.write_clips(w / "sirens", 21, 20, ["siren"]),
+                                                    mf.sweep_scenes(w / "sweeps", 18, 8)),
+        "feedback": mf.feedback(model, w / "feedback", seeds=(42, 43)),
         "calibrate": mf.calibration(model, events, calibration, negatives, clips, quiet),
         "query_by_example": mf.query_by_example(model, clips, next((example / world.HELD_OUT).glob("*.wav"))),
         "scan_figure": scan_figure(model, w),
