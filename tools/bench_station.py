@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import tempfile
 import threading
 import time
@@ -33,6 +31,7 @@ from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.windows import Window
 from streamdetect.sinks.base import SinkSet
+from streamdetect.util.cpu import CpuInfo
 
 SR = 48_000
 
@@ -52,12 +51,6 @@ class ConstantEncoder:
 
     def describe(self) -> str:
         return "constant"
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                platform.processor())
 
 
 def per_window_us(model: Path, n_windows: int, privacy: bool, schedules: bool, inside: bool = True) -> float:
@@ -171,7 +164,7 @@ def main() -> None:
     base = per_window_us(args.model, args.windows, False, False)
     frontend_ms = front_end_ms(args.model)
     out = {
-        "cpu": cpu_model(),
+        "cpu": CpuInfo.read().model,
         "per_window_us": {
             "baseline (scoring + trackers)": round(base, 1),
             "privacy filter": round(per_window_us(args.model, args.windows, True, False), 1),

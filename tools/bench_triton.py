@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,21 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from streamdetect.util.cpu import CpuInfo
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 SR = 48_000
-
-
-def cpu_model() -> str:
-    """The CPU's name as lscpu gives it (speed figures always name the CPU)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def stats_ms(ms: list[float]) -> dict:
@@ -138,7 +127,7 @@ def main() -> int:
 
     limit_blas_threads()
     counts = tuple(int(n) for n in args.counts.split(","))
-    results: dict = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+    results: dict = {"machine": {"cpu": CpuInfo.read().model, "cores": os.cpu_count(), "python": platform.python_version()},
                      "date": time.strftime("%Y-%m-%d %H:%M"), "model": str(args.model),
                      "server": "tritonserver 2.51 (nvidia-pytriton 0.7.0 wheel), Python backend + onnxruntime, "
                                "CPU, fp32, dynamic batcher, on this same machine"}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,17 +38,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from streamdetect.util.cpu import CpuInfo
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 SR = 48_000
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration, subprocess.SubprocessError):
-        return platform.processor() or platform.machine()
 
 
 def service_for(model: Path, folder: Path, extra: dict | None = None):
@@ -349,7 +342,7 @@ def main() -> int:
         from random_full_size import build
 
         _checkpoint, args.model = build(args.work)
-    results: dict = {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
+    results: dict = {"cpu": CpuInfo.read().model, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
                      "model": str(args.model)}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamdetect.util.cpu import CpuInfo
+
 SR = 48_000
 TONE_EVERY_S, TONE_LEN_S = 30, 5
 
@@ -164,15 +166,6 @@ def memory_criterion(samples: list[tuple]) -> dict:
             "second_half_mb_per_day": round(second, 2), "holds": holds}
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
-    except OSError:
-        name = "unknown"
-    return f"{name}, {os.cpu_count()} logical CPUs"
-
-
 def plot(report: dict, samples: list[tuple], path: Path) -> None:
     import matplotlib
 
@@ -273,7 +266,8 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
         "heap_trims": stats.heap_trims, "queue_dropped_windows": stats.dropped_windows,
         "rss_curve_mb": [(round(s[0] / 3600, 2), round(s[1], 1)) for s in samples[:: max(1, len(samples) // 24)]],
         "open_fds": {"before": start_fds, "end": samples[-1][2], "max": max(s[2] for s in samples)},
-        "latency_p99_ms": round(stats.latency_ms(99), 1), "samples": len(samples), "cpu": cpu_model(),
+        "latency_p99_ms": round(stats.latency_ms(99), 1), "samples": len(samples),
+        "cpu": f"{CpuInfo.read().model}, {os.cpu_count()} logical CPUs",
     }
     return report, samples
 

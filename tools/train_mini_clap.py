@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import time
@@ -32,6 +31,7 @@ import mini_world as world  # noqa: E402
 
 from streamdetect.model.offline import checkpoint_feature_extractor, offline_tokenizer  # noqa: E402
 from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend  # noqa: E402
+from streamdetect.util.cpu import CpuInfo  # noqa: E402
 
 
 def build_model(vocab_size: int, seed: int):
@@ -229,21 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     record = {"command": "python tools/train_mini_clap.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "seed": args.seed, "steps": args.steps, "batch": args.batch, "pool": args.pool,
               "refresh": args.refresh, "lr": args.lr, "cut": args.cut, "text_steps": args.text_steps, "train_seconds": round(train_s, 1),
-              "cpu": _cpu_model(), "torch_threads": args.threads, "torch": torch.__version__,
+              "cpu": CpuInfo.read().model, "torch_threads": args.threads, "torch": torch.__version__,
               "held_out_top1_torch": round(accuracy, 4), "classes": world.CLASSES, "held_out_class": world.HELD_OUT}
     (args.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"trained in {train_s:.0f} s; held-out zero-shot top-1 (torch) {accuracy:.3f}; saved to {args.out}")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
