@@ -113,15 +113,19 @@ class Namespace:
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.pid1 = 0
 
+    def _child(self) -> int:
+        """The namespace's PID 1 as this side sees it (unshare's child: the boot script, then systemd), or 0."""
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return int(children.split()[0]) if children.split() else 0
+
     def wait_booted(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "the namespace's boot script failed: see boot.log"
-            children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-            if children.split():
-                self.pid1 = int(children.split()[0])
-                if self.run("systemctl", "is-system-running", check=False).stdout.strip() in ("running", "degraded"):
-                    return
+            self.pid1 = self._child()
+            if self.pid1 and self.run("systemctl", "is-system-running",
+                                      check=False).stdout.strip() in ("running", "degraded"):
+                return
             time.sleep(0.2)
         raise AssertionError("systemd did not finish booting in the namespace")
 
@@ -133,8 +137,11 @@ class Namespace:
         return result
 
     def stop(self) -> None:
-        if self.pid1:
-            os.kill(self.pid1, 9)  # PID 1 of the namespace: everything in it dies, its mounts go with it
+        pid1 = self.pid1 or self._child()  # also when the boot never finished
+        if pid1:
+            os.kill(pid1, 9)  # PID 1 of the namespace: everything in it dies, its mounts go with it
+        elif self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait(timeout=30)
         self.log.close()
 
