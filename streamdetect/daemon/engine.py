@@ -11,8 +11,8 @@ together keep at most that many. Beyond either bound the oldest live windows are
 logged, so a machine that cannot keep up, a source faster than real time or a server that is away cannot fill
 memory. Finite streams (files) wait for room instead.
 Once a minute the inference thread gives the C heap's free pages back to the system (``NativeHeap.trim``).
-An encoder that raises ``EncoderUnavailable`` gets
-its batch back at the head of the queue and is tried again after the wait it asked for.
+An encoder that raises ``EncoderUnavailable`` gets its batch back at the head of the queue and is tried again
+after the wait it asked for.
 """
 
 from __future__ import annotations
