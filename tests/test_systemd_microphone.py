@@ -43,12 +43,12 @@ BOOT = r"""#!/bin/bash
 set -euo pipefail
 H=/run/sdtest/host
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir -p $H && mount --bind "$1" $H
+mkdir -p $H /run/sdtest/checkout && mount --bind "$1" $H && mount --bind "$2" /run/sdtest/checkout  # before /tmp goes
 for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs $d; done
 mount -t tmpfs -o mode=0755 tmpfs /var/lib
 mkdir -p /var/lib/streamdetect && mount --bind $H/state /var/lib/streamdetect
 mount -t tmpfs -o mode=0755 tmpfs /opt
-mkdir -p /opt/streamdetect && mount --bind -o ro "$2" /opt/streamdetect
+mkdir -p /opt/streamdetect && mount --bind -o ro /run/sdtest/checkout /opt/streamdetect
 mkdir -p /run/user/1000/pulse && mount --bind $H/pulse /run/user/1000/pulse
 cp -a /etc /run/sdtest/etc && mount --bind /run/sdtest/etc /etc
 getent group audio >/dev/null || groupadd --system audio
