@@ -37,8 +37,14 @@ COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score",
            "feedback", "interrupted")
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, page_cache_kib: int | None = None) -> sqlite3.Connection:
+    """``page_cache_kib`` bounds this connection's page cache (SQLite's default is 2000 KiB). The cache only
+    fills once the file outgrows it, so a daemon's RSS keeps rising for as long as that takes: about 1,300
+    records, 5 hours of the soak (docs/operations/reliability.md). An append-only writer reads almost nothing
+    back and can make that bound small, and so reach it within minutes."""
     db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    if page_cache_kib is not None:
+        db.execute(f"PRAGMA cache_size = -{int(page_cache_kib)}")  # negative: a size in KiB, not in pages
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(SCHEMA)
     have = {row[1] for row in db.execute("PRAGMA table_info(records)")}

@@ -77,7 +77,7 @@ def _value_problems(root: yaml.Node, max_nodes: int) -> list[Problem]:
             except Exception as e:  # noqa: BLE001 - any constructor failure is the user's value
                 kind = node.tag.rsplit(":", 1)[-1]
                 hint = "; quote it to keep it as text" if kind == "timestamp" else ""
-                reason = getattr(e, "problem", None) or str(e)
+                reason = (isinstance(e, yaml.MarkedYAMLError) and e.problem) or str(e)
                 problems.append((path, f"{_where(node.start_mark)}{node.value!r} is not a valid {kind} "
                                        f"({reason}){hint}"))
     return problems
@@ -108,8 +108,9 @@ def read_yaml(text: str, max_nodes: int, max_depth: int) -> Any:
         except Exception as e:  # noqa: BLE001 - located below, or reported as it came
             problems = _value_problems(node, max_nodes)
             if not problems:
-                mark = getattr(e, "problem_mark", None)
-                reason = getattr(e, "problem", None) or f"{type(e).__name__}: {e}"
+                marked = isinstance(e, yaml.MarkedYAMLError)
+                mark = e.problem_mark if marked else None
+                reason = (marked and e.problem) or f"{type(e).__name__}: {e}"
                 problems = [("", f"not valid YAML: {_where(mark)}{reason}")]
             raise YamlProblems(problems) from None
     finally:

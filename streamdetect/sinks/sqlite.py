@@ -18,6 +18,10 @@ from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
 
+# The sink only appends; the few reads (open events at start-up, a copy after the file was removed) are rare.
+# SQLite's default 2000 KiB cache filled over the first 5 h of the full-size soak and showed there as RSS growth.
+WRITER_PAGE_CACHE_KIB = 256
+
 
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
@@ -44,7 +48,7 @@ class SqliteSink(Sink):
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = connect(self.path)
+        self.db = connect(self.path, page_cache_kib=WRITER_PAGE_CACHE_KIB)
         self._identity = _identity(self.path)
 
     def _still_ours(self) -> None:
