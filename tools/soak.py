@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples:
         args.samples.write_text(json.dumps(samples) + "\n")
     if args.plot:
-        plot(report, samples, args.plot)
+        plot(report, samples[:-1], args.plot)  # the last sample: after the sinks closed and were read back
     ok = report["dropped_windows"] == 0 and not any(report["lost_records"].values()) \
         and report["unmatched_starts"] == 0 and report["sqlite_integrity"] == "ok"
     if args.check_memory:
