@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_short_soak_loses_nothing_and_leaks_no_descriptors(tiny_model, tmp_path):
     out = tmp_path / "soak.json"
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), "--model", str(tiny_model),
-                             "--hours", "0.1", "--sample-every-s", "0.2", "--json", str(out)],
+                             "--hours", "0.1", "--sample-every-s", "0.2", "--json", str(out),
+                             "--plot", str(tmp_path / "soak.png")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
@@ -28,3 +29,4 @@ def test_short_soak_loses_nothing_and_leaks_no_descriptors(tiny_model, tmp_path)
     assert set(memory) == {"rule", "after_warmup_mb_per_day", "first_half_mb_per_day", "second_half_mb_per_day",
                            "holds"}
     assert report["cpu"] and "c_heap_free_growth_mb_per_day" in report
+    assert (tmp_path / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the curves, drawn from the run

@@ -167,26 +167,37 @@ def memory_criterion(samples: list[tuple]) -> dict:
 
 
 def plot(report: dict, samples: list[tuple], path: Path) -> None:
+    """RSS on its own scale above (a growth of 1 MB a day is invisible next to 300 MB), with the line fitted
+    after the warm-up; the C heap below, in use and free, to tell a leak from fragmentation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     hours = np.array([s[0] for s in samples]) / 3600
-    fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
-    ax.plot(hours, [s[1] for s in samples], label="RSS", color="tab:blue")
-    ax.plot(hours, [s[3] for s in samples], label="C heap in use (glibc)", color="tab:green")
-    ax.plot(hours, [s[4] for s in samples], label="C heap free (fragmentation)", color="tab:orange")
-    ax.axvline(WARMUP * hours[-1], color="grey", ls=":", lw=1)
-    ax.axvline((WARMUP + (1 - WARMUP) / 2) * hours[-1], color="grey", ls=":", lw=1)
+    rss = np.array([s[1] for s in samples])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.5), dpi=110, sharex=True, height_ratios=(3, 2))
+    top.plot(hours, rss, label="RSS", color="tab:blue", lw=1)
+    fitted = hours >= WARMUP * hours[-1]
+    if fitted.sum() >= 2:
+        slope, offset = np.polyfit(hours[fitted], rss[fitted], 1)
+        top.plot(hours[fitted], slope * hours[fitted] + offset, color="black", ls="--", lw=1,
+                 label=f"fit after warm-up: {slope * 24:+.2f} MB/day")
+    bottom.plot(hours, [s[3] for s in samples], label="C heap in use (glibc)", color="tab:green", lw=1)
+    bottom.plot(hours, [s[4] for s in samples], label="C heap free (fragmentation)", color="tab:orange", lw=1)
+    for ax in (top, bottom):
+        ax.axvline(WARMUP * hours[-1], color="grey", ls=":", lw=1)
+        ax.axvline((WARMUP + (1 - WARMUP) / 2) * hours[-1], color="grey", ls=":", lw=1)
+        ax.set_ylabel("MB")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
     m = report["memory"]
-    ax.set_title(f"{Path(report['model']).name}: {report['audio_hours']:g} h of audio in {report['wall_s'] / 3600:.1f} h"
-                 f"\nRSS {m['after_warmup_mb_per_day']:+.2f} MB/day after warm-up (halves {m['first_half_mb_per_day']:+.2f}"
-                 f" / {m['second_half_mb_per_day']:+.2f}); {report['cpu']}", fontsize=8)
-    ax.set_xlabel("simulated hours of audio")
-    ax.set_ylabel("MB")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center right")
+    model = "/".join(Path(report["model"]).parts[-2:])
+    top.set_title(f"{model}: {report['audio_hours']:g} h of audio in {report['wall_s'] / 3600:.1f} h; "
+                  f"RSS {m['after_warmup_mb_per_day']:+.2f} MB/day after warm-up (halves "
+                  f"{m['first_half_mb_per_day']:+.2f} / {m['second_half_mb_per_day']:+.2f}, dotted lines)"
+                  f"\n{report['cpu']}", fontsize=8)
+    bottom.set_xlabel("simulated hours of audio")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
