@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.pipeline.events import EventRecord, LabelScore
+from streamdetect.sinks import sqlite as sqlite_sink
 from streamdetect.sinks.sqlite import WRITER_PAGE_CACHE_KIB, SqliteOptions, SqliteSink
-from streamdetect.store import connect, insert_record
 
 RECORDS = 1500  # about 6 h of the soak's events; the file grows past 2 MB, SQLite's default cache
 
@@ -43,18 +43,17 @@ def growth_kib(lib: ctypes.CDLL, emit, rng: np.random.Generator) -> float:
     return (lib.sqlite3_memory_used() - before) / 1024
 
 
-def test_sqlite_sink_page_cache_stops_growing_at_its_bound(tmp_path):
+def test_sqlite_sink_page_cache_stops_growing_at_its_bound(tmp_path, monkeypatch):
     lib, rng = loaded_sqlite(), np.random.default_rng(0)
 
-    # SQLite's default connection: the cache keeps growing with the file, up to about 2 MB
-    default = connect(tmp_path / "default.db")
-
-    def emit_default(r: EventRecord) -> None:
-        row = r.to_dict() | {"top": "[]", "embedding": np.asarray(r.embedding, np.float16).tobytes()}
-        insert_record(default, row)
-
-    unbounded = growth_kib(lib, emit_default, rng)
-    default.close()
+    # the same sink with SQLite's default cache: it keeps growing with the file, up to about 2 MB
+    with monkeypatch.context() as m:
+        m.setattr(sqlite_sink, "WRITER_PAGE_CACHE_KIB", None)
+        default = SqliteSink(SqliteOptions(path=str(tmp_path / "default.db")))
+    try:
+        unbounded = growth_kib(lib, default.emit, rng)
+    finally:
+        default.close()
     assert unbounded > 1500, f"the default cache grew only {unbounded:.0f} KiB: the counter does not see it"
 
     sink = SqliteSink(SqliteOptions(path=str(tmp_path / "events.db")))

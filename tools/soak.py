@@ -144,15 +144,21 @@ MAX_GROWTH_MB_PER_DAY = 2.0
 HALF_NOISE_MB_PER_DAY = 0.5
 
 
-def fit_slope_mb_per_day(samples: list[tuple], warmup: float = WARMUP, until: float = 1.0, column: int = 1) -> float:
-    """Least-squares slope (MB per simulated day) of ``column`` (1: RSS) against audio time, over the share
-    ``warmup`` .. ``until`` of the audio analysed."""
+def fit_line(samples: list[tuple], warmup: float = WARMUP, until: float = 1.0,
+             column: int = 1) -> tuple[float, float]:
+    """Least-squares line of ``column`` (1: RSS) against audio time in days, over the share ``warmup`` ..
+    ``until`` of the audio analysed: (MB per simulated day, MB at audio time 0); NaNs with under 3 samples."""
     end = samples[-1][0]
     pts = [(s[0], s[column]) for s in samples if warmup * end <= s[0] <= until * end and s[column] == s[column]]
     if len(pts) < 3:
-        return float("nan")
+        return float("nan"), float("nan")
     audio_s, mb = np.array(pts).T
-    return float(np.polyfit(audio_s / 86_400, mb, 1)[0])
+    slope, offset = np.polyfit(audio_s / 86_400, mb, 1)
+    return float(slope), float(offset)
+
+
+def fit_slope_mb_per_day(samples: list[tuple], warmup: float = WARMUP, until: float = 1.0, column: int = 1) -> float:
+    return fit_line(samples, warmup, until, column)[0]
 
 
 def memory_criterion(samples: list[tuple]) -> dict:
@@ -178,11 +184,11 @@ def plot(report: dict, samples: list[tuple], path: Path) -> None:
     rss = np.array([s[1] for s in samples])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.5), dpi=110, sharex=True, height_ratios=(3, 2))
     top.plot(hours, rss, label="RSS", color="tab:blue", lw=1)
-    fitted = hours >= WARMUP * hours[-1]
-    if fitted.sum() >= 2:
-        slope, offset = np.polyfit(hours[fitted], rss[fitted], 1)
-        top.plot(hours[fitted], slope * hours[fitted] + offset, color="black", ls="--", lw=1,
-                 label=f"fit after warm-up: {slope * 24:+.2f} MB/day")
+    slope, offset = fit_line(samples)  # the line the report's slope comes from
+    if slope == slope:
+        fitted = hours >= WARMUP * hours[-1]
+        top.plot(hours[fitted], slope * hours[fitted] / 24 + offset, color="black", ls="--", lw=1,
+                 label=f"fit after warm-up: {slope:+.2f} MB/day")
     bottom.plot(hours, [s[3] for s in samples], label="C heap in use (glibc)", color="tab:green", lw=1)
     bottom.plot(hours, [s[4] for s in samples], label="C heap free (fragmentation)", color="tab:orange", lw=1)
     for ax in (top, bottom):
