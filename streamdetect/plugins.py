@@ -56,3 +56,31 @@ class Registry:
 
     def _entry_points(self) -> list[Any]:
         return list(entry_points(group=self.entry_point_group))
+
+
+# The registry tables live here, below the config, so validating a config never imports a sink or a source
+# module until an entry names its type.
+SOURCES = Registry(
+    kind="source",
+    entry_point_group="streamdetect.sources",
+    builtins={
+        "ffmpeg": "streamdetect.sources.ffmpeg:FfmpegSource",
+        "file": "streamdetect.sources.file:FileSource",
+        "microphone": "streamdetect.sources.microphone:MicrophoneSource",
+    },
+)
+
+SINKS = Registry(
+    kind="sink",
+    entry_point_group="streamdetect.sinks",
+    builtins={
+        "stdout": "streamdetect.sinks.stdout:StdoutSink",
+        "jsonl": "streamdetect.sinks.jsonl:JsonlSink",
+        "webhook": "streamdetect.sinks.webhook:WebhookSink",
+        "sqlite": "streamdetect.sinks.sqlite:SqliteSink",
+        "command": "streamdetect.sinks.command:CommandSink",
+        "mqtt": "streamdetect.sinks.mqtt:MqttSink",
+        "clips": "streamdetect.sinks.clips:ClipsSink",
+        "apprise": "streamdetect.sinks.apprise:AppriseSink",
+    },
+)

@@ -19,7 +19,7 @@ import pytest
 from filelock import FileLock
 from helpers import start_pulse
 
-from streamdetect.model.offline import checkpoint_feature_extractor, mark_random_weights, offline_tokenizer
+from streamdetect.export.offline import checkpoint_feature_extractor, mark_random_weights, offline_tokenizer
 
 
 def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:
@@ -68,7 +68,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, tiny_checkpoint) -> Path:
     """The tiny checkpoint exported by the real ``streamdetect export`` code path."""
-    from streamdetect.model.export import export_model
+    from streamdetect.export.convert import export_model
 
     return built_once(tmp_path_factory, "tiny-clap",
                       lambda out: export_model(str(tiny_checkpoint), out, report=lambda _msg: None))
@@ -81,7 +81,7 @@ MINI_CHECKPOINT = Path(__file__).resolve().parents[1] / "tools" / "mini_clap"
 def mini_model(tmp_path_factory) -> Path:
     """The committed mini CLAP (trained on generated sounds, tools/train_mini_clap.py), exported by the real
     ``streamdetect export`` code path: the one model here whose scores mean something (in its synthetic world)."""
-    from streamdetect.model.export import export_model
+    from streamdetect.export.convert import export_model
 
     return built_once(tmp_path_factory, "mini-clap",
                       lambda out: export_model(str(MINI_CHECKPOINT), out, report=lambda _msg: None))

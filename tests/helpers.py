@@ -98,8 +98,8 @@ def make_detector(model: Path, events: list[dict], *, encoder=None, bank=None, o
     """``(detector, sink)``: a detector built the way the daemon builds one (``build_detector``) for ``events``
     on the CPU, writing to one collecting sink. ``encoder``/``observer``/... are handed to ``build_detector``;
     other keywords are config sections (``runtime`` is merged into the CPU default)."""
+    from streamdetect.daemon.build import build_detector
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.build import build_detector
     from streamdetect.sinks.base import SinkSet
 
     sink = collecting_sink()
@@ -155,7 +155,7 @@ class FakeEncoder:
         return cls((1, params.n_frames, params.n_mels), bundle.embedding_dim, **kwargs)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        from streamdetect.pipeline.encoder.base import check_features
+        from streamdetect.embed.encoder.base import check_features
 
         features = check_features(features, self.feature_shape)
         self.batch_sizes.append(features.shape[0])

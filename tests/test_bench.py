@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streamdetect.model.flops import count_flops
-from streamdetect.pipeline.encoder.calibration import CALIBRATION_NAME
+from streamdetect.embed.encoder.calibration import CALIBRATION_NAME
+from streamdetect.export.flops import count_flops
 from streamdetect.util.cpu import CpuInfo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,11 +11,10 @@ import shutil
 import pytest
 from helpers import run_cli
 
-import streamdetect.pipeline.encoder as encoder_mod
-from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.encoder import open_audio_encoder, runtime_choice
-from streamdetect.pipeline.encoder.base import RuntimeOptions
-from streamdetect.pipeline.encoder.calibration import (
+import streamdetect.embed.encoder as encoder_mod
+from streamdetect.embed.encoder import open_audio_encoder, runtime_choice
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.encoder.calibration import (
     CALIBRATION_NAME,
     Calibration,
     Candidate,
@@ -24,7 +23,8 @@ from streamdetect.pipeline.encoder.calibration import (
     load_calibration,
     openvino_version,
 )
-from streamdetect.pipeline.encoder.openvino import OpenVinoAudioEncoder
+from streamdetect.embed.encoder.openvino import OpenVinoAudioEncoder
+from streamdetect.model.manifest import ModelBundle
 from streamdetect.util.cpu import CpuInfo
 
 
@@ -165,7 +165,7 @@ def write_config(folder, device):
 
 
 def test_a_read_only_model_folder_still_runs_the_measured_choice(fresh, monkeypatch, caplog):
-    import streamdetect.pipeline.encoder.calibration as calibration
+    import streamdetect.embed.encoder.calibration as calibration
 
     def refuse(path, data, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))

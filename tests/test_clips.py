@@ -12,8 +12,8 @@ from helpers import collecting_sink, event_record, run_cli, write_config, write_
 
 from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
+from streamdetect.daemon.build import build_detector
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
 from streamdetect.sinks import SINKS
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sinks.clips import CLIP_NAME, ClipsOptions, ClipsSink, safe_name

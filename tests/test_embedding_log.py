@@ -9,11 +9,12 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 from helpers import run_cli, run_cli_without_torch, write_config, write_tone_scene
 
-from streamdetect.daemon.embedding_log import EmbeddingLogWriter, log_key, read_log, stretches
+from streamdetect.analysis.embedding_log import log_key, read_log, stretches
+from streamdetect.daemon.embedding_log import EmbeddingLogWriter
+from streamdetect.embed.clip import clip_embedding
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.clip import clip_embedding
-from streamdetect.pipeline.encoder import open_audio_encoder
-from streamdetect.pipeline.frontend import LogMelFrontend
 
 
 def search(log_dir, model, *args):
@@ -94,7 +95,7 @@ def test_writer_is_bounded_and_prunes_old_chunks(tmp_path):
 
 
 def test_stretches_merge_adjacent_windows_of_one_stream_only():
-    from streamdetect.daemon.embedding_log import LoggedWindows
+    from streamdetect.analysis.embedding_log import LoggedWindows
 
     streams = np.array(["a"] * 6 + ["b"] * 2, dtype=object)
     starts = np.array([0, 1, 2, 3, 4, 5, 0, 1], float)

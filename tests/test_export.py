@@ -9,7 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamdetect.model.export import ExportError, export_model
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.encoder.device import (
+    audio_encoder_file,
+    cpu_has_native_bf16,
+    openvino_precision,
+    resolve_device,
+)
+from streamdetect.embed.encoder.onnx import OnnxAudioEncoder
+from streamdetect.embed.encoder.openvino import OpenVinoAudioEncoder
+from streamdetect.embed.encoder.text import TextEncoder
+from streamdetect.embed.frontend import LogMelFrontend
+from streamdetect.export.convert import ExportError, export_model
 from streamdetect.model.manifest import (
     AUDIO_ENCODER,
     AUDIO_ENCODER_FP16,
@@ -23,18 +35,6 @@ from streamdetect.model.manifest import (
     ModelError,
     sha256_file,
 )
-from streamdetect.pipeline.encoder import open_audio_encoder
-from streamdetect.pipeline.encoder.base import RuntimeOptions
-from streamdetect.pipeline.encoder.device import (
-    audio_encoder_file,
-    cpu_has_native_bf16,
-    openvino_precision,
-    resolve_device,
-)
-from streamdetect.pipeline.encoder.onnx import OnnxAudioEncoder
-from streamdetect.pipeline.encoder.openvino import OpenVinoAudioEncoder
-from streamdetect.pipeline.encoder.text import TextEncoder
-from streamdetect.pipeline.frontend import LogMelFrontend
 
 CPU = RuntimeOptions(device="cpu", precision="fp32")
 
@@ -49,7 +49,7 @@ def cosine_rows(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-# The parity bound each reduced precision is held to (streamdetect.model.export), and the files it ships as.
+# The parity bound each reduced precision is held to (streamdetect.export.convert), and the files it ships as.
 BOUNDS = {"int8": "INT8_MIN_COSINE", "int8_static": "INT8_STATIC_MIN_COSINE", "fp16": "FP16_MIN_COSINE",
           "bf16": "BF16_MIN_COSINE"}
 FILES = {"int8": (AUDIO_ENCODER_INT8,), "int8_static": (AUDIO_ENCODER_INT8_STATIC,), "fp16": (AUDIO_ENCODER_FP16,),
@@ -76,7 +76,7 @@ def flipped(tiny_model, tiny_checkpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("flipped")
     out, missing = tmp / "tiny-clap", tmp / "no-such-checkpoint"
     # the same interpreter first asks for a checkpoint that does not exist (the exit status main() returns)
-    code = ("import sys\nimport streamdetect.model.export as export\n"
+    code = ("import sys\nimport streamdetect.export.convert as export\n"
             f"for name, bound in {bounds!r}.items():\n    setattr(export, name, bound)\n"
             "from streamdetect.cli import main\n"
             f"print('MISSING', main(['export', '--model', {str(missing)!r}, '--out', {str(tmp / 'o')!r}]))\n"
@@ -213,8 +213,8 @@ def test_export_cli_prints_parity_figures(flipped):
 def test_a_reduced_precision_ships_exactly_when_its_recorded_figure_meets_its_bound(exports, flipped, precision):
     """What each export decided, read from its manifest: a shipped precision's files are listed with their
     sha256; a refused one's are neither listed nor left in the model directory. The session export held it to
-    the bound in streamdetect.model.export; the flipped export decided the other way."""
-    import streamdetect.model.export as export
+    the bound in streamdetect.export.convert; the flipped export decided the other way."""
+    import streamdetect.export.convert as export
 
     statuses = {}
     for which, directory in exports.items():
@@ -318,8 +318,8 @@ def test_calls_larger_than_the_engine_batch_are_split_and_give_the_same_embeddin
 def test_tensorrt_gets_one_shape_profile_up_to_the_configured_batch(tiny_model, monkeypatch):
     import onnxruntime
 
-    import streamdetect.pipeline.encoder.device as device
-    from streamdetect.pipeline.encoder.onnx import tensorrt_profile
+    import streamdetect.embed.encoder.device as device
+    from streamdetect.embed.encoder.onnx import tensorrt_profile
 
     assert tensorrt_profile("input_features", (1, 1001, 64), 16) == {
         "trt_profile_min_shapes": "input_features:1x1x1001x64",
@@ -343,7 +343,7 @@ def test_tensorrt_gets_one_shape_profile_up_to_the_configured_batch(tiny_model, 
 
 
 def test_tensorrt_without_the_provider_is_a_clear_error(tiny_model, monkeypatch):
-    import streamdetect.pipeline.encoder.device as device
+    import streamdetect.embed.encoder.device as device
 
     monkeypatch.setattr(device, "nvidia_driver_present", lambda: True)
     # onnxruntime-gpu lists the provider even without the TensorRT libraries; then it cannot start it
@@ -409,7 +409,7 @@ def test_the_rule_for_an_untimed_auto_picks_openvino_bf16_only_on_bf16_units(exp
     """What resolve_device does with an 'auto' nobody timed (open_audio_encoder times it first: see
     tests/test_calibration.py): decided from the CPU's bf16 units (patched here, so both answers are checked on
     any CPU), the GPU driver and what the export shipped."""
-    import streamdetect.pipeline.encoder.device as device
+    import streamdetect.embed.encoder.device as device
 
     shipped = ModelBundle.load(export_where(exports, "bf16", "shipped"))
     refused = ModelBundle.load(export_where(exports, "bf16", "refused"))

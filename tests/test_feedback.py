@@ -12,6 +12,7 @@ import pytest
 from helpers import run_cli, write_config, write_tone_scene
 
 from streamdetect.config import parse_config
+from streamdetect.embed.vectors import normalize
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.assemble import prompt_bank_for
 from streamdetect.prompts.refine import (
@@ -24,7 +25,6 @@ from streamdetect.prompts.refine import (
     refinements_dir,
     rocchio,
 )
-from streamdetect.prompts.vectors import normalize
 from streamdetect.store import connect
 
 
@@ -151,10 +151,10 @@ def test_cli_feedback_refine_and_undo_on_recorded_events(own_model, tmp_path):
 def test_refine_embeds_saved_clips_when_a_clips_folder_is_given(own_model, tmp_path):
     """With --clips, a marked event's saved clip (the whole event, by the current model) replaces the stored
     peak embedding; an event without a clip falls back to the stored one."""
-    from streamdetect.pipeline.clip import clip_embedding
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.frontend import LogMelFrontend
+    from streamdetect.embed.clip import clip_embedding
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.frontend import LogMelFrontend
 
     tone = write_tone_scene(tmp_path / "tone.wav", seconds=6.0, tone_at=(0.0, 6.0))
     db, clips, cache = tmp_path / "events.db", tmp_path / "clips", tmp_path / "cache"

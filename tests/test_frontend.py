@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend, repeat_pad
+from streamdetect.embed.frontend import LogMelFrontend, repeat_pad
+from streamdetect.model.manifest import FrontendParams
 
 SR = 48_000
 
@@ -66,7 +67,7 @@ def test_rejects_too_long_and_multichannel_audio():
 def test_parallel_front_end_gives_the_plain_front_ends_numbers_from_every_thread():
     import threading
 
-    from streamdetect.pipeline.frontend import ParallelFrontend
+    from streamdetect.embed.frontend import ParallelFrontend
 
     params = FrontendParams()
     rng = np.random.default_rng(5)

@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from streamdetect.model.flops import count_flops
+from streamdetect.export.flops import count_flops
 from streamdetect.util.cpu import CpuInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))

@@ -3,11 +3,11 @@ import json
 import soundfile as sf
 from helpers import run_cli, write_tone_scene
 
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.encoder.text import TextEncoder
+from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.encoder import open_audio_encoder
-from streamdetect.pipeline.encoder.base import RuntimeOptions
-from streamdetect.pipeline.encoder.text import TextEncoder
-from streamdetect.pipeline.frontend import LogMelFrontend
 
 
 def _folder(tmp_path):

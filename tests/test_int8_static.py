@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from streamdetect.model.manifest import AUDIO_ENCODER, AUDIO_ENCODER_INT8_STATIC, ModelBundle
-from streamdetect.model.precisions import (
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.export.precisions import (
     calibration_features,
     cosine_vs_fp32,
     fp32_reference,
     quantize_int8_static,
 )
-from streamdetect.pipeline.encoder import open_audio_encoder
-from streamdetect.pipeline.encoder.base import RuntimeOptions
+from streamdetect.model.manifest import AUDIO_ENCODER, AUDIO_ENCODER_INT8_STATIC, ModelBundle
 from streamdetect.util.cpu import CpuInfo
 
 
@@ -40,7 +40,7 @@ def test_static_int8_embeds_a_window_the_same_in_any_batch(tiny_model):
     encoder = open_audio_encoder(bundle, RuntimeOptions(device="cpu", precision="int8_static"))
     assert (encoder.file, encoder.precision, encoder.call_batch) == (AUDIO_ENCODER_INT8_STATIC, "int8_static", None)
     rng = np.random.default_rng(3)
-    from streamdetect.pipeline.frontend import LogMelFrontend
+    from streamdetect.embed.frontend import LogMelFrontend
 
     feats = LogMelFrontend(bundle.frontend_params)(
         [(0.1 * rng.standard_normal(3 * bundle.sample_rate)).astype(np.float32) for _ in range(3)])

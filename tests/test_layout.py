@@ -36,12 +36,13 @@ def test_a_circle_hidden_in_a_function_is_found(tmp_path):
         "streamdetect/__init__.py": "",
         "streamdetect/cli/__init__.py": "def main():\n    from streamdetect.cli import tools\n",
         "streamdetect/cli/tools.py": "from streamdetect.cli import main\n",
-        "streamdetect/a.py": "from . import b\n",
-        "streamdetect/b.py": "def f():\n    import streamdetect.a\n",
+        "streamdetect/util/__init__.py": "",
+        "streamdetect/util/a.py": "from . import b\n",
+        "streamdetect/util/b.py": "def f():\n    import streamdetect.util.a\n",
     })
     found = checker().problems(pkg)
     assert "import circle: streamdetect.cli -> streamdetect.cli.tools" in found
-    assert "import circle: streamdetect.a -> streamdetect.b" in found
+    assert "import circle: streamdetect.util.a -> streamdetect.util.b" in found
     assert len(found) == 2
 
 
@@ -57,9 +58,37 @@ def test_an_import_against_the_data_path_is_found(tmp_path):
         "streamdetect/pipeline/events.py": "",
     })
     found = checker().problems(pkg)
-    assert len(found) == 2
+    assert len(found) == 3
+    assert "package circle: streamdetect.pipeline -> streamdetect.sinks" in found
     assert any("streamdetect.sources.mic imports streamdetect.pipeline.detector" in line for line in found)
     assert any("streamdetect.pipeline.detector imports streamdetect.sinks.base" in line for line in found)
+
+
+def test_a_package_circle_and_an_upward_import_are_found_and_so_is_a_module_on_no_floor(tmp_path):
+    pkg = write(tmp_path, {
+        "streamdetect/__init__.py": "",
+        "streamdetect/model/__init__.py": "",
+        "streamdetect/model/manifest.py": "from streamdetect.embed.frontend import LogMelFrontend\n",
+        "streamdetect/embed/__init__.py": "",
+        "streamdetect/embed/frontend.py": "from streamdetect.model.identity import ModelIdentity\n",
+        "streamdetect/model/identity.py": "",
+        "streamdetect/web/__init__.py": "",
+        "streamdetect/web/app.py": "def f():\n    from streamdetect.daemon import control\n",
+        "streamdetect/daemon/__init__.py": "",
+        "streamdetect/daemon/control.py": "",
+        "streamdetect/pipeline/__init__.py": "",
+        "streamdetect/pipeline/detector.py": "from streamdetect.export import convert\n",
+        "streamdetect/export/__init__.py": "",
+        "streamdetect/export/convert.py": "",
+        "streamdetect/newthing.py": "",
+    })
+    found = checker().problems(pkg)
+    assert "package circle: streamdetect.embed -> streamdetect.model" in found
+    assert any("streamdetect.model.manifest imports streamdetect.embed.frontend" in line for line in found)
+    assert any("streamdetect.web.app imports streamdetect.daemon" in line for line in found)
+    assert any("only streamdetect.cli may import streamdetect.export" in line for line in found)
+    assert "streamdetect.newthing is on no floor: add it (or its package) to FLOORS in tools/check_imports.py" in found
+    assert not any(line.startswith("import circle") for line in found)
 
 
 def test_no_module_is_over_400_lines():

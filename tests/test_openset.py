@@ -22,16 +22,16 @@ from helpers import (
 
 from streamdetect.analysis.replay import analyse_file, score_file
 from streamdetect.config import ConfigError, load_config, parse_config
+from streamdetect.embed.clip import clip_embedding
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.encoder.text import TextEncoder
+from streamdetect.embed.frontend import LogMelFrontend
+from streamdetect.embed.vectors import normalize
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.clip import clip_embedding
-from streamdetect.pipeline.encoder import open_audio_encoder
-from streamdetect.pipeline.encoder.base import RuntimeOptions
-from streamdetect.pipeline.encoder.text import TextEncoder
-from streamdetect.pipeline.frontend import LogMelFrontend
 from streamdetect.pipeline.windows import Windower
 from streamdetect.prompts.assemble import prompt_bank_for
 from streamdetect.prompts.examples import ExampleCache
-from streamdetect.prompts.vectors import normalize
 from streamdetect.prompts.vocabulary import vocabulary_names
 from streamdetect.sources.file import FileOptions, FileSource
 

@@ -21,9 +21,9 @@ from helpers import (
 
 from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.encoder.text import TextEncoder
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.encoder.base import RuntimeOptions
-from streamdetect.pipeline.encoder.text import TextEncoder
 from streamdetect.pipeline.scoring import score
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.prompts.cache import PromptCache
@@ -298,7 +298,7 @@ def test_sighup_reloads_events_and_rejects_an_invalid_config(tiny_model, tmp_pat
 
 def test_blas_runs_on_one_thread_unless_the_user_says_otherwise():
     """An idle OpenBLAS pool would spin on the cores the encoder needs; a user's own setting wins."""
-    code = ("import numpy, threadpoolctl; from streamdetect.pipeline.encoder.device import limit_blas_threads; limit_blas_threads(); "
+    code = ("import numpy, threadpoolctl; from streamdetect.embed.encoder.device import limit_blas_threads; limit_blas_threads(); "
             "print(sorted({i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'}))")
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                               "MKL_NUM_THREADS")}

@@ -13,9 +13,9 @@ from helpers import SAMPLE_RATE, collecting_sink, file_windows, split_threshold,
 
 from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
+from streamdetect.daemon.build import build_detector
 from streamdetect.daemon.metrics import Metrics
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
 from streamdetect.sinks.base import SinkSet, build_sinks
 from streamdetect.sinks.clips import ClipsOptions, ClipsSink
 from streamdetect.sources.file import FileOptions, FileSource

@@ -7,11 +7,11 @@ import soundfile as sf
 from helpers import run_cli, write_config, write_tone_scene
 
 from streamdetect.analysis.scan import Envelope, PooledMel
-from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.clip import clip_embedding, pieces
-from streamdetect.pipeline.encoder import open_audio_encoder
-from streamdetect.pipeline.encoder.base import RuntimeOptions
-from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend
+from streamdetect.embed.clip import clip_embedding, pieces
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.frontend import LogMelFrontend
+from streamdetect.model.manifest import FrontendParams, ModelBundle
 
 SR = 48_000
 EVENTS = [{"label": "dog", "prompts": ["a dog barking"], "threshold": 0.0},

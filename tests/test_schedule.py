@@ -9,8 +9,8 @@ import pytest
 from helpers import SAMPLE_RATE, FakeEncoder, collecting_sink, config_dict, immediate_event
 
 from streamdetect.config import ConfigError, parse_config
+from streamdetect.daemon.build import build_detector
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
 from streamdetect.schedule import Period, Schedule, Site, local_time_today, sun_time
 from streamdetect.sinks.base import Sink, SinkSet
 

@@ -14,8 +14,8 @@ import soundfile as sf
 from helpers import write_config
 
 from streamdetect.config import parse_config
+from streamdetect.daemon.build import build_detector
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.windows import Windower
 from streamdetect.sinks.base import SinkSet
 

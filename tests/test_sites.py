@@ -17,8 +17,8 @@ from helpers import (
 )
 from test_mqtt import Subscriber, start_broker
 
+from streamdetect.daemon.build import build_detector
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
 from streamdetect.sinks.base import SinkContext, SinkSet
 from streamdetect.sinks.mqtt import MqttOptions, MqttSink
 

@@ -14,11 +14,11 @@ from helpers import file_windows, immediate_event, make_detector, run_cli, write
 from triton_server import TritonServer, other_export, python_repo
 
 from streamdetect.config import ConfigError, TritonConfig
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.encoder.triton import TritonAudioEncoder
+from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.model.manifest import ModelBundle, ModelError
-from streamdetect.pipeline.encoder import open_audio_encoder
-from streamdetect.pipeline.encoder.base import RuntimeOptions
-from streamdetect.pipeline.encoder.triton import TritonAudioEncoder
-from streamdetect.pipeline.frontend import LogMelFrontend
 
 pytestmark = pytest.mark.triton
 MODEL = "streamdetect_audio"

@@ -19,7 +19,7 @@ from streamdetect.pipeline.windows import Windower
 
 pytestmark = pytest.mark.triton
 MODEL = "streamdetect_audio"
-LOGGER = "streamdetect.pipeline.encoder.triton"
+LOGGER = "streamdetect.embed.encoder.triton"
 
 
 @pytest.fixture(scope="module")

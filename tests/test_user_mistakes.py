@@ -89,8 +89,8 @@ def test_scan_plot_legend_outside_thresholds_in_curve_colours_random_title(tiny_
 
     from streamdetect.analysis.scan import RANDOM_TITLE, scan_figure, scan_file
     from streamdetect.config import load_config
+    from streamdetect.daemon.build import build_detector
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.build import build_detector
     from streamdetect.sinks.base import SinkSet
 
     same = [{**e, "threshold": 0.1} for e in EVENTS]  # equal thresholds: the lines lie on top of each other
@@ -188,7 +188,7 @@ def test_export_offline_is_one_line_that_names_model_dir(tmp_path):
 
 
 def test_hub_retries_are_one_line_each():
-    from streamdetect.model.noise import quiet_export
+    from streamdetect.export.noise import quiet_export
 
     records: list[str] = []
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamdetect.daemon.embedding_log import EmbeddingLogWriter, read_log
+from streamdetect.analysis.embedding_log import read_log
+from streamdetect.daemon.embedding_log import EmbeddingLogWriter
 from streamdetect.prompts.refine import RefinementStore, _legacy_label_dir
 from streamdetect.sources.base import SourceError, backoff_delay
 from streamdetect.sources.file import read_audio, read_blocks

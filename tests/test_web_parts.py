@@ -110,8 +110,8 @@ def test_a_detector_with_the_privacy_filter_blanks_what_it_judged_private(tiny_m
 
     from streamdetect.analysis.replay import run_source
     from streamdetect.config import parse_config
+    from streamdetect.daemon.build import build_detector
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.build import build_detector
     from streamdetect.sinks.base import SinkSet
     from streamdetect.sources.file import FileOptions, FileSource
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.model.precisions import cosine_rows
+from streamdetect.export.precisions import cosine_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -79,10 +79,10 @@ def baseline(checkpoint: Path, windows: list[np.ndarray]) -> tuple[dict, np.ndar
 
 def streamdetect_stage(model_dir: Path, windows: list[np.ndarray], precision: str,
                        batch: int, device: str = "cpu") -> tuple[dict, np.ndarray]:
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.frontend import LogMelFrontend
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.frontend import LogMelFrontend
 
     bundle = ModelBundle.load(model_dir)
     frontend = LogMelFrontend(bundle.frontend_params)
@@ -108,10 +108,10 @@ def batch_sweep(model_dir: Path, windows: list[np.ndarray], precision: str, devi
                 sizes: list[int], repeats: int = 5) -> list[dict]:
     """Encoder throughput per batch size (features computed once, so this is the encoder alone): where a
     GPU stops gaining from larger batches, and how many 1 s-hop streams one encoder call per second serves."""
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.frontend import LogMelFrontend
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.frontend import LogMelFrontend
 
     bundle = ModelBundle.load(model_dir)
     encoder = open_audio_encoder(bundle, RuntimeOptions(device=device, precision=precision, max_batch=max(sizes)))
@@ -136,8 +136,8 @@ def batch_sweep(model_dir: Path, windows: list[np.ndarray], precision: str, devi
 def frontend_throughput(model_dir: Path, windows: list[np.ndarray], thread_counts: list[int]) -> dict:
     """Log-mel windows per second with the front end on 1..N threads: on a GPU machine the front end, not the
     encoder, can be what limits the streams (runtime.frontend_threads)."""
+    from streamdetect.embed.frontend import ParallelFrontend
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.frontend import ParallelFrontend
 
     params = ModelBundle.load(model_dir).frontend_params
     batch = (windows * (64 // len(windows) + 1))[:64]
@@ -279,9 +279,9 @@ def main() -> int:
 
     results["machine"].update(hardware_report(args.model))
     print("\n".join(hardware_lines(results["machine"])), flush=True)
+    from streamdetect.embed.encoder import runtime_choice
+    from streamdetect.embed.encoder.base import RuntimeOptions
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.encoder import runtime_choice
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
 
     if args.device == "cpu":  # what `auto` runs here, timed now unless cached: start-up below is then a restart's
         chosen = runtime_choice(ModelBundle.load(args.model), RuntimeOptions())
@@ -297,7 +297,7 @@ def main() -> int:
     # the tutorial baseline below runs with the library defaults, as the tutorial does.
     from threadpoolctl import threadpool_limits
 
-    from streamdetect.pipeline.encoder.device import limit_blas_threads
+    from streamdetect.embed.encoder.device import limit_blas_threads
 
     blas = threadpool_limits(None)  # remembers the defaults to restore
     limit_blas_threads()

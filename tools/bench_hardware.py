@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
-from streamdetect.model.flops import count_flops
+from streamdetect.export.flops import count_flops
 from streamdetect.util.cpu import CpuInfo
 
 

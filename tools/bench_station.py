@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.config import parse_config
+from streamdetect.daemon.build import build_detector
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.windows import Window
 from streamdetect.sinks.base import SinkSet
 from streamdetect.util.cpu import CpuInfo
@@ -81,7 +81,7 @@ def per_window_us(model: Path, n_windows: int, privacy: bool, schedules: bool, i
 
 
 def front_end_ms(model: Path) -> float:
-    from streamdetect.pipeline.frontend import LogMelFrontend
+    from streamdetect.embed.frontend import LogMelFrontend
 
     frontend = LogMelFrontend(ModelBundle.load(model).frontend_params)
     samples = [(0.1 * np.random.default_rng(1).standard_normal(3 * SR)).astype(np.float32)] * 4

@@ -46,11 +46,11 @@ def latency(model_dir: Path, url: str, windows: int) -> dict:
     from bench import bench_audio
 
     from streamdetect.config import TritonConfig
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.encoder.kserve import KServeClient
+    from streamdetect.embed.frontend import LogMelFrontend
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.encoder.kserve import KServeClient
-    from streamdetect.pipeline.frontend import LogMelFrontend
 
     bundle = ModelBundle.load(model_dir)
     features = LogMelFrontend(bundle.frontend_params)(bench_audio(windows))
@@ -121,9 +121,9 @@ def main() -> int:
         _, args.model = build(args.work)
     from triton_local import TritonServer
 
+    from streamdetect.embed.encoder.device import limit_blas_threads
     from streamdetect.model.manifest import ModelBundle
     from streamdetect.model.triton_repo import TritonRepoOptions, write_triton_repo
-    from streamdetect.pipeline.encoder.device import limit_blas_threads
 
     limit_blas_threads()
     counts = tuple(int(n) for n in args.counts.split(","))

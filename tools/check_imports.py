@@ -1,12 +1,13 @@
-"""Fails on any import circle inside ``streamdetect/`` and on any import against the data path's direction.
+"""Fails on any import circle inside ``streamdetect/``, between modules or between packages, and on any import
+against the data path's direction.
 
 Imports inside functions count: they hide a circle from Python at import time, not from a reader. Each
 ``import`` and ``from ... import`` statement is resolved to the deepest ``streamdetect`` module it names, so
 ``from streamdetect.sinks import base`` is an edge to ``streamdetect.sinks.base``.
 
-The layer rules say which packages a package may not import. Data flows sources -> pipeline -> sinks: a
-source knows nothing of what consumes it, the pipeline knows nothing of sinks (it writes to an interface of its
-own), and nothing below the command line imports it.
+The packages are floors of the data path, read bottom-up (``FLOORS``): a module may import its own package and
+any package on a lower floor, never one on its own floor or above. A few packages are, in addition, imported only
+by the ones named in ``ONLY_IMPORTED_BY`` (build-time export only by the command line).
 
 usage: python tools/check_imports.py [PACKAGE_DIR]     (exit 1 and one line per problem when there are any)
 """
@@ -20,32 +21,36 @@ from pathlib import Path
 
 ROOT = "streamdetect"
 
-# package -> packages it must never import (prefixes of dotted module names)
-FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "streamdetect.util": ("streamdetect.",),
-    "streamdetect.sources": ("streamdetect.pipeline", "streamdetect.prompts", "streamdetect.sinks",
-                             "streamdetect.daemon", "streamdetect.analysis", "streamdetect.cli",
-                             "streamdetect.model.export"),
-    "streamdetect.pipeline": ("streamdetect.sinks", "streamdetect.daemon", "streamdetect.analysis",
-                              "streamdetect.cli", "streamdetect.model.export"),
-    "streamdetect.prompts": ("streamdetect.sinks", "streamdetect.daemon", "streamdetect.analysis",
-                             "streamdetect.cli"),
-    "streamdetect.sinks": ("streamdetect.sources", "streamdetect.daemon", "streamdetect.analysis",
-                           "streamdetect.cli", "streamdetect.prompts"),
-    "streamdetect.daemon": ("streamdetect.analysis", "streamdetect.cli"),
-    "streamdetect.analysis": ("streamdetect.cli", "streamdetect.daemon.engine"),
-    "streamdetect.model": ("streamdetect.cli", "streamdetect.daemon", "streamdetect.analysis"),
-    "streamdetect.config": ("streamdetect.pipeline", "streamdetect.prompts", "streamdetect.daemon",
-                            "streamdetect.analysis", "streamdetect.cli", "streamdetect.model"),
-    # The dashboard consumes what the daemon runs (store, config, pipeline types, the control API's reload
-    # path); it never reaches into the service that owns it, the engine, the sources or the CLI.
-    "streamdetect.web": ("streamdetect.cli", "streamdetect.analysis", "streamdetect.daemon.service",
-                         "streamdetect.daemon.engine", "streamdetect.sources"),
+# Bottom first. Each entry is a package (``streamdetect.X``) or a top-level module; one floor per line.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("streamdetect",),  # the version only
+    ("streamdetect.util",),  # no streamdetect import at all
+    ("streamdetect.data",),  # files shipped with the package (the Triton Python backend runs inside tritonserver)
+    ("streamdetect.plugins",),  # the Registry and the source and sink tables (lazy ``module:Class`` strings)
+    ("streamdetect.schedule",),
+    ("streamdetect.model",),  # the model folder: manifest, FrontendParams, identity, Triton repository
+    ("streamdetect.config",),  # never a sink, a source or a model: plugin options arrive through the registry
+    ("streamdetect.store",),
+    ("streamdetect.report",),
+    ("streamdetect.sources",),
+    ("streamdetect.embed",),  # the model at run time: front end, encoders, clip embedding, vectors
+    ("streamdetect.prompts",),  # what to listen for, as embeddings
+    ("streamdetect.pipeline",),  # detection: windows, scores, events, streams, the detector
+    ("streamdetect.events",),  # the import path third-party sinks use for the pipeline's records
+    ("streamdetect.sinks",),
+    ("streamdetect.analysis",),  # offline verbs and the embedding-log reader
+    ("streamdetect.web",),  # the dashboard: handed its collaborators, never the daemon that owns it
+    ("streamdetect.daemon",),  # builds the detector and wires a run together
+    ("streamdetect.export",),  # build time only
+    ("streamdetect.cli",),
+    ("streamdetect.entry",),
+    ("streamdetect.__main__",),
+)
+
+# package -> the only packages that may import it
+ONLY_IMPORTED_BY: dict[str, tuple[str, ...]] = {
+    "streamdetect.export": ("streamdetect.cli",),
 }
-# Only the daemon and the command line import the dashboard.
-for _package in ("streamdetect.sources", "streamdetect.pipeline", "streamdetect.prompts", "streamdetect.sinks",
-                 "streamdetect.analysis", "streamdetect.model", "streamdetect.config"):
-    FORBIDDEN[_package] += ("streamdetect.web",)
 
 
 @dataclass(frozen=True)
@@ -137,24 +142,61 @@ def cycles(edges: dict[str, list[Edge]]) -> list[list[str]]:
     return found
 
 
+def floor_of(module: str) -> tuple[int, str]:
+    """The floor index and the floor's entry (package or top-level module) that ``module`` belongs to; a module on
+    no floor is a floor of its own above all others, reported by ``unplaced``."""
+    best: tuple[int, str] | None = None
+    for level, entries in enumerate(FLOORS):
+        for entry in entries:
+            if module == entry or (entry != ROOT and module.startswith(entry + ".")):
+                if best is None or len(entry) > len(best[1]):
+                    best = (level, entry)
+    return best if best is not None else (len(FLOORS), module)
+
+
+def unplaced(edges: dict[str, list[Edge]]) -> list[str]:
+    return [f"{module} is on no floor: add it (or its package) to FLOORS in tools/check_imports.py"
+            for module in sorted(edges) if floor_of(module)[0] == len(FLOORS)]
+
+
 def layer_violations(edges: dict[str, list[Edge]], root: Path) -> list[str]:
     problems = []
     for module, out in sorted(edges.items()):
-        for package, banned in FORBIDDEN.items():
-            if module != package and not module.startswith(package + "."):
+        level, package = floor_of(module)
+        path = root.parent / (module.replace(".", "/") + ".py")
+        for e in out:
+            target_level, target_package = floor_of(e.target)
+            if target_package == package:
                 continue
-            for e in out:
-                if any(e.target == b.rstrip(".") or e.target.startswith(b.rstrip(".") + ".") for b in banned):
-                    path = root.parent / (module.replace(".", "/") + ".py")
-                    problems.append(f"{path}:{e.line}: {module} imports {e.target}, against the layer rule for "
-                                    f"{package}")
+            if target_level >= level:
+                problems.append(f"{path}:{e.line}: {module} imports {e.target}, but {target_package} is not on a "
+                                f"floor below {package}")
+            allowed = ONLY_IMPORTED_BY.get(target_package)
+            if allowed is not None and package not in allowed:
+                problems.append(f"{path}:{e.line}: {module} imports {e.target}; only {', '.join(allowed)} may "
+                                f"import {target_package}")
     return problems
+
+
+def package_edges(edges: dict[str, list[Edge]]) -> dict[str, list[Edge]]:
+    """The module graph folded onto floor entries, so a circle between packages shows even when no two modules
+    form one."""
+    folded: dict[str, list[Edge]] = {}
+    for module, out in edges.items():
+        package = floor_of(module)[1]
+        folded.setdefault(package, [])
+        for e in out:
+            target = floor_of(e.target)[1]
+            if target != package:
+                folded[package].append(Edge(package, target, e.line))
+    return folded
 
 
 def problems(root: Path) -> list[str]:
     edges = graph(root)
     found = [f"import circle: {' -> '.join(c)}" for c in cycles(edges)]
-    return found + layer_violations(edges, root)
+    found += [f"package circle: {' -> '.join(c)}" for c in cycles(package_edges(edges))]
+    return found + unplaced(edges) + layer_violations(edges, root)
 
 
 def main(argv: list[str]) -> int:

@@ -26,11 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamdetect.config import EventConfig  # noqa: E402
+from streamdetect.embed.clip import clip_embedding  # noqa: E402
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import RuntimeOptions  # noqa: E402
+from streamdetect.embed.frontend import LogMelFrontend  # noqa: E402
 from streamdetect.model.manifest import ModelBundle  # noqa: E402
-from streamdetect.pipeline.clip import clip_embedding  # noqa: E402
-from streamdetect.pipeline.encoder import open_audio_encoder
-from streamdetect.pipeline.encoder.base import RuntimeOptions  # noqa: E402
-from streamdetect.pipeline.frontend import LogMelFrontend  # noqa: E402
 from streamdetect.prompts.assemble import prompt_bank_for  # noqa: E402
 from streamdetect.sources.file import AUDIO_SUFFIXES
 

@@ -30,8 +30,8 @@ import make_scenes  # noqa: E402
 from streamdetect.analysis.evaluate import read_strong_labels  # noqa: E402
 from streamdetect.analysis.replay import score_file  # noqa: E402
 from streamdetect.config import parse_config  # noqa: E402
+from streamdetect.daemon.build import build_detector
 from streamdetect.model.manifest import ModelBundle  # noqa: E402
-from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.detector import Detector
 from streamdetect.prompts.assemble import prompt_bank_for
 from streamdetect.prompts.refine import (  # noqa: E402

@@ -33,13 +33,13 @@ from streamdetect.analysis.index import AudioIndex  # noqa: E402
 from streamdetect.analysis.replay import score_file  # noqa: E402
 from streamdetect.analysis.tag import tag_files  # noqa: E402
 from streamdetect.config import EventConfig, parse_config  # noqa: E402
+from streamdetect.daemon.build import build_detector  # noqa: E402
+from streamdetect.embed.encoder import open_audio_encoder  # noqa: E402
+from streamdetect.embed.encoder.base import RuntimeOptions  # noqa: E402
+from streamdetect.embed.encoder.device import audio_encoder_file  # noqa: E402
+from streamdetect.embed.frontend import LogMelFrontend  # noqa: E402
 from streamdetect.model.manifest import ModelBundle  # noqa: E402
-from streamdetect.pipeline.build import build_detector  # noqa: E402
 from streamdetect.pipeline.detector import Detector  # noqa: E402
-from streamdetect.pipeline.encoder import open_audio_encoder  # noqa: E402
-from streamdetect.pipeline.encoder.base import RuntimeOptions  # noqa: E402
-from streamdetect.pipeline.encoder.device import audio_encoder_file  # noqa: E402
-from streamdetect.pipeline.frontend import LogMelFrontend  # noqa: E402
 from streamdetect.prompts.assemble import prompt_bank_for  # noqa: E402
 from streamdetect.sinks.base import SinkSet  # noqa: E402
 
@@ -149,7 +149,7 @@ def text_query(model: Path, text: str) -> np.ndarray:
 
 
 def example_query(model: Path, example: Path) -> np.ndarray:
-    from streamdetect.pipeline.clip import clip_embedding
+    from streamdetect.embed.clip import clip_embedding
 
     bundle = ModelBundle.load(model)
     return clip_embedding(example, LogMelFrontend(bundle.frontend_params),
@@ -236,7 +236,7 @@ def silhouette(model: Path, clips: Path) -> float:
     """Silhouette score (cosine) of the clip embeddings grouped by class: how well the classes cluster."""
     from sklearn.metrics import silhouette_score
 
-    from streamdetect.pipeline.clip import clip_embedding
+    from streamdetect.embed.clip import clip_embedding
 
     bundle = ModelBundle.load(model)
     frontend, encoder = LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, RuntimeOptions())

@@ -30,9 +30,9 @@ def build(out: Path, reexport: bool = False) -> tuple[Path, Path]:
 def build_into(checkpoint: Path, model_dir: Path, reexport: bool = False) -> tuple[Path, Path]:
     import torch
 
-    from streamdetect.model.export import export_model
+    from streamdetect.export.convert import export_model
+    from streamdetect.export.offline import mark_random_weights
     from streamdetect.model.manifest import ModelBundle, ModelError
-    from streamdetect.model.offline import mark_random_weights
 
     try:
         if not ModelBundle.load(model_dir).random_weights:
@@ -42,7 +42,7 @@ def build_into(checkpoint: Path, model_dir: Path, reexport: bool = False) -> tup
     if not (checkpoint / "config.json").exists():
         from transformers import ClapConfig, ClapModel, ClapProcessor
 
-        from streamdetect.model.offline import checkpoint_feature_extractor, offline_tokenizer
+        from streamdetect.export.offline import checkpoint_feature_extractor, offline_tokenizer
 
         torch.manual_seed(0)
         processor = ClapProcessor(feature_extractor=checkpoint_feature_extractor(), tokenizer=offline_tokenizer(512))
@@ -66,10 +66,10 @@ def main() -> int:
     parser.add_argument("--reexport", action="store_true", help="export again even if --out has a model")
     args = parser.parse_args()
 
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.frontend import LogMelFrontend
     from streamdetect.model.manifest import ModelBundle
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.frontend import LogMelFrontend
 
     checkpoint, model_dir = build_into(args.checkpoint, args.out, args.reexport)
     print(f"RANDOM WEIGHTS in {model_dir}: the commands work, the scores mean nothing")

@@ -126,7 +126,7 @@ class Receiver:
 
 def midway_threshold(config, bundle) -> float:
     """A threshold between the model's score for a noise window and for a tone window (any weights)."""
-    from streamdetect.pipeline.build import build_detector
+    from streamdetect.daemon.build import build_detector
     from streamdetect.pipeline.windows import Window
     from streamdetect.sinks.base import SinkSet
 

@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import mini_world as world  # noqa: E402
 
-from streamdetect.model.offline import checkpoint_feature_extractor, offline_tokenizer  # noqa: E402
-from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend  # noqa: E402
+from streamdetect.embed.frontend import LogMelFrontend  # noqa: E402
+from streamdetect.export.offline import checkpoint_feature_extractor, offline_tokenizer  # noqa: E402
+from streamdetect.model.manifest import FrontendParams
 from streamdetect.util.cpu import CpuInfo  # noqa: E402
 
 

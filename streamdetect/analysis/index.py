@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from streamdetect.embed.encoder.base import AudioEncoder
+from streamdetect.embed.frontend import LogMelFrontend
+from streamdetect.embed.vectors import normalize
 from streamdetect.model.manifest import ModelBundle, sha256_file
-from streamdetect.pipeline.encoder.base import AudioEncoder
-from streamdetect.pipeline.frontend import LogMelFrontend
 from streamdetect.pipeline.windows import Windower
-from streamdetect.prompts.vectors import normalize
 from streamdetect.sources.base import SourceError
 from streamdetect.sources.file import audio_files, read_blocks
 from streamdetect.util.files import atomic_write

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.analysis.replay import analyse_file
+from streamdetect.embed.frontend import slaney_mel_filters
+from streamdetect.model.manifest import FrontendParams
 from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.events import EventRecord
-from streamdetect.pipeline.frontend import FrontendParams, slaney_mel_filters
 from streamdetect.sources.file import FileOptions, FileSource
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.pipeline.clip import clip_embedding
-from streamdetect.pipeline.encoder.base import AudioEncoder
-from streamdetect.pipeline.frontend import LogMelFrontend
+from streamdetect.embed.clip import clip_embedding
+from streamdetect.embed.encoder.base import AudioEncoder
+from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.sources.base import SourceError
 

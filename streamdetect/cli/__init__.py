@@ -17,9 +17,9 @@ from streamdetect.cli.common import JsonFormatter, UsageError, log
 from streamdetect.cli.parser import build_parser
 from streamdetect.config import ConfigError
 from streamdetect.daemon.startup import StartupError
-from streamdetect.model.export import ExportError  # torch is imported inside export_model(), not here
+from streamdetect.embed.encoder.device import limit_blas_threads
+from streamdetect.export.convert import ExportError  # torch is imported inside export_model(), not here
 from streamdetect.model.manifest import ModelError
-from streamdetect.pipeline.encoder.device import limit_blas_threads
 from streamdetect.prompts.cache import CacheError
 from streamdetect.sinks.base import SinkError
 from streamdetect.sources.base import SourceError

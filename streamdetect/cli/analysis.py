@@ -49,9 +49,9 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
     from streamdetect.analysis.tag import tag_files
     from streamdetect.config import EventConfig
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.frontend import LogMelFrontend
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.frontend import LogMelFrontend
     from streamdetect.prompts.assemble import prompt_bank_for
     from streamdetect.sources.file import audio_files
 

@@ -10,8 +10,8 @@ import warnings
 from pathlib import Path
 
 from streamdetect.config import Config, load_config
+from streamdetect.daemon.build import build_detector
 from streamdetect.model.manifest import ModelBundle, ModelError, default_model_dir
-from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.detector import Detector
 from streamdetect.sinks.base import SinkSet
 

@@ -63,7 +63,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.embed.encoder.base import RuntimeOptions
     from streamdetect.prompts.assemble import prompt_bank_for
     from streamdetect.prompts.refine import (
         FeedbackError,
@@ -124,10 +124,10 @@ def _undo_result(config, label: str, version: int | None, latest, prompt_key, te
 
 def _clip_embedder(folder: Path, bundle, config):
     """Event id -> embedding of its saved clip (a `clips` sink folder), or None when it has none."""
-    from streamdetect.pipeline.clip import clip_embedding
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.frontend import LogMelFrontend
+    from streamdetect.embed.clip import clip_embedding
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.frontend import LogMelFrontend
     from streamdetect.sinks.clips import scan_clips
 
     if not folder.is_dir():

@@ -134,7 +134,7 @@ def station_counts(config: Config, summary: RunSummary) -> dict[str, int]:
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.embed.encoder.base import RuntimeOptions
     from streamdetect.prompts.assemble import prompt_bank_for
 
     config, bundle = load(args)
@@ -168,11 +168,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def _print_encoder_choice(args: argparse.Namespace) -> None:
     from streamdetect.cli.common import model_dir
+    from streamdetect.embed.encoder import runtime_choice
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.encoder.calibration import CALIBRATION_NAME, load_calibration
+    from streamdetect.embed.encoder.device import audio_encoder_file
     from streamdetect.model.manifest import ModelError
-    from streamdetect.pipeline.encoder import runtime_choice
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.encoder.calibration import CALIBRATION_NAME, load_calibration
-    from streamdetect.pipeline.encoder.device import audio_encoder_file
     from streamdetect.util.cpu import CpuInfo
 
     config = load_config(args.config) if args.config else None
@@ -205,7 +205,7 @@ def _print_encoder_choice(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """SIGTERM (like Ctrl-C) unwinds the export, so its ``finally`` removes the ``.out.*`` staging folder."""
-    from streamdetect.model.export import export_model
+    from streamdetect.export.convert import export_model
 
     signal.signal(signal.SIGTERM, raise_on_signal)
     out = args.out or default_model_dir(args.model)

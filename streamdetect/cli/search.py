@@ -14,8 +14,8 @@ from streamdetect.model.manifest import ModelBundle, default_model_dir
 
 def _index(args: argparse.Namespace, folder: Path):
     from streamdetect.analysis.index import AudioIndex
-    from streamdetect.pipeline.encoder import chosen_encoder_file
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
+    from streamdetect.embed.encoder import chosen_encoder_file
+    from streamdetect.embed.encoder.base import RuntimeOptions
 
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
@@ -26,8 +26,8 @@ def _index(args: argparse.Namespace, folder: Path):
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.frontend import LogMelFrontend
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.frontend import LogMelFrontend
 
     bundle, options, index = _index(args, args.folder)
     report = index.update(LogMelFrontend(bundle.frontend_params), open_audio_encoder(bundle, options))
@@ -43,9 +43,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 def _query_embedding(args: argparse.Namespace, bundle: ModelBundle, options):
     """The text query (through the prompt cache) or the ``--like`` example's embedding."""
     from streamdetect.config import EventConfig
-    from streamdetect.pipeline.clip import clip_embedding
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.frontend import LogMelFrontend
+    from streamdetect.embed.clip import clip_embedding
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.frontend import LogMelFrontend
     from streamdetect.prompts.assemble import prompt_bank_for
 
     if args.like is not None:
@@ -80,9 +80,9 @@ def _search_log(args: argparse.Namespace) -> int:
     import json
     from datetime import datetime
 
-    from streamdetect.daemon.embedding_log import log_key, read_log, stretches
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.prompts.vectors import normalize
+    from streamdetect.analysis.embedding_log import log_key, read_log, stretches
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.vectors import normalize
     from streamdetect.store import parse_when
 
     try:

@@ -100,8 +100,7 @@ def _plugin_entries(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, di
 
 def _plugin_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Sink options see the site (quiet hours at sun times need its coordinates)."""
-    from streamdetect.sinks import SINKS
-    from streamdetect.sources import SOURCES
+    from streamdetect.plugins import SINKS, SOURCES
 
     problems: list[tuple[str, str]] = []
     context = {"site": _raw_site(data)}
@@ -194,7 +193,7 @@ def _parse(data: Any, source: str, base_dir: str | Path | None) -> Config:
 
 def _summary_problems(config: Config) -> list[tuple[str, str]]:
     """The daily summary needs an event store to read and a sink that can send it."""
-    from streamdetect.sinks import SINKS as sinks
+    from streamdetect.plugins import SINKS as sinks
 
     summary = config.summary
     if summary.at is None:

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from streamdetect.config import Config, ConfigError, parse_config
+from streamdetect.config import Config, ConfigError
+from streamdetect.config.edit import events_payload, replace_events
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +64,6 @@ def control_token(env_var: str, environ: dict[str, str] | None = None) -> str:
         raise ControlError(f"control.port is set but the environment variable {env_var} holding the control API "
                            "token is empty or unset; export it (e.g. a long random string) or remove control.port")
     return token
-
-
-def events_payload(config: Config) -> dict[str, Any]:
-    return {"events": [e.model_dump() for e in config.events]}
-
-
-def replace_events(config: Config, body: Any) -> Config:
-    """The running config with its events replaced; raises ``ConfigError`` with key paths on mistakes."""
-    events = body.get("events") if isinstance(body, dict) else body
-    if not isinstance(events, list):
-        raise ConfigError("PUT /events", [("", "expected a JSON list of events (or {\"events\": [...]})")])
-    data = config.model_dump(exclude_unset=False)
-    data["events"] = events
-    return parse_config(data, "PUT /events")
 
 
 MAX_CONNECTIONS = 32  # handler threads at once; more connections are closed at once, without a thread

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamdetect.embed.encoder.base import EncoderUnavailable
 from streamdetect.pipeline.detector import Detector
-from streamdetect.pipeline.encoder.base import EncoderUnavailable
 from streamdetect.pipeline.observers import EngineObserver
 from streamdetect.pipeline.streams import RunSummary, StreamSettings, StreamState, summarize
 from streamdetect.pipeline.windows import Window

@@ -14,18 +14,19 @@ from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
+from streamdetect.analysis.embedding_log import log_key
 from streamdetect.config import Config
+from streamdetect.daemon.build import build_detector
 from streamdetect.daemon.control import ControlServer, control_token
-from streamdetect.daemon.embedding_log import EmbeddingLogWriter, log_key
+from streamdetect.daemon.embedding_log import EmbeddingLogWriter
 from streamdetect.daemon.engine import BatchingEngine, EngineStats, ReloadTicket, run_sources
 from streamdetect.daemon.metrics import Metrics, MetricsServer
 from streamdetect.daemon.remote_metrics import RemoteEncoderMetrics
 from streamdetect.daemon.startup import check_outputs
 from streamdetect.daemon.summary import SummaryScheduler, summary_senders
+from streamdetect.embed.encoder.base import AudioEncoder
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.build import build_detector
 from streamdetect.pipeline.detector import Detector
-from streamdetect.pipeline.encoder.base import AudioEncoder
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.schedule import Clock, utc_now
 from streamdetect.sinks.base import SinkContext, SinkSet, build_sinks

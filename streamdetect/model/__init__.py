@@ -1,1 +1,1 @@
-"""The CLAP model on disk: its manifest, the export from a Hugging Face checkpoint, and its reduced precisions."""
+"""The model folder on disk: its manifest and the types it stores (``FrontendParams``), its identity, and the Triton repository written from it."""

@@ -3,7 +3,7 @@
 A server that runs another checkpoint (or the same one behind different log-mel settings) answers with
 embeddings of the right shape that mean something else: scores against this station's prompts would be quietly
 wrong. So the model repository carries these digests as model parameters, and a station compares them with its
-own export before it sends a window (``streamdetect.pipeline.encoder.triton``).
+own export before it sends a window (``streamdetect.embed.encoder.triton``).
 """
 
 from __future__ import annotations

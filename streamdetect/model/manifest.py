@@ -1,6 +1,6 @@
 """The exported model directory and its ``manifest.json``: what was exported, from where, and file hashes.
 
-Run-time code only reads; ``streamdetect.model.export`` writes. Files are checked against their sha256 when first
+Run-time code only reads; ``streamdetect.export.convert`` writes. Files are checked against their sha256 when first
 used, so a tampered or half-copied model is refused instead of giving quietly wrong scores.
 """
 
@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamdetect.pipeline.frontend import FrontendParams
 from streamdetect.util.files import atomic_write
 
 MANIFEST_NAME = "manifest.json"
@@ -41,6 +40,38 @@ TOKENIZER = "tokenizer.json"
 # opening their sessions (int8: 1.3 s against 2.0 s on a busy 2-core machine), on every start. A file that is
 # copied, rewritten or touched gets a new ctime, which no user-space call can set back, and is hashed again.
 VERIFIED_NAME = ".verified.json"
+
+
+@dataclass(frozen=True)
+class FrontendParams:
+    """Log-mel parameters, as stored in the manifest under ``frontend``."""
+
+    sample_rate: int = 48_000
+    n_fft: int = 1024
+    hop_length: int = 480
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 14_000.0
+    max_length_s: float = 10.0
+    padding: str = "repeatpad"
+
+    @property
+    def max_samples(self) -> int:
+        return int(round(self.max_length_s * self.sample_rate))
+
+    @property
+    def n_frames(self) -> int:
+        return self.max_samples // self.hop_length + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FrontendParams:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown front-end parameters {sorted(unknown)}")
+        return cls(**data)
 
 
 class ModelError(RuntimeError):

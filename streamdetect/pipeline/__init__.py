@@ -1,1 +1,1 @@
-"""The data path from audio to records: windows, log-mel front end, audio encoder, scores, event state machine, detector."""
+"""Detection: windows over the ring buffer, scores against the prompt bank, novelty, the event state machine, streams and the detector."""

@@ -2,7 +2,7 @@
 
 All streaming state lives in ``Detector`` and its ``StreamState`` objects, so two detectors (or two streams)
 can run side by side in one process and one test. Its collaborators (encoder, prompt bank, outputs, observers)
-are handed in when it is built; ``streamdetect.pipeline.build`` builds them from a config.
+are handed in when it is built; ``streamdetect.daemon.build`` builds them from a config.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import numpy as np
 
 from streamdetect.config import Config, GateConfig
+from streamdetect.embed.encoder.base import AudioEncoder
+from streamdetect.embed.frontend import ParallelFrontend
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.encoder.base import AudioEncoder
 from streamdetect.pipeline.events import Catalog, EventRecord, EventTracker, WindowScore, event_rules
-from streamdetect.pipeline.frontend import ParallelFrontend
 from streamdetect.pipeline.novelty import NoveltyState
 from streamdetect.pipeline.observers import (
     DetectorObserver,

@@ -71,20 +71,6 @@ class EmbeddingObserver(Protocol):
     def add(self, stream: str, start_s: float, end_s: float, wall_time: str, embedding: np.ndarray) -> None: ...
 
 
-class RemoteEncoderObserver(Protocol):
-    """Counts what a remote audio encoder did (Prometheus metrics and /healthz in the daemon)."""
-
-    def remote_call(self, seconds: float, windows: int, sent_bytes: int, received_bytes: int) -> None: ...
-
-    def remote_error(self, kind: str) -> None: ...
-
-    def remote_state(self, state: str, detail: str) -> None:
-        """``up``, ``away`` (windows wait) or ``fallback`` (the local encoder runs them)."""
-        ...
-
-    def fallback_windows(self, count: int) -> None: ...
-
-
 @dataclass(frozen=True)
 class WindowView:
     """One analysed window as a live view shows it: every label's score with its threshold, what it sounds like.

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamdetect.config import Config, EventConfig, VocabularyConfig
+from streamdetect.embed.encoder.base import AudioEncoder, RuntimeOptions
+from streamdetect.embed.encoder.text import TextEncoder
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
-from streamdetect.pipeline.encoder.text import TextEncoder
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.prompts.cache import PromptCache, usable_cache_dir
 from streamdetect.prompts.examples import example_embedder_for

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamdetect.config import EventConfig
+from streamdetect.embed.vectors import event_ensemble, normalize
 from streamdetect.prompts.cache import PromptCache, TextEmbedder, embed_texts
-from streamdetect.prompts.vectors import event_ensemble, normalize
 
 ExampleFn = Callable[[Sequence[str]], np.ndarray]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.prompts.vectors import normalize
+from streamdetect.embed.vectors import normalize
 from streamdetect.util.files import atomic_write
 from streamdetect.util.writable import current_user, write_problem
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from streamdetect.embed.encoder import chosen_encoder_file, open_audio_encoder
+from streamdetect.embed.encoder.base import AudioEncoder, RuntimeOptions
+from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.model.manifest import ModelBundle, sha256_file
-from streamdetect.pipeline.encoder import chosen_encoder_file, open_audio_encoder
-from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
-from streamdetect.pipeline.frontend import LogMelFrontend
 from streamdetect.prompts.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class ExampleEmbedder:
         self.encoded_files = 0  # files that went through the encoder (not from the cache)
 
     def __call__(self, paths: Sequence[str | Path]) -> np.ndarray:
-        from streamdetect.pipeline.clip import clip_embedding
+        from streamdetect.embed.clip import clip_embedding
 
         out = []
         for path in paths:

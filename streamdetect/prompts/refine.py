@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from streamdetect.embed.vectors import normalize
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.bank import PromptBank
-from streamdetect.prompts.vectors import normalize
 from streamdetect.store import connect, events_matching, marked_records, set_feedback
 from streamdetect.util.files import atomic_write
 from streamdetect.util.names import safe_name

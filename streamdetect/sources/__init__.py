@@ -1,13 +1,8 @@
-"""Audio sources, chosen by ``type`` in the config; third parties register more under ``streamdetect.sources``."""
+"""Audio sources, chosen by ``type`` in the config; third parties register more under ``streamdetect.sources``.
 
-from streamdetect.plugins import Registry
+The registry table itself is ``streamdetect.plugins.SOURCES``; it is re-exported here for the import path plugins use.
+"""
 
-SOURCES = Registry(
-    kind="source",
-    entry_point_group="streamdetect.sources",
-    builtins={
-        "ffmpeg": "streamdetect.sources.ffmpeg:FfmpegSource",
-        "file": "streamdetect.sources.file:FileSource",
-        "microphone": "streamdetect.sources.microphone:MicrophoneSource",
-    },
-)
+from streamdetect.plugins import SOURCES
+
+__all__ = ["SOURCES"]

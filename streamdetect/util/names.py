@@ -80,3 +80,9 @@ def safe_id(*parts: str) -> str:
         return clean if clean == text else f"{clean}-{name_hash(text)}"
     readable = "_".join(_UNSAFE_ID.sub("_", p)[:MAX_CHARS] or "_" for p in parts)
     return f"{readable}-{name_hash(json.dumps(list(parts), ensure_ascii=False))}"
+
+
+def short_id(event_id: str) -> str:
+    """The eight-character event id that clip file names, notifications and ``review`` show: the first eight
+    letters and digits of the record's id (``"0"`` for an id without any), so every place names an event alike."""
+    return re.sub("[^0-9A-Za-z]", "", event_id)[:8] or "0"

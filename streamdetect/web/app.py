@@ -18,9 +18,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from streamdetect.config import Config
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.encoder.text import TextEncoder
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.encoder.base import RuntimeOptions
-from streamdetect.pipeline.encoder.text import TextEncoder
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.prompts.cache import PromptCache, embed_texts
 from streamdetect.web import routes_events, routes_live, routes_settings, routes_tune

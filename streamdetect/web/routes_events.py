@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from streamdetect.daemon.embedding_log import log_key, read_log
-from streamdetect.pipeline.encoder.base import RuntimeOptions
+from streamdetect.analysis.embedding_log import log_key, read_log
+from streamdetect.embed.encoder.base import RuntimeOptions
 from streamdetect.prompts.assemble import prompt_bank_for
 from streamdetect.prompts.refine import (
     FeedbackError,

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from streamdetect.daemon.control import replace_events
-from streamdetect.daemon.embedding_log import LoggedWindows, stretches
+from streamdetect.analysis.embedding_log import LoggedWindows, stretches
+from streamdetect.config.edit import replace_events
 from streamdetect.store import activity, events_overlapping, parse_when
 from streamdetect.web.common import api, apply_config, body, number
 from streamdetect.web.context import WebContext

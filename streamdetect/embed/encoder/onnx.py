@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from streamdetect.embed.encoder.base import GPU_PROVIDERS, RuntimeOptions, check_features, in_chunks
+from streamdetect.embed.encoder.device import audio_encoder_file, onnxruntime_providers
 from streamdetect.model.manifest import AUDIO_INPUT, REDUCED_PRECISIONS, ModelBundle
-from streamdetect.pipeline.encoder.base import GPU_PROVIDERS, RuntimeOptions, check_features, in_chunks
-from streamdetect.pipeline.encoder.device import audio_encoder_file, onnxruntime_providers
 
 log = logging.getLogger(__name__)
 

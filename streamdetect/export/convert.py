@@ -25,6 +25,21 @@ from typing import Any
 import numpy as np
 
 import streamdetect
+from streamdetect.embed.frontend import LogMelFrontend
+from streamdetect.export.offline import has_random_weights
+from streamdetect.export.precisions import (
+    calibration_features,
+    convert_fp16,
+    convert_openvino,
+    cosine_rows,
+    cosine_vs_fp32,
+    fp32_reference,
+    openvino_bf16_cosine,
+    quantize_int8,
+    quantize_int8_static,
+    ship_or_refuse,
+    verification_audio,
+)
 from streamdetect.model.manifest import (
     AUDIO_ENCODER,
     AUDIO_ENCODER_FP16,
@@ -38,24 +53,10 @@ from streamdetect.model.manifest import (
     TEXT_ENCODER,
     TEXT_ENCODER_WEIGHTS,
     TOKENIZER,
+    FrontendParams,
     ModelBundle,
     sha256_file,
 )
-from streamdetect.model.offline import has_random_weights
-from streamdetect.model.precisions import (
-    calibration_features,
-    convert_fp16,
-    convert_openvino,
-    cosine_rows,
-    cosine_vs_fp32,
-    fp32_reference,
-    openvino_bf16_cosine,
-    quantize_int8,
-    quantize_int8_static,
-    ship_or_refuse,
-    verification_audio,
-)
-from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend
 from streamdetect.util.cpu import CpuInfo
 
 MIN_COSINE = 0.9999
@@ -144,8 +145,8 @@ def export_model(
     force: bool = False,
 ) -> dict[str, Any]:
     """Export ``model`` (hub id or local directory) into ``out``; returns the manifest written. Library noise a
-    user would read as errors is filtered meanwhile (``streamdetect.model.noise``)."""
-    from streamdetect.model.noise import quiet_export
+    user would read as errors is filtered meanwhile (``streamdetect.export.noise``)."""
+    from streamdetect.export.noise import quiet_export
 
     with quiet_export():
         return _export_model(model, out, revision, report, force)
@@ -321,8 +322,8 @@ def _time_for_auto(out: Path, report: Callable[[str], None]) -> None:
     machine, CPU or engine version times them again at its first start). In a fresh interpreter: torch's idle
     threads in this one would slow every candidate (2-3x measured on 2 cores)."""
     code = ("import sys\nfrom streamdetect.model.manifest import ModelBundle\n"
-            "from streamdetect.pipeline.encoder import runtime_choice\n"
-            "from streamdetect.pipeline.encoder.base import RuntimeOptions\n"
+            "from streamdetect.embed.encoder import runtime_choice\n"
+            "from streamdetect.embed.encoder.base import RuntimeOptions\n"
             "c = runtime_choice(ModelBundle.load(sys.argv[1]), RuntimeOptions(), say=False, retime=True)\n"
             "print(c.device, c.precision)\n")
     result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
@@ -349,9 +350,9 @@ def _weights_apart(path: Path, weights: str) -> None:
 
 def verify_export(directory: Path, clap, fe, tokenizer, torch) -> Verification:
     """Compare the run-time path over the exported files with the PyTorch model, row by row."""
-    from streamdetect.pipeline.encoder import open_audio_encoder
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.encoder.text import TextEncoder
+    from streamdetect.embed.encoder import open_audio_encoder
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.encoder.text import TextEncoder
 
     bundle = ModelBundle.load(directory)
     params = bundle.frontend_params

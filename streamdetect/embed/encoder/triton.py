@@ -25,17 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from streamdetect.model.identity import served_file
-from streamdetect.model.manifest import ModelBundle, ModelError
-from streamdetect.pipeline.encoder.base import (
+from streamdetect.embed.encoder.base import (
     AudioEncoder,
     EncoderUnavailable,
+    RemoteEncoderObserver,
     RuntimeOptions,
     check_features,
     in_chunks,
 )
-from streamdetect.pipeline.encoder.kserve import KServeClient, RemoteError, bearer_token
-from streamdetect.pipeline.observers import RemoteEncoderObserver
+from streamdetect.embed.encoder.kserve import KServeClient, RemoteError, bearer_token
+from streamdetect.model.identity import served_file
+from streamdetect.model.manifest import ModelBundle, ModelError
 from streamdetect.util.backoff import Backoff
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,20 @@ class RuntimeOptions:
                    max_batch=runtime.batch_size, triton=runtime.triton)
 
 
+class RemoteEncoderObserver(Protocol):
+    """Counts what a remote audio encoder did (Prometheus metrics and /healthz in the daemon)."""
+
+    def remote_call(self, seconds: float, windows: int, sent_bytes: int, received_bytes: int) -> None: ...
+
+    def remote_error(self, kind: str) -> None: ...
+
+    def remote_state(self, state: str, detail: str) -> None:
+        """``up``, ``away`` (windows wait) or ``fallback`` (the local encoder runs them)."""
+        ...
+
+    def fallback_windows(self, count: int) -> None: ...
+
+
 class EncoderUnavailable(RuntimeError):
     """The encoder cannot run these windows now (its server is away) but may later: the caller keeps them and
     tries again after ``retry_in_s``, instead of losing them."""

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.model.manifest import sha256_file
-from streamdetect.pipeline.frontend import FrontendParams, LogMelFrontend
+from streamdetect.embed.frontend import LogMelFrontend
+from streamdetect.model.manifest import FrontendParams, sha256_file
 
 
 def verification_audio(sample_rate: int, seed: int = 0) -> list[np.ndarray]:
@@ -141,8 +141,8 @@ class Fp32Reference:
 
 
 def fp32_reference(fp32_path: Path, params: FrontendParams) -> Fp32Reference:
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.encoder.onnx import open_session
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.encoder.onnx import open_session
 
     features = LogMelFrontend(params)(verification_audio(params.sample_rate))
     session = open_session(fp32_path, RuntimeOptions(device="cpu"))
@@ -151,7 +151,7 @@ def fp32_reference(fp32_path: Path, params: FrontendParams) -> Fp32Reference:
 
 def openvino_bf16_cosine(reference: Fp32Reference, openvino_path: Path) -> float:
     """Min cosine of OpenVINO at bf16 (on its IR) vs onnxruntime fp32 on the verification audio."""
-    from streamdetect.pipeline.encoder.openvino import compile_openvino
+    from streamdetect.embed.encoder.openvino import compile_openvino
 
     compiled = compile_openvino(openvino_path, "bf16")
     request = compiled.create_infer_request()
@@ -161,8 +161,8 @@ def openvino_bf16_cosine(reference: Fp32Reference, openvino_path: Path) -> float
 
 def cosine_vs_fp32(reference: Fp32Reference, other_path: Path) -> float:
     """Min cosine between another encoder file's embeddings and the fp32 reference (onnxruntime, CPU)."""
-    from streamdetect.pipeline.encoder.base import RuntimeOptions
-    from streamdetect.pipeline.encoder.onnx import open_session
+    from streamdetect.embed.encoder.base import RuntimeOptions
+    from streamdetect.embed.encoder.onnx import open_session
 
     session = open_session(other_path, RuntimeOptions(device="cpu"))
     other = session.run(None, {session.get_inputs()[0].name: reference.features})[0]

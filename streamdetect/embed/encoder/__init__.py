@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from streamdetect.embed.encoder import device as _device
+from streamdetect.embed.encoder.base import AudioEncoder, RemoteEncoderObserver, RuntimeOptions
+from streamdetect.embed.encoder.calibration import calibrate, chosen_options, load_calibration
+from streamdetect.embed.encoder.onnx import OnnxAudioEncoder
+from streamdetect.embed.encoder.openvino import OpenVinoAudioEncoder
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.encoder import device as _device
-from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
-from streamdetect.pipeline.encoder.calibration import calibrate, chosen_options, load_calibration
-from streamdetect.pipeline.encoder.onnx import OnnxAudioEncoder
-from streamdetect.pipeline.encoder.openvino import OpenVinoAudioEncoder
-from streamdetect.pipeline.observers import RemoteEncoderObserver
 
 __all__ = ["AudioEncoder", "RuntimeOptions", "chosen_encoder_file", "open_audio_encoder", "runtime_choice"]
 
@@ -54,7 +53,7 @@ def open_audio_encoder(bundle: ModelBundle, options: RuntimeOptions | None = Non
     ``observer`` counts what a remote (Triton) encoder does."""
     options = runtime_choice(bundle, options or RuntimeOptions())
     if _device.resolve_device(bundle, options) == "triton":
-        from streamdetect.pipeline.encoder.triton import open_triton_encoder  # httpx only where it is used
+        from streamdetect.embed.encoder.triton import open_triton_encoder  # httpx only where it is used
 
         return open_triton_encoder(bundle, options, open_audio_encoder, observer)
     return _open_backend(bundle, options)

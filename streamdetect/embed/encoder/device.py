@@ -13,8 +13,8 @@ import logging
 import os
 from typing import Any
 
+from streamdetect.embed.encoder.base import GPU_PROVIDERS, RuntimeOptions
 from streamdetect.model.manifest import ModelBundle, ModelError
-from streamdetect.pipeline.encoder.base import GPU_PROVIDERS, RuntimeOptions
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from streamdetect.embed.encoder.base import RuntimeOptions, check_features, in_chunks
+from streamdetect.embed.encoder.device import openvino_module, openvino_precision
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.pipeline.encoder.base import RuntimeOptions, check_features, in_chunks
-from streamdetect.pipeline.encoder.device import openvino_module, openvino_precision
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from streamdetect.embed.encoder.base import AudioEncoder, RuntimeOptions
+from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.model.manifest import ModelBundle, ModelError
-from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
-from streamdetect.pipeline.frontend import LogMelFrontend
 from streamdetect.util.cpu import CpuInfo
 from streamdetect.util.files import atomic_write
 

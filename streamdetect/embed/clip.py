@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdetect.pipeline.encoder.base import AudioEncoder
-from streamdetect.pipeline.frontend import LogMelFrontend
-from streamdetect.prompts.vectors import normalize
+from streamdetect.embed.encoder.base import AudioEncoder
+from streamdetect.embed.frontend import LogMelFrontend
+from streamdetect.embed.vectors import normalize
 from streamdetect.sources.file import read_blocks
 
 

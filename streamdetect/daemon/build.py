@@ -7,16 +7,15 @@ tools alike; tests hand ``Detector`` their own encoder or bank through the same 
 from __future__ import annotations
 
 from streamdetect.config import Config
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import AudioEncoder, RemoteEncoderObserver, RuntimeOptions
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.detector import Detector
-from streamdetect.pipeline.encoder import open_audio_encoder
-from streamdetect.pipeline.encoder.base import AudioEncoder, RuntimeOptions
 from streamdetect.pipeline.observers import (
     DetectorObserver,
     EmbeddingObserver,
     LiveObserver,
     Outputs,
-    RemoteEncoderObserver,
 )
 from streamdetect.prompts.assemble import bank_for_config
 from streamdetect.prompts.bank import PromptBank

@@ -12,41 +12,10 @@ from __future__ import annotations
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class FrontendParams:
-    """Log-mel parameters, as stored in the manifest under ``frontend``."""
-
-    sample_rate: int = 48_000
-    n_fft: int = 1024
-    hop_length: int = 480
-    n_mels: int = 64
-    f_min: float = 50.0
-    f_max: float = 14_000.0
-    max_length_s: float = 10.0
-    padding: str = "repeatpad"
-
-    @property
-    def max_samples(self) -> int:
-        return int(round(self.max_length_s * self.sample_rate))
-
-    @property
-    def n_frames(self) -> int:
-        return self.max_samples // self.hop_length + 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FrontendParams:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown front-end parameters {sorted(unknown)}")
-        return cls(**data)
+from streamdetect.model.manifest import FrontendParams
 
 
 def _hz_to_mel_slaney(freq: np.ndarray) -> np.ndarray:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.encoder.onnx import open_session
 from streamdetect.model.manifest import TEXT_ENCODER, TOKENIZER, ModelBundle
-from streamdetect.pipeline.encoder.base import RuntimeOptions
-from streamdetect.pipeline.encoder.onnx import open_session
 
 
 class TextEncoder:
