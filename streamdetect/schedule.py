@@ -175,7 +175,9 @@ def sun_time(site: Site, event: str, day: date) -> datetime | None:
     """``event`` (sunrise, sunset ...) on local day ``day`` at the site, in UTC; None where it does not happen."""
     from astral import Observer, sun
 
-    events = {"dawn": sun.dawn, "sunrise": sun.sunrise, "noon": sun.noon, "sunset": sun.sunset, "dusk": sun.dusk}
+    # noon takes no depression argument, so the checker would join the five to a plain function
+    events: dict[str, Callable[..., datetime]] = {
+        "dawn": sun.dawn, "sunrise": sun.sunrise, "noon": sun.noon, "sunset": sun.sunset, "dusk": sun.dusk}
     if site.latitude is None or site.longitude is None:
         raise ValueError(f"{event} needs site.latitude and site.longitude")
     observer = Observer(latitude=site.latitude, longitude=site.longitude)

@@ -18,6 +18,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ Event = tuple[float, float, str]
 
 # DCASE task 4's two PSDS scenarios (2021-2024): 1 rewards exact boundaries, 2 tolerant boundaries and
 # penalises cross-triggers (a detection of one class on another class's reference).
-PSDS_SCENARIOS = {
+PSDS_SCENARIOS: dict[int, dict[str, float | None]] = {
     1: {"dtc_threshold": 0.7, "gtc_threshold": 0.7, "cttc_threshold": None, "alpha_ct": 0.0, "alpha_st": 1.0,
         "max_efpr": 100.0},
     2: {"dtc_threshold": 0.1, "gtc_threshold": 0.1, "cttc_threshold": 0.3, "alpha_ct": 0.5, "alpha_st": 1.0,
@@ -99,8 +100,9 @@ def apart_for_psds(events: list[Event]) -> list[Event]:
     return sorted(out)
 
 
-def window_timeline(result: FileScores, labels: tuple[str, ...]):
-    """Raw window scores as a score DataFrame: each window covers the stretch nearest to its centre."""
+def window_timeline(result: FileScores, labels: tuple[str, ...]) -> Any:
+    """Raw window scores as a score DataFrame (pandas, untyped here): each window covers the stretch nearest to
+    its centre."""
     from sed_scores_eval.base_modules.scores import create_score_dataframe
 
     centres = (result.starts_s + result.ends_s) / 2
@@ -138,7 +140,8 @@ TIMINGS = {"centre": centred, "presence": present}
 
 
 def event_fscore(detections: dict[str, list[Event]], ground_truth: dict[str, list[Event]], labels: tuple[str, ...],
-                 collar_s: float, offset_collar_rate: float = 0.0):
+                 collar_s: float, offset_collar_rate: float = 0.0,
+                 ) -> tuple[dict[str, float], dict[str, float], dict[str, float], dict[str, dict[str, int]]]:
     """``sed_eval``'s collar-based F1, precision, recall and counts: a detection matches a reference of its label
     whose onset is within ``collar_s`` and whose offset is within ``max(collar_s, offset_collar_rate x the
     reference's length)`` (DCASE 2016-2019: 0.2 s and 0.2). Returns ``(f, p, r, stats)`` dicts keyed by label,
@@ -157,7 +160,10 @@ def event_fscore(detections: dict[str, list[Event]], ground_truth: dict[str, lis
         metrics.evaluate(reference_event_list=rows(ground_truth.get(name, [])),
                          estimated_event_list=rows(detections.get(name, [])))
     results = metrics.results()
-    f, p, r, stats = {}, {}, {}, {}
+    f: dict[str, float] = {}
+    p: dict[str, float] = {}
+    r: dict[str, float] = {}
+    stats: dict[str, dict[str, int]] = {}
     for label in labels:
         counts = metrics.class_wise[label]
         measure = results["class_wise"][label]["f_measure"]

@@ -17,8 +17,8 @@ import numpy as np
 from streamdetect.embed.encoder.base import AudioEncoder
 from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.embed.vectors import normalize
-from streamdetect.model.manifest import ModelBundle, sha256_file
-from streamdetect.pipeline.windows import Windower
+from streamdetect.model.manifest import MANIFEST_NAME, ModelBundle, ModelError, sha256_file
+from streamdetect.pipeline.windows import Window, Windower
 from streamdetect.sources.base import SourceError
 from streamdetect.sources.file import audio_files, read_blocks
 from streamdetect.util.files import atomic_write
@@ -47,7 +47,7 @@ def embed_windows(path: Path, frontend: LogMelFrontend, encoder: AudioEncoder, w
                   hop_s: float, batch: int = 8) -> Entry:
     sample_rate = frontend.params.sample_rate
     windower = Windower(window_s, hop_s, sample_rate)
-    windows = []
+    windows: list[Window] = []
     for block in read_blocks(path, sample_rate):
         windows += windower.push(block)
     windows += windower.finish()
@@ -64,7 +64,10 @@ class AudioIndex:
                  hop_s: float = 1.0):
         self.folder, self.bundle = folder, bundle
         self.window_s, self.hop_s = window_s, hop_s
-        key = bundle.file_digest(encoder_file)[:16]
+        digest = bundle.file_digest(encoder_file)
+        if digest is None:
+            raise ModelError(f"{bundle.directory / MANIFEST_NAME} lists no file {encoder_file!r}; export again")
+        key = digest[:16]
         self.path = folder / INDEX_DIR / f"index-{key}-{window_s:g}s-{hop_s:g}s.npz"
         self.entries: dict[str, Entry] = {}
 

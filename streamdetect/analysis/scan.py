@@ -7,8 +7,12 @@ import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # the plot extra: imported where a figure is drawn
+    from matplotlib.figure import Figure
 
 from streamdetect.analysis.replay import analyse_file
 from streamdetect.embed.frontend import slaney_mel_filters
@@ -113,7 +117,8 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
     source = FileSource(FileOptions(path=str(path)), sample_rate)  # opened first: a bad file fails here
     total = int(source.duration_s * sample_rate)
     mel, envelope = PooledMel(detector.bundle.frontend_params, total), Envelope(total)
-    with tqdm(total=round(source.duration_s, 1), unit="s", desc=f"scanning {source.name}", file=sys.stderr,
+    total_s = round(source.duration_s, 1)
+    with tqdm(total=total_s, unit="s", desc=f"scanning {source.name}", file=sys.stderr,
               disable=not progress, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
 
         def on_block(block: np.ndarray) -> None:
@@ -121,7 +126,7 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
             envelope.push(block)
             # Resampled blocks can add up to a little more than the header's duration: past the total tqdm
             # warns ("clamping frac") and shows a negative time left.
-            bar.update(max(0.0, min(block.shape[0] / sample_rate, bar.total - bar.n)))
+            bar.update(max(0.0, min(block.shape[0] / sample_rate, total_s - bar.n)))
 
         stream, records = analyse_file(detector, Path(path), on_block)
     starts, ends, scores, _ = stream.score_log.arrays(len(detector.bank.labels))
@@ -157,7 +162,7 @@ def plot_scan(result: ScanResult, out: Path, title: str | None = None) -> None:
     plt.close(fig)
 
 
-def scan_figure(result: ScanResult, title: str | None = None):
+def scan_figure(result: ScanResult, title: str | None = None) -> Figure:
     """Waveform on top, mel spectrogram in the middle, one similarity curve per event below; thresholds
     dashed, detected events shaded across all three panels."""
     import matplotlib

@@ -7,7 +7,9 @@ all). A mistyped option is reported with the usage of the verb it was given to, 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from streamdetect import __version__
 from streamdetect.model.manifest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_ID
@@ -30,12 +32,13 @@ class DefaultsFormatter(argparse.HelpFormatter):
 class Parser(argparse.ArgumentParser):
     """Routes an unknown option to the usage of the verb it was given to (`run --file x.wav` shows run's)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
         self.verbs: dict[str, argparse.ArgumentParser] = {}
 
-    def parse_args(self, args=None, namespace=None):
+    # Any, as argparse's own overloads: a caller's namespace object comes back as itself
+    def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
             verb = self.verbs.get(getattr(parsed, "command", None) or "", self)
@@ -54,7 +57,7 @@ def build_parser() -> Parser:
     p = Parser(prog="streamdetect", description="Listen for sounds described in plain words.")
     p.add_argument("--version", action="version", version=f"streamdetect {__version__}",
                    help="print the version and exit")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)  # the verbs' own class: add_parser's parents are typed by it
     common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="how much of streamdetect's own log to show")
     common.add_argument("--log-json", action="store_true", help="one JSON object per log line (for journald, Loki ...)")

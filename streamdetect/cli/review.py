@@ -5,10 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from streamdetect.cli.common import UsageError, load, log
 from streamdetect.cli.parser import DEFAULT_DB
+
+if TYPE_CHECKING:  # imported where used: each verb loads only what it needs
+    import numpy as np
+
+    from streamdetect.config import Config
+    from streamdetect.embed.encoder.base import AudioEncoder
+    from streamdetect.embed.frontend import LogMelFrontend
+    from streamdetect.model.manifest import ModelBundle
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -106,7 +116,8 @@ def cmd_refine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _undo_result(config, label: str, version: int | None, latest, prompt_key, text_key: str) -> str:
+def _undo_result(config: Config, label: str, version: int | None, latest: tuple[np.ndarray, dict[str, Any]] | None,
+                 prompt_key: Callable[[list[str] | tuple[str, ...], str], str], text_key: str) -> str:
     """What the detector embeds an event from once its newest refinement is retired: the older version if it
     still matches the event's prompts (the rule ``apply_refinements`` follows), else what the config gives it."""
     event = next((e for e in config.events if e.label == label), None)
@@ -122,7 +133,7 @@ def _undo_result(config, label: str, version: int | None, latest, prompt_key, te
     return f"refinement v{version}"
 
 
-def _clip_embedder(folder: Path, bundle, config):
+def _clip_embedder(folder: Path, bundle: ModelBundle, config: Config) -> Callable[[str], np.ndarray | None]:
     """Event id -> embedding of its saved clip (a `clips` sink folder), or None when it has none."""
     from streamdetect.embed.clip import clip_embedding
     from streamdetect.embed.encoder import open_audio_encoder
@@ -133,17 +144,17 @@ def _clip_embedder(folder: Path, bundle, config):
     if not folder.is_dir():
         raise UsageError(f"--clips {folder}: no such folder (give the `dir` of a clips sink)")
     by_id = {clip.event_id8: clip.path for clip in scan_clips(folder)}
-    frontend, encoder = None, None
+    opened: tuple[LogMelFrontend, AudioEncoder] | None = None
 
-    def embed(event_id: str):
-        nonlocal frontend, encoder
+    def embed(event_id: str) -> np.ndarray | None:
+        nonlocal opened
         path = by_id.get(event_id[:8])
         if path is None:
             return None
-        if encoder is None:  # opened only when a marked event has a clip
-            frontend = LogMelFrontend(bundle.frontend_params)
-            encoder = open_audio_encoder(bundle, RuntimeOptions.from_config(config.runtime))
-        return clip_embedding(path, frontend, encoder)
+        if opened is None:  # opened only when a marked event has a clip
+            opened = (LogMelFrontend(bundle.frontend_params),
+                      open_audio_encoder(bundle, RuntimeOptions.from_config(config.runtime)))
+        return clip_embedding(path, *opened)
 
     return embed
 

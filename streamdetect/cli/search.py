@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported where used
+    from streamdetect.analysis.index import AudioIndex
+    from streamdetect.embed.encoder.base import RuntimeOptions
 
 from streamdetect.cli.common import UsageError
 from streamdetect.model.manifest import ModelBundle, default_model_dir
 
 
-def _index(args: argparse.Namespace, folder: Path):
+def _index(args: argparse.Namespace, folder: Path) -> tuple[ModelBundle, RuntimeOptions, AudioIndex]:
     from streamdetect.analysis.index import AudioIndex
     from streamdetect.embed.encoder import chosen_encoder_file
     from streamdetect.embed.encoder.base import RuntimeOptions
@@ -40,7 +45,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query_embedding(args: argparse.Namespace, bundle: ModelBundle, options):
+def _query_embedding(args: argparse.Namespace, bundle: ModelBundle, options: RuntimeOptions) -> np.ndarray:
     """The text query (through the prompt cache) or the ``--like`` example's embedding."""
     from streamdetect.config import EventConfig
     from streamdetect.embed.clip import clip_embedding

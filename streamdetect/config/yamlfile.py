@@ -42,7 +42,7 @@ def syntax_problem(error: yaml.MarkedYAMLError, text: str) -> str:
     if mark is not None:
         last_line = max(text.count("\n") - (1 if text.endswith("\n") else 0), 0)
         if mark.line > last_line:  # past the end of the file: the last line is where it went wrong
-            mark = yaml.Mark(mark.name, mark.index, last_line, 0, None, None)
+            mark = yaml.Mark(mark.name, mark.index, last_line, 0, None, 0)  # no buffer: no snippet
     return f"not valid YAML: {_where(mark)}{problem}"
 
 
@@ -108,9 +108,9 @@ def read_yaml(text: str, max_nodes: int, max_depth: int) -> Any:
         except Exception as e:  # noqa: BLE001 - located below, or reported as it came
             problems = _value_problems(node, max_nodes)
             if not problems:
-                marked = isinstance(e, yaml.MarkedYAMLError)
-                mark = e.problem_mark if marked else None
-                reason = (marked and e.problem) or f"{type(e).__name__}: {e}"
+                marked = e if isinstance(e, yaml.MarkedYAMLError) else None
+                mark = marked.problem_mark if marked is not None else None
+                reason = (marked is not None and marked.problem) or f"{type(e).__name__}: {e}"
                 problems = [("", f"not valid YAML: {_where(mark)}{reason}")]
             raise YamlProblems(problems) from None
     finally:

@@ -83,7 +83,8 @@ class EmbeddingLogWriter:
         self._prune()
         while True:
             try:
-                row = self.queue.get(timeout=max(0.05, self.flush_s - (time.monotonic() - last_flush)))
+                row: _Row | str | None = self.queue.get(
+                    timeout=max(0.05, self.flush_s - (time.monotonic() - last_flush)))
             except queue.Empty:
                 row = "tick"
             if row is None or row == "tick" or time.monotonic() - last_flush >= self.flush_s:

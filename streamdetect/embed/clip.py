@@ -6,15 +6,17 @@ feedback from saved clips. A long recording is described by all of it rather tha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from streamdetect.embed.encoder.base import AudioEncoder
 from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.embed.vectors import normalize
 from streamdetect.sources.file import read_blocks
+
+# features -> embeddings: an AudioEncoder, or the lazily opened one an example embedder holds
+EncodeFn = Callable[[np.ndarray], np.ndarray]
 
 
 def pieces(path: Path, sample_rate: int, piece_s: float) -> Iterator[np.ndarray]:
@@ -30,7 +32,7 @@ def pieces(path: Path, sample_rate: int, piece_s: float) -> Iterator[np.ndarray]
         yield pending
 
 
-def clip_embedding(path: Path, frontend: LogMelFrontend, encoder: AudioEncoder, batch: int = 4) -> np.ndarray:
+def clip_embedding(path: Path, frontend: LogMelFrontend, encoder: EncodeFn, batch: int = 4) -> np.ndarray:
     params = frontend.params
     chunks = [p for p in pieces(path, params.sample_rate, params.max_length_s) if p.shape[0]]
     if not chunks:

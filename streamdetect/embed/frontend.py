@@ -18,7 +18,7 @@ import numpy as np
 from streamdetect.model.manifest import FrontendParams
 
 
-def _hz_to_mel_slaney(freq: np.ndarray) -> np.ndarray:
+def _hz_to_mel_slaney(freq: np.ndarray | float) -> np.ndarray:
     freq = np.asarray(freq, dtype=np.float64)
     mels = 3.0 * freq / 200.0
     log_region = freq >= 1000.0

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,9 @@ class ExportError(RuntimeError):
     """The checkpoint cannot be exported, or the exported files do not reproduce it."""
 
 
-def _import_export_deps():
+def _import_export_deps() -> tuple[Any, Any, Any, Any, Any]:
+    """torch, transformers and the three classes export uses (Any to the type checker: pyproject reads torch and
+    transformers as untyped, they are large)."""
     try:
         import torch
         import transformers
@@ -122,7 +124,8 @@ def _frontend_params(fe: Any, model_id: str) -> FrontendParams:
     )
 
 
-def _export_onnx(torch, module, args: tuple, path: Path, input_names, output_name, dynamic_shapes) -> None:
+def _export_onnx(torch: Any, module: Any, args: tuple[Any, ...], path: Path, input_names: Sequence[str],
+                 output_name: str, dynamic_shapes: dict[str, dict[int, Any]]) -> None:
     with torch.no_grad():
         torch.onnx.export(
             module,
@@ -152,7 +155,8 @@ def export_model(
         return _export_model(model, out, revision, report, force)
 
 
-def _load_checkpoint(model: str, revision: str | None, ClapModel, ClapFeatureExtractor, AutoTokenizer):
+def _load_checkpoint(model: str, revision: str | None, ClapModel: Any, ClapFeatureExtractor: Any,
+                     AutoTokenizer: Any) -> tuple[Any, Any, Any]:
     """The checkpoint's model, preprocessing and tokenizer; a one-line error when it cannot be had."""
     kwargs = {"revision": revision} if revision else {}
     local = Path(model).expanduser()
@@ -189,20 +193,22 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
         raise ExportError(f"{model} has no fast tokenizer (tokenizer.json); it cannot be used without transformers")
     params = _frontend_params(fe, model)
 
-    class AudioTower(torch.nn.Module):
-        def __init__(self, clap):
+    module_base: Any = torch.nn.Module  # a class of the torch imported above
+
+    class AudioTower(module_base):
+        def __init__(self, clap: Any) -> None:
             super().__init__()
             self.clap = clap
 
-        def forward(self, input_features):
+        def forward(self, input_features: Any) -> Any:
             return self.clap.get_audio_features(input_features=input_features).pooler_output
 
-    class TextTower(torch.nn.Module):
-        def __init__(self, clap):
+    class TextTower(module_base):
+        def __init__(self, clap: Any) -> None:
             super().__init__()
             self.clap = clap
 
-        def forward(self, input_ids, attention_mask):
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
             return self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -281,10 +287,12 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
         reduce_range = not CpuInfo.read().has_int8_dot
         static = functools.partial(quantize_int8_static, features=calibration_features(params),
                                    reduce_range=reduce_range)
-        reduced = {"int8": (5, AUDIO_ENCODER_INT8, quantize_int8, INT8_MIN_COSINE, "dynamic, per channel"),
-                   "int8_static": (5, AUDIO_ENCODER_INT8_STATIC, static, INT8_STATIC_MIN_COSINE,
-                                   f"static QDQ, per channel, {'7' if reduce_range else '8'}-bit weights"),
-                   "fp16": (6, AUDIO_ENCODER_FP16, convert_fp16, FP16_MIN_COSINE, "inputs and outputs stay fp32")}
+        # precision -> (step, file, fp32 -> reduced converter, cosine it must keep, how)
+        reduced: dict[str, tuple[int, str, Callable[[Path, Path], None], float, str]] = {
+            "int8": (5, AUDIO_ENCODER_INT8, quantize_int8, INT8_MIN_COSINE, "dynamic, per channel"),
+            "int8_static": (5, AUDIO_ENCODER_INT8_STATIC, static, INT8_STATIC_MIN_COSINE,
+                            f"static QDQ, per channel, {'7' if reduce_range else '8'}-bit weights"),
+            "fp16": (6, AUDIO_ENCODER_FP16, convert_fp16, FP16_MIN_COSINE, "inputs and outputs stay fp32")}
         for precision, (step, name, convert, required, how) in reduced.items():
             report(f"[{step}/7] converting the audio encoder to {precision} ({how})")
             convert(staging / AUDIO_ENCODER, staging / name)
@@ -348,7 +356,7 @@ def _weights_apart(path: Path, weights: str) -> None:
     (path.parent / weights).chmod(path.stat().st_mode & 0o777)  # onnx creates it 0600; like its graph file
 
 
-def verify_export(directory: Path, clap, fe, tokenizer, torch) -> Verification:
+def verify_export(directory: Path, clap: Any, fe: Any, tokenizer: Any, torch: Any) -> Verification:
     """Compare the run-time path over the exported files with the PyTorch model, row by row."""
     from streamdetect.embed.encoder import open_audio_encoder
     from streamdetect.embed.encoder.base import RuntimeOptions

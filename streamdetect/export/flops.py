@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx  # imported where used: only export needs it
 
 COUNTED_OPS = ("MatMul", "Gemm", "Conv")
 
@@ -25,7 +29,7 @@ class GraphFlops:
         return sum(self.per_op.values())
 
 
-def _shapes(model) -> dict[str, tuple[int, ...]]:
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Every tensor's static shape that inference found (weights included); symbolic dims leave a tensor out."""
     out = {}
     for info in (*model.graph.input, *model.graph.value_info, *model.graph.output):

@@ -11,11 +11,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.model.manifest import FrontendParams, sha256_file
+
+if TYPE_CHECKING:
+    import onnx  # imported where used: only export needs it
 
 
 def verification_audio(sample_rate: int, seed: int = 0) -> list[np.ndarray]:
@@ -45,7 +49,7 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 
-def _load_without_stale_shapes(path: Path):
+def _load_without_stale_shapes(path: Path) -> onnx.ModelProto:
     """The dynamo exporter leaves shape annotations that its own graph rewrites made stale; onnx shape
     inference (in the quantizer and the fp16 converter) rejects them, so drop them and let it infer afresh."""
     import onnx

@@ -96,7 +96,7 @@ def write_triton_repo(bundle: ModelBundle, repo: Path, options: TritonRepoOption
     shutil.copyfile(bundle.path(file), version / "model.onnx.partial")  # path() checks the sha256 first
     (version / "model.onnx.partial").replace(version / "model.onnx")
     if options.backend == "python":
-        code = resources.files("streamdetect").joinpath("data", PYTHON_MODEL).read_text()
+        code = (resources.files("streamdetect") / "data" / PYTHON_MODEL).read_text()  # one name a step on 3.10
         atomic_write(version / "model.py", code)
     else:
         (version / "model.py").unlink(missing_ok=True)

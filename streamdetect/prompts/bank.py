@@ -33,14 +33,16 @@ class PromptBank:
     @classmethod
     def build(cls, events: Sequence[EventConfig], cache: PromptCache, embedder: Callable[[], TextEmbedder], *,
               examples: ExampleFn | None = None, background: Sequence[str] = (),
-              vocabulary: Sequence[str] = (), template: str = "{}", privacy: Sequence[str] = ()):
+              vocabulary: Sequence[str] = (), template: str = "{}", privacy: Sequence[str] = ()) -> PromptBank:
         texts = [p for e in events for p in e.prompts]
         neg_texts = [n for e in events for n in e.negatives]
         vocab_texts = [template.format(name) for name in vocabulary]
         all_texts = texts + neg_texts + list(background) + vocab_texts + list(privacy)
-        if any(e.examples for e in events) and examples is None:
-            raise ValueError("events with examples need an example embedder")
-        audio = {i: normalize(examples(e.examples)) for i, e in enumerate(events) if e.examples}
+        audio: dict[int, np.ndarray] = {}
+        if any(e.examples for e in events):
+            if examples is None:
+                raise ValueError("events with examples need an example embedder")
+            audio = {i: normalize(examples(e.examples)) for i, e in enumerate(events) if e.examples}
         if all_texts:
             matrix = embed_texts(all_texts, cache, embedder)
         else:  # every event is defined by examples only

@@ -102,8 +102,9 @@ class PromptCache(EmbeddingCache):
 def embed_texts(texts: Sequence[str], cache: PromptCache, embedder: Callable[[], TextEmbedder]) -> np.ndarray:
     """Embeddings for ``texts`` in order; ``embedder()`` is called (once) only if some text is not cached."""
     unique = list(dict.fromkeys(texts))
-    found = {t: cache.get(t) for t in unique}
-    missing = [t for t, e in found.items() if e is None]
+    cached = {t: cache.get(t) for t in unique}
+    found = {t: e for t, e in cached.items() if e is not None}
+    missing = [t for t in unique if t not in found]
     if missing:
         from tqdm import tqdm
 

@@ -60,6 +60,9 @@ def run_bounded(argv: list[str], stdin: bytes, timeout_s: float, env: dict[str, 
     exited (what it left running in the background goes with it). Raises ``OSError`` if it cannot start."""
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, start_new_session=True, close_fds=True)
+    # PIPE opens all three; Popen types them Optional for the other modes
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    stdin_w, stdout_r = proc.stdin, proc.stdout
     out, err = bytearray(), bytearray()
     total, timed_out = 0, False
     deadline = time.monotonic() + timeout_s
@@ -68,10 +71,10 @@ def run_bounded(argv: list[str], stdin: bytes, timeout_s: float, env: dict[str, 
             os.set_blocking(fh.fileno(), False)
             sel.register(fh, selectors.EVENT_READ)
         if stdin:
-            os.set_blocking(proc.stdin.fileno(), False)
-            sel.register(proc.stdin, selectors.EVENT_WRITE)
+            os.set_blocking(stdin_w.fileno(), False)
+            sel.register(stdin_w, selectors.EVENT_WRITE)
         else:
-            proc.stdin.close()
+            stdin_w.close()
         pending = memoryview(stdin)
         exited_at: float | None = None
         while sel.get_map():
@@ -84,22 +87,21 @@ def run_bounded(argv: list[str], stdin: bytes, timeout_s: float, env: dict[str, 
             if exited_at is not None and now - exited_at > 0.2:
                 break  # its pipes are held open by something it left behind: the group is killed below
             for key, _ in sel.select(min(0.1, deadline - now)):
-                fh = key.fileobj
-                if fh is proc.stdin:
+                if key.fileobj is stdin_w:
                     try:
-                        pending = pending[os.write(fh.fileno(), pending[:65536]):]
+                        pending = pending[os.write(key.fd, pending[:65536]):]
                     except BrokenPipeError:
                         pending = pending[:0]
                     if not pending:
-                        sel.unregister(fh)
-                        fh.close()
+                        sel.unregister(stdin_w)
+                        stdin_w.close()
                     continue
-                chunk = os.read(fh.fileno(), 65536)
+                chunk = os.read(key.fd, 65536)
                 if not chunk:
-                    sel.unregister(fh)
+                    sel.unregister(key.fileobj)
                     continue
                 total += len(chunk)
-                if fh is proc.stdout:
+                if key.fileobj is stdout_r:
                     out += chunk[: max_output_bytes - len(out)]
                 else:
                     err = (err + chunk)[-max_output_bytes:]

@@ -26,10 +26,10 @@ MAX_PUSH_S = 2.0
 LISTEN_KEEP_S = 10.0  # shown audio kept per stream for listeners (PCM16 at the model rate: ~1 MB at 48 kHz)
 
 
-def _newer(items: deque, after: int, most: int) -> list:
+def _newer(items: deque[tuple[Any, ...]], after: int, most: int) -> list[tuple[Any, ...]]:
     """The newest ``most`` entries with a sequence number above ``after``, read from the right end (a push is
     called often and wants few of the thousands held)."""
-    out = []
+    out: list[tuple[Any, ...]] = []
     for item in reversed(items):
         if item[0] <= after or len(out) >= most:
             break

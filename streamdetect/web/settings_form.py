@@ -39,7 +39,7 @@ _KINDS = {str: "text", float: "number", int: "integer", bool: "bool"}
 def _describe(model: type[BaseModel], key: str) -> dict[str, Any]:
     field = model.model_fields[key]
     kind: dict[str, Any] = {}
-    annotation = field.annotation
+    annotation: Any = field.annotation  # a class, a union or a Literal: told apart below
     args = typing.get_args(annotation)
     nullable = typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args
     if nullable:
@@ -54,10 +54,17 @@ def _describe(model: type[BaseModel], key: str) -> dict[str, Any]:
     return {"key": key, **kind, "nullable": nullable, "default": default, "description": field.description or ""}
 
 
+def _section_model(name: str) -> type[BaseModel]:
+    """The model of a config section (``scoring`` -> ``ScoringConfig``)."""
+    model = Config.model_fields[name].annotation
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"config section {name!r} is not a model: SECTION_KEYS names only model sections")
+    return model
+
+
 def schema() -> dict[str, Any]:
     """What the browser draws: per event the ``EVENT_KEYS``, per section its ``SECTION_KEYS``."""
-    sections = {name: [_describe(Config.model_fields[name].annotation, k) for k in keys]
-                for name, keys in SECTION_KEYS.items()}
+    sections = {name: [_describe(_section_model(name), k) for k in keys] for name, keys in SECTION_KEYS.items()}
     return {"events": [_describe(EventConfig, k) for k in EVENT_KEYS], "sections": sections}
 
 
@@ -112,7 +119,8 @@ def merged_data(current: Config, data: Any, resolve: Callable[[str], str | None]
             continue
         problems += [(f"events[{i}].{k}", "not editable here; edit the config file") for k in raw
                      if k not in EVENT_KEYS and k != "examples"]
-        kept = old.get(raw.get("label"))
+        label = raw.get("label")
+        kept = old.get(label) if isinstance(label, str) else None
         extra = {"examples": kept.examples} if kept is not None else {}
         if "examples" in raw:
             extra["examples"], found = _examples(raw["examples"], f"events[{i}].examples", resolve)
