@@ -129,6 +129,7 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
             bar.update(max(0.0, min(block.shape[0] / sample_rate, total_s - bar.n)))
 
         stream, records = analyse_file(detector, Path(path), on_block)
+    assert stream.score_log is not None  # analyse_file logs every window's scores
     starts, ends, scores, _ = stream.score_log.arrays(len(detector.bank.labels))
     return ScanResult(
         path=Path(path),
