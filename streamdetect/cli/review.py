@@ -9,9 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamdetect.cli.common import UsageError, load, log
-from streamdetect.cli.parser import DEFAULT_DB
-
 if TYPE_CHECKING:  # imported where used: each verb loads only what it needs
     import numpy as np
 
@@ -19,6 +16,9 @@ if TYPE_CHECKING:  # imported where used: each verb loads only what it needs
     from streamdetect.embed.encoder.base import AudioEncoder
     from streamdetect.embed.frontend import LogMelFrontend
     from streamdetect.model.manifest import ModelBundle
+
+from streamdetect.cli.common import UsageError, load, log
+from streamdetect.cli.parser import DEFAULT_DB
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -144,17 +144,18 @@ def _clip_embedder(folder: Path, bundle: ModelBundle, config: Config) -> Callabl
     if not folder.is_dir():
         raise UsageError(f"--clips {folder}: no such folder (give the `dir` of a clips sink)")
     by_id = {clip.event_id8: clip.path for clip in scan_clips(folder)}
-    opened: tuple[LogMelFrontend, AudioEncoder] | None = None
+    frontend: LogMelFrontend | None = None
+    encoder: AudioEncoder | None = None
 
     def embed(event_id: str) -> np.ndarray | None:
-        nonlocal opened
+        nonlocal frontend, encoder
         path = by_id.get(event_id[:8])
         if path is None:
             return None
-        if opened is None:  # opened only when a marked event has a clip
-            opened = (LogMelFrontend(bundle.frontend_params),
-                      open_audio_encoder(bundle, RuntimeOptions.from_config(config.runtime)))
-        return clip_embedding(path, *opened)
+        if frontend is None or encoder is None:  # opened only when a marked event has a clip
+            frontend = LogMelFrontend(bundle.frontend_params)
+            encoder = open_audio_encoder(bundle, RuntimeOptions.from_config(config.runtime))
+        return clip_embedding(path, frontend, encoder)
 
     return embed
 

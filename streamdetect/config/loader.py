@@ -6,7 +6,6 @@ Sink and source options are validated by the plugin's own ``Options`` model, fou
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= MAX_FOUND_CHARS else text[:MAX_FOUND_CHARS] + "..."
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: dict[str, Any]) -> str:
     kind, found = error["type"], error.get("input")
     if kind == "extra_forbidden":
         return f"unknown key (found {_shown(found)})"
