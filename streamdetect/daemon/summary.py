@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from streamdetect.config import Config
@@ -41,7 +41,7 @@ def clip_index(clips_dir: Path | None) -> dict[str, Path]:
     return {c.event_id8: c.path for c in scan_clips(clips_dir)} if clips_dir is not None else {}
 
 
-def summarise_day(db: Path, day, tz_name: str, clips_dir: Path | None) -> DaySummary:
+def summarise_day(db: Path, day: date, tz_name: str, clips_dir: Path | None) -> DaySummary:
     return day_summary(db, day, tz_name, clip_index(clips_dir))
 
 
@@ -83,7 +83,7 @@ class SummaryScheduler:
         day = self.site.local_date(due) - timedelta(days=1 if self.day == "yesterday" else 0)
         return self.send(day)
 
-    def send(self, day) -> DaySummary | None:
+    def send(self, day: date) -> DaySummary | None:
         try:
             summary = summarise_day(self.db, day, self.site.timezone, self.clips)
         except (OSError, ValueError) as e:
