@@ -27,6 +27,7 @@ from streamdetect.web import routes_events, routes_live, routes_settings, routes
 from streamdetect.web.auth import Auth, GuardMiddleware
 from streamdetect.web.context import WebContext, store_places
 from streamdetect.web.live import LiveHub
+from streamdetect.web.routing import install
 from streamdetect.web.server import WebServer
 from streamdetect.web.tokens import web_tokens
 
@@ -56,21 +57,27 @@ class TextQueries:
             return embed_texts([text], self.cache, self._open)[0]
 
 
-def _page(name: str) -> Callable[[Request], Response]:
-    async def page(_request: Request) -> Response:
-        return HTMLResponse((STATIC / name).read_text(encoding="utf-8"), headers=SECURITY_HEADERS)
+async def index_page(_request: Request) -> Response:
+    return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"), headers=SECURITY_HEADERS)
 
-    return page
+
+async def login_page(_request: Request) -> Response:
+    return HTMLResponse((STATIC / "login.html").read_text(encoding="utf-8"), headers=SECURITY_HEADERS)
+
+
+# The route table: every handler is a module-level function reading the app's WebContext and Auth from
+# ``request.app.state`` (``routing.install``), so the table is built once, not once per app.
+ROUTES = [Route("/", index_page), Route("/login", login_page),
+          *routes_live.ROUTES, *routes_events.ROUTES, *routes_tune.ROUTES, *routes_settings.ROUTES,
+          Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static")]
 
 
 def build_app(ctx: WebContext, auth: Auth) -> Starlette:
-    routes = [Route("/", _page("index.html")), Route("/login", _page("login.html")),
-              *routes_live.routes(ctx, auth), *routes_events.routes(ctx), *routes_tune.routes(ctx),
-              *routes_settings.routes(ctx),
-              Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static")]
-    return Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, auth=auth,
+    app = Starlette(routes=ROUTES, middleware=[Middleware(GuardMiddleware, auth=auth,
                                                           max_body_bytes=ctx.web.max_body_kb * 1024,
                                                           max_upload_bytes=ctx.web.max_upload_kb * 1024)])
+    install(app, ctx, auth)
+    return app
 
 
 def new_hub(config: Config) -> LiveHub:
