@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import numpy as np
 import soundfile as sf
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from streamdetect.analysis.embedding_log import log_key, read_log
@@ -22,7 +21,6 @@ from streamdetect.config import Config
 from streamdetect.embed.encoder.base import RuntimeOptions
 from streamdetect.prompts.assemble import prompt_bank_for
 from streamdetect.prompts.refine import (
-    FeedbackError,
     Refined,
     RefinementStore,
     RefineParams,
@@ -31,6 +29,7 @@ from streamdetect.prompts.refine import (
     refinements_dir,
 )
 from streamdetect.store import event_streams, get_event, list_events
+from streamdetect.util.times import epoch_of
 from streamdetect.web.clips import EVENT_ID, Clip, clip_audio, find_clip
 from streamdetect.web.common import api, apply_config, body
 from streamdetect.web.context import WebContext
@@ -55,10 +54,6 @@ from streamdetect.web.spectro import SpectrogramParams, payload
 CURVE_MARGIN_S = 30.0
 THUMB = SpectrogramParams(n_fft=1024, n_bins=32, columns_per_s=8.0)
 MIN_EXAMPLE_S = 0.5  # an event shorter than this gives its whole clip (pre- and post-roll too) as the example
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
 
 
 def windows_around(ctx: WebContext, since: float, until: float, stream: str | None = None):
@@ -174,7 +169,7 @@ async def curve(request: Request) -> Response:
         if label not in bank.labels:
             raise LookupError(f"{label!r} is no longer a running event, so it has no prompt to score")
         vector = bank.events[bank.labels.index(label)]
-        start, end = _epoch(event["time"]), _epoch(event["end_time"] or event["time"])
+        start, end = epoch_of(event["time"]), epoch_of(event["end_time"] or event["time"])
         rows = windows_around(ctx, start - CURVE_MARGIN_S, end + CURVE_MARGIN_S, event["stream"])
         points = [[round(w, 2), round(float(np.asarray(v, np.float32) @ vector), 4)] for _, w, _, _, v in rows]
         threshold = next((e.threshold for e in ctx.current().events if e.label == label), None)
@@ -198,10 +193,7 @@ async def feedback(request: Request) -> Response:
     event_id = request.path_params["id"]
     if not EVENT_ID.match(event_id):
         raise LookupError(f"{event_id!r} is not an event id")
-    try:
-        full_id, label = await run_in_threadpool(mark_feedback, ctx.db_path, event_id, verdict, relabel)
-    except FeedbackError as e:
-        return JSONResponse({"error": str(e)}, 400)
+    full_id, label = await run_in_threadpool(mark_feedback, ctx.db_path, event_id, verdict, relabel)
     return reply(FeedbackAnswer(id=full_id, label=label, verdict=verdict, relabel=relabel))
 
 
@@ -224,10 +216,7 @@ async def refine(request: Request) -> Response:
         store = RefinementStore(refinements_dir(ctx.bundle))
         return config, refine_events(db_path, config.events, bank.events, ctx.bundle.text_key, store, params)
 
-    try:
-        config, results = await run_in_threadpool(run)
-    except FeedbackError as e:
-        return JSONResponse({"error": str(e)}, 400)
+    config, results = await run_in_threadpool(run)  # a FeedbackError is a ValueError: 400, as before
     status, message = await apply_config(ctx, config)  # the new bank picks up the saved versions
     return reply(RefineAnswer(status=message, labels=[RefinedLabel.model_validate(r.__dict__) for r in results]),
                  status)

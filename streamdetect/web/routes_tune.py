@@ -15,6 +15,7 @@ from starlette.routing import Route
 from streamdetect.analysis.embedding_log import LoggedWindows, stretches
 from streamdetect.config.edit import replace_events
 from streamdetect.store import activity, events_overlapping
+from streamdetect.util.times import epoch_of, iso_of
 from streamdetect.web.common import api, apply_config, body
 from streamdetect.web.context import WebContext
 from streamdetect.web.defs.query import ActivityQuery, PromptQuery, SearchQuery
@@ -64,9 +65,8 @@ def _best_windows(ctx: WebContext, rows: list, scores: np.ndarray, top: int) -> 
         events: list[str] = []
         if with_store:
             with ctx.db() as db:  # a clip to play: an event of that stream around that time
-                t0 = datetime.fromisoformat(hit.time_from) - timedelta(seconds=10)
-                t1 = datetime.fromisoformat(hit.time_to) + timedelta(seconds=10)
-                events = events_overlapping(db, hit.stream, t0.isoformat(), t1.isoformat())[:3]
+                events = events_overlapping(db, hit.stream, iso_of(epoch_of(hit.time_from) - 10.0),
+                                            iso_of(epoch_of(hit.time_to) + 10.0))[:3]
         found.append(Match(**hit.__dict__, events=events))
     return found
 

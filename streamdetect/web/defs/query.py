@@ -8,12 +8,12 @@ default), so no bookmark or script that worked before stops working.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from streamdetect.store import REVIEW_STATES, EventFilter, parse_when
+from streamdetect.util.times import epoch_of
 
 PAGE_MAX = 200
 MAX_PROMPT_CHARS = 500
@@ -156,7 +156,7 @@ class SearchQuery(PromptQuery):
         return _when("since", value)
 
     def since_epoch(self) -> float:
-        return datetime.fromisoformat(self.since).timestamp()
+        return epoch_of(self.since)
 
 
 class StreamQuery(Query):
