@@ -141,8 +141,13 @@ def test_an_events_detail_clip_and_spectrogram(site):
     whole = admin.get(detail["clip"]["url"])
     assert whole.status_code == 200 and whole.headers["content-type"] == "audio/flac"
     assert "content-disposition" not in whole.headers
-    part = admin.get(detail["clip"]["url"], headers={"Range": "bytes=10-19"})
-    assert part.status_code == 206 and part.content == whole.content[10:20]
+    assert whole.headers["accept-ranges"] == "bytes"
+    part = admin.get(detail["clip"]["url"], headers={"Range": "bytes=100-1099"})
+    assert part.status_code == 206 and part.content == whole.content[100:1100]
+    assert part.headers["content-range"] == f"bytes 100-1099/{len(whole.content)}"
+    tail = admin.get(detail["clip"]["url"], headers={"Range": f"bytes={len(whole.content) - 10}-"})
+    assert tail.status_code == 206 and tail.content == whole.content[-10:]
+    assert admin.get(detail["clip"]["url"], headers={"Range": f"bytes={len(whole.content) + 5}-"}).status_code == 416
     download = admin.get(detail["clip"]["url"], params={"download": 1})
     assert download.headers["content-disposition"].startswith("attachment")
     assert "content-disposition" not in admin.get(detail["clip"]["url"], params={"download": "yes"}).headers
@@ -162,6 +167,24 @@ def test_an_event_or_clip_that_is_not_there_answers_404(site, path):
     assert answer.status_code == 404 and "error" in answer.json()
 
 
+def test_no_request_reads_outside_the_clips_folder(site):
+    admin = site.client(ADMIN)
+    secret = site.folder / "secret.txt"
+    secret.write_text("not for the web")
+    for path in ("/api/events/..%2F..%2F..%2Fetc%2Fpasswd/clip", "/api/events/%2e%2e/clip",
+                 "/api/events/....%2f....%2fsecret/clip", "/static/..%2F..%2Fauth.py", "/static/%2e%2e/auth.py",
+                 "/static/../web/auth.py", "/api/events/" + "a" * 65 + "/clip"):
+        answer = admin.get(path)
+        assert answer.status_code == 404, path
+        assert b"not for the web" not in answer.content and b"import" not in answer.content
+    [clip] = site.clips.glob("*/*.flac")
+    clip.unlink()
+    clip.symlink_to(secret)  # a clip file replaced by a link to a file outside is not served
+    answer = admin.get(f"/api/events/{CLIPPED}/clip")
+    assert answer.status_code == 404 and b"not for the web" not in answer.content
+    assert "clip" not in admin.get(f"/api/events/{CLIPPED}").json()
+
+
 def test_a_curve_scores_the_labels_prompt_around_the_event(site):
     curve = site.client(VIEWER).get(f"/api/events/{CLIPPED}/curve")
     assert curve.status_code == 200 and set(curve.json()) == fields(response.Curve)
@@ -178,6 +201,8 @@ def test_feedback_is_written_to_the_store_and_a_bad_verdict_is_refused(site):
     shown = admin.get(f"/api/events/{CLIPPED}").json()
     assert (shown["feedback"], shown["relabel"]) == ("rejected", "beep")
     assert [e["id"] for e in admin.get("/api/events", params={"review": "rejected"}).json()["events"]] == [CLIPPED]
+    activity = admin.get("/api/activity", params={"days": 7}).json()["labels"]
+    assert activity["tone"]["total"] == 1  # a rejected event is no activity
     for body in ({"verdict": "maybe"}, {"verdict": "relabel"}, ["confirmed"]):
         assert admin.post(f"/api/events/{UNCLIPPED}/feedback", json=body).status_code == 400, body
     assert admin.post("/api/events/ffffffff/feedback", json={"verdict": "confirmed"}).status_code == 400
