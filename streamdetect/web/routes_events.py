@@ -56,16 +56,19 @@ THUMB = SpectrogramParams(n_fft=1024, n_bins=32, columns_per_s=8.0)
 MIN_EXAMPLE_S = 0.5  # an event shorter than this gives its whole clip (pre- and post-roll too) as the example
 
 
-def windows_around(ctx: WebContext, since: float, until: float, stream: str | None = None):
+Window = tuple[str, float, float, float, np.ndarray]  # stream, wall epoch, start_s, end_s, embedding
+
+
+def windows_around(ctx: WebContext, since: float, until: float, stream: str | None = None) -> list[Window]:
     """(stream, wall, start_s, end_s, embedding) of the windows in [since, until]: kept in memory for the last
     minutes, read from the embedding log before that (rows in both count once)."""
     names, wall, starts, ends, embs = ctx.hub.recent_embeddings()
-    rows = {(n, round(w, 1)): (n, w, s, e, v) for n, w, s, e, v in zip(names, wall, starts, ends, embs, strict=False)
+    rows: dict[tuple[str, float], Window] = {(n, round(w, 1)): (n, w, s, e, v) for n, w, s, e, v in zip(names, wall, starts, ends, embs, strict=False)
             if since <= w <= until}
     directory = ctx.current().embedding_log.dir
     if directory is not None:
         try:
-            logged = read_log(directory, log_key(ctx.bundle), since, until)
+            logged = read_log(Path(directory), log_key(ctx.bundle), since, until)
         except FileNotFoundError:
             logged = None
         if logged is not None:
@@ -73,8 +76,7 @@ def windows_around(ctx: WebContext, since: float, until: float, stream: str | No
                 key = (str(logged.streams[i]), round(float(logged.wall[i]), 1))
                 rows.setdefault(key, (key[0], float(logged.wall[i]), float(logged.starts_s[i]),
                                       float(logged.ends_s[i]), logged.embeddings[i]))
-    found = sorted((r for r in rows.values() if stream is None or r[0] == stream), key=lambda r: r[1])
-    return found
+    return sorted((r for r in rows.values() if stream is None or r[0] == stream), key=lambda r: r[1])
 
 
 def _event_or_404(db: sqlite3.Connection, event_id: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from streamdetect.web.defs.response import (
     PlaygroundAnswer,
     SearchAnswer,
 )
-from streamdetect.web.routes_events import windows_around
+from streamdetect.web.routes_events import Window, windows_around
 from streamdetect.web.routing import context, query, reply
 
 
@@ -55,7 +55,7 @@ async def heatmap(request: Request) -> Response:
     return reply(ActivityAnswer(days=day_list, labels=labels))
 
 
-def _best_windows(ctx: WebContext, rows: list, scores: np.ndarray, top: int) -> list[Match]:
+def _best_windows(ctx: WebContext, rows: list[Window], scores: np.ndarray, top: int) -> list[Match]:
     logged = LoggedWindows(np.array([r[0] for r in rows], dtype=object), np.array([r[2] for r in rows]),
                            np.array([r[3] for r in rows]), np.array([r[1] for r in rows]),
                            np.zeros((len(rows), 0)))
