@@ -35,10 +35,10 @@ from streamdetect.web.yamlfile import update_yaml
 MEDIA = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 
-async def current_form(ctx: WebContext) -> dict[str, Any]:
+async def current_form(ctx: WebContext) -> SettingsForm:
     config = ctx.current()
-    form = await run_in_threadpool(form_of, config, lambda path: describe(path, ctx.examples))
-    return SettingsForm.model_validate(form).model_dump()  # checked: the form's keys are the ones answered
+    return SettingsForm.model_validate(
+        await run_in_threadpool(form_of, config, lambda path: describe(path, ctx.examples)))
 
 
 async def save_settings(ctx: WebContext, data: Any) -> JSONResponse:
@@ -59,7 +59,7 @@ async def save_settings(ctx: WebContext, data: Any) -> JSONResponse:
         dropped = [p for e in current.events for p in e.examples]
         await run_in_threadpool(lambda: ctx.examples.discard(dropped + ctx.examples.abandoned(), used))
     return reply(SettingsSaved(status=message, saved_to=str(ctx.config_path) if saved else None,
-                               **await current_form(ctx)), status)
+                               **(await current_form(ctx)).model_dump()), status)
 
 
 schema_once = cache(schema)  # the form's fields follow the config's models, which never change in a process
@@ -67,7 +67,7 @@ schema_once = cache(schema)  # the form's fields follow the config's models, whi
 
 async def show(request: Request) -> Response:
     ctx = context(request)
-    return reply(SettingsPage.model_validate(await current_form(ctx) | {
+    return reply(SettingsPage.model_validate((await current_form(ctx)).model_dump() | {
         "schema": schema_once(), "file": str(ctx.config_path) if ctx.config_path else None,
         "examples_dir": str(ctx.examples.root), "max_upload_kb": ctx.web.max_upload_kb}))
 
