@@ -128,7 +128,7 @@ class DetectorService:
                                      lambda: self.detector.bank, self.gate, surface, config_path)
                 self._closing.callback(self.web.close)
                 log.info("dashboard on http://%s:%d/", *self.web.address[:2])
-            if token is not None:
+            if token is not None and config.control.port is not None:
                 control = ports.control(self.gate, token, config.control.host, config.control.port)
                 log.info("control API on http://%s:%d/events", *control.address[:2])
             self._closing.callback(self.gate.close)  # closed first: waits end, no reload is applied after

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from streamdetect.config.gate import ConfigGate
 from streamdetect.daemon.control import ControlError, ControlServer
@@ -25,7 +25,7 @@ class Port(Protocol):
     """A served port (``web.server.Served``, ``ControlServer``, ``MetricsServer``)."""
 
     @property
-    def address(self) -> tuple[str, int]: ...
+    def address(self) -> tuple[Any, ...]: ...  # (host, port, ...) as the socket reports it
 
     def close(self) -> None: ...
 
