@@ -6,6 +6,7 @@ imported, and the gate's results for each way a reload can end.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 import urllib.error
@@ -36,10 +37,12 @@ class Inference:
     def __init__(self, config: Config, error: str | None = None, hold: bool = False):
         self.config, self.error, self.hold = config, error, hold
         self.asked: list[Config] = []
+        self.tickets: list[ReloadTicket] = []
 
     def request(self, config: Config) -> ReloadTicket:
         self.asked.append(config)
         ticket = ReloadTicket(error=self.error)
+        self.tickets.append(ticket)
         if not self.hold:
             if self.error is None:
                 self.config = config
@@ -87,6 +90,20 @@ def test_the_gate_answers_each_outcome_with_one_result_type(inference):
     stopped = gate.apply(new, "test")
     assert (stopped.outcome, stopped.status) == (Outcome.STOPPED, 503)
     assert len(inference.asked) == 3  # nothing is handed over once the gate is closed
+
+
+def test_a_pending_reload_is_logged_once_the_inference_thread_applies_it(inference, caplog):
+    inference.hold = True
+    gate = inference.gate(timeout_s=0.2)
+    with caplog.at_level(logging.INFO, logger="streamdetect.daemon.reload"):
+        assert gate.apply(parse_config({"events": [{**EVENT, "label": "late"}]}), "test").outcome is Outcome.PENDING
+        assert "config reload applied" not in caplog.text
+        inference.tickets[-1].done.set()
+        deadline = time.monotonic() + 10
+        while "test: config reload applied: events late" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+    gate.close()
 
 
 def test_a_change_is_built_from_the_running_config(inference):

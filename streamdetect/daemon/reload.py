@@ -70,12 +70,24 @@ class ReloadGate:
                 if time.monotonic() >= deadline:
                     log.warning("%s: the new config is not applied after %.0f s; it will be once the inference "
                                 "thread gets to it", who, self.apply_timeout_s)
+                    threading.Thread(target=self._report_late, args=(ticket, config, who), name="reload-late",
+                                     daemon=True).start()
                     return ReloadResult(Outcome.PENDING, config)
-            if ticket.error is not None:
-                log.error("%s: config reload failed, the running config stays: %s", who, ticket.error)
-                return ReloadResult(Outcome.FAILED, config, error=ticket.error)
-            log.info("%s: config reload applied: events %s", who, ", ".join(e.label for e in config.events))
-            return ReloadResult(Outcome.APPLIED, config)
+            return self._outcome(ticket, config, who)
+
+    def _outcome(self, ticket: Ticket, config: Config, who: str) -> ReloadResult:
+        if ticket.error is not None:
+            log.error("%s: config reload failed, the running config stays: %s", who, ticket.error)
+            return ReloadResult(Outcome.FAILED, config, error=ticket.error)
+        log.info("%s: config reload applied: events %s", who, ", ".join(e.label for e in config.events))
+        return ReloadResult(Outcome.APPLIED, config)
+
+    def _report_late(self, ticket: Ticket, config: Config, who: str) -> None:
+        """A PENDING reload's outcome still reaches the log once the inference thread gets to it."""
+        while not ticket.done.wait(0.5):
+            if self._closed.is_set():
+                return
+        self._outcome(ticket, config, who)
 
 
 class Reloader:
