@@ -231,3 +231,26 @@ def test_the_stdlib_fallback_serves_the_same_routes_without_starlette(inference,
     with pytest.raises(ImportError):
         import streamdetect.web.server  # noqa: F401
     assert serve_and_ask(inference) == (MetricsServer, ControlServer)
+
+
+def test_the_dashboard_applies_through_the_same_gate(inference, caplog):
+    """The settings page and the playground call ``apply_config``: the gate's result, the gate's statuses."""
+    import asyncio
+
+    from streamdetect.config import WebConfig
+    from streamdetect.web.common import apply_config
+    from streamdetect.web.context import WebContext
+
+    gate = inference.gate(timeout_s=0.2)
+    ctx = WebContext(WebConfig(), gate.current, lambda: None, gate, None, None, lambda _t: None)
+    new = parse_config({"events": [{**EVENT, "label": "from-settings"}]})
+    with caplog.at_level(logging.INFO, logger="streamdetect.daemon.reload"):
+        assert asyncio.run(apply_config(ctx, new)) == (200, "applied")
+    assert "dashboard: config reload applied: events from-settings" in caplog.text
+    assert [e.label for e in inference.config.events] == ["from-settings"]
+    inference.hold = True
+    status, message = asyncio.run(apply_config(ctx, new))
+    assert status == 202 and message.startswith("pending")
+    inference.hold, inference.error = False, "RuntimeError: broke"
+    assert asyncio.run(apply_config(ctx, new)) == (500, "reload failed, the previous config keeps running: "
+                                                        "RuntimeError: broke")
