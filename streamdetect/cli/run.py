@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace, reloader: Reloader) -> int:
     except (ControlError, WebError, PathInUse) as e:
         raise UsageError(f"{args.config}: {e}") from None
     with service:
-        reloader.attach(service.request_reload)
+        reloader.attach(service.gate)
         summaries, stats = service.run(sources, stop, settings)
     _log_summary(service, summaries, stats)
     return 0

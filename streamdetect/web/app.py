@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
@@ -18,6 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from streamdetect.config import Config
+from streamdetect.config.gate import ConfigGate
 from streamdetect.embed.encoder.base import RuntimeOptions
 from streamdetect.embed.encoder.text import TextEncoder
 from streamdetect.model.manifest import ModelBundle
@@ -28,7 +28,7 @@ from streamdetect.web.auth import Auth, GuardMiddleware
 from streamdetect.web.context import WebContext, store_places
 from streamdetect.web.live import LiveHub
 from streamdetect.web.routing import install
-from streamdetect.web.server import WebServer
+from streamdetect.web.server import HttpSurface, Listener, Served
 from streamdetect.web.tokens import web_tokens
 
 STATIC = files("streamdetect.web") / "static"
@@ -85,11 +85,11 @@ def new_hub(config: Config) -> LiveHub:
 
 
 def start_web(config: Config, bundle: ModelBundle, hub: LiveHub, current: Callable[[], Config],
-              bank: Callable[[], PromptBank], request_reload: Callable[[Config], Any],
-              config_path: Path | None = None) -> WebServer:
-    """Serve the dashboard for a running detector; raises ``WebError`` (no token, port in use)."""
+              bank: Callable[[], PromptBank], gate: ConfigGate, surface: HttpSurface,
+              config_path: Path | None = None) -> Served:
+    """Serve the dashboard for a running detector on ``surface``; raises ``WebError`` (no token, port in use)."""
     db, clips = store_places(config)
-    ctx = WebContext(config.web, current, bank, request_reload, bundle, hub,
+    ctx = WebContext(config.web, current, bank, gate, bundle, hub,
                      TextQueries(bundle, config.prompt_cache, RuntimeOptions.from_config(config.runtime)),
                      db, clips, config_path)
     app = build_app(ctx, Auth(config.web, web_tokens(config.web)))
@@ -98,4 +98,4 @@ def start_web(config: Config, bundle: ModelBundle, hub: LiveHub, current: Callab
         hub.close()
         ctx.close()
 
-    return WebServer(app, config.web.host, config.web.port or 0, on_close=on_close)
+    return surface.serve(Listener("dashboard", "web.port", config.web.host, config.web.port or 0, app, on_close))
