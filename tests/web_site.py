@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from streamdetect.config import Config, load_config
+from streamdetect.daemon.reload import ReloadGate
 from streamdetect.model.manifest import MANIFEST_VERSION, TEXT_ENCODER, TOKENIZER, ModelBundle
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.prompts.cache import PromptCache
@@ -154,8 +155,8 @@ def build_site(folder: Path, login: str = "always") -> Site:
     bank = PromptBank.build(config.events, cache, lambda: text_vectors)
     reloads = Reloads(config)
     hub = LiveHub(config.web.history_s, config.web.stale_after_s, max_clients=2)
-    ctx = WebContext(config.web, reloads.current, lambda: bank, reloads, bundle, hub,
-                     lambda text: text_vectors([text])[0], folder / "events.db",
-                     ClipsPlace(folder / "clips", 1.0), config_path, apply_timeout_s=5.0)
+    ctx = WebContext(config.web, reloads.current, lambda: bank, ReloadGate(reloads.current, reloads, 5.0), bundle,
+                     hub, lambda text: text_vectors([text])[0], folder / "events.db",
+                     ClipsPlace(folder / "clips", 1.0), config_path)
     app = build_app(ctx, Auth(config.web, {"admin": ADMIN, "viewer": VIEWER}))
     return Site(folder, config_path, folder / "events.db", folder / "clips", ctx, app, reloads, times)
