@@ -254,3 +254,30 @@ def test_the_dashboard_applies_through_the_same_gate(inference, caplog):
     inference.hold, inference.error = False, "RuntimeError: broke"
     assert asyncio.run(apply_config(ctx, new)) == (500, "reload failed, the previous config keeps running: "
                                                         "RuntimeError: broke")
+
+
+def test_the_asgi_surface_closes_connections_that_send_no_request(inference):
+    """uvicorn alone never closes a socket that sends nothing: the surface closes it after its idle timeout, like
+    the stdlib servers did, while a request that did arrive is answered."""
+    import socket
+
+    from streamdetect.web.server import HttpSurface, Listener
+
+    surface = HttpSurface(idle_timeout_s=0.5)
+    try:
+        served = surface.serve(Listener("control API", "control.port", "127.0.0.1", 0,
+                                        control_app(inference.gate(), TOKEN)))
+        address = served.address[:2]
+        silent = [socket.create_connection(address, timeout=10) for _ in range(50)]
+        trickling = socket.create_connection(address, timeout=10)
+        trickling.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        try:
+            for conn in [*silent, trickling]:
+                assert conn.recv(1) == b""  # closed by the server (a timeout here raises instead)
+        finally:
+            for conn in [*silent, trickling]:
+                conn.close()
+        status, text = fetch(f"http://127.0.0.1:{address[1]}/events")
+        assert status == 200 and labels(json.loads(text)) == ["x"]
+    finally:
+        surface.close()

@@ -30,14 +30,13 @@ from streamdetect.web.endpoints import (
     json_answer,
     put_events,
 )
-from streamdetect.web.guard import MAX_JSON_DEPTH, BodyError, json_depth_exceeds
+from streamdetect.web.guard import IDLE_TIMEOUT_S, MAX_JSON_DEPTH, BodyError, json_depth_exceeds
 
 __all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "MAX_JSON_DEPTH", "ControlError", "ControlServer", "control_token",
            "json_depth_exceeds", "send_answer"]
 
 log = logging.getLogger(__name__)
 
-IDLE_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is closed (and its thread ends)
 MAX_CONNECTIONS = 32  # handler threads at once; more connections are closed at once, without a thread
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 
+IDLE_TIMEOUT_S = 10.0  # a connection that sends nothing of a request for this long is closed, on every port
 MAX_JSON_DEPTH = 32  # an events list is 4 deep, the settings form 6; Python's parser recurses and fails near 1,000
 
 

@@ -22,7 +22,9 @@ from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from streamdetect.web.guard import IDLE_TIMEOUT_S
 from streamdetect.web.tokens import WebError
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,44 @@ class Served:
         self._sock.close()
 
 
+class IdleClosingH11(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection that sends nothing of a request for ``idle_timeout_s``.
+
+    uvicorn's own keep-alive timer starts only after a response, so a client that connects and sends nothing
+    (or trickles a request) would hold its socket for ever; the stdlib servers closed it after their socket
+    timeout, and every port of the surface does the same. A request being answered (a live view's event
+    stream included) is never cut: the timer runs only while a request is awaited or arriving.
+    """
+
+    idle_timeout_s = IDLE_TIMEOUT_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._idle: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm()  # still waiting for (the rest of) a request
+        elif self._idle is not None:
+            self._idle.cancel()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = self.loop.call_later(self.idle_timeout_s, self._close_idle)
+
+    def _close_idle(self) -> None:
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
+
+
 def _bind(listener: Listener) -> socket.socket:
     family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -78,7 +118,9 @@ def _bind(listener: Listener) -> socket.socket:
 class HttpSurface:
     """The event loop thread; ``serve`` adds a port to it, ``close`` stops every port and the thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+        # a subclass per surface, so two surfaces in one process (tests) can have their own timeout
+        self._protocol = type("IdleClosingH11", (IdleClosingH11,), {"idle_timeout_s": idle_timeout_s})
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="web-http", daemon=True)
         self._thread.start()
@@ -87,7 +129,7 @@ class HttpSurface:
     def serve(self, listener: Listener) -> Served:
         sock = _bind(listener)
         config = uvicorn.Config(listener.app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=2, ws="none")
+                                timeout_graceful_shutdown=2, ws="none", http=self._protocol)
         server = uvicorn.Server(config)
         running = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), self._loop)
         deadline = time.monotonic() + 10
