@@ -8,7 +8,9 @@ warns at every start and scan plots say so in their title. An export of real wei
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,12 +61,19 @@ def write_random_checkpoint(checkpoint: Path) -> Path:
     import torch
     from transformers import ClapModel, ClapProcessor
 
-    torch.manual_seed(0)
-    processor = ClapProcessor(feature_extractor=checkpoint_feature_extractor(),
-                              tokenizer=offline_tokenizer(TEXT_LENGTH))
-    processor.save_pretrained(checkpoint)
-    ClapModel(full_size_config()).eval().save_pretrained(checkpoint)
-    mark_random_weights(checkpoint, NOTE)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside and renamed when whole: an interrupted build leaves no half checkpoint to be reused.
+    staging = Path(tempfile.mkdtemp(prefix=f".{checkpoint.name}.", dir=checkpoint.parent))
+    try:
+        torch.manual_seed(0)
+        processor = ClapProcessor(feature_extractor=checkpoint_feature_extractor(),
+                                  tokenizer=offline_tokenizer(TEXT_LENGTH))
+        processor.save_pretrained(staging)
+        ClapModel(full_size_config()).eval().save_pretrained(staging)
+        mark_random_weights(staging, NOTE)
+        staging.rename(checkpoint)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return checkpoint
 
 
