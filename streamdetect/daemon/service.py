@@ -1,6 +1,6 @@
 """The daemon assembled from a config: sinks, metrics, embedding log, detector, engine and control API.
 
-``streamdetect run``, ``tools/soak.py`` and ``tools/bench.py`` all build their daemon here, so the wiring is
+``streamdetect run``, ``bench/soak.py`` and ``bench/bench.py`` all build their daemon here, so the wiring is
 written once and what the tools measure is what runs. ``DetectorService`` owns everything it opens and closes it
 in reverse order, also when building fails halfway.
 """

@@ -7,10 +7,10 @@ same run:
       largest N that stays real time at a 1 s hop; plus start-up time to the first window and the peak RSS of
       a ``streamdetect run`` subprocess.
 
-Without real weights it builds the full-size architecture with random weights (``tools/random_full_size.py``),
+Without real weights it builds the full-size architecture with random weights (``streamdetect export --random-weights``),
 which costs the same compute as laion/clap-htsat-unfused; its scores mean nothing.
 
-    python tools/bench.py [--checkpoint DIR --model DIR] [--json bench.json] [--quick]
+    python -m bench.bench [--checkpoint DIR --model DIR] [--json bench.json] [--quick]
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ import numpy as np
 
 from streamdetect.export.precisions import cosine_rows
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 SR = 48_000
 
 
@@ -155,7 +153,7 @@ def frontend_throughput(model_dir: Path, windows: list[np.ndarray], thread_count
 def streams_trial(model_dir: Path, n_streams: int, seconds: float, precision: str, device: str = "cpu",
                   runtime: dict | None = None) -> dict:
     """N paced live streams for ``seconds``: real time if nothing is dropped and the backlog does not grow;
-    ``runtime`` adds to the config's runtime section (``triton`` for tools/bench_triton.py)."""
+    ``runtime`` adds to the config's runtime section (``triton`` for bench/triton.py)."""
     from streamdetect.config import parse_config
     from streamdetect.daemon.service import DetectorService
     from streamdetect.model.manifest import ModelBundle
@@ -271,11 +269,11 @@ def main() -> int:
                                  "cores": os.cpu_count()},
                      "date": time.strftime("%Y-%m-%d %H:%M")}
     if args.checkpoint is None:
-        from random_full_size import build
+        from streamdetect.export.random_weights import random_full_size
 
-        args.checkpoint, args.model = build(args.work)
+        args.checkpoint, args.model = random_full_size(args.work)
         results["weights"] = "random (full-size architecture)"
-    from bench_hardware import hardware_lines, hardware_report, peak_fraction
+    from bench.hardware import hardware_lines, hardware_report, peak_fraction
 
     results["machine"].update(hardware_report(args.model))
     print("\n".join(hardware_lines(results["machine"])), flush=True)

@@ -15,7 +15,7 @@ detector's). The memory criterion: after warm-up RSS grows less than 2 MB per si
 half is no steeper than the first (0.5 MB/day allowed for noise); ``--check-memory`` makes the exit code
 include it (without it, the exit code says only that nothing was dropped or lost, as before).
 
-    python tools/soak.py --model models/clap-htsat-unfused --hours 24 [--max-wall-s 1800] [--json soak.json]
+    python -m bench.soak --model models/clap-htsat-unfused --hours 24 [--max-wall-s 1800] [--json soak.json]
                          [--plot docs/images/soak-rss.png] [--check-memory]
 
 With ``--max-wall-s`` the run stops early and the figures cover the audio that was analysed.
@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
@@ -290,7 +289,6 @@ def soak(model: Path, hours: float, max_wall_s: float, sample_every_s: float, wo
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=Path("models/clap-htsat-unfused"), help="exported model dir")
     p.add_argument("--hours", type=float, default=24.0, help="simulated hours of audio")

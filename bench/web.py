@@ -14,9 +14,9 @@
   (c) the events list with 100,000 stored events: p95 of ``GET /api/events`` (first page, label, review state,
       score range, a deep page) over loopback HTTP. Target: under 200 ms on 2 cores.
 
-    python tools/bench_web.py --model DIR [--json bench_web.json] [--segments 12 --segment-s 20]
+    python -m bench.web --model DIR [--json bench_web.json] [--segments 12 --segment-s 20]
 
-Without ``--model`` it builds the full-size random-weight CLAP like ``tools/bench.py`` (same compute as
+Without ``--model`` it builds the full-size random-weight CLAP like ``bench/bench.py`` (same compute as
 laion/clap-htsat-unfused; its scores mean nothing, which does not matter for speed). The load average at the
 start and end is recorded with the figures: on a shared machine, say so next to them.
 """
@@ -40,8 +40,6 @@ import numpy as np
 
 from streamdetect.util.cpu import CpuInfo
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 SR = 48_000
 
 
@@ -339,9 +337,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("bench_web.json"))
     args = parser.parse_args()
     if args.model is None:
-        from random_full_size import build
+        from streamdetect.export.random_weights import random_full_size
 
-        _checkpoint, args.model = build(args.work)
+        _checkpoint, args.model = random_full_size(args.work)
     results: dict = {"cpu": CpuInfo.read().model, "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
                      "model": str(args.model)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,25 +4,22 @@ Writes ``scene_NNN.wav`` files, a DCASE-style strong-label ``labels.tsv`` (filen
 event_label) and ``scenes.json`` with the SNR and source clip of every event. Seeded: the same arguments give
 byte-identical output.
 
-    python tools/make_scenes.py --events clips/ --backgrounds noise/ --out scenes/ --n 20 --seed 1
+    python -m mini.scenes --events clips/ --backgrounds noise/ --out scenes/ --n 20 --seed 1
         clips/ holds one folder per class (clips/dog/*.wav, clips/siren/*.flac ...)
-    python tools/make_scenes.py --synthetic --out scenes/   # generated tones/chirps/clicks over noise, no input
+    python -m mini.scenes --synthetic --out scenes/   # generated tones/chirps/clicks over noise, no input
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from streamdetect.sources.file import audio_files, read_audio  # noqa: E402
+from streamdetect.sources.file import audio_files, read_audio
 
 SR = 48_000
 

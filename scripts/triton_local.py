@@ -1,12 +1,12 @@
 """Run the tritonserver bundled in the nvidia-pytriton wheel (Python backend only; CPU) on loopback, for a model
 repository written by ``streamdetect export --triton-repo DIR --triton-backend python``.
 
-The tests and tools/bench_triton.py start their server through this; it also lets a developer try a station
+The tests and bench/triton.py start their server through this; it also lets a developer try a station
 against a real server without NVIDIA's container. It binds 127.0.0.1 (Triton's default is 0.0.0.0), takes free
 ports unless told, and is stopped by its pid. The wheel's Python backend needs numpy < 2, so it runs from
-``.venv-triton`` (made by ``tools/setup.sh --dev``; or set STREAMDETECT_TRITON_VENV).
+``.venv-triton`` (made by ``scripts/setup.sh --dev``; or set STREAMDETECT_TRITON_VENV).
 
-    python tools/triton_local.py --repo DIR [--http-port 8000]      (Ctrl-C stops it)
+    python -m scripts.triton_local --repo DIR [--http-port 8000]      (Ctrl-C stops it)
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def pytriton_dir() -> Path:
     """The pytriton package in the Triton venv; an error naming the setup step when it is missing (never a skip)."""
     found = sorted(VENV.glob("lib/python3*/site-packages/pytriton"))
     if not found:
-        raise RuntimeError(f"no nvidia-pytriton in {VENV}: run `bash tools/setup.sh --dev` (it makes .venv-triton)")
+        raise RuntimeError(f"no nvidia-pytriton in {VENV}: run `bash scripts/setup.sh --dev` (it makes .venv-triton)")
     return found[0]
 
 

@@ -1,7 +1,7 @@
 """Regenerate the README's example figures with the commands themselves, on the full-size architecture with
 RANDOM weights (no real checkpoint can be downloaded where this is run), labelled as such on the figures.
 
-    python tools/readme_figures.py [--work /tmp/clap-random]
+    python -m scripts.readme_figures [--work /tmp/clap-random]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import soundfile as sf
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 LABEL = "RANDOM WEIGHTS (shows the tool, not detection quality)"
 
 
@@ -24,10 +23,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, default=Path("/tmp/clap-random"))
     args = parser.parse_args()
-    from make_scenes import SR, noise_background, synthetic_library
-    from random_full_size import build
+    from mini.scenes import SR, noise_background, synthetic_library
+    from streamdetect.export.random_weights import random_full_size
 
-    _, model = build(args.work)
+    _, model = random_full_size(args.work)
     figures = ROOT / "docs" / "images"
     figures.mkdir(exist_ok=True)
     rng = np.random.default_rng(3)
@@ -52,9 +51,9 @@ def main() -> int:
         (dataset / major / label).mkdir(parents=True, exist_ok=True)
         for i, clip in enumerate(clips):
             sf.write(dataset / major / label / f"{label}{i}.wav", clip, SR)
-    subprocess.run([sys.executable, str(ROOT / "tools" / "embedding_map.py"), str(dataset), "--model", str(model),
+    subprocess.run([sys.executable, "-m", "mini.embedding_map", str(dataset), "--model", str(model),
                     "--out", str(figures / "embedding_map_example.png"), "--heatmap",
-                    str(figures / "similarity_heatmap_example.png"), "--title", LABEL], check=True)
+                    str(figures / "similarity_heatmap_example.png"), "--title", LABEL], check=True, cwd=ROOT)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Precision before and after feedback refinement on generated scenes (tools/make_scenes.py --synthetic).
+"""Precision before and after feedback refinement on generated scenes (mini/scenes.py --synthetic).
 
 Train scenes are run through the detector into a sqlite store; every detected event is marked confirmed when
 it overlaps a reference event of its label and rejected otherwise (an oracle standing in for a user), the
@@ -9,7 +9,7 @@ Thresholds: the ``--quantile`` of each event's window scores on the train scenes
 ("fixed") and picked again after refining ("re-picked", the same alarm budget). With the random-weight test
 model the numbers say only that the code path works, not how well a real CLAP model would do.
 
-    python tools/feedback_precision.py --model models/clap --out /tmp/fbp
+    python -m mini.feedback --model models/clap --out /tmp/fbp
 """
 
 from __future__ import annotations
@@ -17,34 +17,30 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import make_scenes  # noqa: E402
-
-from streamdetect.analysis.evaluate import read_strong_labels  # noqa: E402
-from streamdetect.analysis.replay import score_file  # noqa: E402
-from streamdetect.config import parse_config  # noqa: E402
+from mini import scenes as make_scenes
+from streamdetect.analysis.evaluate import read_strong_labels
+from streamdetect.analysis.replay import score_file
+from streamdetect.config import parse_config
 from streamdetect.daemon.build import build_detector
-from streamdetect.model.manifest import ModelBundle  # noqa: E402
+from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.detector import Detector
 from streamdetect.prompts.assemble import prompt_bank_for
-from streamdetect.prompts.refine import (  # noqa: E402
+from streamdetect.prompts.refine import (
     RefinementStore,
     RefineParams,
     feedback_embeddings,
     mark_feedback,
     prompt_key,
-    refinements_dir,  # noqa: E402
+    refinements_dir,
     rocchio,
 )
-from streamdetect.sinks.base import SinkSet  # noqa: E402
-from streamdetect.sinks.sqlite import SqliteOptions, SqliteSink  # noqa: E402
+from streamdetect.sinks.base import SinkSet
+from streamdetect.sinks.sqlite import SqliteOptions, SqliteSink
 
 EVENTS = [{"label": "tone", "prompts": ["a steady beep tone"]},
           {"label": "chirp", "prompts": ["a rising whistle chirp"]},

@@ -3,9 +3,9 @@
 Whatever is played into the sink (``paplay``, or ``--play FILE`` here) arrives at every program that records
 from the default input, streamdetect's `microphone` source included (PortAudio -> ALSA -> PulseAudio through
 libasound2-plugins). The tests record their "microphone" this way. Needs Debian's pulseaudio,
-pulseaudio-utils and libasound2-plugins (``bash tools/setup.sh --dev`` installs them).
+pulseaudio-utils and libasound2-plugins (``bash scripts/setup.sh --dev`` installs them).
 
-    python tools/virtual_mic.py [--play recording.wav]     # prints the PULSE_SERVER to export; Ctrl-C stops
+    python -m scripts.virtual_mic [--play recording.wav]   # prints the PULSE_SERVER to export; Ctrl-C stops
     export PULSE_SERVER=unix:/tmp/streamdetect-mic-.../pulse/native    # in a second shell, as printed
     .venv/bin/streamdetect run --config configs/home.yaml --device default
 """
@@ -65,7 +65,7 @@ def main() -> int:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
         print(f"virtual_mic: {', '.join(missing)} not found: apt-get install pulseaudio pulseaudio-utils "
-              "libasound2-plugins (bash tools/setup.sh --dev installs them)", file=sys.stderr)
+              "libasound2-plugins (bash scripts/setup.sh --dev installs them)", file=sys.stderr)
         return 1
     runtime = Path(tempfile.mkdtemp(prefix="streamdetect-mic-"))
     runtime.chmod(0o700)

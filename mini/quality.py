@@ -1,20 +1,19 @@
 """Detection quality of the mini CLAP, measured through the real export and detector on held-out data.
 
-Writes clips and scenes of ``tools/mini_world.py`` from evaluation seeds (never used in training), then measures
+Writes clips and scenes of ``mini/world.py`` from evaluation seeds (never used in training), then measures
 what the streamdetect tools report on them: ``tag`` top-1, ``search`` precision at 5, ``scan`` curves,
 ``evaluate`` PSDS1 and event F1, false alarms with and without negatives or background prompts, ``calibrate``
 on held-out data, and query by example for the class no caption ever named. The quality tests and
-``tools/mini_figures.py`` (docs/quality.md) both call these functions, so the documented figures and the
+``mini/figures.py`` (docs/quality.md) both call these functions, so the documented figures and the
 asserted ones are the same measurement.
 
-    python tools/mini_quality.py --model models/mini-clap --work /tmp/mini-quality     # prints every figure
+    python -m mini.quality --model models/mini-clap --work /tmp/mini-quality     # prints every figure
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,26 +21,22 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import mini_world as world  # noqa: E402
-
-from streamdetect.analysis.calibrate import calibrate  # noqa: E402
-from streamdetect.analysis.evaluate import evaluate, read_strong_labels  # noqa: E402
-from streamdetect.analysis.index import AudioIndex  # noqa: E402
-from streamdetect.analysis.replay import score_file  # noqa: E402
-from streamdetect.analysis.tag import tag_files  # noqa: E402
-from streamdetect.config import EventConfig, parse_config  # noqa: E402
-from streamdetect.daemon.build import build_detector  # noqa: E402
-from streamdetect.embed.encoder import open_audio_encoder  # noqa: E402
-from streamdetect.embed.encoder.base import RuntimeOptions  # noqa: E402
-from streamdetect.embed.encoder.device import audio_encoder_file  # noqa: E402
-from streamdetect.embed.frontend import LogMelFrontend  # noqa: E402
-from streamdetect.model.manifest import ModelBundle  # noqa: E402
-from streamdetect.pipeline.detector import Detector  # noqa: E402
-from streamdetect.prompts.assemble import prompt_bank_for  # noqa: E402
-from streamdetect.sinks.base import SinkSet  # noqa: E402
+from mini import world
+from streamdetect.analysis.calibrate import calibrate
+from streamdetect.analysis.evaluate import evaluate, read_strong_labels
+from streamdetect.analysis.index import AudioIndex
+from streamdetect.analysis.replay import score_file
+from streamdetect.analysis.tag import tag_files
+from streamdetect.config import EventConfig, parse_config
+from streamdetect.daemon.build import build_detector
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import RuntimeOptions
+from streamdetect.embed.encoder.device import audio_encoder_file
+from streamdetect.embed.frontend import LogMelFrontend
+from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.detector import Detector
+from streamdetect.prompts.assemble import prompt_bank_for
+from streamdetect.sinks.base import SinkSet
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_CONFIG = ROOT / "configs" / "mini.yaml"

@@ -1,6 +1,6 @@
 """The synthetic sound world the mini CLAP is trained and measured in: twelve generated classes, captions, scenes.
 
-One module for the trainer (``tools/train_mini_clap.py``), the quality tests and the figures, so that training
+One module for the trainer (``mini/train.py``), the quality tests and the figures, so that training
 and evaluation draw from the same world with different seeds: training uses seeds below ``EVAL_SEED_BASE``,
 every evaluation clip or scene a seed at or above it. A class is a generator with random parameters (level,
 duration 0.3-3 s, onset, pitch, rate...); a clip is a 3 s window (the detector's window) of quiet room tone with

@@ -1,13 +1,13 @@
 """Train the mini CLAP: a small HTSAT + RoBERTa ``transformers.ClapModel`` on the generated world of
-``tools/mini_world.py``, with a contrastive loss, on the CPU.
+``mini/world.py``, with a contrastive loss, on the CPU.
 
 It is a test instrument and a demo, not a model of real sound: it lets text-in/events-out be measured through
 the real export and detector, where the tests' random-weight CLAP can only show that code paths run.
 Deterministic for a seed and a thread count (seeded torch and numpy, deterministic kernels): the same command
 gives the same weights.
 
-    python tools/train_mini_clap.py --out tools/mini_clap --seed 20        # the committed checkpoint
-    python tools/train_mini_clap.py --out /tmp/x --steps 1 --pool 8        # a smoke run
+    python -m mini.train --out mini/clap --seed 20        # the committed checkpoint
+    python -m mini.train --out /tmp/x --steps 1 --pool 8  # a smoke run
 
 Training features are made by the detector's own numpy front end, so the model learns on exactly what the
 exported encoder will be fed: 3 s windows, repeat-padded to the model's 10 s input.
@@ -24,15 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import mini_world as world  # noqa: E402
-
-from streamdetect.embed.frontend import LogMelFrontend  # noqa: E402
-from streamdetect.export.offline import checkpoint_feature_extractor, offline_tokenizer  # noqa: E402
+from mini import world
+from streamdetect.embed.frontend import LogMelFrontend
+from streamdetect.export.offline import checkpoint_feature_extractor, offline_tokenizer
 from streamdetect.model.manifest import FrontendParams
-from streamdetect.util.cpu import CpuInfo  # noqa: E402
+from streamdetect.util.cpu import CpuInfo
 
 
 def build_model(vocab_size: int, seed: int):
@@ -227,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     ClapProcessor(feature_extractor=checkpoint_feature_extractor(), tokenizer=tokenizer).save_pretrained(args.out)
     model.save_pretrained(args.out)
-    record = {"command": "python tools/train_mini_clap.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+    record = {"command": "python -m mini.train " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "seed": args.seed, "steps": args.steps, "batch": args.batch, "pool": args.pool,
               "refresh": args.refresh, "lr": args.lr, "cut": args.cut, "text_steps": args.text_steps, "train_seconds": round(train_s, 1),
               "cpu": CpuInfo.read().model, "torch_threads": args.threads, "torch": torch.__version__,

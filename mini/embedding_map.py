@@ -9,7 +9,7 @@ Datasets:
     ``category`` columns; a ``target`` column (0-49) gives ESC-50's five major categories;
   - a folder per class: ``DIR/<class>/*.wav``, or ``DIR/<major>/<class>/*.wav`` for major categories.
 
-    python tools/embedding_map.py DIR --model models/clap-htsat-unfused --out map.png --heatmap sim.png
+    python -m mini.embedding_map DIR --model models/clap-htsat-unfused --out map.png --heatmap sim.png
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamdetect.config import EventConfig  # noqa: E402
 from streamdetect.embed.clip import clip_embedding  # noqa: E402

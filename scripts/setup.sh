@@ -2,7 +2,7 @@
 # Installs streamdetect into ./.venv on a fresh machine: system audio libraries first (Debian/Ubuntu, as root or
 # with sudo), then torch's CPU wheel and the package with its export and openvino extras (and test tools
 # with --dev, plus .venv-triton: the tritonserver of the `triton` tests, from the nvidia-pytriton wheel).
-# usage: bash tools/setup.sh [--dev]
+# usage: bash scripts/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0
@@ -27,18 +27,18 @@ if command -v apt-get >/dev/null 2>&1; then
     sudo=""
     if [[ "$(id -u)" != 0 ]]; then
       if ! command -v sudo >/dev/null 2>&1; then
-        echo "tools/setup.sh: needs these Debian packages:$missing" >&2
+        echo "scripts/setup.sh: needs these Debian packages:$missing" >&2
         echo "  you are not root and there is no sudo: run 'apt-get install$missing' as root, then run this again" >&2
         exit 1
       fi
       sudo="sudo"
-      echo "tools/setup.sh: installing$missing with sudo (it may ask for your password)" >&2
+      echo "scripts/setup.sh: installing$missing with sudo (it may ask for your password)" >&2
     fi
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
   fi
 else
-  echo "tools/setup.sh: no apt-get here; install PortAudio yourself (macOS: brew install portaudio)" >&2
+  echo "scripts/setup.sh: no apt-get here; install PortAudio yourself (macOS: brew install portaudio)" >&2
 fi
 
 python3 -m venv .venv

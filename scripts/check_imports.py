@@ -9,7 +9,7 @@ The packages are floors of the data path, read bottom-up (``FLOORS``): a module 
 any package on a lower floor, never one on its own floor or above. A few packages are, in addition, imported only
 by the ones named in ``ONLY_IMPORTED_BY`` (build-time export only by the command line).
 
-usage: python tools/check_imports.py [PACKAGE_DIR]     (exit 1 and one line per problem when there are any)
+usage: python -m scripts.check_imports [PACKAGE_DIR]     (exit 1 and one line per problem when there are any)
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def floor_of(module: str) -> tuple[int, str]:
 
 
 def unplaced(edges: dict[str, list[Edge]]) -> list[str]:
-    return [f"{module} is on no floor: add it (or its package) to FLOORS in tools/check_imports.py"
+    return [f"{module} is on no floor: add it (or its package) to FLOORS in scripts/check_imports.py"
             for module in sorted(edges) if floor_of(module)[0] == len(FLOORS)]
 
 

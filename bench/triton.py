@@ -5,15 +5,15 @@
   - bytes per second per stream: what a station sends (log-mel features, binary tensors) and receives, against
     what sending the window's audio would cost;
   - real-time streams: the largest N paced live streams that stay real time with the encoder on the server
-    against the local encoder (tools/bench.py's trial), as a ratio.
+    against the local encoder (bench/bench.py's trial), as a ratio.
 
-The server is the tritonserver bundled in the nvidia-pytriton wheel (tools/triton_local.py: the Python backend
+The server is the tritonserver bundled in the nvidia-pytriton wheel (scripts/triton_local.py: the Python backend
 running the exported fp32 ONNX through onnxruntime on the CPU, with Triton's dynamic batcher) on this same
 machine, so both sides share its cores: the streams ratio says what the protocol and batcher cost, not what a
 GPU server would give. Both sides run fp32, so the comparison is like for like. Without --model it uses the
-full-size random-weight CLAP of tools/random_full_size.py (same compute as laion/clap-htsat-unfused).
+full-size random-weight CLAP of ``streamdetect export --random-weights`` (same compute as laion/clap-htsat-unfused).
 
-    python tools/bench_triton.py [--model DIR] [--json bench_triton.json] [--quick]
+    python -m bench.triton [--model DIR] [--json bench_triton.json] [--quick]
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +30,6 @@ import numpy as np
 
 from streamdetect.util.cpu import CpuInfo
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 SR = 48_000
 
 
@@ -43,8 +40,7 @@ def stats_ms(ms: list[float]) -> dict:
 
 def latency(model_dir: Path, url: str, windows: int) -> dict:
     """Per-window latency, remote against local, on the same features; and the bytes of each request."""
-    from bench import bench_audio
-
+    from bench.bench import bench_audio
     from streamdetect.config import TritonConfig
     from streamdetect.embed.encoder import open_audio_encoder
     from streamdetect.embed.encoder.base import RuntimeOptions
@@ -89,7 +85,7 @@ def bytes_per_stream(per_window: dict, hop_s: float = 1.0, window_s: float = 3.0
 
 def max_streams(model_dir: Path, seconds: float, counts: tuple[int, ...], runtime: dict | None,
                 device: str) -> dict:
-    from bench import streams_trial
+    from bench.bench import streams_trial
 
     trials, best = [], 0
     for n in counts:
@@ -116,11 +112,10 @@ def main() -> int:
     if args.quick:
         args.windows, args.stream_seconds, args.counts = 8, 8.0, "1,2"
     if args.model is None:
-        from random_full_size import build
+        from streamdetect.export.random_weights import random_full_size
 
-        _, args.model = build(args.work)
-    from triton_local import TritonServer
-
+        _, args.model = random_full_size(args.work)
+    from scripts.triton_local import TritonServer
     from streamdetect.embed.encoder.device import limit_blas_threads
     from streamdetect.model.manifest import ModelBundle
     from streamdetect.model.triton_repo import TritonRepoOptions, write_triton_repo

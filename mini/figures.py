@@ -1,8 +1,8 @@
 """Every figure of docs/quality.md, measured on the mini CLAP: the numbers (docs/quality.json) and the plots
 (docs/images/mini_*.png). Seeded: the same model gives the same figures.
 
-    streamdetect export --model tools/mini_clap --out models/mini-clap
-    python tools/mini_figures.py --model models/mini-clap --work /tmp/mini-figures
+    streamdetect export --model mini/clap --out models/mini-clap
+    python -m mini.figures --model models/mini-clap --work /tmp/mini-figures
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import mini_features as mf  # noqa: E402
-import mini_quality as mq  # noqa: E402
-import mini_world as world  # noqa: E402
+from mini import features as mf
+from mini import quality as mq
+from mini import world
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
-LABEL = "mini CLAP, synthetic world (tools/mini_world.py), held-out seeds"
+LABEL = "mini CLAP, synthetic world (mini/world.py), held-out seeds"
 MAJOR = {"beep": "tonal", "rising_chirp": "tonal", "falling_chirp": "tonal", "siren": "tonal", "hum": "tonal",
          "trill": "tonal", "hiss": "noisy", "water": "noisy", "knocking": "impulsive", "clicks": "impulsive",
          "bark": "impulsive", "silence": "quiet"}
@@ -49,7 +47,7 @@ def scan_figure(model: Path, work: Path) -> dict:
 
 
 def embedding_figure(model: Path, work: Path) -> dict:
-    """tools/embedding_map.py on held-out clips, folders named by each class's prompt."""
+    """mini/embedding_map.py on held-out clips, folders named by each class's prompt."""
     rng = np.random.default_rng(world.EVAL_SEED_BASE + 60)
     dataset = work / "map"
     for label in world.CLASSES:
@@ -58,9 +56,9 @@ def embedding_figure(model: Path, work: Path) -> dict:
         for i in range(8):
             sf.write(folder / f"{label}_{i}.wav", world.make_clip(rng, (label,)).audio, world.SR)
     out = work / "map.json"
-    subprocess.run([sys.executable, str(ROOT / "tools" / "embedding_map.py"), str(dataset), "--model", str(model),
+    subprocess.run([sys.executable, "-m", "mini.embedding_map", str(dataset), "--model", str(model),
                     "--prompt-template", "{}", "--out", str(IMAGES / "mini_embedding_map.png"), "--heatmap",
-                    str(IMAGES / "mini_similarity_heatmap.png"), "--title", LABEL, "--json", str(out)], check=True)
+                    str(IMAGES / "mini_similarity_heatmap.png"), "--title", LABEL, "--json", str(out)], check=True, cwd=ROOT)
     data = json.loads(out.read_text())
     return {"top1": data["top1"], "silhouette": data["silhouette"]}
 

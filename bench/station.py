@@ -8,7 +8,7 @@
   (c) one report over a day of 2,000 events in the store;
   (d) one Apprise notification to a loopback json:// receiver, with a spectrogram attached.
 
-    python tools/bench_station.py --model DIR [--windows 400] [--json out.json]
+    python -m bench.station --model DIR [--windows 400] [--json out.json]
 
 DIR is any export (the tests' tiny CLAP will do: only the front end and the prompt embeddings are used).
 """

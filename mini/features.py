@@ -1,27 +1,23 @@
-"""Before/after evidence for the free-text features, on the mini CLAP and held-out data of ``tools/mini_world.py``.
+"""Before/after evidence for the free-text features, on the mini CLAP and held-out data of ``mini/world.py``.
 
 Each experiment runs the real detector twice, once without the feature and once with it, on recordings from
 evaluation seeds: negative prompts against a confuser, softmax with background prompts against cosine on
 recordings without the event, ``calibrate`` against its target on held-out audio, and query by example for the
-class no caption ever named; feedback refinement runs ``tools/feedback_precision.py`` here. Used by the quality
-tests and by ``tools/mini_figures.py``.
+class no caption ever named; feedback refinement runs ``mini/feedback.py`` here. Used by the quality
+tests and by ``mini/figures.py``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import feedback_precision  # noqa: E402
-import mini_quality as mq  # noqa: E402
-import mini_world as world  # noqa: E402
-
-from streamdetect.analysis.evaluate import read_strong_labels  # noqa: E402
-from streamdetect.analysis.replay import score_file  # noqa: E402
+from mini import feedback as refinement
+from mini import quality as mq
+from mini import world
+from streamdetect.analysis.evaluate import read_strong_labels
+from streamdetect.analysis.replay import score_file
 
 BACKGROUND = ["a rising chirp", "a falling chirp", "quiet room tone"]  # what a sweep scene sounds like
 
@@ -89,11 +85,11 @@ def softmax_background(model: Path, calibration_clips: Path, clips: Path, scenes
 
 
 def feedback(model: Path, out: Path, seeds: tuple[int, int], n: int = 8) -> dict:
-    """``tools/feedback_precision.py`` in this world: the mini events' prompts (thresholds at the 0.9 quantile of
+    """``mini/feedback.py`` in this world: the mini events' prompts (thresholds at the 0.9 quantile of
     the train scenes' window scores), oracle verdicts on the train scenes' events, precision and recall on the
     test scenes before and after refining."""
     events = [{"label": e["label"], "prompts": e["prompts"]} for e in mq.mini_events()]
-    return feedback_precision.experiment(model, out, n, 0.9, feedback_precision.RefineParams(), events=events,
+    return refinement.experiment(model, out, n, 0.9, refinement.RefineParams(), events=events,
                                          write=lambda folder, seed, k: mq.write_scenes(folder, seed, k, mq.SOUNDING),
                                          seeds=seeds)
 

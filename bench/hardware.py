@@ -1,4 +1,4 @@
-"""The machine a bench ran on, and how much of its fp32 peak each stage used (for tools/bench*.py).
+"""The machine a bench ran on, and how much of its fp32 peak each stage used (for the benches in bench/).
 
 A speed figure means little without the CPU it came from: the same export runs 2x apart on an AVX2-only EPYC
 and an AMX Xeon. So every bench prints the CPU model, its vector extensions, the engine versions and, per stage,
