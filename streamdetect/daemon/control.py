@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from streamdetect.config.gate import ConfigGate
 from streamdetect.web.endpoints import (
@@ -64,6 +66,10 @@ def send_answer(handler: BaseHTTPRequestHandler, answer: Answer) -> None:
     handler.wfile.write(answer.body)
 
 
+# what socketserver hands a server for each connection (a TCP server's is the socket)
+_Request = socket.socket | tuple[bytes, socket.socket]
+
+
 class _BoundedServer(ThreadingHTTPServer):
     """A thread per connection, at most ``MAX_CONNECTIONS`` of them: 400 held sockets cost 32 threads for at
     most the idle timeout, not 400 threads for as long as the clients like."""
@@ -74,19 +80,19 @@ class _BoundedServer(ThreadingHTTPServer):
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
-    def process_request(self, request, client_address):
+    def process_request(self, request: _Request, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
 
-    def process_request_thread(self, request, client_address):
+    def process_request_thread(self, request: _Request, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: _Request, client_address: Any) -> None:
         log.debug("control API: connection from %s ended with an error", client_address, exc_info=True)
 
 
@@ -104,10 +110,10 @@ class ControlServer:
                     return NOT_FOUND
                 return None if authorised(self.headers.get("Authorization", ""), token) else UNAUTHORISED
 
-            def do_GET(self):
+            def do_GET(self) -> None:
                 send_answer(self, self._answer() or get_events(gate))
 
-            def do_PUT(self):
+            def do_PUT(self) -> None:
                 answer = self._answer()
                 if answer is None:
                     try:
@@ -118,7 +124,7 @@ class ControlServer:
                         answer = put_events(gate, raw)
                 send_answer(self, answer)
 
-            def log_message(self, *args):
+            def log_message(self, *args: Any) -> None:
                 pass  # request lines would carry nothing useful; the token is never logged
 
         try:

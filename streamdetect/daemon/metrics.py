@@ -50,7 +50,7 @@ class SinkTotals(Collector):
     """The sinks' running totals as counters, read at each scrape: the sinks count in their own threads and
     objects, so the metric is collected from them rather than copied into a second counter."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._names: list[str] = []
         self._failures: Callable[[str], int] = lambda _n: 0
         self._dropped: Callable[[str], int] = lambda _n: 0
@@ -58,7 +58,7 @@ class SinkTotals(Collector):
     def watch(self, names: list[str], failures: Callable[[str], int], dropped: Callable[[str], int]) -> None:
         self._names, self._failures, self._dropped = list(names), failures, dropped
 
-    def collect(self):
+    def collect(self) -> list[CounterMetricFamily]:
         failures = CounterMetricFamily("streamdetect_sink_failures", "Records a sink failed to deliver",
                                        labels=["sink"])
         dropped = CounterMetricFamily("streamdetect_sink_dropped", "Records dropped by a full sink queue",
@@ -205,12 +205,12 @@ class MetricsServer:
 
     def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9464):
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 send_answer(self, metrics_answer(metrics) if path == "/metrics" else
                             health_answer(metrics) if path == "/healthz" else METRICS_NOT_FOUND)
 
-            def log_message(self, *args):
+            def log_message(self, *args: object) -> None:
                 pass
 
         self.server = ThreadingHTTPServer((host, port), Handler)
