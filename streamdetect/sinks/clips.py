@@ -161,13 +161,12 @@ def select_for_deletion(clips: list[ClipFile], now: datetime, max_age_days: floa
     return doomed
 
 
-class ClipsSink(Sink):
+class ClipsSink(Sink[ClipsOptions]):
     Options = ClipsOptions
     wants_audio = True
 
     def __init__(self, options: ClipsOptions):
         super().__init__(options)
-        self.options: ClipsOptions = options
         self.root = Path(options.dir)
         try:
             self.root.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ class _Child:
         return f"ffmpeg {how}" + (f": {tail}" if tail else "")
 
 
-class FfmpegSource(AudioSource):
+class FfmpegSource(AudioSource[FfmpegOptions]):
     Options = FfmpegOptions
     live = True
 
