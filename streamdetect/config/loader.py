@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import (
     ValidationError,
 )
+from pydantic_core import ErrorDetails
 
 from streamdetect.config.plugins import UNKNOWN_PLUGIN
 from streamdetect.config.root import Config
@@ -47,7 +48,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= MAX_FOUND_CHARS else text[:MAX_FOUND_CHARS] + "..."
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     kind, found = error["type"], error.get("input")
     if kind == "extra_forbidden":
         return f"unknown key (found {_shown(found)})"

@@ -44,7 +44,7 @@ class Config(Strict):
                              "schedules and sun times)")
     privacy: PrivacyConfig = Field(PrivacyConfig(), description="speech filter: windows with speech are not stored")
     summary: SummaryConfig = Field(SummaryConfig(), description="a scheduled summary of the day through the sinks")
-    sinks: list[SinkConfig] = Field(default_factory=lambda: [SinkConfig(type="jsonl", path="-")],
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [SinkConfig.model_validate({"type": "jsonl", "path": "-"})],
                                       description="where records go, each in its own thread")
 
     @property

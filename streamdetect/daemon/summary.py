@@ -56,7 +56,10 @@ class SummaryScheduler:
 
     def __init__(self, config: Config, senders: list[tuple[str, Sink]], failures: FailureLog, *,
                  clock: Clock = utc_now, chart_dir: Path | None = None, check_s: float = CHECK_S):
-        self.at, self.day = config.summary.at, config.summary.day
+        if config.summary.at is None:
+            raise ValueError("summary.at is not set: there is no summary to schedule")
+        self.at: str = config.summary.at
+        self.day = config.summary.day
         self.site: Site = config.site.site()
         self.db, self.clips = store_and_clips(config)
         self.senders, self.failures, self.clock, self.check_s = senders, failures, clock, check_s

@@ -184,7 +184,7 @@ class SinkWorker:
         if not self._thread.is_alive():
             return
         self._abandon.set()
-        left: list[EventRecord] = []
+        left: list[EventRecord | Catalog] = []
         while True:
             try:
                 left.append(self.queue.get_nowait())
@@ -196,7 +196,7 @@ class SinkWorker:
             log.error("sink %s is still busy with one record after the shutdown deadline; closing it anyway",
                       self.name)
 
-    def _hand_over(self, queued: list) -> None:
+    def _hand_over(self, queued: list[EventRecord | Catalog]) -> None:
         records = [r for r in queued if isinstance(r, EventRecord)]  # a catalog is sent again at the next start
         if not records:
             return
