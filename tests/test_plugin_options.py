@@ -74,3 +74,19 @@ def test_a_wrong_entry_reports_its_own_keys_and_its_options_together():
     assert set(problems) == {"sinks[0].name", "sinks[0].path", "sinks[0].colour", "sinks[1].type"}, problems
     assert problems["sinks[0].colour"] == "unknown key (found 'red')"
     assert problems["sinks[1].type"].startswith("unknown sink type 'pigeon-post'; known types: apprise, clips")
+
+
+def test_a_plugin_whose_options_are_not_sink_options_is_named_at_its_type(monkeypatch):
+    from pydantic import BaseModel
+
+    from streamdetect.plugins import SINKS
+
+    class Odd:
+        class Options(BaseModel):
+            loft: str = "roof"
+
+    monkeypatch.setitem(SINKS._loaded, "odd", Odd)
+    with pytest.raises(ConfigError) as info:
+        parse_config({"events": EVENTS, "sinks": [{"type": "odd"}]})
+    assert info.value.problems == [("sinks[0].type", "the odd plugin's Options must derive from SinkOptions "
+                                                     "(found 'odd')")]

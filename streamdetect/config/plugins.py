@@ -42,6 +42,9 @@ class PluginOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+OptionsModel = type[PluginOptions]  # an alias: inside an entry, ``type`` names the field
+
+
 class SinkOptions(PluginOptions):
     """The keys every sink has; ``streamdetect.sinks.base`` re-exports it for plugins."""
 
@@ -60,9 +63,11 @@ def _again(error: Any) -> InitErrorDetails:
 
 
 class PluginConfig(Strict):
-    """A source or sink entry: ``type`` picks the plugin, the other keys are its options."""
+    """A source or sink entry: ``type`` picks the plugin, the other keys are its options (the base of
+    ``SinkConfig`` and ``SourceConfig``; used alone, it is a sink entry)."""
 
     registry: ClassVar[Registry] = SINKS
+    options_base: ClassVar[OptionsModel] = SinkOptions  # what every plugin's ``Options`` derives from
     type: str = Field(min_length=1, description="which plugin: a built-in (listed below) or an entry point's name")
     name: str | None = Field(None, min_length=1, max_length=100, description="stream name in records and topics")
     _options: PluginOptions = PrivateAttr()
@@ -88,16 +93,19 @@ class PluginConfig(Strict):
         kind, options = data.get("type"), None
         if isinstance(kind, str) and kind:  # else ``type`` itself is reported, and its options cannot be checked
             try:
-                options_model = cls.registry.get(kind).Options
-                options = options_model.model_validate({k: v for k, v in data.items() if k not in cls.model_fields},
-                                                       context=info.context)
+                model = cls.registry.get(kind).Options
+                if isinstance(model, type) and issubclass(model, cls.options_base):
+                    options = model.model_validate({k: v for k, v in data.items() if k not in cls.model_fields},
+                                                   context=info.context)
+                else:  # a third party's mistake, reported like the config's
+                    errors.append({"type": "plugin_options", "loc": ("type",), "input": kind, "msg":
+                                   f"the {kind} plugin's Options must derive from {cls.options_base.__name__}"})
             except UnknownPluginError as e:
                 errors.append({"type": UNKNOWN_PLUGIN, "msg": str(e), "loc": ("type",), "input": kind})
             except ValidationError as e:
                 errors += e.errors()
-        if errors:
+        if errors or entry is None or options is None:
             raise ValidationError.from_exception_data(cls.__name__, [_again(e) for e in errors])
-        assert entry is not None and options is not None
         entry._options = options
         return entry
 
@@ -117,6 +125,7 @@ class SinkConfig(PluginConfig):
     """A sink entry: ``type`` picks the sink, the other keys are its options (listed with each type below)."""
 
     registry: ClassVar[Registry] = SINKS
+    options_base: ClassVar[OptionsModel] = SinkOptions
 
     @property
     def options(self) -> SinkOptions:
@@ -128,6 +137,7 @@ class SourceConfig(PluginConfig):
     """A source entry: the plugin's options plus settings the detector applies to that stream."""
 
     registry: ClassVar[Registry] = SOURCES
+    options_base: ClassVar[OptionsModel] = SourceOptions
     gate: GateConfig | None = Field(None, description="this stream's energy gate (default: the top-level gate)")
     events: list[str] | None = Field(None, min_length=1, description="labels of the events this stream listens "
                                      "for (default: all); streams can share events or have their own")
