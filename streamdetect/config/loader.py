@@ -79,8 +79,8 @@ def _too_big(data: Any) -> str | None:
     return None
 
 
-def _problems(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
-    return [(_key_path(prefix + tuple(e["loc"])), _describe(e)) for e in error.errors()]
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    return [(_key_path(tuple(e["loc"])), _describe(e)) for e in error.errors()]
 
 
 def _raw_site(data: dict[str, Any]) -> Site | None:
