@@ -21,7 +21,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from streamdetect.schedule import zone
     from streamdetect.util.files import atomic_write
 
-    db, clips, tz_name = DEFAULT_DB, None, "UTC"  # what the example config's sqlite sink writes
+    db, clips, tz_name = DEFAULT_DB, None, "UTC"  # what a sqlite sink writes by default
     if args.config is not None:
         config = load_config(args.config)
         (db, clips), tz_name = store_and_clips(config), config.site.timezone

@@ -46,7 +46,7 @@ def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
     built, settings = [], []
     for entry in config.all_sources:
         cls = SOURCES.get(entry.type)
-        source = cls(cls.Options.model_validate(entry.options), sample_rate, entry.name)
+        source = cls(entry.options, sample_rate, entry.name)
         built.append(source)
         settings.append(StreamSettings(entry.gate, tuple(entry.events) if entry.events is not None else None,
                                        tuple(entry.schedule) if entry.schedule is not None else None))

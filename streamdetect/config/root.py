@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import (
     Field,
     model_validator,
@@ -11,12 +13,14 @@ from pydantic import (
 from streamdetect.config.base import Strict
 from streamdetect.config.daemon import ControlConfig, EmbeddingLogConfig, MetricsConfig
 from streamdetect.config.events import EventConfig
-from streamdetect.config.plugins import PluginConfig, SourceConfig
+from streamdetect.config.plugins import PluginOptions, SinkConfig, SourceConfig
 from streamdetect.config.runtime import GateConfig, RuntimeConfig, WindowConfig
 from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, VocabularyConfig
 from streamdetect.config.station import PrivacyConfig, SiteConfig, SummaryConfig
 from streamdetect.config.web import WebConfig
 from streamdetect.schedule import Period
+
+OptionsT = TypeVar("OptionsT", bound=PluginOptions)
 
 
 class Config(Strict):
@@ -40,12 +44,18 @@ class Config(Strict):
                              "schedules and sun times)")
     privacy: PrivacyConfig = Field(PrivacyConfig(), description="speech filter: windows with speech are not stored")
     summary: SummaryConfig = Field(SummaryConfig(), description="a scheduled summary of the day through the sinks")
-    sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")],
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [SinkConfig.model_validate({"type": "jsonl", "path": "-"})],
                                       description="where records go, each in its own thread")
 
     @property
     def all_sources(self) -> list[SourceConfig]:
         return self.sources or ([self.source] if self.source is not None else [])
+
+    def sink_options(self, kind: type[OptionsT]) -> list[OptionsT]:
+        """The options of every sink whose ``Options`` are ``kind`` (say ``SqliteOptions``), in config order:
+        how the dashboard, the summary and the CLI find the event store and the clips folder, typed and with the
+        sink's own defaults."""
+        return [s.options for s in self.sinks if isinstance(s.options, kind)]
 
     @model_validator(mode="after")
     def _one_way_to_name_sources(self) -> Config:

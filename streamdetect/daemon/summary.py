@@ -17,6 +17,7 @@ from streamdetect.config import Config
 from streamdetect.report import DaySummary, day_summary, hourly_chart_png
 from streamdetect.schedule import Clock, Site, local_time_today, utc_now
 from streamdetect.sinks.base import FailureLog, Sink
+from streamdetect.sinks.clips import ClipsOptions, scan_clips
 from streamdetect.sinks.sqlite import SqliteOptions
 from streamdetect.util.files import atomic_write
 
@@ -27,16 +28,13 @@ CHECK_S = 30.0
 def store_and_clips(config: Config) -> tuple[Path, Path | None]:
     """The event database the config writes (``summary.store``, else its first sqlite sink, else the sqlite
     sink's default path) and the folder of its first clips sink (None without one)."""
-    default = SqliteOptions.model_fields["path"].default
-    db = config.summary.store or next((s.options.get("path", default) for s in config.sinks
-                                       if s.type == "sqlite"), default)
-    clips = next((s.options.get("dir") for s in config.sinks if s.type == "clips"), None)
-    return Path(db), Path(clips) if clips else None
+    db = config.summary.store or next((o.path for o in config.sink_options(SqliteOptions)), SqliteOptions().path)
+    clips = next((Path(o.dir) for o in config.sink_options(ClipsOptions)), None)
+    return Path(db), clips
 
 
 def clip_index(clips_dir: Path | None) -> dict[str, Path]:
     """First 8 characters of an event id -> its clip, from the clip names."""
-    from streamdetect.sinks.clips import scan_clips
 
     return {c.event_id8: c.path for c in scan_clips(clips_dir)} if clips_dir is not None else {}
 
@@ -58,7 +56,10 @@ class SummaryScheduler:
 
     def __init__(self, config: Config, senders: list[tuple[str, Sink]], failures: FailureLog, *,
                  clock: Clock = utc_now, chart_dir: Path | None = None, check_s: float = CHECK_S):
-        self.at, self.day = config.summary.at, config.summary.day
+        if config.summary.at is None:
+            raise ValueError("summary.at is not set: there is no summary to schedule")
+        self.at: str = config.summary.at
+        self.day = config.summary.day
         self.site: Site = config.site.site()
         self.db, self.clips = store_and_clips(config)
         self.senders, self.failures, self.clock, self.check_s = senders, failures, clock, check_s

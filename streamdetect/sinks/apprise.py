@@ -127,13 +127,12 @@ def expand_env(url: str) -> str:
     return ENV_REFERENCE.sub(value, url)
 
 
-class AppriseSink(Sink):
+class AppriseSink(Sink[AppriseOptions]):
     Options = AppriseOptions
     sends_summaries = True
 
     def __init__(self, options: AppriseOptions, site: Site | None = None):
         super().__init__(options)
-        self.options: AppriseOptions = options
         try:
             import apprise
         except ImportError as e:
