@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 from streamdetect.schedule import zone
+from streamdetect.util.times import datetime_of
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,6 @@ def default_day(now: datetime, tz_name: str) -> date:
     return now.astimezone(zone(tz_name)).date() - timedelta(days=1)
 
 
-def _parse(text: str) -> datetime:
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
 def day_summary(db_path: Path, day: date, tz_name: str, clips: Mapping[str, Path] | None = None) -> DaySummary:
     """The summary of local day ``day``; ``clips`` maps the first 8 characters of an event id to its clip."""
     from streamdetect.store import records_between
@@ -85,7 +81,7 @@ def day_summary(db_path: Path, day: date, tz_name: str, clips: Mapping[str, Path
     for row in rows:
         event = events.setdefault(row["id"], {"label": row["label"], "fired": None, "score": row["peak_score"],
                                               "rejected": False, "private": False})
-        when = _parse(row["time"])
+        when = datetime_of(row["time"])
         if row["phase"] == "start" or event["fired"] is None:  # the start, else the end if no start was kept
             event["fired"] = when
         event["score"] = max(event["score"], row["peak_score"])

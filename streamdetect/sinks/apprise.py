@@ -21,7 +21,7 @@ import re
 import string
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
 from streamdetect.sinks.spool import Spool, open_spool
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.names import safe_name
+from streamdetect.util.times import datetime_of
 from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
@@ -172,8 +173,7 @@ class AppriseSink(Sink):
     def emit(self, record: EventRecord) -> None:
         if record.phase != self.options.phase:
             return
-        when = datetime.fromisoformat(record.time)
-        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        when = datetime_of(record.time)
         if self.quiet is not None and self.quiet.active(when):
             self.suppressed["quiet_hours"] += 1
             return

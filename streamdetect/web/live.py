@@ -13,13 +13,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from streamdetect.pipeline.observers import WindowView
 from streamdetect.util.stft import Stft
+from streamdetect.util.times import epoch_of
 from streamdetect.web.listen import AudioGate, ListenRing
 from streamdetect.web.spectro import SpectrogramParams, encode, hop_samples, quantise, stft
 
@@ -37,11 +37,6 @@ def _newer(items: deque, after: int, most: int) -> list:
         out.append(item)
     out.reverse()
     return out
-
-
-def _epoch(iso: str) -> float:
-    when = datetime.fromisoformat(iso)
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 @dataclass
@@ -116,7 +111,7 @@ class LiveHub:
                 s.seq = self._seq
 
     def live_window(self, view: WindowView) -> None:
-        wall = _epoch(view.wall_time)
+        wall = epoch_of(view.wall_time)
         scores = {label: round(float(v), 4) for label, v in zip(view.labels, view.scores, strict=True)}
         entry = {"t": round(wall, 3), "scores": scores, "gated": view.gated}
         with self._lock:

@@ -5,7 +5,6 @@ settings change)."""
 from __future__ import annotations
 
 import io
-from datetime import datetime
 
 import numpy as np
 import soundfile as sf
@@ -26,6 +25,7 @@ from streamdetect.prompts.refine import (
     refinements_dir,
 )
 from streamdetect.store import EventFilter, event_streams, get_event, list_events, parse_when
+from streamdetect.util.times import epoch_of
 from streamdetect.web.clips import EVENT_ID, Clip, clip_audio, find_clip
 from streamdetect.web.common import api, apply_config, body, number
 from streamdetect.web.context import WebContext
@@ -38,10 +38,6 @@ PAGE_MAX = 200
 CURVE_MARGIN_S = 30.0
 THUMB = SpectrogramParams(n_fft=1024, n_bins=32, columns_per_s=8.0)
 MIN_EXAMPLE_S = 0.5  # an event shorter than this gives its whole clip (pre- and post-roll too) as the example
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
 
 
 def windows_around(ctx: WebContext, since: float, until: float, stream: str | None = None):
@@ -154,13 +150,13 @@ def routes(ctx: WebContext) -> list[Route]:
             if label not in bank.labels:
                 raise LookupError(f"{label!r} is no longer a running event, so it has no prompt to score")
             vector = bank.events[bank.labels.index(label)]
-            t0 = _epoch(event["time"]) - CURVE_MARGIN_S
-            t1 = _epoch(event["end_time"] or event["time"]) + CURVE_MARGIN_S
+            t0 = epoch_of(event["time"]) - CURVE_MARGIN_S
+            t1 = epoch_of(event["end_time"] or event["time"]) + CURVE_MARGIN_S
             rows = windows_around(ctx, t0, t1, event["stream"])
             points = [[round(w, 2), round(float(np.asarray(v, np.float32) @ vector), 4)] for _, w, _, _, v in rows]
             threshold = next((e.threshold for e in ctx.current().events if e.label == label), None)
-            return {"label": label, "points": points, "threshold": threshold, "event": [_epoch(event["time"]),
-                    _epoch(event["end_time"] or event["time"])]}
+            return {"label": label, "points": points, "threshold": threshold, "event": [epoch_of(event["time"]),
+                    epoch_of(event["end_time"] or event["time"])]}
 
         return JSONResponse(await run_in_threadpool(run))
 

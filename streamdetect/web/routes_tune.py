@@ -15,6 +15,7 @@ from starlette.routing import Route
 from streamdetect.analysis.embedding_log import LoggedWindows, stretches
 from streamdetect.config.edit import replace_events
 from streamdetect.store import activity, events_overlapping, parse_when
+from streamdetect.util.times import epoch_of, iso_of
 from streamdetect.web.common import api, apply_config, body, number
 from streamdetect.web.context import WebContext
 from streamdetect.web.routes_events import windows_around
@@ -34,8 +35,8 @@ def routes(ctx: WebContext) -> list[Route]:
             raise ValueError("tz_offset_min must lie within +-900 minutes")
         local_now = datetime.now(timezone.utc) + timedelta(minutes=offset)
         first_day = (local_now - timedelta(days=days - 1)).date()
-        since = (datetime(first_day.year, first_day.month, first_day.day, tzinfo=timezone.utc)
-                 - timedelta(minutes=offset)).isoformat(timespec="milliseconds")
+        since = iso_of(datetime(first_day.year, first_day.month, first_day.day, tzinfo=timezone.utc).timestamp()
+                       - 60 * offset)
 
         def run():
             with ctx.db() as db:
@@ -69,9 +70,8 @@ def routes(ctx: WebContext) -> list[Route]:
             item["events"] = []
             if with_store:
                 with ctx.db() as db:  # a clip to play: an event of that stream around that time
-                    t0 = datetime.fromisoformat(hit.time_from) - timedelta(seconds=10)
-                    t1 = datetime.fromisoformat(hit.time_to) + timedelta(seconds=10)
-                    item["events"] = events_overlapping(db, hit.stream, t0.isoformat(), t1.isoformat())[:3]
+                    t0, t1 = iso_of(epoch_of(hit.time_from) - 10), iso_of(epoch_of(hit.time_to) + 10)
+                    item["events"] = events_overlapping(db, hit.stream, t0, t1)[:3]
             found.append(item)
         return found
 
@@ -96,7 +96,7 @@ def routes(ctx: WebContext) -> list[Route]:
         """Text search over the embedding log on disk (and the minutes in memory), like ``streamdetect search``."""
         def run():
             text, vector = query_vector(request)
-            since = datetime.fromisoformat(parse_when(request.query_params.get("since") or "7d")).timestamp()
+            since = epoch_of(parse_when(request.query_params.get("since") or "7d"))
             rows = windows_around(ctx, since, time.time())
             if not rows:
                 return {"query": text, "windows": 0, "best": []}
