@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 from streamdetect.schedule import zone
+from streamdetect.util.names import short_id
 from streamdetect.util.times import datetime_of
 
 
@@ -71,7 +72,7 @@ def default_day(now: datetime, tz_name: str) -> date:
 
 
 def day_summary(db_path: Path, day: date, tz_name: str, clips: Mapping[str, Path] | None = None) -> DaySummary:
-    """The summary of local day ``day``; ``clips`` maps the first 8 characters of an event id to its clip."""
+    """The summary of local day ``day``; ``clips`` maps an event's ``short_id`` to its clip."""
     from streamdetect.store import records_between
 
     start, end = local_day_bounds(day, tz_name)
@@ -100,7 +101,7 @@ def day_summary(db_path: Path, day: date, tz_name: str, clips: Mapping[str, Path
         for _, event in items:
             hourly[event["fired"].astimezone(tz).hour] += 1
         best_id, best = max(items, key=lambda item: (item[1]["score"], item[0]))
-        clip = (clips or {}).get(best_id[:8])
+        clip = (clips or {}).get(short_id(best_id))
         labels.append(LabelDay(label, len(items), items[0][1]["fired"].astimezone(tz).isoformat(),
                                items[-1][1]["fired"].astimezone(tz).isoformat(), round(best["score"], 6), best_id,
                                str(clip) if clip is not None else None, hourly))

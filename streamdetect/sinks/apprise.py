@@ -33,7 +33,7 @@ from streamdetect.schedule import Schedule, Site, parse_periods
 from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
 from streamdetect.sinks.spool import Spool, open_spool
 from streamdetect.util.backoff import Backoff
-from streamdetect.util.names import safe_name
+from streamdetect.util.names import safe_name, short_id
 from streamdetect.util.times import datetime_of
 from streamdetect.util.writable import OutputPath
 
@@ -241,11 +241,11 @@ class AppriseSink(Sink):
         self._spool.drop_head(done)
 
     def _spectrogram(self, record: EventRecord) -> Path | None:
-        """The clips sink's image of this event, named by the first 8 characters of the event id."""
+        """The clips sink's image of this event, named by the event's ``short_id``."""
         if self.options.clips_dir is None:
             return None
         folder = Path(self.options.clips_dir) / safe_name(record.label)
-        id8 = re.sub("[^0-9A-Za-z]", "", record.id)[:8] or "0"
+        id8 = short_id(record.id)
         deadline = time.monotonic() + self.options.attach_wait_s
         while True:
             found = sorted(folder.glob(f"*_{id8}.png")) if folder.is_dir() else []

@@ -31,7 +31,7 @@ from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 from streamdetect.sinks.clip_ring import StreamAudio
 from streamdetect.util.files import atomic_write
 from streamdetect.util.locks import PathInUse, PathLock
-from streamdetect.util.names import safe_name
+from streamdetect.util.names import safe_name, short_id
 from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class ClipFile:
     time: datetime
     score: float
     size: int  # of the clip and its image together
-    event_id8: str = ""  # the first 8 characters of the event id (what `streamdetect refine --clips` looks up)
+    event_id8: str = ""  # the event's ``short_id`` (what `streamdetect refine --clips` looks up)
 
 
 def scan_clips(root: Path) -> list[ClipFile]:
@@ -240,7 +240,7 @@ class ClipsSink(Sink):
         if samples is None:
             return
         name = (f"{(origin + timedelta(seconds=record.start_s)).strftime(TIME_FORMAT)}_{safe_name(record.stream)}_"
-                f"{record.peak_score:.4f}_{re.sub('[^0-9A-Za-z]', '', record.id)[:8] or '0'}.{self.options.format}")
+                f"{record.peak_score:.4f}_{short_id(record.id)}.{self.options.format}")
         folder = self.root / safe_name(record.label)
         path = folder / name
         if path.resolve().parent.parent != self.root.resolve():  # safe_name makes this impossible; be sure
