@@ -40,8 +40,6 @@ class Reloader:
         self._pending = 0
         self._apply: Callable[[Config], Ticket] | None = None
         self._closed = False
-        self.applied = 0  # reloads the running detector took (tests and logs read it)
-        self.rejected = 0
         self._thread = threading.Thread(target=self._run, name="config-reload", daemon=True)
         self._thread.start()
 
@@ -79,7 +77,6 @@ class Reloader:
             try:
                 self._reload(apply)
             except Exception:  # noqa: BLE001 - a reload must never end the daemon
-                self.rejected += 1
                 log.exception("SIGHUP: config reload failed; the running config stays")
 
     def _reload(self, apply: Callable[[Config], Ticket]) -> None:
@@ -87,7 +84,6 @@ class Reloader:
         try:
             config = self._load()
         except ConfigError as e:
-            self.rejected += 1
             log.error("SIGHUP: config reload rejected, the running config stays (%d problem(s))", len(e.problems))
             for path, message in e.problems:
                 log.error("SIGHUP: %s: %s%s", e.source, f"{path}: " if path else "", message)
@@ -103,8 +99,6 @@ class Reloader:
                         "gets to it", self._apply_timeout_s)
             return
         if ticket.error is not None:
-            self.rejected += 1
             log.error("SIGHUP: config reload failed, the running config stays: %s", ticket.error)
             return
-        self.applied += 1
         log.info("SIGHUP: config reload applied: events %s", ", ".join(e.label for e in config.events))

@@ -151,7 +151,6 @@ class AppriseSink(Sink):
         self.last_sent: dict[str, datetime] = {}
         self.sent = 0
         self.suppressed = {"rate_limit": 0, "quiet_hours": 0}
-        self.attachments_missing = 0
         self.late_dropped = 0  # spooled notifications older than max_late_s when the service answered again
         self._stop = threading.Event()
         self._spool: Spool | None = None
@@ -252,7 +251,6 @@ class AppriseSink(Sink):
             if found:
                 return found[-1]
             if time.monotonic() >= deadline or self._stop.wait(0.2):
-                self.attachments_missing += 1
                 log.warning("apprise: no spectrogram of the %s event %s in %s after %.0f s; sent without",
                             record.label, id8, folder, self.options.attach_wait_s)
                 return None

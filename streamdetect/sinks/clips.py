@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import threading
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -181,7 +180,6 @@ class ClipsSink(Sink):
         self._streams: dict[str, StreamAudio] = {}
         self._closing = False
         self._retention_lock = threading.Lock()
-        self.written: deque[Path] = deque(maxlen=1000)  # the latest clips this instance wrote, for tests
         if options.spectrogram:
             from streamdetect.sinks.spectrogram import require_matplotlib
 
@@ -252,7 +250,6 @@ class ClipsSink(Sink):
         except (OSError, sf.LibsndfileError) as e:
             raise SinkError(f"clips sink: cannot write {path}: {e} (free some space, lower max_total_mb, or "
                             f"check the permissions of {self.root})") from e
-        self.written.append(path)
         log.info("clip %s: %.1f s", path, samples.shape[0] / sample_rate)
         if self.options.spectrogram:
             self._write_image(path, record, samples, sample_rate, first / sample_rate)
