@@ -17,7 +17,7 @@ from pathlib import Path
 
 from streamdetect.schedule import zone
 from streamdetect.util.names import short_id
-from streamdetect.util.times import datetime_of
+from streamdetect.util.times import datetime_of, iso_of
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ def day_summary(db_path: Path, day: date, tz_name: str, clips: Mapping[str, Path
 
     start, end = local_day_bounds(day, tz_name)
     tz = zone(tz_name)
-    rows = records_between(db_path, (start - timedelta(days=1)).isoformat(), (end + timedelta(days=1)).isoformat())
+    day_s = 86_400.0  # a day's margin either side: records carry the time zone they were written in
+    rows = records_between(db_path, iso_of(start.timestamp() - day_s), iso_of(end.timestamp() + day_s))
     events: dict[str, dict] = {}
     for row in rows:
         event = events.setdefault(row["id"], {"label": row["label"], "fired": None, "score": row["peak_score"],
