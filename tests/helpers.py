@@ -93,6 +93,13 @@ def collecting_sink():
     return Collect()
 
 
+def written_clips(sink) -> list[Path]:
+    """The clips a clips sink wrote, found as the sink itself finds them after a restart (``scan_clips``)."""
+    from streamdetect.sinks.clips import scan_clips
+
+    return sorted(c.path for c in scan_clips(sink.root))
+
+
 def make_detector(model: Path, events: list[dict], *, encoder=None, bank=None, observer=None, embedding_log=None,
                   **config: Any):
     """``(detector, sink)``: a detector built the way the daemon builds one (``build_detector``) for ``events``

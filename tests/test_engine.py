@@ -122,7 +122,7 @@ def test_source_config_mistakes_are_reported():
     from streamdetect.config import ConfigError
 
     events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
-    with pytest.raises(ConfigError, match="source names must be unique"):
+    with pytest.raises(ConfigError, match=r"must be unique: sources\[0\] and sources\[1\] are both named 'a'"):
         parse_config({"events": events, "sources": [{"type": "file", "name": "a", "path": "1.wav"},
                                                     {"type": "file", "name": "a", "path": "2.wav"}]})
     with pytest.raises(ConfigError, match=r"sources\[1\]\.type: unknown source type 'rtsp'"):

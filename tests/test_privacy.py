@@ -9,7 +9,14 @@ import threading
 
 import numpy as np
 import soundfile as sf
-from helpers import SAMPLE_RATE, collecting_sink, file_windows, split_threshold, write_tone_scene
+from helpers import (
+    SAMPLE_RATE,
+    collecting_sink,
+    file_windows,
+    split_threshold,
+    write_tone_scene,
+    written_clips,
+)
 
 from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
@@ -65,7 +72,7 @@ def test_speech_windows_are_silenced_in_clips_and_absent_from_the_embedding_log(
     assert 0 < len(private) < len(windows)
     clips, records, log, metrics, stream = run(tiny_model, wav, privacy_config(tiny_model, threshold),
                                                {"dir": tmp_path / "clips", "spectrogram": True})
-    [path] = clips.written
+    [path] = written_clips(clips)
     data, _ = sf.read(path, dtype="float32")
     source, _ = sf.read(wav, dtype="float32")
     expected = source.copy()
@@ -89,7 +96,7 @@ def test_skip_mode_writes_no_clip_for_an_event_touching_speech(tiny_model, tmp_p
     clips, records, *_ = run(tiny_model, wav, privacy_config(tiny_model, threshold),
                              {"dir": tmp_path / "clips", "private": "skip"})
     assert records and records[-1].private is True
-    assert list(clips.written) == [] and not any((tmp_path / "clips").rglob("*.flac"))
+    assert written_clips(clips) == [] and not any((tmp_path / "clips").rglob("*.flac"))
 
 
 def test_no_speech_means_nothing_private_and_an_explicit_false(tiny_model, tmp_path):
@@ -97,7 +104,7 @@ def test_no_speech_means_nothing_private_and_an_explicit_false(tiny_model, tmp_p
     clips, records, log, _, stream = run(tiny_model, wav, privacy_config(tiny_model, 1.0),
                                          {"dir": tmp_path / "clips"})
     source, _ = sf.read(wav, dtype="float32")
-    data, _ = sf.read(clips.written[0], dtype="float32")
+    data, _ = sf.read(written_clips(clips)[0], dtype="float32")
     np.testing.assert_allclose(data, source, atol=PCM_TOL, rtol=0)
     assert stream.private_windows == 0 and len(log.windows) == stream.windows
     assert records[-1].to_dict()["private"] is False  # the filter is on and found nothing

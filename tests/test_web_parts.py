@@ -11,6 +11,7 @@ import pytest
 from helpers import event_record
 
 from streamdetect.config import ConfigError
+from streamdetect.config.yamledit import update_yaml
 from streamdetect.pipeline.events import LabelScore
 from streamdetect.pipeline.observers import WindowView
 from streamdetect.store import EventFilter, activity, connect, event_streams, list_events, set_feedback
@@ -18,7 +19,6 @@ from streamdetect.web.examples import ExampleError, ExampleFolder, checked_audio
 from streamdetect.web.live import LiveHub
 from streamdetect.web.settings_form import form_of, merged_data, schema, yaml_sections
 from streamdetect.web.spectro import SpectrogramParams, columns
-from streamdetect.web.yamlfile import update_yaml
 
 SR = 48_000
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.model.manifest import AUDIO_ENCODER, ModelBundle
+from streamdetect.util.times import iso_of
 
 
 def log_key(bundle: ModelBundle) -> str:
@@ -84,7 +85,7 @@ class Stretch:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+    return iso_of(epoch, "seconds")
 
 
 def stretches(logged: LoggedWindows, scores: np.ndarray, top: int = 10, drop: float = 0.5) -> Iterator[Stretch]:

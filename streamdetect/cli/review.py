@@ -9,6 +9,7 @@ from pathlib import Path
 
 from streamdetect.cli.common import UsageError, load, log
 from streamdetect.cli.parser import DEFAULT_DB
+from streamdetect.util.names import short_id
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -137,7 +138,7 @@ def _clip_embedder(folder: Path, bundle, config):
 
     def embed(event_id: str):
         nonlocal frontend, encoder
-        path = by_id.get(event_id[:8])
+        path = by_id.get(short_id(event_id))
         if path is None:
             return None
         if encoder is None:  # opened only when a marked event has a clip
@@ -165,7 +166,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         return 0
     for r in rows:  # the id's first 8 characters: `feedback --event` takes any unique prefix of 6 or more
         extent = f"{r['start_s']:.1f}-{r['end_s']:.1f} s" if r["end_s"] is not None else f"from {r['start_s']:.1f} s"
-        print(f"{r['id'][:8]}  {r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
+        print(f"{short_id(r['id'])}  {r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
               f"peak {r['peak_score']:.3f}" + (f"  {r['feedback']}" if r["feedback"] else "")
               + ("  interrupted (closed at restart)" if r["interrupted"] else ""))
     print(f"{len(rows)} records, newest first", file=sys.stderr)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 from pydantic import (
@@ -21,6 +22,24 @@ from streamdetect.config.web import WebConfig
 from streamdetect.schedule import Period
 
 OptionsT = TypeVar("OptionsT", bound=PluginOptions)
+
+
+def same_names(names: Sequence[str | None], where: str) -> str | None:
+    """The one rule that stream names are unique, as a message naming the first two entries that share a name.
+
+    Stream names key records, metrics, topics and clips: two streams of one name would mix them up (two file
+    sources named after files with the same basename each got the other's clips). Config validation applies it
+    to the names written in the file; ``run`` applies it again to the names the sources took, since a source
+    without ``name:`` is named after its file, URL or device only once it is opened."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name is None:
+            continue
+        if name in seen:
+            return (f"source names must be unique: {where}[{seen[name]}] and {where}[{i}] are both named {name!r}; "
+                    "give each its own `name:`")
+        seen[name] = i
+    return None
 
 
 class Config(Strict):
@@ -61,9 +80,9 @@ class Config(Strict):
     def _one_way_to_name_sources(self) -> Config:
         if self.source is not None and self.sources:
             raise ValueError("give either `source` or `sources`, not both")
-        names = [s.name for s in self.sources if s.name]
-        if len(names) != len(set(names)):
-            raise ValueError(f"source names must be unique, found {names}")
+        problem = same_names([s.name for s in self.sources], "sources")
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

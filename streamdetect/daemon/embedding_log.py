@@ -24,16 +24,10 @@ from streamdetect.util.files import atomic_write
 from streamdetect.util.locks import PathLock
 from streamdetect.util.names import safe_name
 from streamdetect.util.ratelimit import RateLimitedLog
+from streamdetect.util.times import epoch_of
 
 log = logging.getLogger(__name__)
 
-
-
-def _epoch(iso: str) -> float:
-    when = datetime.fromisoformat(iso)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
 
 
 @dataclass(frozen=True)
@@ -65,7 +59,7 @@ class EmbeddingLogWriter:
 
     def add(self, stream: str, start_s: float, end_s: float, wall_time: str, embedding: np.ndarray) -> None:
         try:
-            self.queue.put_nowait(_Row(stream, start_s, end_s, _epoch(wall_time),
+            self.queue.put_nowait(_Row(stream, start_s, end_s, epoch_of(wall_time),
                                        np.asarray(embedding, dtype=np.float16)))
         except queue.Full:
             self.dropped += 1

@@ -313,9 +313,6 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
                 ) -> tuple[list[RunSummary], EngineStats]:
     """Run every source in its own feeding thread through one batching engine until all end or ``stop``;
     ``settings[i]`` holds source i's own detection settings (default: the config's)."""
-    names = [s.name for s in sources]
-    if len(set(names)) != len(names):  # records, metrics and clips are keyed by stream name
-        raise ValueError(f"stream names must be unique, found {names}")
     engine = engine or BatchingEngine(detector)
     detector.expect_streams({s.name: settings[i].labels if settings else None for i, s in enumerate(sources)})
     if engine.observer is not None:

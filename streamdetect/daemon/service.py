@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from datetime import datetime, timezone
 from pathlib import Path
 
 from streamdetect.analysis.embedding_log import log_key
@@ -34,6 +34,7 @@ from streamdetect.schedule import Clock, utc_now
 from streamdetect.sinks.base import SinkContext, SinkSet, build_sinks
 from streamdetect.sources.base import AudioSource
 from streamdetect.util.memory import NativeHeap
+from streamdetect.util.times import iso_of
 from streamdetect.web.tokens import WebError, web_tokens
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,7 @@ class DetectorService:
         log.info("listening to %s for %s (%s, %s)", ", ".join(s.name for s in sources),
                  ", ".join(self.detector.bank.labels), self.detector.encoder.file, self.detector.encoder.describe())
         # what a crash (SIGKILL, power cut) of an earlier run left open gets its end before any new record
-        for record in self.sinks.close_left_open({s.name for s in sources},
-                                                   datetime.now(timezone.utc).isoformat(timespec="milliseconds")):
+        for record in self.sinks.close_left_open({s.name for s in sources}, iso_of(time.time())):
             if self.metrics is not None:
                 self.metrics.record_emitted(record)
         return run_sources(self.detector, sources, stop, engine=self.engine, settings=settings)

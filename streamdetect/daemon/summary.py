@@ -65,8 +65,6 @@ class SummaryScheduler:
         self.senders, self.failures, self.clock, self.check_s = senders, failures, clock, check_s
         self.chart_dir = chart_dir or self.db.parent / "summaries"
         self.next_due = local_time_today(self.site, self.at, clock())
-        self.sent: list[DaySummary] = []
-        self.store_failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="daily-summary", daemon=True)
 
@@ -88,7 +86,6 @@ class SummaryScheduler:
         try:
             summary = summarise_day(self.db, day, self.site.timezone, self.clips)
         except (OSError, ValueError) as e:
-            self.store_failures += 1
             log.error("summary of %s: cannot read the event store %s: %s", day, self.db, e)
             return None
         chart = self._chart(summary)
@@ -97,7 +94,6 @@ class SummaryScheduler:
                 sink.summary(summary, chart)
             except Exception as e:  # noqa: BLE001 - one sink failing must not stop the others
                 self.failures.failed(name, f"summary of {day}", e)
-        self.sent.append(summary)
         return summary
 
     def _chart(self, summary: DaySummary) -> Path | None:

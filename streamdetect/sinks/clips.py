@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import threading
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,7 +30,7 @@ from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 from streamdetect.sinks.clip_ring import StreamAudio
 from streamdetect.util.files import atomic_write
 from streamdetect.util.locks import PathInUse, PathLock
-from streamdetect.util.names import safe_name
+from streamdetect.util.names import safe_name, short_id
 from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class ClipFile:
     time: datetime
     score: float
     size: int  # of the clip and its image together
-    event_id8: str = ""  # the first 8 characters of the event id (what `streamdetect refine --clips` looks up)
+    event_id8: str = ""  # the event's ``short_id`` (what `streamdetect refine --clips` looks up)
 
 
 def scan_clips(root: Path) -> list[ClipFile]:
@@ -180,7 +179,6 @@ class ClipsSink(Sink[ClipsOptions]):
         self._streams: dict[str, StreamAudio] = {}
         self._closing = False
         self._retention_lock = threading.Lock()
-        self.written: deque[Path] = deque(maxlen=1000)  # the latest clips this instance wrote, for tests
         if options.spectrogram:
             from streamdetect.sinks.spectrogram import require_matplotlib
 
@@ -239,7 +237,7 @@ class ClipsSink(Sink[ClipsOptions]):
         if samples is None:
             return
         name = (f"{(origin + timedelta(seconds=record.start_s)).strftime(TIME_FORMAT)}_{safe_name(record.stream)}_"
-                f"{record.peak_score:.4f}_{re.sub('[^0-9A-Za-z]', '', record.id)[:8] or '0'}.{self.options.format}")
+                f"{record.peak_score:.4f}_{short_id(record.id)}.{self.options.format}")
         folder = self.root / safe_name(record.label)
         path = folder / name
         if path.resolve().parent.parent != self.root.resolve():  # safe_name makes this impossible; be sure
@@ -251,7 +249,6 @@ class ClipsSink(Sink[ClipsOptions]):
         except (OSError, sf.LibsndfileError) as e:
             raise SinkError(f"clips sink: cannot write {path}: {e} (free some space, lower max_total_mb, or "
                             f"check the permissions of {self.root})") from e
-        self.written.append(path)
         log.info("clip %s: %.1f s", path, samples.shape[0] / sample_rate)
         if self.options.spectrogram:
             self._write_image(path, record, record.end_s, samples, sample_rate, first / sample_rate)

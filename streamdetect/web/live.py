@@ -13,14 +13,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from streamdetect.pipeline.observers import WindowView
+from streamdetect.util.stft import Stft
+from streamdetect.util.times import epoch_of
 from streamdetect.web.listen import AudioGate, ListenRing
-from streamdetect.web.spectro import SpectrogramParams, columns, encode, hop_samples
+from streamdetect.web.spectro import SpectrogramParams, encode, hop_samples, quantise, stft
 
 MAX_PUSH_S = 2.0
 LISTEN_KEEP_S = 10.0  # shown audio kept per stream for listeners (PCM16 at the model rate: ~1 MB at 48 kHz)
@@ -38,11 +39,6 @@ def _newer(items: deque, after: int, most: int) -> list:
     return out
 
 
-def _epoch(iso: str) -> float:
-    when = datetime.fromisoformat(iso)
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
-
-
 @dataclass
 class _Stream:
     name: str
@@ -50,7 +46,7 @@ class _Stream:
     sample_rate: int = 0
     heard_at: float = 0.0  # monotonic time of the last audio
     windows_seen: int = 0
-    carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    stft: Stft | None = None  # made at the first shown audio, when the sample rate is known; keeps the carry
     cols: deque = field(default_factory=deque)  # (seq, wall epoch of the column, bytes)
     windows: deque = field(default_factory=deque)  # (seq, dict)
     embeddings: deque = field(default_factory=deque)  # (wall epoch, start_s, end_s, float16 vector)
@@ -99,13 +95,12 @@ class LiveHub:
 
     def _show(self, s: _Stream, blocks: list[tuple[int, np.ndarray]]) -> None:
         """Audio that may be shown: into the listeners' ring and the spectrogram columns."""
-        hop = hop_samples(self.params, s.sample_rate)
+        if s.stft is None or s.stft.hop != hop_samples(self.params, s.sample_rate):  # first audio, or a new rate
+            s.stft = stft(self.params, s.sample_rate)
+        hop = s.stft.hop
         for start, block in blocks:
             s.ring.add(start, block, s.sample_rate)
-            audio = np.concatenate([s.carry, block]) if s.carry.size else block
-            cols = columns(audio, s.sample_rate, self.params)
-            used = cols.shape[0] * hop
-            s.carry = audio[used:].copy() if used < audio.size else np.zeros(0, np.float32)
+            cols = quantise(s.stft.push(block), self.params.n_bins)
             now = time.time()
             for i, col in enumerate(cols):
                 self._seq += 1
@@ -116,7 +111,7 @@ class LiveHub:
                 s.seq = self._seq
 
     def live_window(self, view: WindowView) -> None:
-        wall = _epoch(view.wall_time)
+        wall = epoch_of(view.wall_time)
         scores = {label: round(float(v), 4) for label, v in zip(view.labels, view.scores, strict=True)}
         entry = {"t": round(wall, 3), "scores": scores, "gated": view.gated}
         with self._lock:
