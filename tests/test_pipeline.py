@@ -19,7 +19,7 @@ from helpers import (
     write_tone_scene,
 )
 
-from streamdetect.analysis.replay import run_source
+from streamdetect.analysis.replay import Replay, run_source
 from streamdetect.config import parse_config
 from streamdetect.embed.encoder.base import RuntimeOptions
 from streamdetect.embed.encoder.text import TextEncoder
@@ -109,13 +109,13 @@ def test_two_detectors_and_interleaved_streams_do_not_share_state(tiny_model, tm
         return [(r.phase, r.start_s, r.end_s) for r in sink.records]
 
     det, sink = make_detector(tiny_model, events, runtime={"device": "cpu", "batch_size": 3})
-    streams = {w: det.open_stream(w.name, live=False) for w in (wav_a, wav_b)}
+    streams = {w: Replay(det, det.open_stream(w.name, live=False)) for w in (wav_a, wav_b)}
     gens = {w: FileSource(FileOptions(path=str(w), block_s=0.7), 48_000).blocks(threading.Event()) for w in streams}
     for blocks in zip(*gens.values(), strict=True):  # interleave the two files block by block
         for w, block in zip(gens, blocks, strict=True):
-            det.push(streams[w], block)
+            streams[w].push(block)
     for w in streams:
-        det.finish(streams[w])
+        streams[w].finish()
     for w in streams:
         got = [(r.phase, r.start_s, r.end_s) for r in sink.records if r.stream == w.name]
         assert got == alone(w)

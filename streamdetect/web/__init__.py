@@ -2,6 +2,6 @@
 playground and settings.
 
 ``server.WebServer`` runs a Starlette app under uvicorn in a thread that ``DetectorService`` owns; ``live.LiveHub``
-is the detector's ``LiveObserver`` and holds what the live view shows. Nothing outside ``daemon`` and ``cli``
-imports this package.
+hears the audio tap and the detector's window results and holds what the live view shows. Nothing outside
+``daemon`` and ``cli`` imports this package.
 """
