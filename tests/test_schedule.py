@@ -11,6 +11,7 @@ from helpers import SAMPLE_RATE, FakeEncoder, collecting_sink, config_dict, imme
 from streamdetect.analysis.replay import Replay
 from streamdetect.config import ConfigError, parse_config
 from streamdetect.daemon.build import build_detector
+from streamdetect.daemon.metrics import Metrics
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.schedule import Period, Schedule, Site, local_time_today, sun_time
 from streamdetect.sinks.base import Sink, SinkSet
@@ -115,12 +116,13 @@ class AudioTap(Sink):
         self.blocks.append((start_sample, block.copy()))
 
 
-def scheduled_detector(model, events, clock, **config):
+def scheduled_detector(model, events, clock, listeners=(), **config):
     encoder = FakeEncoder.for_model(model)
     sink, tap = collecting_sink(), AudioTap()
     data = config_dict(model, events, site={"timezone": "Europe/Berlin"}, **config)
     detector = build_detector(parse_config(data), ModelBundle.load(model),
-                              SinkSet([("collect", sink), ("tap", tap)]), encoder=encoder, clock=clock)
+                              SinkSet([("collect", sink), ("tap", tap)]), encoder=encoder, clock=clock,
+                              listeners=listeners)
     return detector, encoder, sink, tap
 
 
@@ -135,7 +137,8 @@ def test_the_encoder_is_not_called_outside_every_period(tiny_model):
     events = [immediate_event("a", threshold=-1.0, schedule=["05:00-06:00"]),
               immediate_event("b", threshold=-1.0, schedule=["22:00-02:00"])]
     start = local("Europe/Berlin", 2026, 3, 29, 4, 59, 50)  # the DST morning
-    detector, encoder, sink, _ = scheduled_detector(tiny_model, events, lambda: start)
+    metrics = Metrics()
+    detector, encoder, sink, _ = scheduled_detector(tiny_model, events, lambda: start, listeners=[metrics])
     stream = detector.open_stream("garden", live=True)
     push_seconds(Replay(detector, stream), 30.0)
     starts = [w for w in range(0, 28)]  # windows start every 1 s: 0 .. 27 s (3 s windows, 30 s of audio)
@@ -144,6 +147,9 @@ def test_the_encoder_is_not_called_outside_every_period(tiny_model):
     assert stream.scheduled_out_windows == len(starts) - len(due) and stream.windows_processed == len(due)
     assert {r.label for r in sink.records} == {"a"}  # b is outside its period and never fires
     assert sink.records[0].start_s == float(due[0])
+    counted = {name: metrics.registry.get_sample_value(f"streamdetect_{name}_total", {"stream": "garden"})
+               for name in ("windows", "scheduled_out_windows")}
+    assert counted == {"windows": len(due), "scheduled_out_windows": len(starts) - len(due)}
 
     midday = local("Europe/Berlin", 2026, 3, 29, 12, 0)
     detector2, encoder2, sink2, _ = scheduled_detector(tiny_model, events, lambda: midday)
