@@ -316,9 +316,9 @@ def test_front_end_threads_from_config_give_the_same_scores_and_events(tiny_mode
     wav = write_tone_scene(tmp_path / "scene.wav", seconds=10.0)
     one, _ = make_detector(tiny_model, EVENTS, runtime={"device": "cpu", "batch_size": 8})
     three, _ = make_detector(tiny_model, EVENTS, runtime={"device": "cpu", "batch_size": 8, "frontend_threads": 3})
-    assert (one.frontend.threads, three.frontend.threads) == (1, 3)
-    used, own = [], three.frontend._own
-    three.frontend._own = lambda: used.append(threading.current_thread().name) or own()
+    assert (one.scorer.frontend.threads, three.scorer.frontend.threads) == (1, 3)
+    used, own = [], three.scorer.frontend._own
+    three.scorer.frontend._own = lambda: used.append(threading.current_thread().name) or own()
     a, b = score_file(one, wav), score_file(three, wav)
     np.testing.assert_array_equal(a.scores, b.scores)
     assert a.events == b.events
