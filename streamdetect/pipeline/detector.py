@@ -1,16 +1,16 @@
 """The streaming detector: audio -> windows -> scores -> event trackers -> records, and one result per window.
 
-All streaming state lives in ``Detector`` and its ``StreamState`` objects, so two detectors (or two streams)
-can run side by side in one process and one test. Its collaborators (encoder, prompt bank, outputs, observer,
-window listeners) are handed in when it is built; ``streamdetect.daemon.build`` builds them from a config.
-Audio enters by ``feed`` alone; whoever drives it (the batching engine, replay) analyses the windows it returns.
+All streaming state lives in ``Detector`` and its ``StreamState`` objects, so two detectors can run side by
+side in one process and one test. Its collaborators (encoder, prompt bank, outputs, observer, window listeners)
+are handed in at construction (``streamdetect.daemon.build``). Audio enters by ``feed`` alone; whoever drives
+it (the batching engine, replay) analyses the windows it returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from streamdetect.pipeline import judge
 from streamdetect.pipeline.events import Catalog, EventRecord, event_rules
 from streamdetect.pipeline.gates import event_schedules, floor_of, listening
 from streamdetect.pipeline.observers import DetectorObserver, Outputs
-from streamdetect.pipeline.reconfigure import retrack, warn_restart_only
+from streamdetect.pipeline.reconfigure import BankFor, retrack, warn_restart_only
 from streamdetect.pipeline.registry import StreamRegistry
 from streamdetect.pipeline.results import WindowListener, WindowResult
 from streamdetect.pipeline.scorer import WindowScorer
@@ -33,8 +33,6 @@ from streamdetect.schedule import Clock, utc_now
 from streamdetect.sources.base import Gap
 
 log = logging.getLogger(__name__)
-
-BankFor = Callable[[Config], PromptBank]  # a reloaded config -> its prompt bank
 
 
 class Detector:
@@ -54,7 +52,7 @@ class Detector:
         self.clock = clock  # an aware datetime now: schedules, and the wall time of live streams
         self.schedules = event_schedules(config)
         self.registry = StreamRegistry()
-        self.streams = self.registry.streams
+        self.streams = self.registry.streams  # every stream opened, in order
 
     @property
     def filters_privacy(self) -> bool:

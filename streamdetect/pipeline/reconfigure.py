@@ -5,13 +5,17 @@ its own settings. Returns the records of what was closed, for the detector to em
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from streamdetect.config import Config, NoveltyConfig
 from streamdetect.pipeline.events import EventRecord, EventRules, EventTracker
 from streamdetect.pipeline.novelty import NoveltyState
 from streamdetect.pipeline.streams import StreamState
+from streamdetect.prompts.bank import PromptBank
 
 log = logging.getLogger(__name__)
+
+BankFor = Callable[[Config], PromptBank]  # a reloaded config -> its prompt bank
 
 RESTART_KEYS = ("windows", "runtime", "sources", "source", "sinks", "model", "metrics", "control",
                 "embedding_log", "summary", "web")
