@@ -74,12 +74,12 @@ def tiny_model(tmp_path_factory, tiny_checkpoint) -> Path:
                       lambda out: export_model(str(tiny_checkpoint), out, report=lambda _msg: None))
 
 
-MINI_CHECKPOINT = Path(__file__).resolve().parents[1] / "tools" / "mini_clap"
+MINI_CHECKPOINT = Path(__file__).resolve().parents[1] / "mini" / "clap"
 
 
 @pytest.fixture(scope="session")
 def mini_model(tmp_path_factory) -> Path:
-    """The committed mini CLAP (trained on generated sounds, tools/train_mini_clap.py), exported by the real
+    """The committed mini CLAP (trained on generated sounds, mini/train.py), exported by the real
     ``streamdetect export`` code path: the one model here whose scores mean something (in its synthetic world)."""
     from streamdetect.export.convert import export_model
 
@@ -92,7 +92,7 @@ def pulse(tmp_path_factory):
     """Environment variables that point PortAudio's ALSA 'default' device at a fresh PulseAudio null sink."""
     for tool in ("pulseaudio", "pactl", "paplay"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not found: run `bash tools/setup.sh --dev` (Debian pulseaudio, pulseaudio-utils)")
+            pytest.fail(f"{tool} not found: run `bash scripts/setup.sh --dev` (Debian pulseaudio, pulseaudio-utils)")
     runtime = tmp_path_factory.mktemp("xdg")
     runtime.chmod(0o700)
     server_env = {k: v for k, v in os.environ.items() if k != "PULSE_SERVER"}  # a set server blocks starting

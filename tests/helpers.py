@@ -310,7 +310,7 @@ class CliRun:
 
 def start_pulse(server_env: dict) -> dict:
     """Start the private server with the null sink whose monitor is the default input; the client environment.
-    The same server ``tools/virtual_mic.py`` gives users who want a microphone without a sound card."""
+    The same server ``scripts/virtual_mic.py`` gives users who want a microphone without a sound card."""
     return _virtual_mic().start_server(server_env, "streamdetect_test")
 
 
@@ -320,10 +320,6 @@ def kill_pulse(server_env: dict) -> None:
 
 
 def _virtual_mic():
-    import importlib.util
+    from scripts import virtual_mic
 
-    spec = importlib.util.spec_from_file_location("virtual_mic", Path(__file__).resolve().parents[1] / "tools"
-                                                  / "virtual_mic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return virtual_mic

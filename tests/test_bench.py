@@ -1,6 +1,7 @@
 """The speed benchmark, run quick on the tiny model: every stage it promises is measured and reported."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_quick_bench_reports_every_stage_against_one_baseline(tiny_checkpoint, tiny_model, tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "bench.py"), "--checkpoint", str(tiny_checkpoint),
+    result = subprocess.run([sys.executable, "-m", "bench.bench", "--checkpoint", str(tiny_checkpoint),
                              "--model", str(tiny_model), "--quick", "--json", str(out)],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # the bench package, run from elsewhere
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     base = report["baseline"]["p50_ms"]

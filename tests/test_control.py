@@ -23,6 +23,7 @@ from helpers import CliRun, event_spec, free_port, make_detector, write_config, 
 from streamdetect.config import parse_config
 from streamdetect.daemon.control import ControlError, ControlServer, control_token
 from streamdetect.daemon.engine import BatchingEngine, ReloadTicket, run_sources
+from streamdetect.daemon.reload import ReloadGate
 from streamdetect.sources.base import AudioSource
 
 SR = 48_000
@@ -65,7 +66,7 @@ def request(port, method="GET", body=None, token=TOKEN):
 def running(tiny_model):
     detector, sink = make_detector(tiny_model, [event_spec("x", threshold=1.0)], runtime={"batch_size": 2})
     engine = BatchingEngine(detector)
-    server = ControlServer(lambda: detector.config, engine.request_reload, TOKEN, "127.0.0.1", 0)
+    server = ControlServer(ReloadGate(lambda: detector.config, engine.request_reload), TOKEN, "127.0.0.1", 0)
     stop = threading.Event()
     thread = threading.Thread(target=run_sources, args=(detector, [PacedNoise()], stop, engine), daemon=True)
     thread.start()
@@ -171,7 +172,8 @@ def test_slow_or_failed_reload_is_reported(tiny_model):
     failed = ReloadTicket(error="RuntimeError: text encoder broke")
     failed.done.set()
     for ticket, status in ((ReloadTicket(), 202), (failed, 500)):
-        server = ControlServer(lambda: config, lambda _c, t=ticket: t, TOKEN, "127.0.0.1", 0, apply_timeout_s=0.2)
+        server = ControlServer(ReloadGate(lambda: config, lambda _c, t=ticket: t, apply_timeout_s=0.2), TOKEN,
+                               "127.0.0.1", 0)
         try:
             code, body = request(server.address[1], "PUT", [{"label": "y", "prompts": ["b"], "threshold": 0.5}])
         finally:
@@ -182,7 +184,7 @@ def test_slow_or_failed_reload_is_reported(tiny_model):
 
 def test_a_malformed_content_length_is_a_400_not_a_crash(tiny_model):
     config = parse_config({"model": str(tiny_model), "events": [{"label": "x", "prompts": ["a"], "threshold": 0.5}]})
-    server = ControlServer(lambda: config, lambda _c: None, TOKEN, "127.0.0.1", 0)
+    server = ControlServer(ReloadGate(lambda: config, lambda _c: None), TOKEN, "127.0.0.1", 0)
     try:
         with socket.create_connection(server.address[:2], timeout=10) as conn:
             conn.sendall(f"PUT /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"

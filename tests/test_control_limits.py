@@ -16,6 +16,7 @@ from helpers import run_cli, write_config, write_tone_scene
 from streamdetect.config import parse_config
 from streamdetect.daemon.control import MAX_CONNECTIONS, ControlServer, json_depth_exceeds
 from streamdetect.daemon.engine import ReloadTicket
+from streamdetect.daemon.reload import ReloadGate
 from streamdetect.util.logs import escape_control
 
 TOKEN = "another-s3cret-for-tests"
@@ -32,7 +33,7 @@ def server():
         ticket.done.set()
         return ticket
 
-    srv = ControlServer(lambda: config, reload, TOKEN, "127.0.0.1", 0, idle_timeout_s=0.5)
+    srv = ControlServer(ReloadGate(lambda: config, reload), TOKEN, "127.0.0.1", 0, idle_timeout_s=0.5)
     try:
         yield srv, applied
     finally:

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_configuration_reference_is_generated_from_the_schema():
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "config_reference.py"), "--check"],
+    result = subprocess.run([sys.executable, "-m", "scripts.config_reference", "--check"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     page = (ROOT / "docs" / "configuration.md").read_text()

@@ -11,15 +11,14 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 SR = 48_000
 
-# tools/embedding_map.py's main() for each dataset, in one interpreter: the UMAP fit's numba kernels are compiled
+# mini/embedding_map.py's main() for each dataset, in one interpreter: the UMAP fit's numba kernels are compiled
 # at the first fit (about 12 s on 2 cores), so one process serves both layouts.
 MAP_EACH = """
 import contextlib, io, json, sys
-sys.path.insert(0, sys.argv[1])
-import embedding_map
+from mini import embedding_map
 
 results = {}
-for name, argv in json.loads(sys.argv[2]).items():
+for name, argv in json.loads(sys.argv[1]).items():
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = embedding_map.main(argv)
@@ -79,7 +78,7 @@ def maps(tiny_model, tmp_path_factory):
             "esc50": [str(_esc50(tmp)), "--model", str(tiny_model), "--prompt-template", "This is a sound of {}."]}
     for name, (out, heat, js) in files.items():
         jobs[name] += ["--out", str(out), "--heatmap", str(heat), "--json", str(js)]
-    result = subprocess.run([sys.executable, "-c", MAP_EACH, str(ROOT / "tools"), json.dumps(jobs)],
+    result = subprocess.run([sys.executable, "-c", MAP_EACH, json.dumps(jobs)], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("RESULTS "))[8:])

@@ -1,7 +1,7 @@
 """The ffmpeg source against a real HTTP audio stream on loopback, with outages, crashes and stalls.
 
 The server below streams an endless float32 WAV at 44.1 kHz paced at real time, so Debian's ffmpeg (installed
-by ``tools/setup.sh --dev``; these tests fail rather than skip without it) must resample to the 48 kHz model
+by ``scripts/setup.sh --dev``; these tests fail rather than skip without it) must resample to the 48 kHz model
 rate. The test controls what it plays (noise, a 3 kHz tone, silence), can stop it (connections closed, port
 released) and restart it on the same port, or pause it (socket open, no bytes: a half-open camera).
 """
@@ -44,7 +44,7 @@ FAST_START = ["-probesize", "32", "-analyzeduration", "0"]
 @pytest.fixture(autouse=True, scope="module")
 def _ffmpeg_installed():
     if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg not found: run `bash tools/setup.sh --dev` (Debian package ffmpeg)")
+        pytest.fail("ffmpeg not found: run `bash scripts/setup.sh --dev` (Debian package ffmpeg)")
 
 
 class WavStreamServer:

@@ -1,6 +1,5 @@
 """What the bench reports about the machine: the CPU's flags and fp32 peak, and the FLOP of an exported graph."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,11 +7,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from bench.hardware import hardware_lines, hardware_report, peak_fraction
 from streamdetect.export.flops import count_flops
 from streamdetect.util.cpu import CpuInfo
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from bench_hardware import hardware_lines, hardware_report, peak_fraction  # noqa: E402
 
 EPYC = """processor\t: 0
 vendor_id\t: AuthenticAMD

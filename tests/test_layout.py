@@ -3,8 +3,7 @@ layers, and no module grows past about 400 lines."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,11 +11,9 @@ PACKAGE = ROOT / "streamdetect"
 
 
 def checker():
-    spec = importlib.util.spec_from_file_location("check_imports", ROOT / "tools" / "check_imports.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["check_imports"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    from scripts import check_imports
+
+    return check_imports
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -87,7 +84,7 @@ def test_a_package_circle_and_an_upward_import_are_found_and_so_is_a_module_on_n
     assert any("streamdetect.model.manifest imports streamdetect.embed.frontend" in line for line in found)
     assert any("streamdetect.web.app imports streamdetect.daemon" in line for line in found)
     assert any("only streamdetect.cli may import streamdetect.export" in line for line in found)
-    assert "streamdetect.newthing is on no floor: add it (or its package) to FLOORS in tools/check_imports.py" in found
+    assert "streamdetect.newthing is on no floor: add it (or its package) to FLOORS in scripts/check_imports.py" in found
     assert not any(line.startswith("import circle") for line in found)
 
 
@@ -97,7 +94,30 @@ def test_no_module_is_over_400_lines():
     assert long == {}
 
 
+# The packages beside streamdetect, bottom-up: each may import streamdetect and the ones before it, never the tests.
+TOOL_PACKAGES = ("mini", "scripts", "bench")
+
+
+def _tool_files() -> list[Path]:
+    return sorted(p for name in (*TOOL_PACKAGES, "tools") for p in (ROOT / name).rglob("*.py"))
+
+
 def test_tools_never_import_the_tests():
-    offenders = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tools").glob("*.py"))
+    offenders = [str(p.relative_to(ROOT)) for p in _tool_files()
                  if "conftest" in p.read_text(encoding="utf-8") or "tests\"" in p.read_text(encoding="utf-8")]
+    assert offenders == []
+
+
+def test_tool_packages_import_each_other_by_package_one_way_and_never_touch_sys_path():
+    offenders = []
+    for path in _tool_files():
+        text = path.read_text(encoding="utf-8")
+        if "sys.path" in text:
+            offenders.append(f"{path.relative_to(ROOT)}: sys.path")
+        own = path.relative_to(ROOT).parts[0]
+        above = TOOL_PACKAGES[TOOL_PACKAGES.index(own) + 1:] if own in TOOL_PACKAGES else ()
+        for node in ast.walk(ast.parse(text)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{path.relative_to(ROOT)}: imports {n}" for n in names if n.split(".")[0] in above]
     assert offenders == []

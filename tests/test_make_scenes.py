@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
+from mini import scenes as make_scenes
 
-import make_scenes  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "make_scenes.py"), *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mini.scenes", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 

@@ -88,7 +88,7 @@ def promtool_check(text):
     """``promtool check metrics`` (Prometheus' linter) over a scrape; '' when it has nothing to say."""
     binary = shutil.which("promtool")
     if binary is None:
-        pytest.fail("promtool not found: run `bash tools/setup.sh --dev` (Debian package prometheus)")
+        pytest.fail("promtool not found: run `bash scripts/setup.sh --dev` (Debian package prometheus)")
     result = subprocess.run([binary, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return (result.stdout + result.stderr).strip()

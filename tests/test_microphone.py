@@ -3,7 +3,7 @@
 A private PulseAudio server gets a null sink whose monitor is the default input; the tests play generated
 audio into the sink with ``paplay`` and record it through ``sounddevice`` exactly as a user's microphone would
 be recorded. Needs Debian's pulseaudio, pulseaudio-utils, libasound2-plugins and libportaudio2
-(``tools/setup.sh --dev`` installs them); without them these tests fail rather than skip.
+(``scripts/setup.sh --dev`` installs them); without them these tests fail rather than skip.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ HA_ID = re.compile(r"^[a-zA-Z0-9_-]+$")  # Home Assistant's rule for node and ob
 
 def start_broker(tmp_path, port):
     if shutil.which("mosquitto") is None and not shutil.os.path.exists("/usr/sbin/mosquitto"):
-        pytest.fail("mosquitto not found: run `bash tools/setup.sh --dev` (Debian package mosquitto)")
+        pytest.fail("mosquitto not found: run `bash scripts/setup.sh --dev` (Debian package mosquitto)")
     conf = tmp_path / f"mosquitto-{port}.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -1,7 +1,7 @@
 """Detection quality of the committed mini CLAP, through the real export and detector, on held-out recordings.
 
-The mini model (tools/mini_clap/, trained by tools/train_mini_clap.py on the generated world of
-tools/mini_world.py) is the one model here whose scores mean something, in that synthetic world only. Every
+The mini model (mini/clap/, trained by mini/train.py on the generated world of
+mini/world.py) is the one model here whose scores mean something, in that synthetic world only. Every
 recording below comes from evaluation seeds the training never drew. The floors sit below the figures measured
 when the checkpoint was committed (docs/quality.md) by a margin, so they fail on a real regression of the
 pipeline (front end, export, scoring, event logic), not on a rounding change.
@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import built_once
+from mini import features as mf
+from mini import quality as mq
+from mini import world
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import mini_features as mf  # noqa: E402
-import mini_quality as mq  # noqa: E402
-import mini_world as world  # noqa: E402
 
 
 def write_held_out(folder: Path) -> None:
@@ -145,8 +142,9 @@ def test_calibrate_meets_its_target_precision_on_held_out_audio(mini_model, held
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path):
-    import train_mini_clap
     from safetensors.numpy import load_file
+
+    from mini import train as train_mini_clap
 
     args = ["--steps", "1", "--text-steps", "1", "--pool", "4", "--batch", "4", "--seed", "3"]
     for name in ("a", "b"):
@@ -154,4 +152,4 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     a, b = (load_file(tmp_path / n / "model.safetensors") for n in ("a", "b"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     record = json.loads((tmp_path / "a" / "training.json").read_text())
-    assert record["seed"] == 3 and "train_mini_clap.py" in record["command"]
+    assert record["seed"] == 3 and "mini.train" in record["command"]

@@ -38,7 +38,7 @@ def _local(line: str) -> list[str]:
 def test_readme_is_a_front_door():
     lines = README.read_text().splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; move detail into docs/"
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("bash tools/setup.sh")]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("bash scripts/setup.sh")]
     assert len(ci) == 1 and ci[0] in lines, ".ci/run must run exactly the README's test command"
     assert "docs/images/mini_scan.png" in README.read_text() and (ROOT / "docs/images/mini_scan.png").is_file()
     assert "random weights" in README.read_text().lower()
@@ -47,7 +47,7 @@ def test_readme_is_a_front_door():
 def test_readme_tour_runs_as_written(tiny_checkpoint, tmp_path):
     work = tmp_path / "repo"
     shutil.copytree(ROOT / "configs", work / "configs")
-    shutil.copytree(ROOT / "tools", work / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "mini", work / "mini", ignore=shutil.ignore_patterns("__pycache__"))  # the scenes
     export = next(line.strip() for line in README.read_text().splitlines()
                   if "streamdetect export --model /path/to/" in line)
     checkpoint = work / "clap-htsat-unfused-checkpoint"

@@ -40,10 +40,11 @@ def test_metrics_listen_on_loopback_by_default():
 
 def test_control_api_listens_on_loopback_by_default():
     from streamdetect.daemon.control import ControlServer
+    from streamdetect.daemon.reload import ReloadGate
 
     config = parse_config({"events": [EVENT], "control": {"port": 9465}})
     assert config.control.host == "127.0.0.1"
-    server = ControlServer(lambda: config, lambda _c: None, "t0ken-t0ken", port=0)  # the server's own default
+    server = ControlServer(ReloadGate(lambda: config, lambda _c: None), "t0ken-t0ken", port=0)  # the server's own default
     try:
         assert server.address[0] == "127.0.0.1"
     finally:

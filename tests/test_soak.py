@@ -10,10 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_short_soak_loses_nothing_and_leaks_no_descriptors(tiny_model, tmp_path):
     out = tmp_path / "soak.json"
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "soak.py"), "--model", str(tiny_model),
+    result = subprocess.run([sys.executable, "-m", "bench.soak", "--model", str(tiny_model),
                              "--hours", "0.1", "--sample-every-s", "0.2", "--json", str(out),
                              "--plot", str(tmp_path / "soak.png")],
-                            capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert report["audio_hours"] == 0.1 and report["windows"] == 358  # 360 s, 3 s windows every 1 s

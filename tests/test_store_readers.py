@@ -20,7 +20,7 @@ from streamdetect.pipeline.events import LabelScore
 from streamdetect.sinks.base import SinkSet
 from streamdetect.sinks.sqlite import SqliteOptions, SqliteSink
 
-UNIT = Path(__file__).parent.parent / "tools/systemd/streamdetect.service"
+UNIT = Path(__file__).parent.parent / "deploy/systemd/streamdetect.service"
 
 
 @pytest.fixture

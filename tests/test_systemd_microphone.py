@@ -4,7 +4,7 @@ systemd boots as PID 1 of a fresh PID, mount and UTS namespace (``unshare``; the
 does). Before it boots, that namespace gets its own ``/run``, ``/tmp``, ``/var/tmp``, ``/var/lib`` (tmpfs) and
 ``/opt`` and a private copy of ``/etc``, so nothing of this machine is changed: not its ``/tmp`` (which systemd's
 tmpfiles would empty), not its users, not its units. Then the install steps of
-``tools/systemd/streamdetect.service`` are followed inside it: ``useradd`` the ``streamdetect`` system user in
+``deploy/systemd/streamdetect.service`` are followed inside it: ``useradd`` the ``streamdetect`` system user in
 group ``audio``, copy the unit unchanged, write ``/etc/streamdetect/config.yaml`` and the ``env`` file, and
 add the PulseAudio drop-in docs/operations/systemd.md gives. The only other drop-in points the unit at this
 checkout instead of a pip install in ``/opt/streamdetect/.venv``, boots without the rest of the OS (no
@@ -34,7 +34,7 @@ import yaml
 from helpers import tone_events
 
 ROOT = Path(__file__).resolve().parents[1]
-UNIT = ROOT / "tools/systemd/streamdetect.service"
+UNIT = ROOT / "deploy/systemd/streamdetect.service"
 SR = 48_000
 TONE_HZ = 3000.0
 
@@ -57,7 +57,7 @@ install -d -m 0750 -g streamdetect /etc/streamdetect
 install -m 0640 -g streamdetect $H/config.yaml /etc/streamdetect/config.yaml
 cp -r $H/model /etc/streamdetect/model && chmod -R a+rX /etc/streamdetect/model
 install -m 0600 /dev/null /etc/streamdetect/env
-cp /opt/streamdetect/tools/systemd/streamdetect.service /etc/systemd/system/
+cp /opt/streamdetect/deploy/systemd/streamdetect.service /etc/systemd/system/
 mkdir -p /etc/systemd/system/streamdetect.service.d
 cp $H/pulse.conf $H/checkout.conf /etc/systemd/system/streamdetect.service.d/
 cp $H/sdtest.target /etc/systemd/system/
@@ -164,7 +164,7 @@ def anonymous_pulse(pulse, tmp_path):
 def test_the_daemon_hears_the_microphone_under_the_hardened_unit(pulse, anonymous_pulse, tiny_model, tmp_path):
     for tool in ("unshare", "nsenter", "useradd", "/lib/systemd/systemd"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not found: run `bash tools/setup.sh --dev` (Debian systemd, util-linux, passwd)")
+            pytest.fail(f"{tool} not found: run `bash scripts/setup.sh --dev` (Debian systemd, util-linux, passwd)")
     if os.geteuid() != 0:
         pytest.fail("this test boots systemd in its own namespaces and needs root (CI runs as root)")
     host = tmp_path / "host"

@@ -1,4 +1,4 @@
-"""tools/systemd/streamdetect.service checked by systemd's own tools: `systemd-analyze verify` finds nothing to
+"""deploy/systemd/streamdetect.service checked by systemd's own tools: `systemd-analyze verify` finds nothing to
 say and `systemd-analyze security --offline=true` rates it 2.5 or better; the docs name the unit's paths."""
 
 import re
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-UNIT = ROOT / "tools/systemd/streamdetect.service"
+UNIT = ROOT / "deploy/systemd/streamdetect.service"
 
 
 def settings(path=UNIT):
@@ -25,7 +25,7 @@ def settings(path=UNIT):
 def analyze():
     binary = shutil.which("systemd-analyze")
     if binary is None:
-        pytest.fail("systemd-analyze not found: run `bash tools/setup.sh --dev` (Debian package systemd)")
+        pytest.fail("systemd-analyze not found: run `bash scripts/setup.sh --dev` (Debian package systemd)")
     return binary
 
 

@@ -1,7 +1,7 @@
 """The audio encoder on a real Triton Inference Server (the nvidia-pytriton wheel's tritonserver, on the CPU,
 serving the exported ONNX file through onnxruntime in its Python backend with the dynamic batcher).
 
-Marked ``triton``: they need ``.venv-triton`` from ``tools/setup.sh --dev``; without it they fail, never skip.
+Marked ``triton``: they need ``.venv-triton`` from ``scripts/setup.sh --dev``; without it they fail, never skip.
 """
 
 from __future__ import annotations

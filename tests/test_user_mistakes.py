@@ -248,9 +248,9 @@ def test_setup_as_non_root_without_sudo_says_what_it_needs(tmp_path):
     for tool in ("dirname", "bash"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
     repo = tmp_path / "repo"
-    (repo / "tools").mkdir(parents=True)
-    shutil.copy(ROOT / "tools" / "setup.sh", repo / "tools" / "setup.sh")
-    result = subprocess.run([str(bin_dir / "bash"), str(repo / "tools" / "setup.sh")], capture_output=True,
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "setup.sh", repo / "scripts" / "setup.sh")
+    result = subprocess.run([str(bin_dir / "bash"), str(repo / "scripts" / "setup.sh")], capture_output=True,
                             text=True, timeout=60, env={"PATH": str(bin_dir)})
     assert result.returncode == 1
     assert "not root and there is no sudo" in result.stderr and "libportaudio2" in result.stderr
@@ -364,8 +364,8 @@ def test_a_vocabulary_start_shows_the_progress_bar(tiny_model, tmp_path):
 def test_virtual_microphone_tool_sets_up_and_tears_down_a_null_sink(tmp_path):
     for tool in ("pulseaudio", "pactl"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} not found: run `bash tools/setup.sh --dev`")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "virtual_mic.py")], stdout=subprocess.PIPE,
+            pytest.fail(f"{tool} not found: run `bash scripts/setup.sh --dev`")
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.virtual_mic"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -29,7 +29,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, tiny_model):
     if shutil.which("ffmpeg") is None:
-        pytest.fail("ffmpeg not found: run `bash tools/setup.sh --dev`")
+        pytest.fail("ffmpeg not found: run `bash scripts/setup.sh --dev`")
     folder = tmp_path_factory.mktemp("browser-station")
     scene = write_tone_scene(folder / "scene.wav", seconds=14.0, tone_at=(4.0, 8.0))
     port = free_port()
@@ -58,7 +58,7 @@ def daemon(tmp_path_factory, tiny_model):
 def chromium(width: int = 1200, height: int = 1400):
     for tool in (CHROMIUM, CHROMEDRIVER):
         if not Path(tool).exists():
-            pytest.fail(f"{tool} not found: run `bash tools/setup.sh --dev` (Debian chromium, chromium-driver)")
+            pytest.fail(f"{tool} not found: run `bash scripts/setup.sh --dev` (Debian chromium, chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

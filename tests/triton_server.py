@@ -1,4 +1,4 @@
-"""Helpers of the ``triton`` tests: the model repositories they serve, through ``tools/triton_local.py`` (the
+"""Helpers of the ``triton`` tests: the model repositories they serve, through ``scripts/triton_local.py`` (the
 tritonserver bundled in the nvidia-pytriton wheel, Python backend only, on the CPU, in ``.venv-triton``).
 
 That server serves a repository written by ``streamdetect export --triton-repo ... --triton-backend python``: the
@@ -15,8 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from triton_local import TritonServer, triton_python  # noqa: E402
+from scripts.triton_local import TritonServer, triton_python
 
 __all__ = ["TritonServer", "other_export", "python_repo", "triton_python"]
 

@@ -57,7 +57,7 @@ def need_module(module: str, extra: str, option: str) -> None:
             __import__(module)
     except ImportError:
         raise UsageError(f"{option} needs {module}, which is not installed: pip install 'streamdetect[{extra}]' "
-                         "(bash tools/setup.sh --dev installs every extra)") from None
+                         "(bash scripts/setup.sh --dev installs every extra)") from None
 
 
 def model_dir(args: argparse.Namespace, config: Config) -> Path:

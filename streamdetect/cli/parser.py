@@ -75,6 +75,10 @@ def build_parser() -> Parser:
                    "another hub id)")
     e.add_argument("--revision", help="hub revision (branch, tag or commit) to export (default: the newest)")
     e.add_argument("--force", action="store_true", help="replace an existing export in --out")
+    e.add_argument("--random-weights", action="store_true",
+                   help="no checkpoint: build laion/clap-htsat-unfused's architecture with RANDOM weights (kept in "
+                        "<out>-random-checkpoint) and export that, to try the commands and time them; its scores "
+                        "mean nothing and it never replaces an export of real weights. Not with --model/--revision")
     t = e.add_argument_group("Triton model repository (docs/triton.md); with an existing export in --out and no "
                              "--force, only the repository is written")
     t.add_argument("--triton-repo", type=Path, help="also write DIR/<name>/config.pbtxt and DIR/<name>/1/model.onnx")

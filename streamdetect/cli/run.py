@@ -14,7 +14,13 @@ from streamdetect.daemon.control import ControlError
 from streamdetect.daemon.engine import EngineStats
 from streamdetect.daemon.reload import Reloader
 from streamdetect.daemon.service import DetectorService, preflight
-from streamdetect.model.manifest import DEFAULT_MODEL_DIR, MANIFEST_NAME, ModelBundle, default_model_dir
+from streamdetect.model.manifest import (
+    DEFAULT_MODEL_DIR,
+    DEFAULT_MODEL_ID,
+    MANIFEST_NAME,
+    ModelBundle,
+    default_model_dir,
+)
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
 from streamdetect.util.locks import PathInUse
@@ -94,7 +100,7 @@ def _run(args: argparse.Namespace, reloader: Reloader) -> int:
     except (ControlError, WebError, PathInUse) as e:
         raise UsageError(f"{args.config}: {e}") from None
     with service:
-        reloader.attach(service.request_reload)
+        reloader.attach(service.gate)
         summaries, stats = service.run(sources, stop, settings)
     _log_summary(service, summaries, stats)
     return 0
@@ -206,11 +212,15 @@ def _print_encoder_choice(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     """SIGTERM (like Ctrl-C) unwinds the export, so its ``finally`` removes the ``.out.*`` staging folder."""
     from streamdetect.export.convert import export_model
+    from streamdetect.export.random_weights import export_random_weights
 
+    if args.random_weights and (args.model != DEFAULT_MODEL_ID or args.revision is not None):
+        raise UsageError("--random-weights builds its own checkpoint: drop --model and --revision")
     signal.signal(signal.SIGTERM, raise_on_signal)
     out = args.out or default_model_dir(args.model)
     if args.triton_repo is None or args.force or not (out / MANIFEST_NAME).is_file():
-        manifest = export_model(args.model, out, revision=args.revision, force=args.force)
+        manifest = (export_random_weights(out, force=args.force) if args.random_weights else
+                    export_model(args.model, out, revision=args.revision, force=args.force))
         model = "" if out == DEFAULT_MODEL_DIR else f" --model {out}"
         print(f"next: streamdetect run --config configs/home.yaml --input RECORDING{model}"
               + ("  (random weights: this shows the tool, not detection)"

@@ -1,57 +1,43 @@
-"""A small loopback HTTP API to read and replace the running events: ``GET /events``, ``PUT /events``.
+"""The control API's token and its stdlib server: ``GET /events``, ``PUT /events`` on loopback.
 
-A ``PUT`` goes through the same path as SIGHUP: the new events are validated with the config's own pydantic
-models (errors come back with key paths, status 400), then the inference thread applies them between two
-batches and the answer waits (bounded) for that. Changes live in memory only: the YAML file is not rewritten,
-so the next SIGHUP or restart goes back to what the file says.
+A ``PUT`` goes through the reload gate, as SIGHUP and the dashboard do: the new events are validated with the
+config's own pydantic models (errors come back with key paths, status 400), then the inference thread applies
+them between two batches and the answer waits (bounded) for that. Changes live in memory only: the YAML file is
+not rewritten, so the next SIGHUP or restart goes back to what the file says.
 
-The stdlib ``ThreadingHTTPServer`` is enough for two routes used by one operator or script on loopback, and
-adds no dependency to the run-time path (the metrics endpoint uses it the same way).
+With the ``web`` extra installed the daemon serves these routes from its ASGI app (``web.routes_control``);
+``ControlServer`` is the fallback without it, a stdlib ``ThreadingHTTPServer`` that sends the same answers
+(``web.endpoints``), so the run-time path needs no web framework.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import os
 import threading
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
-from streamdetect.config import Config, ConfigError
-from streamdetect.config.edit import events_payload, replace_events
+from streamdetect.config.gate import ConfigGate
+from streamdetect.web.endpoints import (
+    EVENTS_PATH,
+    MAX_BODY_BYTES,
+    NOT_FOUND,
+    UNAUTHORISED,
+    Answer,
+    authorised,
+    declared_length,
+    get_events,
+    json_answer,
+    put_events,
+)
+from streamdetect.web.guard import IDLE_TIMEOUT_S, MAX_JSON_DEPTH, BodyError, json_depth_exceeds
+
+__all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "MAX_JSON_DEPTH", "ControlError", "ControlServer", "control_token",
+           "json_depth_exceeds", "send_answer"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1_000_000
-MAX_JSON_DEPTH = 32  # an events list is 4 deep; Python's json parser recurses and fails near 1,000
-IDLE_TIMEOUT_S = 10.0  # a connection that sends nothing for this long is closed (and its thread ends)
-
-
-def json_depth_exceeds(body: bytes, limit: int) -> bool:
-    """Whether ``body`` nests arrays/objects deeper than ``limit``: one pass over the bytes, no recursion, so a
-    200,000-deep body is refused before ``json.loads`` could fail with ``RecursionError``. Brackets inside
-    strings do not count."""
-    depth, in_string, escaped = 0, False, False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > limit:
-                return True
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return False
+MAX_CONNECTIONS = 32  # handler threads at once; more connections are closed at once, without a thread
 
 
 class ControlError(RuntimeError):
@@ -66,7 +52,16 @@ def control_token(env_var: str, environ: dict[str, str] | None = None) -> str:
     return token
 
 
-MAX_CONNECTIONS = 32  # handler threads at once; more connections are closed at once, without a thread
+def send_answer(handler: BaseHTTPRequestHandler, answer: Answer) -> None:
+    """Write an ``Answer`` from a stdlib handler (the metrics fallback sends through this too)."""
+    handler.send_response(answer.status)
+    for name, value in answer.headers:
+        handler.send_header(name, value)
+    if answer.content_type is not None:
+        handler.send_header("Content-Type", answer.content_type)
+    handler.send_header("Content-Length", str(len(answer.body)))
+    handler.end_headers()
+    handler.wfile.write(answer.body)
 
 
 class _BoundedServer(ThreadingHTTPServer):
@@ -96,82 +91,32 @@ class _BoundedServer(ThreadingHTTPServer):
 
 
 class ControlServer:
-    """Serves the API in a background thread; ``request_reload(config)`` returns a ticket with a ``done`` event."""
+    """The control API on the stdlib server, in a background thread; every reload goes through ``gate``."""
 
-    def __init__(self, current: Callable[[], Config], request_reload: Callable[[Config], Any], token: str,
-                 host: str = "127.0.0.1", port: int = 0, apply_timeout_s: float = 30.0,
+    def __init__(self, gate: ConfigGate, token: str, host: str = "127.0.0.1", port: int = 0,
                  idle_timeout_s: float = IDLE_TIMEOUT_S):
-        secret = token.encode("utf-8")
-
         class Handler(BaseHTTPRequestHandler):
             timeout = idle_timeout_s  # socket timeout: a held, silent connection is closed and its thread ends
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                body = (json.dumps(payload, ensure_ascii=False) + "\n").encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _authorised(self) -> bool:
-                header = self.headers.get("Authorization", "")
-                given = header[7:].encode("utf-8") if header.startswith("Bearer ") else b""
-                if hmac.compare_digest(given, secret):
-                    return True
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", "Bearer")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return False
+            def _answer(self) -> Answer | None:
+                """The answer before any body is read: not found, or not authorised (None: go on)."""
+                if self.path.split("?")[0] != EVENTS_PATH:
+                    return NOT_FOUND
+                return None if authorised(self.headers.get("Authorization", ""), token) else UNAUTHORISED
 
             def do_GET(self):
-                if self.path.split("?")[0] != "/events":
-                    return self._send(404, {"error": "not found; the API has GET and PUT /events"})
-                if self._authorised():
-                    self._send(200, events_payload(current()))
+                send_answer(self, self._answer() or get_events(gate))
 
             def do_PUT(self):
-                try:
-                    self._put()
-                except OSError:
-                    raise  # the client went away or timed out: nothing to answer
-                except Exception as e:  # noqa: BLE001 - answer, never drop the connection
-                    log.exception("control API: PUT /events failed")
-                    self._send(500, {"error": f"internal error, the running events are unchanged: "
-                                              f"{type(e).__name__}: {e}"})
-
-            def _put(self):
-                if self.path.split("?")[0] != "/events":
-                    return self._send(404, {"error": "not found; the API has GET and PUT /events"})
-                if not self._authorised():
-                    return
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    length = 0
-                if length <= 0 or length > MAX_BODY_BYTES:
-                    return self._send(400, {"error": f"send a JSON body of 1 to {MAX_BODY_BYTES} bytes"})
-                raw = self.rfile.read(length)
-                if json_depth_exceeds(raw, MAX_JSON_DEPTH):
-                    return self._send(400, {"error": f"JSON nested more than {MAX_JSON_DEPTH} levels deep"})
-                try:
-                    body = json.loads(raw)
-                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-                    return self._send(400, {"error": f"body is not JSON: {e}"})
-                try:
-                    config = replace_events(current(), body)
-                except ConfigError as e:
-                    return self._send(400, {"error": "invalid events",
-                                            "problems": [{"key": k, "message": m} for k, m in e.problems]})
-                log.info("control API: reloading events %s", ", ".join(ev.label for ev in config.events))
-                ticket = request_reload(config)
-                if not ticket.done.wait(apply_timeout_s):
-                    return self._send(202, {"status": "pending", "check": "GET /events shows the running events"})
-                if ticket.error is not None:
-                    return self._send(500, {"error": f"reload failed, the previous events keep running: "
-                                                     f"{ticket.error}"})
-                self._send(200, events_payload(current()))
+                answer = self._answer()
+                if answer is None:
+                    try:
+                        raw = self.rfile.read(declared_length(self.headers.get("Content-Length")))
+                    except BodyError as e:
+                        answer = json_answer(e.status, {"error": e.message})
+                    else:
+                        answer = put_events(gate, raw)
+                send_answer(self, answer)
 
             def log_message(self, *args):
                 pass  # request lines would carry nothing useful; the token is never logged

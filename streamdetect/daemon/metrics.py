@@ -7,7 +7,6 @@ liveness (seconds since it last delivered audio) and answers 503 when a live str
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +23,12 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from streamdetect.daemon.control import send_answer
 from streamdetect.pipeline.events import Catalog, EventRecord
 from streamdetect.pipeline.results import WindowResult
+from streamdetect.web.endpoints import METRICS_NOT_FOUND, health_answer, metrics_answer
 
 PHASES = ("start", "end")
 
@@ -200,23 +200,16 @@ def _stream_health(quiet_s: float, live: bool, heard: bool, stale_after_s: float
 
 
 class MetricsServer:
-    """``/metrics`` and ``/healthz`` over HTTP in a background thread."""
+    """``/metrics`` and ``/healthz`` on the stdlib server in a background thread: the fallback when the ``web``
+    extra is missing (with it, the daemon serves them from its ASGI app, ``web.routes_metrics``), sending the
+    same answers (``web.endpoints``)."""
 
     def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9464):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                if self.path.split("?")[0] == "/metrics":
-                    body, status, kind = metrics.exposition(), 200, CONTENT_TYPE_LATEST
-                elif self.path.split("?")[0] == "/healthz":
-                    ok, report = metrics.health()
-                    body, status, kind = json.dumps(report).encode(), 200 if ok else 503, "application/json"
-                else:
-                    body, status, kind = b"not found\n", 404, "text/plain"
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                path = self.path.split("?")[0]
+                send_answer(self, metrics_answer(metrics) if path == "/metrics" else
+                            health_answer(metrics) if path == "/healthz" else METRICS_NOT_FOUND)
 
             def log_message(self, *args):
                 pass

@@ -1,9 +1,15 @@
-"""SIGHUP reloads: asked for from a signal handler, carried out by a thread of their own.
+"""The one reload gate, and SIGHUP reloads asked for from a signal handler and carried out by a thread.
+
+Every front door (SIGHUP, the control API's ``PUT /events``, the dashboard's settings page and playground) applies
+a config through ``ReloadGate.apply``: the config is built (a ``ConfigError`` is a REJECTED result with its key
+paths), handed to the inference thread, which takes it between two batches, and waited for, bounded. One gate
+means one wait, one status mapping and one log line per outcome, and one reload at a time: a change built from
+the running config (``PUT /events``) cannot be overwritten by another built from the same stale config.
 
 A signal handler runs in the main thread between two bytecodes, wherever that thread is (joining the feeding
 threads, or embedding prompts during start-up). Anything raised there leaves through that code and ends the
-process, so the handler only calls ``request``, which cannot fail. The ``Reloader`` thread reads and validates
-the file, and hands the new config to the running service once it is ``attach``-ed: a SIGHUP that arrives
+process, so the handler only calls ``Reloader.request``, which cannot fail. The ``Reloader`` thread reads and
+validates the file through the gate once the running service hands it over (``attach``): a SIGHUP that arrives
 while the daemon is still starting is queued and applied as soon as detection runs, never dropped.
 """
 
@@ -16,29 +22,86 @@ from collections.abc import Callable
 from typing import Protocol
 
 from streamdetect.config import Config, ConfigError
+from streamdetect.config.gate import Change, ConfigGate, Outcome, ReloadResult
 
 log = logging.getLogger(__name__)
 
 
 class Ticket(Protocol):
-    """What applying a reload hands back (``streamdetect.daemon.engine.ReloadTicket``)."""
+    """What handing a config to the inference thread gives back (``streamdetect.daemon.engine.ReloadTicket``)."""
 
     done: threading.Event
     error: str | None
 
 
-class Reloader:
-    """Reloads ``load()`` each time ``request()`` is called; results are logged, one line per problem.
+class ReloadGate:
+    """``ConfigGate`` over ``request`` (the engine's ``request_reload``); ``apply_timeout_s`` bounds each wait."""
 
-    ``apply_timeout_s`` bounds the wait for the inference thread to take the new config. Requests that arrive
-    while one is being handled fold into one more reload (the file is read again, so the newest wins).
+    def __init__(self, current: Callable[[], Config], request: Callable[[Config], Ticket],
+                 apply_timeout_s: float = 30.0):
+        self._current, self._request, self.apply_timeout_s = current, request, apply_timeout_s
+        self._one_at_a_time = threading.Lock()
+        self._closed = threading.Event()
+
+    def current(self) -> Config:
+        return self._current()
+
+    def close(self) -> None:
+        """The daemon is stopping: waits end now (STOPPED) and later calls apply nothing."""
+        self._closed.set()
+
+    def apply(self, change: Change, who: str) -> ReloadResult:
+        with self._one_at_a_time:
+            if self._closed.is_set():
+                return ReloadResult(Outcome.STOPPED)
+            try:
+                config = change if isinstance(change, Config) else change(self._current())
+            except ConfigError as e:
+                log.error("%s: config reload rejected, the running config stays (%d problem(s))", who,
+                          len(e.problems))
+                for path, message in e.problems:
+                    log.error("%s: %s: %s%s", who, e.source, f"{path}: " if path else "", message)
+                return ReloadResult(Outcome.REJECTED, problems=tuple(e.problems))
+            ticket = self._request(config)
+            deadline = time.monotonic() + self.apply_timeout_s
+            while not ticket.done.wait(0.1):
+                if self._closed.is_set():
+                    return ReloadResult(Outcome.STOPPED, config)
+                if time.monotonic() >= deadline:
+                    log.warning("%s: the new config is not applied after %.0f s; it will be once the inference "
+                                "thread gets to it", who, self.apply_timeout_s)
+                    threading.Thread(target=self._report_late, args=(ticket, config, who), name="reload-late",
+                                     daemon=True).start()
+                    return ReloadResult(Outcome.PENDING, config)
+            return self._outcome(ticket, config, who)
+
+    def _outcome(self, ticket: Ticket, config: Config, who: str) -> ReloadResult:
+        if ticket.error is not None:
+            log.error("%s: config reload failed, the running config stays: %s", who, ticket.error)
+            return ReloadResult(Outcome.FAILED, config, error=ticket.error)
+        log.info("%s: config reload applied: events %s", who, ", ".join(e.label for e in config.events))
+        return ReloadResult(Outcome.APPLIED, config)
+
+    def _report_late(self, ticket: Ticket, config: Config, who: str) -> None:
+        """A PENDING reload's outcome still reaches the log once the inference thread gets to it."""
+        while not ticket.done.wait(0.5):
+            if self._closed.is_set():
+                return
+        self._outcome(ticket, config, who)
+
+
+class Reloader:
+    """Reloads ``load()`` through the attached gate each time ``request()`` is called.
+
+    Requests that arrive while one is being handled fold into one more reload (the file is read again, so the
+    newest wins).
     """
 
-    def __init__(self, load: Callable[[], Config], what: str, apply_timeout_s: float = 120.0):
-        self._load, self._what, self._apply_timeout_s = load, what, apply_timeout_s
+    def __init__(self, load: Callable[[], Config], what: str):
+        self._load, self._what = load, what
         self._cond = threading.Condition()
         self._pending = 0
-        self._apply: Callable[[Config], Ticket] | None = None
+        self._gate: ConfigGate | None = None
         self._closed = False
         self.applied = 0  # reloads the running detector took (tests and logs read it)
         self.rejected = 0
@@ -51,10 +114,10 @@ class Reloader:
             self._pending += 1
             self._cond.notify_all()
 
-    def attach(self, apply: Callable[[Config], Ticket]) -> None:
-        """The service is running: apply queued and later reloads through ``apply``."""
+    def attach(self, gate: ConfigGate) -> None:
+        """The service is running: apply queued and later reloads through ``gate``."""
         with self._cond:
-            self._apply = apply
+            self._gate = gate
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -69,42 +132,22 @@ class Reloader:
                 self._cond.wait_for(lambda: self._closed or self._pending)
                 if self._closed:
                     return
-                if self._apply is None:
+                if self._gate is None:
                     log.info("SIGHUP: start-up is not finished; the reload of %s is queued and applied once "
                              "detection runs", self._what)
-                    self._cond.wait_for(lambda: self._closed or self._apply is not None)
+                    self._cond.wait_for(lambda: self._closed or self._gate is not None)
                     if self._closed:
                         return
-                self._pending, apply = 0, self._apply
+                self._pending, gate = 0, self._gate
+            assert gate is not None
+            log.info("SIGHUP: reloading %s", self._what)
             try:
-                self._reload(apply)
+                result = gate.apply(lambda _running: self._load(), "SIGHUP")
             except Exception:  # noqa: BLE001 - a reload must never end the daemon
                 self.rejected += 1
                 log.exception("SIGHUP: config reload failed; the running config stays")
-
-    def _reload(self, apply: Callable[[Config], Ticket]) -> None:
-        log.info("SIGHUP: reloading %s", self._what)
-        try:
-            config = self._load()
-        except ConfigError as e:
-            self.rejected += 1
-            log.error("SIGHUP: config reload rejected, the running config stays (%d problem(s))", len(e.problems))
-            for path, message in e.problems:
-                log.error("SIGHUP: %s: %s%s", e.source, f"{path}: " if path else "", message)
-            return
-        ticket = apply(config)
-        deadline = time.monotonic() + self._apply_timeout_s
-        while not ticket.done.wait(0.2) and not self._closed and time.monotonic() < deadline:
-            pass  # the daemon may stop meanwhile: then there is nothing left to report
-        if self._closed and not ticket.done.is_set():
-            return
-        if not ticket.done.is_set():
-            log.warning("SIGHUP: the new config is not applied after %.0f s; it will be once the inference thread "
-                        "gets to it", self._apply_timeout_s)
-            return
-        if ticket.error is not None:
-            self.rejected += 1
-            log.error("SIGHUP: config reload failed, the running config stays: %s", ticket.error)
-            return
-        self.applied += 1
-        log.info("SIGHUP: config reload applied: events %s", ", ".join(e.label for e in config.events))
+                continue
+            if result.outcome is Outcome.APPLIED:
+                self.applied += 1
+            elif result.outcome in (Outcome.REJECTED, Outcome.FAILED):
+                self.rejected += 1

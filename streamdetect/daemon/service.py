@@ -1,6 +1,6 @@
 """The daemon assembled from a config: sinks, metrics, embedding log, detector, engine and control API.
 
-``streamdetect run``, ``tools/soak.py`` and ``tools/bench.py`` all build their daemon here, so the wiring is
+``streamdetect run``, ``bench/soak.py`` and ``bench/bench.py`` all build their daemon here, so the wiring is
 written once and what the tools measure is what runs. ``DetectorService`` owns everything it opens and closes it
 in reverse order, also when building fails halfway.
 """
@@ -17,11 +17,13 @@ from pathlib import Path
 from streamdetect.analysis.embedding_log import log_key
 from streamdetect.config import Config
 from streamdetect.daemon.build import build_detector
-from streamdetect.daemon.control import ControlServer, control_token
+from streamdetect.daemon.control import control_token
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter
-from streamdetect.daemon.engine import BatchingEngine, EngineStats, ReloadTicket, run_sources
-from streamdetect.daemon.metrics import Metrics, MetricsServer
+from streamdetect.daemon.engine import BatchingEngine, EngineStats, run_sources
+from streamdetect.daemon.metrics import Metrics
+from streamdetect.daemon.reload import ReloadGate
 from streamdetect.daemon.remote_metrics import RemoteEncoderMetrics
+from streamdetect.daemon.serving import HttpPorts
 from streamdetect.daemon.startup import check_outputs
 from streamdetect.daemon.summary import SummaryScheduler, summary_senders
 from streamdetect.embed.encoder.base import AudioEncoder
@@ -93,10 +95,10 @@ class DetectorService:
                     Path(config.embedding_log.dir), log_key(bundle), config.embedding_log.max_days,
                     config.embedding_log.queue_windows)
                 self._closing.callback(self.embedding_log.close)
+            ports = HttpPorts(self._closing)  # the ASGI surface, or the stdlib servers without the web extra
             if config.metrics.port is not None and self.metrics is not None:
-                server = MetricsServer(self.metrics, config.metrics.host, config.metrics.port)
-                self._closing.callback(server.close)
-                log.info("metrics on http://%s:%d/metrics and /healthz", *server.address[:2])
+                served = ports.metrics(self.metrics, config.metrics.host, config.metrics.port)
+                log.info("metrics on http://%s:%d/metrics and /healthz", *served.address[:2])
             self.live = None
             if config.web.port is not None:
                 try:  # the dashboard's framework is an extra: a daemon without `web:` does not need it
@@ -119,24 +121,24 @@ class DetectorService:
             self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics,
                                          max_queue_windows=config.runtime.triton.queue_windows if remote else None,
                                          heap=NativeHeap(), tap=AudioTap(self.sinks, self.live))
+            # the one way a config is applied while running: SIGHUP, the control API and the dashboard
+            self.gate = ReloadGate(lambda: self.detector.config, self.engine.request_reload)
             self.web = None
             if self.live is not None:
+                if (surface := ports.surface) is None:
+                    raise WebError("web.port is set but the dashboard's server is missing: "
+                                   "pip install 'streamdetect[web]'")
                 self.web = start_web(config, bundle, self.live, lambda: self.detector.config,
-                                     lambda: self.detector.bank, self.engine.request_reload, config_path)
+                                     lambda: self.detector.bank, self.gate, surface, config_path)
                 self._closing.callback(self.web.close)
                 log.info("dashboard on http://%s:%d/", *self.web.address[:2])
-            if token is not None:
-                control = ControlServer(lambda: self.detector.config, self.engine.request_reload, token,
-                                        config.control.host, config.control.port)
-                self._closing.callback(control.close)
+            if token is not None and config.control.port is not None:
+                control = ports.control(self.gate, token, config.control.host, config.control.port)
                 log.info("control API on http://%s:%d/events", *control.address[:2])
+            self._closing.callback(self.gate.close)  # closed first: waits end, no reload is applied after
         except BaseException:
             self._closing.close()
             raise
-
-    def request_reload(self, config: Config) -> ReloadTicket:
-        """Apply a new, already validated config between two batches (events and gate; see Detector.reload)."""
-        return self.engine.request_reload(config)
 
     def run(self, sources: list[AudioSource], stop: threading.Event,
             settings: Sequence[StreamSettings] | None = None) -> tuple[list[RunSummary], EngineStats]:

@@ -152,6 +152,11 @@ def export_model(
         return _export_model(model, out, revision, report, force)
 
 
+def refuse_existing_export(out: Path, force: bool) -> None:
+    if (out / MANIFEST_NAME).exists() and not force:
+        raise ExportError(f"{out} already holds an exported model; pass --force to replace it")
+
+
 def _load_checkpoint(model: str, revision: str | None, ClapModel, ClapFeatureExtractor, AutoTokenizer):
     """The checkpoint's model, preprocessing and tokenizer; a one-line error when it cannot be had."""
     kwargs = {"revision": revision} if revision else {}
@@ -178,8 +183,7 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
     import onnxruntime
 
     out = Path(out)
-    if (out / MANIFEST_NAME).exists() and not force:
-        raise ExportError(f"{out} already holds an exported model; pass --force to replace it")
+    refuse_existing_export(out, force)
     t_start = time.perf_counter()
     report(f"[1/7] loading {model}" + (f" @ {revision}" if revision else ""))
     clap, fe, tokenizer = _load_checkpoint(model, revision, ClapModel, ClapFeatureExtractor, AutoTokenizer)
@@ -231,7 +235,7 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
                 "revision": revision or getattr(clap.config, "_commit_hash", None),
                 "local_directory": str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir()
                 else None,
-                # True for checkpoints built with random weights (the tests' tiny CLAP, tools/random_full_size.py):
+                # True for checkpoints built with random weights (the tests' tiny CLAP, export --random-weights):
                 # their scores mean nothing, and what is made with them (scan plots) says so.
                 "random_weights": has_random_weights(Path(model).expanduser()),
             },

@@ -1,8 +1,9 @@
 """CLAP checkpoints without the hub: a tokenizer trained here and the preprocessing the real checkpoint ships.
 
 Model weights cannot be downloaded on the machines this project is built and tested on, so the tests' tiny CLAP
-and ``tools/random_full_size.py``'s full-size random-weight CLAP are built from this recipe. Like export, it
-needs torch/transformers (``pip install 'streamdetect[export]'``); the detector never imports it.
+and the full-size random-weight CLAP of ``streamdetect export --random-weights`` (``random_weights.py``) are built
+from this recipe. Like export, it needs torch/transformers (``pip install 'streamdetect[export]'``); the detector
+never imports it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The C heap of a long-running process: glibc malloc statistics, and giving freed pages back.
 
-Measured with ``tools/soak.py`` (``mallinfo2`` next to RSS): the bytes in use by C code stay flat over hours, but
+Measured with ``bench/soak.py`` (``mallinfo2`` next to RSS): the bytes in use by C code stay flat over hours, but
 glibc's heap grows in steps, with the free space inside it (freed activations of onnxruntime, numpy temporaries)
 growing as much. glibc raises its mmap threshold each time a large mmapped block is freed, so later blocks of
 that size come from the heap, and freed heap pages in the middle of an arena are only returned by

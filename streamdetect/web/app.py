@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
@@ -18,6 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from streamdetect.config import Config
+from streamdetect.config.gate import ConfigGate
 from streamdetect.embed.encoder.base import RuntimeOptions
 from streamdetect.embed.encoder.text import TextEncoder
 from streamdetect.model.manifest import ModelBundle
@@ -27,7 +27,8 @@ from streamdetect.web import routes_events, routes_live, routes_settings, routes
 from streamdetect.web.auth import Auth, GuardMiddleware
 from streamdetect.web.context import WebContext, store_places
 from streamdetect.web.live import LiveHub
-from streamdetect.web.server import WebServer
+from streamdetect.web.routing import install
+from streamdetect.web.server import HttpSurface, Listener, Served
 from streamdetect.web.tokens import web_tokens
 
 STATIC = files("streamdetect.web") / "static"
@@ -56,21 +57,27 @@ class TextQueries:
             return embed_texts([text], self.cache, self._open)[0]
 
 
-def _page(name: str) -> Callable[[Request], Response]:
-    async def page(_request: Request) -> Response:
-        return HTMLResponse((STATIC / name).read_text(encoding="utf-8"), headers=SECURITY_HEADERS)
+async def index_page(_request: Request) -> Response:
+    return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"), headers=SECURITY_HEADERS)
 
-    return page
+
+async def login_page(_request: Request) -> Response:
+    return HTMLResponse((STATIC / "login.html").read_text(encoding="utf-8"), headers=SECURITY_HEADERS)
+
+
+# The route table: every handler is a module-level function reading the app's WebContext and Auth from
+# ``request.app.state`` (``routing.install``), so the table is built once, not once per app.
+ROUTES = [Route("/", index_page), Route("/login", login_page),
+          *routes_live.ROUTES, *routes_events.ROUTES, *routes_tune.ROUTES, *routes_settings.ROUTES,
+          Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static")]
 
 
 def build_app(ctx: WebContext, auth: Auth) -> Starlette:
-    routes = [Route("/", _page("index.html")), Route("/login", _page("login.html")),
-              *routes_live.routes(ctx, auth), *routes_events.routes(ctx), *routes_tune.routes(ctx),
-              *routes_settings.routes(ctx),
-              Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static")]
-    return Starlette(routes=routes, middleware=[Middleware(GuardMiddleware, auth=auth,
+    app = Starlette(routes=ROUTES, middleware=[Middleware(GuardMiddleware, auth=auth,
                                                           max_body_bytes=ctx.web.max_body_kb * 1024,
                                                           max_upload_bytes=ctx.web.max_upload_kb * 1024)])
+    install(app, ctx, auth)
+    return app
 
 
 def new_hub(config: Config) -> LiveHub:
@@ -78,11 +85,11 @@ def new_hub(config: Config) -> LiveHub:
 
 
 def start_web(config: Config, bundle: ModelBundle, hub: LiveHub, current: Callable[[], Config],
-              bank: Callable[[], PromptBank], request_reload: Callable[[Config], Any],
-              config_path: Path | None = None) -> WebServer:
-    """Serve the dashboard for a running detector; raises ``WebError`` (no token, port in use)."""
+              bank: Callable[[], PromptBank], gate: ConfigGate, surface: HttpSurface,
+              config_path: Path | None = None) -> Served:
+    """Serve the dashboard for a running detector on ``surface``; raises ``WebError`` (no token, port in use)."""
     db, clips = store_places(config)
-    ctx = WebContext(config.web, current, bank, request_reload, bundle, hub,
+    ctx = WebContext(config.web, current, bank, gate, bundle, hub,
                      TextQueries(bundle, config.prompt_cache, RuntimeOptions.from_config(config.runtime)),
                      db, clips, config_path)
     app = build_app(ctx, Auth(config.web, web_tokens(config.web)))
@@ -91,4 +98,4 @@ def start_web(config: Config, bundle: ModelBundle, hub: LiveHub, current: Callab
         hub.close()
         ctx.close()
 
-    return WebServer(app, config.web.host, config.web.port or 0, on_close=on_close)
+    return surface.serve(Listener("dashboard", "web.port", config.web.host, config.web.port or 0, app, on_close))

@@ -10,7 +10,6 @@ upload: a raw ``application/octet-stream`` body, bounded on its own).
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import threading
 import time
@@ -21,7 +20,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamdetect.config.web import WebConfig
+from streamdetect.web.guard import BodyError, bearer_token, parse_json, token_matches
 from streamdetect.web.tokens import login_required
+
+__all__ = ["Auth", "BodyError", "GuardMiddleware", "Session", "read_body", "read_json"]
 
 COOKIE = "streamdetect_session"
 SESSION_S = 7 * 86400
@@ -53,10 +55,9 @@ class Auth:
         self._lock = threading.Lock()
 
     def role_of_token(self, token: str) -> str | None:
-        given = token.encode("utf-8")
         found = None
-        for role, secret in self.tokens.items():
-            if hmac.compare_digest(given, secret.encode("utf-8")):
+        for role, secret in self.tokens.items():  # every token is compared: the time says nothing of which
+            if token_matches(token, secret):
                 found = role
         return found
 
@@ -77,9 +78,9 @@ class Auth:
 
     def identify(self, request: Request) -> tuple[Session | None, bool]:
         """(session, by bearer token): who sent the request, None for nobody."""
-        header = request.headers.get("authorization", "")
-        if header.startswith("Bearer "):
-            role = self.role_of_token(header[7:])
+        token = bearer_token(request.headers.get("authorization", ""))
+        if token is not None:
+            role = self.role_of_token(token)
             return (Session(role, "", float("inf")) if role else None), True
         if not self.required:
             return self.local, False
@@ -140,7 +141,7 @@ class GuardMiddleware:
         wanted = UPLOAD_TYPE if request.url.path in UPLOAD_PATHS else "application/json"
         if not request.headers.get("content-type", "").startswith(wanted):
             return JSONResponse({"error": f"send Content-Type: {wanted}"}, 415)
-        if session is not None and not hmac.compare_digest(request.headers.get("x-csrf-token", ""), session.csrf):
+        if session is not None and not token_matches(request.headers.get("x-csrf-token"), session.csrf):
             return JSONResponse({"error": "missing or wrong X-CSRF-Token header (reload the page)"}, 403)
         return None
 
@@ -156,16 +157,5 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 async def read_json(request: Request, max_bytes: int) -> object:
-    import json
-
-    body = await read_body(request, max_bytes)
-    try:
-        return json.loads(body or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BodyError(400, f"body is not JSON: {e}") from None
-
-
-class BodyError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
+    """The body's JSON through the shared body guard (size, then depth, then the parse)."""
+    return parse_json(await read_body(request, max_bytes), max_bytes)

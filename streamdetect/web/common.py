@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from streamdetect.config import Config, ConfigError
+from streamdetect.config.gate import Outcome
 from streamdetect.web.auth import BodyError, read_json
 from streamdetect.web.context import WebContext
 
@@ -46,14 +47,13 @@ async def body(request: Request, ctx: WebContext) -> Any:
 
 
 async def apply_config(ctx: WebContext, config: Config) -> tuple[int, str]:
-    """Hand a validated config to the inference thread (the control API's path) and wait, bounded, for it."""
-    ticket = ctx.request_reload(config)
-    done = await run_in_threadpool(ticket.done.wait, ctx.apply_timeout_s)
-    if not done:
-        return 202, "pending: the detector has not applied it yet"
-    if ticket.error is not None:
-        return 500, f"reload failed, the previous config keeps running: {ticket.error}"
-    return 200, "applied"
+    """Apply a validated config through the reload gate (SIGHUP's and the control API's) and wait, bounded."""
+    result = await run_in_threadpool(ctx.gate.apply, config, "dashboard")
+    messages = {Outcome.APPLIED: "applied", Outcome.PENDING: "pending: the detector has not applied it yet",
+                Outcome.FAILED: f"reload failed, the previous config keeps running: {result.error}",
+                Outcome.REJECTED: "invalid config: " + "; ".join(f"{k}: {m}" for k, m in result.problems),
+                Outcome.STOPPED: "the daemon is stopping; the config was not applied"}
+    return result.status, messages[result.outcome]
 
 
 def number(request: Request, key: str, default: float | None = None) -> float | None:

@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from streamdetect.config import Config, WebConfig
+from streamdetect.config.gate import ConfigGate
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.store import connect
@@ -33,14 +33,13 @@ class WebContext:
     web: WebConfig
     current: Callable[[], Config]  # the running config (changes on reload)
     bank: Callable[[], PromptBank]  # the running prompt bank
-    request_reload: Callable[[Config], Any]  # -> a ticket with ``done`` (threading.Event) and ``error``
+    gate: ConfigGate  # applies a config to the running detector (the reload gate SIGHUP uses too)
     bundle: ModelBundle
     hub: LiveHub
     embed_text: Callable[[str], np.ndarray]  # a prompt -> its unit text embedding
     db_path: Path | None = None
     clips: ClipsPlace | None = None
     config_path: Path | None = None  # the YAML the settings page rewrites (None: changes live in memory only)
-    apply_timeout_s: float = 30.0
     examples: ExampleFolder = field(init=False)  # where uploaded audio examples go: next to the config file
 
     _db: sqlite3.Connection | None = field(default=None, init=False, repr=False)

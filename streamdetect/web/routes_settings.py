@@ -12,6 +12,7 @@ so is an upload that no save listed within a day.
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,20 @@ from streamdetect.config import ConfigError, parse_config
 from streamdetect.web.auth import read_body
 from streamdetect.web.common import api, apply_config, body
 from streamdetect.web.context import WebContext
+from streamdetect.web.defs.query import UploadQuery
+from streamdetect.web.defs.response import Example, SettingsForm, SettingsPage, SettingsSaved
 from streamdetect.web.examples import EXAMPLE_ID, ExampleError, describe, known_examples
+from streamdetect.web.routing import context, query, reply
 from streamdetect.web.settings_form import form_of, merged_data, schema, yaml_sections
 from streamdetect.web.yamlfile import update_yaml
 
 MEDIA = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 
-async def current_form(ctx: WebContext) -> dict[str, Any]:
+async def current_form(ctx: WebContext) -> SettingsForm:
     config = ctx.current()
-    return await run_in_threadpool(form_of, config, lambda path: describe(path, ctx.examples))
+    return SettingsForm.model_validate(
+        await run_in_threadpool(form_of, config, lambda path: describe(path, ctx.examples)))
 
 
 async def save_settings(ctx: WebContext, data: Any) -> JSONResponse:
@@ -53,49 +58,53 @@ async def save_settings(ctx: WebContext, data: Any) -> JSONResponse:
         used = {os.path.abspath(p) for e in config.events for p in e.examples}
         dropped = [p for e in current.events for p in e.examples]
         await run_in_threadpool(lambda: ctx.examples.discard(dropped + ctx.examples.abandoned(), used))
-    return JSONResponse({"status": message, "saved_to": str(ctx.config_path) if saved else None,
-                         **await current_form(ctx)}, status)
+    return reply(SettingsSaved(status=message, saved_to=str(ctx.config_path) if saved else None,
+                               **(await current_form(ctx)).model_dump()), status)
 
 
-def routes(ctx: WebContext) -> list[Route]:
-    fields = schema()
+schema_once = cache(schema)  # the form's fields follow the config's models, which never change in a process
 
-    async def show(_request: Request) -> Response:
-        return JSONResponse(await current_form(ctx) | {
-            "schema": fields, "file": str(ctx.config_path) if ctx.config_path else None,
-            "examples_dir": str(ctx.examples.root), "max_upload_kb": ctx.web.max_upload_kb})
 
-    @api
-    async def save(request: Request) -> Response:
-        return await save_settings(ctx, await body(request, ctx))
+async def show(request: Request) -> Response:
+    ctx = context(request)
+    return reply(SettingsPage.model_validate((await current_form(ctx)).model_dump() | {
+        "schema": schema_once(), "file": str(ctx.config_path) if ctx.config_path else None,
+        "examples_dir": str(ctx.examples.root), "max_upload_kb": ctx.web.max_upload_kb}))
 
-    @api
-    async def upload(request: Request) -> Response:
-        """Store one example file for ``?label=`` (``?name=``: the browser's file name, kept readable in the
-        stored name through ``safe_name``); it is listed by an event once a save names its id."""
-        label, name = request.query_params.get("label", ""), request.query_params.get("name", "")
-        if len(label) > 200 or len(name) > 255:
-            raise ValueError("label or name too long")
-        data = await read_body(request, ctx.web.max_upload_kb * 1024)
-        try:
-            path = await run_in_threadpool(ctx.examples.store, label, data, name)
-        except ExampleError as e:
-            raise ConfigError("upload", [("examples", str(e))]) from None
-        except OSError as e:
-            return JSONResponse({"error": f"cannot store the example in {ctx.examples.root}: {e.strerror}"}, 507)
-        return JSONResponse(await run_in_threadpool(describe, str(path), ctx.examples), 201)
 
-    @api
-    async def audio(request: Request) -> Response:
-        """An example's audio, for the form's play button: only files of the managed folder are served."""
-        example = request.path_params["id"]
-        if not EXAMPLE_ID.match(example):
-            raise LookupError(f"{example[:40]!r} is not an example id")
-        path = (await run_in_threadpool(known_examples, ctx.current(), ctx.examples)).get(example)
-        if path is None or not ctx.examples.owns(path):
-            raise LookupError("no such example in the dashboard's examples folder")
-        return FileResponse(path, media_type=MEDIA.get(Path(path).suffix, "application/octet-stream"))
+@api
+async def save(request: Request) -> Response:
+    ctx = context(request)
+    return await save_settings(ctx, await body(request, ctx))
 
-    return [Route("/api/settings", show), Route("/api/settings", save, methods=["POST"]),
-            Route("/api/settings/examples", upload, methods=["POST"]),
-            Route("/api/settings/examples/{id}/audio", audio)]
+
+@api
+async def upload(request: Request) -> Response:
+    """Store one example file for ``?label=`` (``?name=``: the browser's file name, kept readable in the
+    stored name through ``safe_name``); it is listed by an event once a save names its id."""
+    ctx, q = context(request), query(request, UploadQuery)
+    data = await read_body(request, ctx.web.max_upload_kb * 1024)
+    try:
+        path = await run_in_threadpool(ctx.examples.store, q.label, data, q.name)
+    except ExampleError as e:
+        raise ConfigError("upload", [("examples", str(e))]) from None
+    except OSError as e:
+        return JSONResponse({"error": f"cannot store the example in {ctx.examples.root}: {e.strerror}"}, 507)
+    return reply(Example.model_validate(await run_in_threadpool(describe, str(path), ctx.examples)), 201)
+
+
+@api
+async def audio(request: Request) -> Response:
+    """An example's audio, for the form's play button: only files of the managed folder are served."""
+    ctx, example = context(request), request.path_params["id"]
+    if not EXAMPLE_ID.match(example):
+        raise LookupError(f"{example[:40]!r} is not an example id")
+    path = (await run_in_threadpool(known_examples, ctx.current(), ctx.examples)).get(example)
+    if path is None or not ctx.examples.owns(path):
+        raise LookupError("no such example in the dashboard's examples folder")
+    return FileResponse(path, media_type=MEDIA.get(Path(path).suffix, "application/octet-stream"))
+
+
+ROUTES = [Route("/api/settings", show), Route("/api/settings", save, methods=["POST"]),
+          Route("/api/settings/examples", upload, methods=["POST"]),
+          Route("/api/settings/examples/{id}/audio", audio)]

@@ -1,54 +1,154 @@
-"""The dashboard's HTTP server: the Starlette app under uvicorn, in a thread the daemon owns.
+"""The daemon's one HTTP surface: ASGI apps under uvicorn, one event loop in a thread the daemon owns.
 
-The socket is bound here, before the thread starts, so a port in use is a clear error at start-up (and port 0
-gives a free port that ``address`` reports), not a log line from a thread that then dies.
+Each configured port (``web.port``, ``control.port``, ``metrics.port``) is a ``Listener``: its own socket and
+its own app (the dashboard, the control routes, or ``/metrics`` and ``/healthz``), so every port answers the
+routes, and asks for the login, it did when each had a server of its own. They share one loop and one thread.
+
+The socket is bound by ``serve``, in the caller's thread, so a port in use is a clear error at start-up (and
+port 0 gives a free port that ``address`` reports), not a log line from a thread that then dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from streamdetect.web.guard import IDLE_TIMEOUT_S
 from streamdetect.web.tokens import WebError
 
 log = logging.getLogger(__name__)
 
 
-class WebServer:
-    def __init__(self, app: Starlette, host: str, port: int, on_close=None):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind((host, port))
-        except OSError as e:
-            self._sock.close()
-            raise WebError(f"dashboard cannot listen on {host}:{port} ({e.strerror}); change web.port") from None
-        self._sock.listen(128)
-        self.address = self._sock.getsockname()
-        self._on_close = on_close
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=2, ws="none")
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._serve, name="web-http", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and self._thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
+@dataclass(frozen=True)
+class Listener:
+    what: str  # for messages: "dashboard", "control API", "metrics"
+    key: str  # the config key of its port, named when it cannot listen
+    host: str
+    port: int
+    app: ASGIApp
+    on_close: Callable[[], None] | None = None  # before the server stops (the dashboard ends its live views)
 
-    def _serve(self) -> None:
-        asyncio.run(self.server.serve(sockets=[self._sock]))
+
+class Served:
+    """One listener being served; ``close`` stops it (the surface's other ports go on)."""
+
+    def __init__(self, listener: Listener, sock: socket.socket, server: uvicorn.Server,
+                 running: concurrent.futures.Future[Any]):
+        self.listener, self._sock, self.server, self._running = listener, sock, server, running
+        self.address = sock.getsockname()
+        self._closed = False
 
     def close(self) -> None:
-        """Stop answering: live views end (their streams see the hub closed), then the server shuts down."""
-        if self._on_close is not None:
-            self._on_close()
+        if self._closed:
+            return
+        self._closed = True
+        if self.listener.on_close is not None:
+            self.listener.on_close()
         self.server.should_exit = True
-        self._thread.join(10)
+        try:
+            self._running.result(10)
+        except Exception:  # noqa: BLE001 - stopping: there is nobody left to tell
+            log.debug("%s: the server ended with an error", self.listener.what, exc_info=True)
         self._sock.close()
+
+
+class IdleClosingH11(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection that sends nothing of a request for ``idle_timeout_s``.
+
+    uvicorn's own keep-alive timer starts only after a response, so a client that connects and sends nothing
+    (or trickles a request) would hold its socket for ever; the stdlib servers closed it after their socket
+    timeout, and every port of the surface does the same. A request being answered (a live view's event
+    stream included) is never cut: the timer runs only while a request is awaited or arriving.
+    """
+
+    idle_timeout_s = IDLE_TIMEOUT_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._idle: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm()  # still waiting for (the rest of) a request
+        elif self._idle is not None:
+            self._idle.cancel()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = self.loop.call_later(self.idle_timeout_s, self._close_idle)
+
+    def _close_idle(self) -> None:
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _bind(listener: Listener) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listener.host, listener.port))
+    except OSError as e:
+        sock.close()
+        raise WebError(f"{listener.what} cannot listen on {listener.host}:{listener.port} ({e.strerror}); "
+                       f"change {listener.key}") from None
+    sock.listen(128)
+    return sock
+
+
+class HttpSurface:
+    """The event loop thread; ``serve`` adds a port to it, ``close`` stops every port and the thread."""
+
+    def __init__(self, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+        # a subclass per surface, so two surfaces in one process (tests) can have their own timeout
+        self._protocol = type("IdleClosingH11", (IdleClosingH11,), {"idle_timeout_s": idle_timeout_s})
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="web-http", daemon=True)
+        self._thread.start()
+        self._served: list[Served] = []
+
+    def serve(self, listener: Listener) -> Served:
+        sock = _bind(listener)
+        config = uvicorn.Config(listener.app, log_level="warning", lifespan="off", access_log=False,
+                                timeout_graceful_shutdown=2, ws="none", http=self._protocol)
+        server = uvicorn.Server(config)
+        running = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), self._loop)
+        deadline = time.monotonic() + 10
+        while not server.started and not running.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if running.done():
+            sock.close()
+            error = running.exception()
+            raise WebError(f"{listener.what} could not start on {listener.host}:{listener.port} ({error}); "
+                           f"change {listener.key}")
+        served = Served(listener, sock, server, running)
+        self._served.append(served)
+        return served
+
+    def close(self) -> None:
+        """Stop the ports still served (newest first), then the loop and its thread."""
+        for served in reversed(self._served):
+            served.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()

@@ -3,7 +3,7 @@
 The station keeps its front end, prompts, scoring, events and sinks; only the audio tower runs on the server.
 Log-mel features travel rather than audio: a 3 s window's features are 1001 x 64 float32 (256 kB), its audio at
 48 kHz 576 kB as float32 (288 kB as int16), and the front end would have to run on the server too
-(tools/bench_triton.py measures the bytes per stream).
+(bench/triton.py measures the bytes per stream).
 
 Every engine batch is one request (split only where the server's ``max_batch_size`` is smaller). A failed request
 is retried ``retries`` times at once (with jittered waits); then the server counts as away: with
