@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from helpers import collecting_sink, event_record, run_cli, write_config, write_tone_scene, written_clips
 
-from streamdetect.analysis.replay import run_source
+from streamdetect.analysis.replay import Replay, run_source
 from streamdetect.config import parse_config
 from streamdetect.daemon.build import build_detector
 from streamdetect.model.manifest import ModelBundle
@@ -113,12 +113,12 @@ def test_lost_audio_through_the_detector_is_silence_at_the_right_place(tiny_mode
     clips = ClipsSink(ClipsOptions(dir=str(tmp_path), pre_roll_s=0.0, post_roll_s=0.0))
     sinks = SinkSet([("clips", clips)], threaded=True)
     detector = build_detector(config, ModelBundle.load(tiny_model), sinks)
-    stream = detector.open_stream("live", live=False)
+    replay = Replay(detector, detector.open_stream("live", live=False))
     audio = noise(9.0, sr=SR)
-    detector.push(stream, audio[: 4 * SR])
-    detector.push(stream, Gap(SR))  # 1 s lost: stream time moves on without audio
-    detector.push(stream, audio[5 * SR :])
-    detector.finish(stream)
+    replay.push(audio[: 4 * SR])
+    replay.push(Gap(SR))  # 1 s lost: stream time moves on without audio
+    replay.push(audio[5 * SR :])
+    replay.finish()
     sinks.close()
     [path] = written_clips(clips)
     data, _ = sf.read(path, dtype="float32")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import numpy as np
-from helpers import run_cli, run_cli_without_torch, write_config, write_tone_scene
+from helpers import run_cli, run_cli_without_torch, window_result, write_config, write_tone_scene
 
 from streamdetect.analysis.embedding_log import log_key, read_log, stretches
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter
@@ -56,11 +56,11 @@ def test_since_and_until_select_by_wall_time(tiny_model, tmp_path):
     tone_emb, noise_emb = (clip_embedding(p, frontend, encoder) for p in (tone, noise))
     log_dir = tmp_path / "emb"
     writer = EmbeddingLogWriter(log_dir, log_key(bundle), max_days=30)
-    now = datetime.now(timezone.utc)
-    old = (now - timedelta(days=10)).isoformat()
-    writer.add("old-mic", 100.0, 103.0, old, tone_emb)  # the tone was heard 10 days ago ...
-    writer.add("old-mic", 101.0, 104.0, old, tone_emb)
-    writer.add("new-mic", 5.0, 8.0, now.isoformat(), noise_emb)  # ... recently only noise
+    now = time.time()
+    old = now - timedelta(days=10).total_seconds()
+    writer.window(window_result("old-mic", 100.0, 103.0, old, tone_emb))  # the tone was heard 10 days ago ...
+    writer.window(window_result("old-mic", 101.0, 104.0, old, tone_emb))
+    writer.window(window_result("new-mic", 5.0, 8.0, now, noise_emb))  # ... recently only noise
     writer.close()
     assert writer.written == 3 and writer.dropped == 0
 
@@ -80,7 +80,7 @@ def test_writer_is_bounded_and_prunes_old_chunks(tmp_path):
     writer.queue.put(None)  # stop the writer first, so nothing drains the queue
     writer._thread.join(10)
     for i in range(5):
-        writer.add("s", float(i), i + 3.0, datetime.now(timezone.utc).isoformat(), np.ones(4))
+        writer.window(window_result("s", float(i), i + 3.0, time.time(), np.ones(4)))
     assert writer.dropped == 3 and writer.queue.qsize() == 2  # nothing blocks: the rest is counted
     folder = tmp_path / ("k" * 16) / "s"
     folder.mkdir(parents=True)

@@ -123,7 +123,7 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
     starts, ends, scores, _ = stream.score_log.arrays(len(detector.bank.labels))
     return ScanResult(
         path=Path(path),
-        duration_s=stream.windower.total_samples / sample_rate,
+        duration_s=stream.seconds,
         labels=detector.bank.labels,
         thresholds=tuple(e.threshold for e in detector.config.events),
         starts_s=starts,

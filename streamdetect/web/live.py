@@ -1,4 +1,4 @@
-"""What the live view shows, kept as the detector works: the detector's ``LiveObserver``.
+"""What the live view shows, kept as the detector works: the audio tap's ``LiveAudio`` and a window listener.
 
 The feeding threads hand over audio (turned into spectrogram columns here, a few FFTs per second), the inference
 thread hands over each window's scores; both only append to bounded deques under one lock. The live view's
@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from streamdetect.pipeline.observers import WindowView
+from streamdetect.pipeline.results import WindowResult
 from streamdetect.util.stft import Stft
-from streamdetect.util.times import epoch_of
 from streamdetect.web.listen import AudioGate, ListenRing
 from streamdetect.web.spectro import SpectrogramParams, encode, hop_samples, quantise, stft
 
@@ -77,7 +76,7 @@ class LiveHub:
             found = self._streams[name] = _Stream(name, int(self.history_s * self.params.columns_per_s))
         return found
 
-    # -- detection side (LiveObserver) -----------------------------------------------------------------------
+    # -- detection side (LiveAudio, WindowListener) ----------------------------------------------------------
 
     def live_audio(self, stream: str, start_sample: int, block: np.ndarray, sample_rate: int,
                    held: bool = False) -> None:
@@ -110,8 +109,10 @@ class LiveHub:
             if cols.shape[0]:
                 s.seq = self._seq
 
-    def live_window(self, view: WindowView) -> None:
-        wall = epoch_of(view.wall_time)
+    def window(self, view: WindowResult) -> None:
+        if view.scheduled_out:  # never scored: nothing to show (its privacy mark comes through the tap)
+            return
+        wall = view.wall
         scores = {label: round(float(v), 4) for label, v in zip(view.labels, view.scores, strict=True)}
         entry = {"t": round(wall, 3), "scores": scores, "gated": view.gated}
         with self._lock:
