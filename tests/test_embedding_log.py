@@ -121,3 +121,15 @@ def test_run_with_the_new_features_never_imports_torch(tiny_model, tmp_path):
     result = run_cli_without_torch("run", "--config", str(cfg), "--input", str(wav),
                                    env={**os.environ, "STREAMDETECT_CONTROL_TOKEN": "t0ken"})
     assert "control API on" in result.stderr and list((tmp_path / "emb").glob("*/*/*.npz"))
+
+
+def test_a_stretch_keeps_the_best_windows_twin_that_scores_one_float32_ulp_lower():
+    from streamdetect.analysis.embedding_log import LoggedWindows, stretches
+
+    best = np.float32(0.8)
+    twin = np.nextafter(best, np.float32(0))  # the same window logged twice, scored one ulp apart
+    logged = LoggedWindows(np.array(["mic", "mic", "mic"], dtype=object), np.array([0.0, 1.0, 10.0]),
+                           np.array([3.0, 4.0, 13.0]), np.array([100.0, 101.0, 110.0]),
+                           np.zeros((3, 4), np.float16))
+    found = list(stretches(logged, np.array([best, twin, best], np.float32), top=1))
+    assert found[0].windows == 2 and found[0].start_s == 0.0 and found[0].end_s == 4.0
