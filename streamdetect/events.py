@@ -1,5 +1,13 @@
 """The import path third-party sinks use for ``EventRecord``; the event state machine lives in the pipeline."""
 
-from streamdetect.pipeline.events import EventRecord, EventRules, EventTracker, LabelScore, Phase, WindowScore
+from streamdetect.pipeline.events import (
+    EventRecord,
+    EventRules,
+    EventTracker,
+    LabelScore,
+    Phase,
+    State,
+    WindowScore,
+)
 
-__all__ = ["EventRecord", "EventRules", "EventTracker", "LabelScore", "Phase", "WindowScore"]
+__all__ = ["EventRecord", "EventRules", "EventTracker", "LabelScore", "Phase", "State", "WindowScore"]

@@ -16,6 +16,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 from streamdetect.schedule import zone
+from streamdetect.util.names import short_id
+from streamdetect.util.times import datetime_of, iso_of
 
 
 @dataclass(frozen=True)
@@ -69,23 +71,19 @@ def default_day(now: datetime, tz_name: str) -> date:
     return now.astimezone(zone(tz_name)).date() - timedelta(days=1)
 
 
-def _parse(text: str) -> datetime:
-    when = datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
 def day_summary(db_path: Path, day: date, tz_name: str, clips: Mapping[str, Path] | None = None) -> DaySummary:
-    """The summary of local day ``day``; ``clips`` maps the first 8 characters of an event id to its clip."""
+    """The summary of local day ``day``; ``clips`` maps an event's ``short_id`` to its clip."""
     from streamdetect.store import records_between
 
     start, end = local_day_bounds(day, tz_name)
     tz = zone(tz_name)
-    rows = records_between(db_path, (start - timedelta(days=1)).isoformat(), (end + timedelta(days=1)).isoformat())
+    day_s = 86_400.0  # a day's margin either side: records carry the time zone they were written in
+    rows = records_between(db_path, iso_of(start.timestamp() - day_s), iso_of(end.timestamp() + day_s))
     events: dict[str, dict] = {}
     for row in rows:
         event = events.setdefault(row["id"], {"label": row["label"], "fired": None, "score": row["peak_score"],
                                               "rejected": False, "private": False})
-        when = _parse(row["time"])
+        when = datetime_of(row["time"])
         if row["phase"] == "start" or event["fired"] is None:  # the start, else the end if no start was kept
             event["fired"] = when
         event["score"] = max(event["score"], row["peak_score"])
@@ -104,7 +102,7 @@ def day_summary(db_path: Path, day: date, tz_name: str, clips: Mapping[str, Path
         for _, event in items:
             hourly[event["fired"].astimezone(tz).hour] += 1
         best_id, best = max(items, key=lambda item: (item[1]["score"], item[0]))
-        clip = (clips or {}).get(best_id[:8])
+        clip = (clips or {}).get(short_id(best_id))
         labels.append(LabelDay(label, len(items), items[0][1]["fired"].astimezone(tz).isoformat(),
                                items[-1][1]["fired"].astimezone(tz).isoformat(), round(best["score"], 6), best_id,
                                str(clip) if clip is not None else None, hourly))

@@ -163,13 +163,6 @@ class Schedule:
         base = sun_time(self.site, ref.sun, day)
         return None if base is None else base + timedelta(minutes=ref.minutes)
 
-    def next_change(self, at: datetime) -> datetime | None:
-        """The next start or end of a period after ``at`` within two days (for schedulers that sleep)."""
-        day = self.site.local_date(at)
-        edges = sorted(t for d in (day - timedelta(days=1), day, day + timedelta(days=1), day + timedelta(days=2))
-                       for iv in self.intervals(d) for t in iv if t > at)
-        return edges[0] if edges else None
-
 
 def sun_time(site: Site, event: str, day: date) -> datetime | None:
     """``event`` (sunrise, sunset ...) on local day ``day`` at the site, in UTC; None where it does not happen."""

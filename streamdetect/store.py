@@ -16,6 +16,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from streamdetect.util.times import datetime_of
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id TEXT NOT NULL, phase TEXT NOT NULL, label TEXT NOT NULL, stream TEXT NOT NULL,
@@ -109,11 +111,9 @@ def parse_when(text: str, now: datetime | None = None) -> str:
             raise ValueError(f"{text!r} reaches back before the year 1; give a shorter age or an ISO-8601 time"
                              ) from None
     try:
-        when = datetime.fromisoformat(text)
+        when = datetime_of(text)
     except ValueError:
         raise ValueError(f"{text!r} is neither an ISO-8601 time nor an age like 7d, 12h, 30m") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
     return when.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 

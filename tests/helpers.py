@@ -93,7 +93,25 @@ def collecting_sink():
     return Collect()
 
 
-def make_detector(model: Path, events: list[dict], *, encoder=None, bank=None, observer=None, embedding_log=None,
+def written_clips(sink) -> list[Path]:
+    """The clips a clips sink wrote, found as the sink itself finds them after a restart (``scan_clips``)."""
+    from streamdetect.sinks.clips import scan_clips
+
+    return sorted(c.path for c in scan_clips(sink.root))
+
+
+def window_result(stream: str, start_s: float, end_s: float, wall: float, embedding, **fields: Any):
+    """A ``WindowResult`` of one encoded window with the given embedding, as the detector hands its listeners;
+    ``fields`` set the rest (scores, private, gated...)."""
+    from streamdetect.pipeline.results import WindowResult
+
+    sr = SAMPLE_RATE
+    return WindowResult(**{"stream": stream, "start_s": start_s, "end_s": end_s, "start_sample": round(start_s * sr),
+                           "end_sample": round(end_s * sr), "wall": wall, "labels": (), "scores": np.zeros(0),
+                           "suppressed_by": (), "thresholds": (), "embedding": embedding, **fields})
+
+
+def make_detector(model: Path, events: list[dict], *, encoder=None, bank=None, observer=None, listeners=(),
                   **config: Any):
     """``(detector, sink)``: a detector built the way the daemon builds one (``build_detector``) for ``events``
     on the CPU, writing to one collecting sink. ``encoder``/``observer``/... are handed to ``build_detector``;
@@ -105,7 +123,7 @@ def make_detector(model: Path, events: list[dict], *, encoder=None, bank=None, o
     sink = collecting_sink()
     detector = build_detector(make_config(model, events, **config), ModelBundle.load(model),
                               SinkSet([("collect", sink)]), encoder=encoder, bank=bank, observer=observer,
-                              embedding_log=embedding_log)
+                              listeners=listeners)
     return detector, sink
 
 

@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import collecting_sink, event_record, run_cli, write_config, write_tone_scene
+from helpers import collecting_sink, event_record, run_cli, write_config, write_tone_scene, written_clips
 
-from streamdetect.analysis.replay import run_source
+from streamdetect.analysis.replay import Replay, run_source
 from streamdetect.config import parse_config
 from streamdetect.daemon.build import build_detector
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.sinks import SINKS
 from streamdetect.sinks.base import SinkSet
-from streamdetect.sinks.clips import CLIP_NAME, ClipsOptions, ClipsSink, safe_name
+from streamdetect.sinks.clips import CLIP_NAME, ClipsOptions, ClipsSink, safe_name, scan_clips
 from streamdetect.sources.file import FileOptions, FileSource
+from streamdetect.util.names import short_id
 
 SR = 48_000
 PCM_TOL = 1.0 / 32768 + 1e-7  # one PCM16 step: the clip is stored as 16-bit
@@ -91,8 +92,10 @@ def test_clips_from_the_real_detector_hold_the_source_audio(tiny_model, tmp_path
     ends = [r for r in collect.records if r.phase == "end"]
     assert ends, "the threshold should make the scene fire"
     source = resampled(wav)
-    assert len(clips.written) == len(ends)
-    for record, path in zip(ends, clips.written, strict=True):
+    written = {c.event_id8: c.path for c in scan_clips(tmp_path / "clips")}
+    assert len(written) == len(ends)
+    for record in ends:
+        path = written[short_id(record.id)]
         assert path.parent == tmp_path / "clips" / "tone" and CLIP_NAME.match(path.name)
         assert path.name.endswith(f"_scene.wav_{record.peak_score:.4f}_{record.id[:8]}.flac")
         data, rate = sf.read(path, dtype="float32")
@@ -110,14 +113,14 @@ def test_lost_audio_through_the_detector_is_silence_at_the_right_place(tiny_mode
     clips = ClipsSink(ClipsOptions(dir=str(tmp_path), pre_roll_s=0.0, post_roll_s=0.0))
     sinks = SinkSet([("clips", clips)], threaded=True)
     detector = build_detector(config, ModelBundle.load(tiny_model), sinks)
-    stream = detector.open_stream("live", live=False)
+    replay = Replay(detector, detector.open_stream("live", live=False))
     audio = noise(9.0, sr=SR)
-    detector.push(stream, audio[: 4 * SR])
-    detector.push(stream, Gap(SR))  # 1 s lost: stream time moves on without audio
-    detector.push(stream, audio[5 * SR :])
-    detector.finish(stream)
+    replay.push(audio[: 4 * SR])
+    replay.push(Gap(SR))  # 1 s lost: stream time moves on without audio
+    replay.push(audio[5 * SR :])
+    replay.finish()
     sinks.close()
-    [path] = clips.written
+    [path] = written_clips(clips)
     data, _ = sf.read(path, dtype="float32")
     expected = audio.copy()
     expected[4 * SR : 5 * SR] = 0.0
@@ -173,11 +176,11 @@ def test_clip_waits_for_the_post_roll(tmp_path):
     feed(sink, audio[: 5 * 8000])  # the event ends at 4 s: its post-roll is not heard yet
     thread, errors = emit_in_thread(sink, end_record(start_s=2.0, end_s=4.0))
     time.sleep(0.2)  # give the worker the chance to write too early (a correct sink waits)
-    assert len(sink.written) == 0
+    assert len(written_clips(sink)) == 0
     feed(sink, audio[5 * 8000 :], start=5 * 8000)
     thread.join(30)
     assert not thread.is_alive() and not errors
-    data, rate = sf.read(sink.written[0], dtype="float32")
+    data, rate = sf.read(written_clips(sink)[0], dtype="float32")
     assert rate == 8000
     np.testing.assert_allclose(data, audio[1 * 8000 : 6 * 8000], atol=PCM_TOL, rtol=0)
 
@@ -190,7 +193,7 @@ def test_post_roll_at_the_end_of_a_file_does_not_hang(tmp_path):
     sink.stream_ended("garden")  # no more audio will come: the clip must be written with what there is
     thread.join(30)
     assert not thread.is_alive() and not errors
-    data, _ = sf.read(sink.written[0], dtype="float32")
+    data, _ = sf.read(written_clips(sink)[0], dtype="float32")
     np.testing.assert_allclose(data, audio, atol=PCM_TOL, rtol=0)  # clipped to [0, 5 s] of the file
 
 
@@ -203,7 +206,7 @@ def test_long_event_keeps_the_stretch_around_its_peak_and_gaps_are_silence(tmp_p
     sink.stream_ended("garden")
     caplog.set_level(logging.WARNING)
     sink.emit(end_record(start_s=2.0, end_s=38.0, peak_time_s=20.0))
-    data, _ = sf.read(sink.written[0], dtype="float32")
+    data, _ = sf.read(written_clips(sink)[0], dtype="float32")
     expected = audio[17 * 8000 : 23 * 8000].copy()  # peak +- 2 s, +- 1 s roll
     expected[3 * 8000 : 5 * 8000] = 0.0
     np.testing.assert_allclose(data, expected, atol=PCM_TOL, rtol=0)
@@ -218,19 +221,19 @@ def test_audio_that_left_the_buffer_is_reported_not_invented(tmp_path, caplog):
     sink.stream_ended("garden")
     caplog.set_level(logging.WARNING)
     sink.emit(end_record(start_s=2.0, end_s=11.0, peak_time_s=4.0))  # wants [2, 6) s; [8, 12) s is held
-    data, _ = sf.read(sink.written[0], dtype="float32")
+    data, _ = sf.read(written_clips(sink)[0], dtype="float32")
     np.testing.assert_allclose(data, audio[8 * 8000 : 12 * 8000], atol=PCM_TOL, rtol=0)
     assert "misses 6.0 s that had left the buffer" in caplog.text
     sinks = SinkSet([("clips", sink)])
     sinks.emit(end_record(start_s=6.0, end_s=7.5))  # nothing of this event is held any more
-    assert sinks.failures == {"clips": 1} and len(sink.written) == 1
+    assert sinks.failures == {"clips": 1} and len(written_clips(sink)) == 1
     assert "has left the buffer" in caplog.text
 
 
 def test_start_records_are_ignored_and_unknown_streams_fail_loudly(tmp_path):
     sink = ClipsSink(ClipsOptions(dir=str(tmp_path)))
     sink.emit(event_record("start", id="x", label="bird", peak_score=0.5, peak_time_s=1.5, time="t"))
-    assert len(sink.written) == 0
+    assert len(written_clips(sink)) == 0
     sinks = SinkSet([("clips", sink)])
     sinks.emit(end_record(stream="nobody"))
     assert sinks.failures == {"clips": 1}
@@ -255,7 +258,7 @@ def test_hooks_do_not_wait_when_records_come_in_the_feeding_thread(tmp_path, cap
     sink = ClipsSink(ClipsOptions(dir=str(tmp_path), wait_timeout_s=3600))
     feed(sink, noise(5.0))
     sink.emit(end_record(start_s=1.0, end_s=4.0))  # same thread as feed(): waiting would deadlock
-    assert len(sink.written) == 1 and "cannot be awaited" in caplog.text
+    assert len(written_clips(sink)) == 1 and "cannot be awaited" in caplog.text
 
 
 # -- names --------------------------------------------------------------------------------------------------
@@ -269,7 +272,7 @@ def test_labels_and_streams_cannot_escape_the_folder(tmp_path, label):
     feed(sink, noise(3.0), stream=stream)
     sink.stream_ended(stream)
     sink.emit(end_record(label=label, stream=stream, id_="../../zz"))
-    [path] = sink.written
+    [path] = written_clips(sink)
     assert path.resolve().parent.parent == root.resolve() and path.exists()
     assert [p for p in tmp_path.rglob("*") if p.is_file() and p.name != LOCK] == [path]
     assert not path.parent.name.startswith(".") and CLIP_NAME.match(path.name)

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from streamdetect.config import ConfigError, load_config, parse_config
+from streamdetect.sinks.jsonl import JsonlOptions
 
 GOOD = {"events": [{"label": "bird", "prompts": ["birdsong"], "threshold": 0.3}]}
 
@@ -16,7 +17,7 @@ def _problems(data):
 def test_defaults():
     config = parse_config(GOOD)
     assert config.windows.window_s == 3.0 and config.windows.hop_s == 1.0
-    assert [(s.type, s.options) for s in config.sinks] == [("jsonl", {"path": "-"})]
+    assert [(s.type, s.options) for s in config.sinks] == [("jsonl", JsonlOptions(path="-"))]
     assert config.events[0].min_windows == 1 and config.events[0].negatives == []
 
 

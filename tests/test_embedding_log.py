@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import numpy as np
-from helpers import run_cli, run_cli_without_torch, write_config, write_tone_scene
+from helpers import run_cli, run_cli_without_torch, window_result, write_config, write_tone_scene
 
 from streamdetect.analysis.embedding_log import log_key, read_log, stretches
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter
@@ -56,11 +56,11 @@ def test_since_and_until_select_by_wall_time(tiny_model, tmp_path):
     tone_emb, noise_emb = (clip_embedding(p, frontend, encoder) for p in (tone, noise))
     log_dir = tmp_path / "emb"
     writer = EmbeddingLogWriter(log_dir, log_key(bundle), max_days=30)
-    now = datetime.now(timezone.utc)
-    old = (now - timedelta(days=10)).isoformat()
-    writer.add("old-mic", 100.0, 103.0, old, tone_emb)  # the tone was heard 10 days ago ...
-    writer.add("old-mic", 101.0, 104.0, old, tone_emb)
-    writer.add("new-mic", 5.0, 8.0, now.isoformat(), noise_emb)  # ... recently only noise
+    now = time.time()
+    old = now - timedelta(days=10).total_seconds()
+    writer.window(window_result("old-mic", 100.0, 103.0, old, tone_emb))  # the tone was heard 10 days ago ...
+    writer.window(window_result("old-mic", 101.0, 104.0, old, tone_emb))
+    writer.window(window_result("new-mic", 5.0, 8.0, now, noise_emb))  # ... recently only noise
     writer.close()
     assert writer.written == 3 and writer.dropped == 0
 
@@ -80,7 +80,7 @@ def test_writer_is_bounded_and_prunes_old_chunks(tmp_path):
     writer.queue.put(None)  # stop the writer first, so nothing drains the queue
     writer._thread.join(10)
     for i in range(5):
-        writer.add("s", float(i), i + 3.0, datetime.now(timezone.utc).isoformat(), np.ones(4))
+        writer.window(window_result("s", float(i), i + 3.0, time.time(), np.ones(4)))
     assert writer.dropped == 3 and writer.queue.qsize() == 2  # nothing blocks: the rest is counted
     folder = tmp_path / ("k" * 16) / "s"
     folder.mkdir(parents=True)
@@ -121,3 +121,15 @@ def test_run_with_the_new_features_never_imports_torch(tiny_model, tmp_path):
     result = run_cli_without_torch("run", "--config", str(cfg), "--input", str(wav),
                                    env={**os.environ, "STREAMDETECT_CONTROL_TOKEN": "t0ken"})
     assert "control API on" in result.stderr and list((tmp_path / "emb").glob("*/*/*.npz"))
+
+
+def test_a_stretch_keeps_the_best_windows_twin_that_scores_one_float32_ulp_lower():
+    from streamdetect.analysis.embedding_log import LoggedWindows, stretches
+
+    best = np.float32(0.8)
+    twin = np.nextafter(best, np.float32(0))  # the same window logged twice, scored one ulp apart
+    logged = LoggedWindows(np.array(["mic", "mic", "mic"], dtype=object), np.array([0.0, 1.0, 10.0]),
+                           np.array([3.0, 4.0, 13.0]), np.array([100.0, 101.0, 110.0]),
+                           np.zeros((3, 4), np.float16))
+    found = list(stretches(logged, np.array([best, twin, best], np.float32), top=1))
+    assert found[0].windows == 2 and found[0].start_s == 0.0 and found[0].end_s == 4.0

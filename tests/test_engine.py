@@ -122,7 +122,7 @@ def test_source_config_mistakes_are_reported():
     from streamdetect.config import ConfigError
 
     events = [{"label": "x", "prompts": ["y"], "threshold": 0.1}]
-    with pytest.raises(ConfigError, match="source names must be unique"):
+    with pytest.raises(ConfigError, match=r"must be unique: sources\[0\] and sources\[1\] are both named 'a'"):
         parse_config({"events": events, "sources": [{"type": "file", "name": "a", "path": "1.wav"},
                                                     {"type": "file", "name": "a", "path": "2.wav"}]})
     with pytest.raises(ConfigError, match=r"sources\[1\]\.type: unknown source type 'rtsp'"):
@@ -198,3 +198,49 @@ def test_a_source_naming_an_unknown_event_is_refused_with_its_key_path():
                                                     {"type": "file", "path": "2.wav", "events": ["dgo"]}]})
     with pytest.raises(ConfigError, match=r"source\.events: expected"):
         parse_config({"events": events, "source": {"type": "file", "path": "1.wav", "events": "x"}})
+
+
+class Recorder:
+    """A window listener that keeps every result it is handed."""
+
+    def __init__(self):
+        self.results = []
+
+    def window(self, result):
+        self.results.append(result)
+
+
+def test_each_window_becomes_one_result_that_every_listener_gets(tiny_model):
+    import dataclasses
+
+    import pytest
+
+    from streamdetect.daemon.metrics import Metrics
+
+    first, second, metrics = Recorder(), Recorder(), Metrics()
+    det, sink = make_detector(tiny_model, [immediate_event("x", threshold=-1.0)], listeners=[first, metrics, second],
+                              encoder=FakeEncoder.for_model(tiny_model), runtime={"batch_size": 4},
+                              gate={"min_dbfs": -60.0})
+    rng = np.random.default_rng(0)
+    audio = np.concatenate([np.zeros(4 * SR, np.float32), (0.1 * rng.standard_normal(4 * SR)).astype(np.float32)])
+    summaries, stats = run_sources(det, [LiveArray(audio, "a"), LiveArray(audio, "b")], threading.Event())
+    assert [s.windows for s in summaries] == [6, 6] and stats.windows == 12
+    # one value per window, the very same object at every listener, in the order the windows were applied
+    assert len(first.results) == len(second.results) == 12
+    assert all(a is b for a, b in zip(first.results, second.results, strict=True))
+    for name in ("a", "b"):
+        mine = [r for r in first.results if r.stream == name]
+        assert [r.start_s for r in mine] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+        assert [r.end_sample - r.start_sample for r in mine] == [3 * SR] * 6
+        # the first two windows are silent: gated by the energy gate, so never encoded and without an embedding
+        assert [r.gated for r in mine] == [True, True, False, False, False, False]
+        assert [r.embedding is None for r in mine] == [True, True, False, False, False, False]
+        assert all(r.labels == ("x",) and r.thresholds == (-1.0,) and r.scores.shape == (1,) for r in mine)
+        assert all(isinstance(r.wall, float) and r.private is None and not r.scheduled_out for r in mine)
+        assert metrics.registry.get_sample_value("streamdetect_windows_total", {"stream": name}) == 6
+        assert metrics.registry.get_sample_value("streamdetect_gated_windows_total", {"stream": name}) == 2
+    result = first.results[-1]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.gated = True  # type: ignore[misc]
+    assert not result.scores.flags.writeable  # shared by every listener: nobody may change it for the others
+    assert {r.stream for r in sink.records} == {"a", "b"}  # records still go to the outputs

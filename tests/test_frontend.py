@@ -97,7 +97,7 @@ def test_parallel_front_end_gives_the_plain_front_ends_numbers_from_every_thread
 def test_front_end_threads_default_to_one_on_a_cpu_and_the_cores_on_a_gpu(monkeypatch):
     from helpers import FakeEncoder
 
-    import streamdetect.pipeline.detector as detector
+    import streamdetect.pipeline.scorer as detector
 
     monkeypatch.setattr(detector.os, "cpu_count", lambda: 16)
     gpu, cpu = FakeEncoder(on_gpu=True), FakeEncoder(on_gpu=False, precision="bf16")

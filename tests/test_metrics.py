@@ -21,6 +21,7 @@ from helpers import (
 from prometheus_client.parser import text_string_to_metric_families
 from test_engine import LiveArray
 
+from streamdetect.analysis.replay import Replay
 from streamdetect.daemon.engine import BatchingEngine, run_sources
 from streamdetect.daemon.metrics import SCORE_HISTOGRAMS, Metrics, MetricsServer
 
@@ -37,7 +38,7 @@ def get(url):
 
 def test_metrics_and_health_while_streams_run(tiny_model):
     metrics = Metrics(stale_after_s=0.5)
-    det, _ = make_detector(tiny_model, [immediate_event("x", threshold=-1.0)], observer=metrics,
+    det, _ = make_detector(tiny_model, [immediate_event("x", threshold=-1.0)], observer=metrics, listeners=[metrics],
                            encoder=FakeEncoder.for_model(tiny_model), runtime={"batch_size": 2})
     server = MetricsServer(metrics, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.address[1]}"
@@ -100,7 +101,8 @@ def test_scrape_follows_prometheus_conventions(tiny_model, mode):
     metrics = Metrics(score_mode=mode)
     scoring = {"mode": mode, "background": ["silence"] if mode == "softmax" else []}
     det, _ = make_detector(tiny_model, [immediate_event("dog", threshold=1.0), immediate_event("gone", threshold=1.0)],
-                           observer=metrics, encoder=FakeEncoder.for_model(tiny_model), scoring=scoring)
+                           observer=metrics, listeners=[metrics], encoder=FakeEncoder.for_model(tiny_model),
+                           scoring=scoring)
     metrics.watch_sinks(["mqtt#0"], lambda _n: 3, lambda _n: 0)
     det.expect_streams({"yard": None})
     server = MetricsServer(metrics, "127.0.0.1", 0)
@@ -125,8 +127,7 @@ def test_scrape_follows_prometheus_conventions(tiny_model, mode):
 
         stream = det.open_stream("yard", live=False)
         rng = np.random.default_rng(0)
-        det.push(stream, (0.1 * rng.standard_normal(5 * SR)).astype(np.float32))
-        det.finish(stream)
+        Replay(det, stream).run([(0.1 * rng.standard_normal(5 * SR)).astype(np.float32)])
         scraped = get(f"http://127.0.0.1:{server.address[1]}/metrics")[1]
         after = families(scraped)
         sums = {s[1]["label"]: s[2] for s in after[name][1] if s[0] == f"{name}_sum"}

@@ -19,7 +19,7 @@ from helpers import (
     write_tone_scene,
 )
 
-from streamdetect.analysis.replay import run_source
+from streamdetect.analysis.replay import Replay, run_source
 from streamdetect.config import parse_config
 from streamdetect.embed.encoder.base import RuntimeOptions
 from streamdetect.embed.encoder.text import TextEncoder
@@ -109,13 +109,13 @@ def test_two_detectors_and_interleaved_streams_do_not_share_state(tiny_model, tm
         return [(r.phase, r.start_s, r.end_s) for r in sink.records]
 
     det, sink = make_detector(tiny_model, events, runtime={"device": "cpu", "batch_size": 3})
-    streams = {w: det.open_stream(w.name, live=False) for w in (wav_a, wav_b)}
+    streams = {w: Replay(det, det.open_stream(w.name, live=False)) for w in (wav_a, wav_b)}
     gens = {w: FileSource(FileOptions(path=str(w), block_s=0.7), 48_000).blocks(threading.Event()) for w in streams}
     for blocks in zip(*gens.values(), strict=True):  # interleave the two files block by block
         for w, block in zip(gens, blocks, strict=True):
-            det.push(streams[w], block)
+            streams[w].push(block)
     for w in streams:
-        det.finish(streams[w])
+        streams[w].finish()
     for w in streams:
         got = [(r.phase, r.start_s, r.end_s) for r in sink.records if r.stream == w.name]
         assert got == alone(w)
@@ -316,9 +316,9 @@ def test_front_end_threads_from_config_give_the_same_scores_and_events(tiny_mode
     wav = write_tone_scene(tmp_path / "scene.wav", seconds=10.0)
     one, _ = make_detector(tiny_model, EVENTS, runtime={"device": "cpu", "batch_size": 8})
     three, _ = make_detector(tiny_model, EVENTS, runtime={"device": "cpu", "batch_size": 8, "frontend_threads": 3})
-    assert (one.frontend.threads, three.frontend.threads) == (1, 3)
-    used, own = [], three.frontend._own
-    three.frontend._own = lambda: used.append(threading.current_thread().name) or own()
+    assert (one.scorer.frontend.threads, three.scorer.frontend.threads) == (1, 3)
+    used, own = [], three.scorer.frontend._own
+    three.scorer.frontend._own = lambda: used.append(threading.current_thread().name) or own()
     a, b = score_file(one, wav), score_file(three, wav)
     np.testing.assert_array_equal(a.scores, b.scores)
     assert a.events == b.events

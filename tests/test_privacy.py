@@ -6,14 +6,24 @@ above a threshold set between the scene's windows' speech scores; every assertio
 detector decided, computed again independently from the same scores."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from helpers import SAMPLE_RATE, collecting_sink, file_windows, split_threshold, write_tone_scene
+from helpers import (
+    SAMPLE_RATE,
+    collecting_sink,
+    file_windows,
+    split_threshold,
+    write_tone_scene,
+    written_clips,
+)
 
+from streamdetect.analysis.embedding_log import read_log
 from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
 from streamdetect.daemon.build import build_detector
+from streamdetect.daemon.embedding_log import EmbeddingLogWriter
 from streamdetect.daemon.metrics import Metrics
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.sinks.base import SinkSet, build_sinks
@@ -24,12 +34,18 @@ PCM_TOL = 1.0 / 32768 + 1e-7
 EVERYTHING = [{"label": "any", "prompts": ["wind noise"], "threshold": -1.0}]  # one event over the whole file
 
 
-class EmbeddingLog:
-    def __init__(self):
-        self.windows = []
+class EmbeddingLog(EmbeddingLogWriter):
+    """The daemon's embedding-log writer as the detector's listener; ``windows``: the starts of the windows it
+    wrote to disk, read back once it is closed."""
 
-    def add(self, stream, start_s, end_s, wall_time, embedding):
-        self.windows.append(start_s)
+    def __init__(self, folder):
+        super().__init__(folder, "privacy-test-model-key")
+        self.folder = folder
+
+    @property
+    def windows(self):
+        self.close()
+        return sorted(read_log(self.folder, "privacy-test-model-key").starts_s.tolist())
 
 
 def privacy_config(model, threshold, **privacy):
@@ -47,11 +63,11 @@ def speech_threshold(model, wav):
 
 
 def run(model, wav, config, clips_options):
-    clips = ClipsSink(ClipsOptions(dir=str(clips_options.pop("dir")), pre_roll_s=0.0, post_roll_s=0.0,
-                                   **clips_options))
-    collect, log, metrics = collecting_sink(), EmbeddingLog(), Metrics()
+    folder = Path(clips_options.pop("dir"))
+    clips = ClipsSink(ClipsOptions(dir=str(folder), pre_roll_s=0.0, post_roll_s=0.0, **clips_options))
+    collect, log, metrics = collecting_sink(), EmbeddingLog(folder.parent / "emb"), Metrics()
     sinks = SinkSet([("clips", clips), ("collect", collect)], threaded=True, drain_timeout_s=60)
-    detector = build_detector(config, ModelBundle.load(model), sinks, observer=metrics, embedding_log=log)
+    detector = build_detector(config, ModelBundle.load(model), sinks, observer=metrics, listeners=[metrics, log])
     stream = run_source(detector, FileSource(FileOptions(path=str(wav), block_s=0.5), SAMPLE_RATE),
                         threading.Event())
     sinks.close()
@@ -65,7 +81,7 @@ def test_speech_windows_are_silenced_in_clips_and_absent_from_the_embedding_log(
     assert 0 < len(private) < len(windows)
     clips, records, log, metrics, stream = run(tiny_model, wav, privacy_config(tiny_model, threshold),
                                                {"dir": tmp_path / "clips", "spectrogram": True})
-    [path] = clips.written
+    [path] = written_clips(clips)
     data, _ = sf.read(path, dtype="float32")
     source, _ = sf.read(wav, dtype="float32")
     expected = source.copy()
@@ -89,7 +105,7 @@ def test_skip_mode_writes_no_clip_for_an_event_touching_speech(tiny_model, tmp_p
     clips, records, *_ = run(tiny_model, wav, privacy_config(tiny_model, threshold),
                              {"dir": tmp_path / "clips", "private": "skip"})
     assert records and records[-1].private is True
-    assert list(clips.written) == [] and not any((tmp_path / "clips").rglob("*.flac"))
+    assert written_clips(clips) == [] and not any((tmp_path / "clips").rglob("*.flac"))
 
 
 def test_no_speech_means_nothing_private_and_an_explicit_false(tiny_model, tmp_path):
@@ -97,7 +113,7 @@ def test_no_speech_means_nothing_private_and_an_explicit_false(tiny_model, tmp_p
     clips, records, log, _, stream = run(tiny_model, wav, privacy_config(tiny_model, 1.0),
                                          {"dir": tmp_path / "clips"})
     source, _ = sf.read(wav, dtype="float32")
-    data, _ = sf.read(clips.written[0], dtype="float32")
+    data, _ = sf.read(written_clips(clips)[0], dtype="float32")
     np.testing.assert_allclose(data, source, atol=PCM_TOL, rtol=0)
     assert stream.private_windows == 0 and len(log.windows) == stream.windows
     assert records[-1].to_dict()["private"] is False  # the filter is on and found nothing
@@ -114,8 +130,8 @@ def test_store_audio_false_keeps_only_the_records(tiny_model, tmp_path):
     finally:
         sinks.close()
     wav = write_tone_scene(tmp_path / "scene.wav", seconds=5.0)
-    collect, log = collecting_sink(), EmbeddingLog()
-    detector = build_detector(config, ModelBundle.load(tiny_model), SinkSet([("c", collect)]), embedding_log=log)
+    collect, log = collecting_sink(), EmbeddingLog(tmp_path / "emb")
+    detector = build_detector(config, ModelBundle.load(tiny_model), SinkSet([("c", collect)]), listeners=[log])
     run_source(detector, FileSource(FileOptions(path=str(wav)), SAMPLE_RATE), threading.Event())
     assert collect.records and all(r.embedding is None for r in collect.records) and log.windows == []
     assert "private" not in collect.records[0].to_dict()  # the filter is off: records as before

@@ -86,12 +86,12 @@ def tracker_runs(draw):
 def test_event_tracker_invariants(run):
     rules, window_s, hop_s, scores = run
     tracker = EventTracker("x", rules)
-    windows = [WindowScore(i * hop_s, i * hop_s + window_s, s, "neg" if vetoed else None, (), "t")
+    windows = [WindowScore(i * hop_s, i * hop_s + window_s, s, "neg" if vetoed else None, (), 0.0)
                for i, (s, vetoed) in enumerate(scores)]
     emitted: list[tuple[int, EventRecord]] = []  # (index of the window whose update produced it, record)
     for i, w in enumerate(windows):
         emitted += [(i, r) for r in tracker.update(w)]
-    emitted += [(len(windows), r) for r in tracker.finish("t")]
+    emitted += [(len(windows), r) for r in tracker.finish(0.0)]
     phases = [r.phase for _, r in emitted]
     assert phases == ["start", "end"] * (len(phases) // 2)  # no end without a start, nothing left open
     fires = [w.score >= rules.threshold and w.suppressed_by is None for w in windows]

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
-from helpers import event_record, run_cli
+from helpers import event_record, run_cli, written_clips
 
 from streamdetect.config import ConfigError, parse_config
 from streamdetect.daemon.summary import SummaryScheduler
@@ -173,7 +173,7 @@ def test_clip_and_image_are_written_and_deleted_together(tmp_path):
         sink.audio("garden", i, audio[i : i + 800], 8000)
     sink.stream_ended("garden")
     sink.emit(event_record("end", id="abcdef123456", label="bird", start_s=1.0, end_s=3.0, stream="garden"))
-    [clip] = sink.written
+    [clip] = written_clips(sink)
     image = clip.with_suffix(".png")
     assert image.read_bytes().startswith(PNG)
     [found] = scan_clips(tmp_path)

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from helpers import SAMPLE_RATE, FakeEncoder, collecting_sink, config_dict, immediate_event
 
+from streamdetect.analysis.replay import Replay
 from streamdetect.config import ConfigError, parse_config
 from streamdetect.daemon.build import build_detector
+from streamdetect.daemon.metrics import Metrics
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.schedule import Period, Schedule, Site, local_time_today, sun_time
 from streamdetect.sinks.base import Sink, SinkSet
@@ -114,41 +116,47 @@ class AudioTap(Sink):
         self.blocks.append((start_sample, block.copy()))
 
 
-def scheduled_detector(model, events, clock, **config):
+def scheduled_detector(model, events, clock, listeners=(), **config):
     encoder = FakeEncoder.for_model(model)
     sink, tap = collecting_sink(), AudioTap()
     data = config_dict(model, events, site={"timezone": "Europe/Berlin"}, **config)
     detector = build_detector(parse_config(data), ModelBundle.load(model),
-                              SinkSet([("collect", sink), ("tap", tap)]), encoder=encoder, clock=clock)
+                              SinkSet([("collect", sink), ("tap", tap)]), encoder=encoder, clock=clock,
+                              listeners=listeners)
     return detector, encoder, sink, tap
 
 
-def push_seconds(detector, stream, seconds, block_s=0.5):
+def push_seconds(replay, seconds, block_s=0.5):
     rng = np.random.default_rng(0)
     n = int(block_s * SAMPLE_RATE)
     for _ in range(int(seconds / block_s)):
-        detector.push(stream, (0.1 * rng.standard_normal(n)).astype(np.float32))
+        replay.push((0.1 * rng.standard_normal(n)).astype(np.float32))
 
 
 def test_the_encoder_is_not_called_outside_every_period(tiny_model):
     events = [immediate_event("a", threshold=-1.0, schedule=["05:00-06:00"]),
               immediate_event("b", threshold=-1.0, schedule=["22:00-02:00"])]
     start = local("Europe/Berlin", 2026, 3, 29, 4, 59, 50)  # the DST morning
-    detector, encoder, sink, _ = scheduled_detector(tiny_model, events, lambda: start)
+    metrics = Metrics()
+    detector, encoder, sink, _ = scheduled_detector(tiny_model, events, lambda: start, listeners=[metrics])
     stream = detector.open_stream("garden", live=True)
-    push_seconds(detector, stream, 30.0)
+    push_seconds(Replay(detector, stream), 30.0)
     starts = [w for w in range(0, 28)]  # windows start every 1 s: 0 .. 27 s (3 s windows, 30 s of audio)
     due = [s for s in starts if start + timedelta(seconds=s) >= local("Europe/Berlin", 2026, 3, 29, 5, 0)]
     assert sum(encoder.batch_sizes) == len(due) == 18
     assert stream.scheduled_out_windows == len(starts) - len(due) and stream.windows_processed == len(due)
     assert {r.label for r in sink.records} == {"a"}  # b is outside its period and never fires
     assert sink.records[0].start_s == float(due[0])
+    counted = {name: metrics.registry.get_sample_value(f"streamdetect_{name}_total", {"stream": "garden"})
+               for name in ("windows", "scheduled_out_windows")}
+    assert counted == {"windows": len(due), "scheduled_out_windows": len(starts) - len(due)}
 
     midday = local("Europe/Berlin", 2026, 3, 29, 12, 0)
     detector2, encoder2, sink2, _ = scheduled_detector(tiny_model, events, lambda: midday)
     stream2 = detector2.open_stream("garden", live=True)
-    push_seconds(detector2, stream2, 20.0)
-    detector2.finish(stream2)
+    replay2 = Replay(detector2, stream2)
+    push_seconds(replay2, 20.0)
+    replay2.finish()
     assert encoder2.batch_sizes == [] and sink2.records == []
     assert stream2.scheduled_out_windows == stream2.windower.next_index >= 18
 
@@ -158,7 +166,7 @@ def test_an_open_event_ends_when_its_period_ends(tiny_model):
     start = local("Europe/Berlin", 2026, 6, 1, 4, 59, 50)
     detector, encoder, sink, _ = scheduled_detector(tiny_model, events, lambda: start)
     stream = detector.open_stream("garden", live=True)
-    push_seconds(detector, stream, 20.0)
+    push_seconds(Replay(detector, stream), 20.0)
     phases = [(r.phase, r.start_s, r.end_s) for r in sink.records]
     # windows starting at 0..9 s lie in the period (start before 05:00); the event ends with the last of them
     assert phases == [("start", 0.0, None), ("end", 0.0, 12.0)]
@@ -170,7 +178,7 @@ def test_a_source_outside_its_schedule_is_not_recorded(tiny_model):
     start = local("Europe/Berlin", 2026, 6, 1, 8, 59, 55)
     detector, encoder, sink, tap = scheduled_detector(tiny_model, events, lambda: start)
     stream = detector.open_stream("garden", live=True, schedule=["06:00-09:00"])
-    push_seconds(detector, stream, 12.0)
+    push_seconds(Replay(detector, stream), 12.0)
     heard = np.concatenate([b for _, b in tap.blocks])
     assert np.any(heard[: 5 * SAMPLE_RATE]) and not np.any(heard[5 * SAMPLE_RATE :])  # nothing after 09:00
     assert sum(encoder.batch_sizes) == 5  # the windows starting at 0..4 s, before 09:00

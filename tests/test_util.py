@@ -6,11 +6,12 @@ import logging
 import os
 import random
 import re
-from datetime import datetime, timezone
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import window_result
 
 from streamdetect.analysis.embedding_log import read_log
 from streamdetect.daemon.embedding_log import EmbeddingLogWriter
@@ -76,9 +77,9 @@ def test_changed_names_carry_a_hash_so_distinct_names_never_share_a_folder_or_to
 
 def test_the_embedding_log_keeps_streams_a_b_and_a_underscore_b_apart(tmp_path):
     writer = EmbeddingLogWriter(tmp_path, "k" * 16, flush_s=60.0)
-    wall = datetime.now(timezone.utc).isoformat()
-    writer.add("a b", 0.0, 3.0, wall, np.ones(4, np.float32))
-    writer.add("a_b", 0.0, 3.0, wall, -np.ones(4, np.float32))
+    wall = time.time()
+    writer.window(window_result("a b", 0.0, 3.0, wall, np.ones(4, np.float32)))
+    writer.window(window_result("a_b", 0.0, 3.0, wall, -np.ones(4, np.float32)))
     writer.close()
     folders = sorted(p.name for p in (tmp_path / ("k" * 16)).iterdir())
     assert folders == sorted([safe_name("a b"), "a_b"]) and len(folders) == 2

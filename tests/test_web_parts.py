@@ -11,25 +11,22 @@ import pytest
 from helpers import event_record
 
 from streamdetect.config import ConfigError
+from streamdetect.config.yamledit import update_yaml
 from streamdetect.pipeline.events import LabelScore
-from streamdetect.pipeline.observers import WindowView
+from streamdetect.pipeline.results import WindowResult
 from streamdetect.store import EventFilter, activity, connect, event_streams, list_events, set_feedback
 from streamdetect.web.examples import ExampleError, ExampleFolder, checked_audio, example_id, known_examples
 from streamdetect.web.live import LiveHub
 from streamdetect.web.settings_form import form_of, merged_data, schema, yaml_sections
 from streamdetect.web.spectro import SpectrogramParams, columns
-from streamdetect.web.yamlfile import update_yaml
 
 SR = 48_000
 
 
-def view(stream: str, t: float, scores=(0.1, 0.2), private: bool = False) -> WindowView:
-    from datetime import datetime, timezone
-
-    wall = datetime.fromtimestamp(t, timezone.utc).isoformat()
-    return WindowView(stream, t - 3, t, wall, ("a", "b"), np.array(scores, np.float32), (0.15, 0.5),
-                      (LabelScore("b", scores[1]),), (LabelScore("dog", 0.3),), False, np.ones(4, np.float32),
-                      private)
+def view(stream: str, t: float, scores=(0.1, 0.2), private: bool = False) -> WindowResult:
+    return WindowResult(stream, t - 3, t, 0, 3 * SR, t, ("a", "b"), np.array(scores, np.float32), (None, None),
+                        (0.15, 0.5), (LabelScore("b", scores[1]),), (LabelScore("dog", 0.3),), False, private,
+                        np.ones(4, np.float32))  # an embedding even when private: the hub must still drop it
 
 
 def test_a_tone_lights_its_own_frequency_band():
@@ -44,7 +41,7 @@ def test_a_tone_lights_its_own_frequency_band():
 def test_the_hub_sends_each_view_only_what_is_new():
     hub = LiveHub(history_s=60, stale_after_s=5)
     hub.live_audio("garden", 0, np.zeros(SR, np.float32), SR)
-    hub.live_window(view("garden", 1000.0))
+    hub.window(view("garden", 1000.0))
     first = hub.delta("garden", 0)
     assert [s["name"] for s in first["streams"]] == ["garden"]
     assert first["streams"][0]["thresholds"] == {"a": pytest.approx(0.15), "b": 0.5}
@@ -52,7 +49,7 @@ def test_the_hub_sends_each_view_only_what_is_new():
     assert first["spectrogram"]["frames"] == 16 and first["windows"][0]["scores"] == {"a": 0.1, "b": 0.2}
     again = hub.delta("garden", first["seq"])
     assert again["streams"] == [] and "spectrogram" not in again and again["windows"] == []
-    hub.live_window(view("garden", 1001.0, (0.3, 0.1)))
+    hub.window(view("garden", 1001.0, (0.3, 0.1)))
     later = hub.delta("garden", first["seq"])
     assert [w["scores"]["a"] for w in later["windows"]] == [0.3]
     other = hub.delta("elsewhere", 0)  # an unknown stream: summaries only
@@ -89,7 +86,7 @@ def test_held_audio_waits_for_judgement_and_only_private_windows_are_blank():
     assert cols[starts + 1024 <= SR].max(axis=1).min() > 100  # the tone is shown where no window was private
     blank = cols[(starts >= SR) & (starts + 1024 <= 4 * SR)]
     assert len(blank) > 40 and not blank.any()
-    hub.live_window(view("room", 2000.0, private=True))
+    hub.window(view("room", 2000.0, private=True))
     assert hub.recent_embeddings()[0] == []
 
 
@@ -112,6 +109,7 @@ def test_a_detector_with_the_privacy_filter_blanks_what_it_judged_private(tiny_m
     from streamdetect.config import parse_config
     from streamdetect.daemon.build import build_detector
     from streamdetect.model.manifest import ModelBundle
+    from streamdetect.pipeline.tap import AudioTap
     from streamdetect.sinks.base import SinkSet
     from streamdetect.sources.file import FileOptions, FileSource
 
@@ -130,8 +128,9 @@ def test_a_detector_with_the_privacy_filter_blanks_what_it_judged_private(tiny_m
     private = [w for w, v in zip(windows, speech, strict=True) if v >= threshold]
     assert 0 < len(private) < len(windows)
     hub = LiveHub(history_s=20)
-    detector = build_detector(config(threshold), bundle, SinkSet([]), live=hub)
-    run_source(detector, FileSource(FileOptions(path=str(wav), block_s=0.5), bundle.sample_rate), threading.Event())
+    detector = build_detector(config(threshold), bundle, SinkSet([]), listeners=[hub])
+    run_source(detector, FileSource(FileOptions(path=str(wav), block_s=0.5), bundle.sample_rate), threading.Event(),
+               tap=AudioTap(detector.sinks, hub))
     end, rate, heard = hub.listen("scene.wav", 0, lead_s=20)
     import soundfile as sf
 
@@ -159,7 +158,7 @@ def test_the_hub_stays_bounded():
     hub = LiveHub(history_s=10)
     for i in range(100):
         hub.live_audio("s", i * SR, np.zeros(SR, np.float32), SR)
-        hub.live_window(view("s", 5000.0 + i))
+        hub.window(view("s", 5000.0 + i))
     names, wall, *_ = hub.recent_embeddings()
     assert len(names) == 11 and wall.min() >= 5000.0 + 99 - 10
     out = hub.delta("s", 0)

@@ -40,7 +40,7 @@ def count_starts(ws: FileScores, column: int, event: EventConfig, threshold: flo
     starts = 0
     for i in range(ws.scores.shape[0]):
         window = WindowScore(float(ws.starts_s[i]), float(ws.ends_s[i]), float(ws.scores[i, column]),
-                             "negative" if ws.vetoed[i, column] else None, (), "")
+                             "negative" if ws.vetoed[i, column] else None, (), 0.0)  # no wall time: starts are counted
         starts += sum(1 for r in tracker.update(window) if r.phase == "start")
     return starts
 

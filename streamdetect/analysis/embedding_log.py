@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.model.manifest import AUDIO_ENCODER, ModelBundle
+from streamdetect.util.times import iso_of
 
 
 def log_key(bundle: ModelBundle) -> str:
@@ -24,6 +25,7 @@ def log_key(bundle: ModelBundle) -> str:
 
 
 HOUR_FORMAT = "%Y%m%dT%H"
+TIE_TOLERANCE = 1e-6  # of a cosine score: well above float32 rounding, far below any real difference
 
 
 def chunk_hour(path: Path) -> float:
@@ -84,7 +86,7 @@ class Stretch:
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+    return iso_of(epoch, "seconds")
 
 
 def stretches(logged: LoggedWindows, scores: np.ndarray, top: int = 10, drop: float = 0.5) -> Iterator[Stretch]:
@@ -111,7 +113,10 @@ def stretches(logged: LoggedWindows, scores: np.ndarray, top: int = 10, drop: fl
         seq = order[name]
         pos = int(np.flatnonzero(seq == best)[0])
         lo = hi = pos
-        floor = scores[best] - drop * max(float(scores[best]) - typical, 0.0)
+        # Identical logged windows can score a few float32 ulps apart (BLAS sums rows in different orders), so
+        # the cut-off allows TIE_TOLERANCE below it: with the median at the best score it would otherwise drop
+        # the best window's twin.
+        floor = scores[best] - drop * max(float(scores[best]) - typical, 0.0) - TIE_TOLERANCE
 
         def fits(k: int, floor: float = floor) -> bool:
             return not used[k] and scores[k] >= floor

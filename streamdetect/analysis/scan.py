@@ -20,35 +20,31 @@ from streamdetect.model.manifest import FrontendParams
 from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sources.file import FileOptions, FileSource
+from streamdetect.util.stft import FLOOR_DB, Stft, decibels
 
 
 class PooledMel:
-    """Log-mel (dB) of a stream of any length, max-pooled in time to at most ``max_columns`` columns."""
+    """Log-mel of a stream of any length in dBFS (the display STFT, ``util.stft``, through the model's mel
+    filters), max-pooled in time to at most ``max_columns`` columns."""
 
     def __init__(self, params: FrontendParams, total_samples: int, max_columns: int = 3000):
         self.params = params
-        self.filters = slaney_mel_filters(params)
-        self.window = np.hanning(params.n_fft + 1)[:-1]
+        self.filters = slaney_mel_filters(params).astype(np.float32)
+        self.stft = Stft(params.n_fft, params.hop_length)
         n_frames = max(1, 1 + (total_samples - params.n_fft) // params.hop_length)
         self.pool = max(1, -(-n_frames // max_columns))
-        self._buffer = np.zeros(0, dtype=np.float32)
         self._frames: list[np.ndarray] = []  # mel frames not yet pooled (fewer than self.pool)
         self.columns: list[np.ndarray] = []
 
     def push(self, block: np.ndarray) -> None:
-        p = self.params
-        self._buffer = np.concatenate([self._buffer, block])
-        count = 1 + (self._buffer.shape[0] - p.n_fft) // p.hop_length if self._buffer.shape[0] >= p.n_fft else 0
-        if count <= 0:
+        power = self.stft.push(block)
+        if not power.shape[0]:
             return
-        frames = np.lib.stride_tricks.sliding_window_view(self._buffer, p.n_fft)[:: p.hop_length][:count]
-        power = np.abs(np.fft.rfft(frames * self.window, axis=-1)) ** 2
-        self._frames.append((10.0 * np.log10(np.maximum(power @ self.filters, 1e-10))).astype(np.float32))
-        self._buffer = self._buffer[count * p.hop_length :]
+        self._frames.append(decibels(power @ self.filters))
         pending = np.concatenate(self._frames)
         usable = (pending.shape[0] // self.pool) * self.pool
         if usable:
-            self.columns.append(pending[:usable].reshape(-1, self.pool, p.n_mels).max(axis=1))
+            self.columns.append(pending[:usable].reshape(-1, self.pool, self.params.n_mels).max(axis=1))
         self._frames = [pending[usable:]]
 
     def result(self) -> np.ndarray:
@@ -56,7 +52,7 @@ class PooledMel:
         rest = np.concatenate(self._frames) if self._frames else np.zeros((0, self.params.n_mels), np.float32)
         parts = self.columns + ([rest.max(axis=0, keepdims=True)] if rest.shape[0] else [])
         if not parts:
-            return np.full((self.params.n_mels, 1), -100.0, np.float32)
+            return np.full((self.params.n_mels, 1), FLOOR_DB, np.float32)
         return np.concatenate(parts).T
 
 
@@ -133,7 +129,7 @@ def scan_file(detector: Detector, path: Path, progress: bool = True) -> ScanResu
     starts, ends, scores, _ = stream.score_log.arrays(len(detector.bank.labels))
     return ScanResult(
         path=Path(path),
-        duration_s=stream.windower.total_samples / sample_rate,
+        duration_s=stream.seconds,
         labels=detector.bank.labels,
         thresholds=tuple(e.threshold for e in detector.config.events),
         starts_s=starts,

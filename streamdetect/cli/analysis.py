@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-from pathlib import Path
 
 from streamdetect.cli.common import (
     UsageError,
@@ -16,6 +14,7 @@ from streamdetect.cli.common import (
     need_module,
 )
 from streamdetect.config import load_config
+from streamdetect.config.yamledit import write_thresholds
 from streamdetect.model.manifest import ModelBundle, default_model_dir
 
 
@@ -160,25 +159,3 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     load_config(out)  # what we wrote must load
     print(f"wrote {out}")
     return 0
-
-
-def write_thresholds(config: Path, out: Path, thresholds: dict[str, float], note: str) -> None:
-    """Set each event's threshold in a copy of the YAML that keeps the user's comments, order and layout
-    (ruamel.yaml's round trip), with ``note`` as a comment at the top."""
-    from ruamel.yaml import YAML
-
-    from streamdetect.util.files import atomic_write
-
-    yaml = YAML()  # round-trip mode
-    yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)  # lists as configs/*.yaml and the docs write them
-    source = config.read_text()
-    if source.startswith("# calibrated by streamdetect"):  # a re-calibration replaces the old note
-        source = source.split("\n", 1)[1] if "\n" in source else ""
-    data = yaml.load(source)
-    for event in data.get("events") or []:
-        if event.get("label") in thresholds:
-            event["threshold"] = round(float(thresholds[event["label"]]), 6)
-    buffer = io.StringIO()
-    yaml.dump(data, buffer)
-    atomic_write(out, f"# {note}\n" + buffer.getvalue())

@@ -13,8 +13,9 @@ from typing import Any
 
 from streamdetect import __version__
 from streamdetect.model.manifest import DEFAULT_MODEL_DIR, DEFAULT_MODEL_ID
+from streamdetect.sinks.sqlite import SqliteOptions
 
-DEFAULT_DB = Path("events/events.db")  # where the documented `sqlite` sink example writes
+DEFAULT_DB = Path(SqliteOptions().path)  # where a `sqlite` sink without `path` writes
 MODEL_HELP = f"exported model directory (default: the config's `model`, else {DEFAULT_MODEL_DIR})"
 CONFIG_HELP = "YAML config (see configs/ and the configuration reference)"
 

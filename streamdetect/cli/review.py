@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported where used: each verb loads only what it needs
 
 from streamdetect.cli.common import UsageError, load, log
 from streamdetect.cli.parser import DEFAULT_DB
+from streamdetect.util.names import short_id
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from streamdetect.schedule import zone
     from streamdetect.util.files import atomic_write
 
-    db, clips, tz_name = DEFAULT_DB, None, "UTC"  # what the example config's sqlite sink writes
+    db, clips, tz_name = DEFAULT_DB, None, "UTC"  # what a sqlite sink writes by default
     if args.config is not None:
         config = load_config(args.config)
         (db, clips), tz_name = store_and_clips(config), config.site.timezone
@@ -149,7 +150,7 @@ def _clip_embedder(folder: Path, bundle: ModelBundle, config: Config) -> Callabl
 
     def embed(event_id: str) -> np.ndarray | None:
         nonlocal frontend, encoder
-        path = by_id.get(event_id[:8])
+        path = by_id.get(short_id(event_id))
         if path is None:
             return None
         if frontend is None or encoder is None:  # opened only when a marked event has a clip
@@ -177,7 +178,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         return 0
     for r in rows:  # the id's first 8 characters: `feedback --event` takes any unique prefix of 6 or more
         extent = f"{r['start_s']:.1f}-{r['end_s']:.1f} s" if r["end_s"] is not None else f"from {r['start_s']:.1f} s"
-        print(f"{r['id'][:8]}  {r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
+        print(f"{short_id(r['id'])}  {r['time']}  {r['stream']:16s} {r['label']:16s} {r['phase']:5s} {extent:18s} "
               f"peak {r['peak_score']:.3f}" + (f"  {r['feedback']}" if r["feedback"] else "")
               + ("  interrupted (closed at restart)" if r["interrupted"] else ""))
     print(f"{len(rows)} records, newest first", file=sys.stderr)

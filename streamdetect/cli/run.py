@@ -10,6 +10,7 @@ from pathlib import Path
 
 from streamdetect.cli.common import UsageError, load, log
 from streamdetect.config import Config, load_config
+from streamdetect.config.root import same_names
 from streamdetect.daemon.control import ControlError
 from streamdetect.daemon.engine import EngineStats
 from streamdetect.daemon.reload import Reloader
@@ -46,23 +47,11 @@ def _sources(args: argparse.Namespace, config: Config, sample_rate: int,
     built, settings = [], []
     for entry in config.all_sources:
         cls = SOURCES.get(entry.type)
-        source = cls(cls.Options.model_validate(entry.options), sample_rate, entry.name)
+        source = cls(entry.options, sample_rate, entry.name)
         built.append(source)
         settings.append(StreamSettings(entry.gate, tuple(entry.events) if entry.events is not None else None,
                                        tuple(entry.schedule) if entry.schedule is not None else None))
     return built, settings
-
-
-def _unique_names(sources: list[AudioSource], config: Config, config_path: object) -> None:
-    """Stream names key records, metrics, topics and clips: two streams of one name would mix them up (two
-    file sources named after files with the same basename each got the other's clips)."""
-    seen: dict[str, int] = {}
-    for i, source in enumerate(sources):
-        if source.name in seen:
-            where = "sources" if config.sources else "source"
-            raise UsageError(f"{config_path}: {where}[{seen[source.name]}] and {where}[{i}] are both named "
-                             f"{source.name!r}; give each its own `name:`")
-        seen[source.name] = i
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -86,7 +75,9 @@ def _run(args: argparse.Namespace, reloader: Reloader) -> int:
     except (ControlError, WebError) as e:
         raise UsageError(f"{args.config}: {e}") from None
     sources, settings = _sources(args, config, bundle.sample_rate)
-    _unique_names(sources, config, args.config)
+    problem = same_names([s.name for s in sources], "sources" if config.sources else "source")
+    if problem is not None:  # the names unnamed sources took from their file, URL or device
+        raise UsageError(f"{args.config}: {problem}")
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # imported where used
 
 from streamdetect.cli.common import UsageError
 from streamdetect.model.manifest import ModelBundle, default_model_dir
+from streamdetect.util.times import epoch_of
 
 
 def _index(args: argparse.Namespace, folder: Path) -> tuple[ModelBundle, RuntimeOptions, AudioIndex]:
@@ -83,7 +84,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _search_log(args: argparse.Namespace) -> int:
     import json
-    from datetime import datetime
 
     from streamdetect.analysis.embedding_log import log_key, read_log, stretches
     from streamdetect.embed.encoder.base import RuntimeOptions
@@ -91,8 +91,8 @@ def _search_log(args: argparse.Namespace) -> int:
     from streamdetect.store import parse_when
 
     try:
-        since, until = (args.since and datetime.fromisoformat(parse_when(args.since)).timestamp(),
-                        args.until and datetime.fromisoformat(parse_when(args.until)).timestamp())
+        since, until = (args.since and epoch_of(parse_when(args.since)),
+                        args.until and epoch_of(parse_when(args.until)))
     except ValueError as e:
         raise UsageError(str(e)) from None
     bundle = ModelBundle.load(args.model or default_model_dir())

@@ -14,11 +14,18 @@ from streamdetect.config.loader import (
     load_config,
     parse_config,
 )
-from streamdetect.config.plugins import PluginConfig, SourceConfig
+from streamdetect.config.plugins import (
+    PluginConfig,
+    PluginOptions,
+    SinkConfig,
+    SinkOptions,
+    SourceConfig,
+    SourceOptions,
+)
 from streamdetect.config.root import Config
 from streamdetect.config.runtime import GateConfig, RuntimeConfig, WindowConfig
 from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, VocabularyConfig
 from streamdetect.config.triton import TritonConfig
 from streamdetect.config.web import WebConfig
 
-__all__ = ['Strict', 'WindowConfig', 'RuntimeConfig', 'TritonConfig', 'GateConfig', 'MetricsConfig', 'ControlConfig', 'EmbeddingLogConfig', 'EventConfig', 'ScoringConfig', 'VocabularyConfig', 'NoveltyConfig', 'WebConfig', 'PluginConfig', 'SourceConfig', 'Config', 'ConfigError', 'MAX_CONFIG_NODES', 'MAX_CONFIG_DEPTH', 'MAX_FOUND_CHARS', 'parse_config', 'load_config']
+__all__ = ['Strict', 'WindowConfig', 'RuntimeConfig', 'TritonConfig', 'GateConfig', 'MetricsConfig', 'ControlConfig', 'EmbeddingLogConfig', 'EventConfig', 'ScoringConfig', 'VocabularyConfig', 'NoveltyConfig', 'WebConfig', 'PluginConfig', 'PluginOptions', 'SinkConfig', 'SinkOptions', 'SourceConfig', 'SourceOptions', 'Config', 'ConfigError', 'MAX_CONFIG_NODES', 'MAX_CONFIG_DEPTH', 'MAX_FOUND_CHARS', 'parse_config', 'load_config']

@@ -1,7 +1,7 @@
 """YAML -> a validated ``Config``, with every mistake reported at once by file and key path.
 
 Sink and source options are validated by the plugin's own ``Options`` model, found through the registry by
-``type``, so a third-party plugin gets the same checks as a built-in one.
+``type`` (``config/plugins.py``), so a third-party plugin gets the same checks as a built-in one.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from typing import Any
 from pydantic import (
     ValidationError,
 )
+from pydantic_core import ErrorDetails
 
-from streamdetect.config.plugins import PluginConfig, SourceConfig
+from streamdetect.config.plugins import UNKNOWN_PLUGIN
 from streamdetect.config.root import Config
 from streamdetect.config.station import SiteConfig
 from streamdetect.config.yamlfile import YamlProblems, read_yaml
-from streamdetect.plugins import Registry, UnknownPluginError
+from streamdetect.plugins import SINKS
 from streamdetect.schedule import Site
 
 
@@ -47,12 +48,14 @@ def _shown(value: Any) -> str:
     return text if len(text) <= MAX_FOUND_CHARS else text[:MAX_FOUND_CHARS] + "..."
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     kind, found = error["type"], error.get("input")
     if kind == "extra_forbidden":
         return f"unknown key (found {_shown(found)})"
     if kind == "missing":
         return "required key is missing"
+    if kind == UNKNOWN_PLUGIN:
+        return error["msg"]
     return f"{error['msg'].replace('Input should be', 'expected')} (found {_shown(found)})"
 
 
@@ -76,50 +79,13 @@ def _too_big(data: Any) -> str | None:
     return None
 
 
-def _problems(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[tuple[str, str]]:
-    return [(_key_path(prefix + tuple(e["loc"])), _describe(e)) for e in error.errors()]
-
-
-PLUGIN_KEYS = {"sinks": set(PluginConfig.model_fields), "sources": set(SourceConfig.model_fields),
-               "source": set(SourceConfig.model_fields)}
-
-
-def _plugin_entries(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str, dict[str, Any]]]:
-    """``(key path, type, options)`` of every source and sink entry in the raw data, so plugin types and
-    options are checked in the same round as the rest of the config, even when other keys are wrong."""
-    found = []
-    for section, keys in PLUGIN_KEYS.items():
-        value = data.get(section)
-        entries = [((section,), value)] if section == "source" else \
-            [((section, i), v) for i, v in enumerate(value)] if isinstance(value, list) else []
-        for where, entry in entries:
-            if isinstance(entry, dict) and isinstance(entry.get("type"), str) and entry["type"]:
-                found.append((where, entry["type"], {k: v for k, v in entry.items() if k not in keys}))
-    return found
-
-
-def _plugin_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """Sink options see the site (quiet hours at sun times need its coordinates)."""
-    from streamdetect.plugins import SINKS, SOURCES
-
-    problems: list[tuple[str, str]] = []
-    context = {"site": _raw_site(data)}
-    for where, kind, options in _plugin_entries(data):
-        registry: Registry = SINKS if where[0] == "sinks" else SOURCES
-        try:
-            cls = registry.get(kind)
-        except UnknownPluginError as e:
-            problems.append((_key_path(where + ("type",)), str(e)))
-            continue
-        try:
-            cls.Options.model_validate(options, context=context if where[0] == "sinks" else None)
-        except ValidationError as e:
-            problems.extend(_problems(e, where))
-    return problems
+def _problems(error: ValidationError) -> list[tuple[str, str]]:
+    return [(_key_path(tuple(e["loc"])), _describe(e)) for e in error.errors()]
 
 
 def _raw_site(data: dict[str, Any]) -> Site | None:
-    """The site of not yet validated data (None where the section itself is wrong: it is reported apart)."""
+    """The site of not yet validated data (None where the section itself is wrong: it is reported apart); sink
+    options see it (quiet hours at sun times need its coordinates)."""
     try:
         return SiteConfig.model_validate(data.get("site") or {}).site()
     except ValidationError:
@@ -166,16 +132,15 @@ def _parse(data: Any, source: str, base_dir: str | Path | None) -> Config:
         raise ConfigError(source, [("", f"expected a mapping of keys at the top level, found {type(data).__name__}")])
     if (why := _too_big(data)) is not None:
         raise ConfigError(source, [("", why)])
-    plugin_problems = _plugin_problems(data)
     try:
-        config = Config.model_validate(data, context={"base_dir": str(base_dir) if base_dir else None})
+        config = Config.model_validate(data, context={"base_dir": str(base_dir) if base_dir else None,
+                                                      "site": _raw_site(data)})
     except ValidationError as e:
-        raise ConfigError(source, _problems(e) + plugin_problems) from None
-    problems = _scoring_problems(config) + plugin_problems
+        raise ConfigError(source, _problems(e)) from None
+    problems = _scoring_problems(config)
     known = [e.label for e in config.events] + ([config.novelty.label] if config.novelty.enabled else [])
     for i, sink in enumerate(config.sinks):
-        labels = sink.options.get("labels")
-        for label in labels if isinstance(labels, list) else []:
+        for label in sink.options.labels or []:
             if label not in known:
                 problems.append((f"sinks[{i}].labels", f"{label!r} is not an event label ({', '.join(known)})"))
     entries = [(f"sources[{i}]", e) for i, e in enumerate(config.sources)] + (
@@ -193,8 +158,6 @@ def _parse(data: Any, source: str, base_dir: str | Path | None) -> Config:
 
 def _summary_problems(config: Config) -> list[tuple[str, str]]:
     """The daily summary needs an event store to read and a sink that can send it."""
-    from streamdetect.plugins import SINKS as sinks
-
     summary = config.summary
     if summary.at is None:
         return []
@@ -208,8 +171,7 @@ def _summary_problems(config: Config) -> list[tuple[str, str]]:
             problems.append(("summary.sinks", f"{name!r} is not a sink name (sinks[].name: "
                              f"{', '.join(sorted(names)) or 'none set'})"))
     senders = [s for s in config.sinks if (s.name in summary.sinks if summary.sinks else True)]
-    known = [s for s in senders if s.type in sinks.names()]
-    if not problems and not any(sinks.get(s.type).sends_summaries for s in known):
+    if not problems and not any(SINKS.get(s.type).sends_summaries for s in senders):
         problems.append(("summary.sinks", "none of these sinks can send a summary (apprise, jsonl and stdout "
                          "can)"))
     return problems

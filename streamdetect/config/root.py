@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from pydantic import (
     Field,
     model_validator,
@@ -11,12 +14,32 @@ from pydantic import (
 from streamdetect.config.base import Strict
 from streamdetect.config.daemon import ControlConfig, EmbeddingLogConfig, MetricsConfig
 from streamdetect.config.events import EventConfig
-from streamdetect.config.plugins import PluginConfig, SourceConfig
+from streamdetect.config.plugins import PluginOptions, SinkConfig, SourceConfig
 from streamdetect.config.runtime import GateConfig, RuntimeConfig, WindowConfig
 from streamdetect.config.scoring import NoveltyConfig, ScoringConfig, VocabularyConfig
 from streamdetect.config.station import PrivacyConfig, SiteConfig, SummaryConfig
 from streamdetect.config.web import WebConfig
 from streamdetect.schedule import Period
+
+OptionsT = TypeVar("OptionsT", bound=PluginOptions)
+
+
+def same_names(names: Sequence[str | None], where: str) -> str | None:
+    """The one rule that stream names are unique, as a message naming the first two entries that share a name.
+
+    Stream names key records, metrics, topics and clips: two streams of one name would mix them up (two file
+    sources named after files with the same basename each got the other's clips). Config validation applies it
+    to the names written in the file; ``run`` applies it again to the names the sources took, since a source
+    without ``name:`` is named after its file, URL or device only once it is opened."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name is None:
+            continue
+        if name in seen:
+            return (f"source names must be unique: {where}[{seen[name]}] and {where}[{i}] are both named {name!r}; "
+                    "give each its own `name:`")
+        seen[name] = i
+    return None
 
 
 class Config(Strict):
@@ -40,20 +63,26 @@ class Config(Strict):
                              "schedules and sun times)")
     privacy: PrivacyConfig = Field(PrivacyConfig(), description="speech filter: windows with speech are not stored")
     summary: SummaryConfig = Field(SummaryConfig(), description="a scheduled summary of the day through the sinks")
-    sinks: list[PluginConfig] = Field(default_factory=lambda: [PluginConfig(type="jsonl", path="-")],
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [SinkConfig.model_validate({"type": "jsonl", "path": "-"})],
                                       description="where records go, each in its own thread")
 
     @property
     def all_sources(self) -> list[SourceConfig]:
         return self.sources or ([self.source] if self.source is not None else [])
 
+    def sink_options(self, kind: type[OptionsT]) -> list[OptionsT]:
+        """The options of every sink whose ``Options`` are ``kind`` (say ``SqliteOptions``), in config order:
+        how the dashboard, the summary and the CLI find the event store and the clips folder, typed and with the
+        sink's own defaults."""
+        return [s.options for s in self.sinks if isinstance(s.options, kind)]
+
     @model_validator(mode="after")
     def _one_way_to_name_sources(self) -> Config:
         if self.source is not None and self.sources:
             raise ValueError("give either `source` or `sources`, not both")
-        names = [s.name for s in self.sources if s.name]
-        if len(names) != len(set(names)):
-            raise ValueError(f"source names must be unique, found {names}")
+        problem = same_names([s.name for s in self.sources], "sources")
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

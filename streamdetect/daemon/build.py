@@ -6,17 +6,15 @@ tools alike; tests hand ``Detector`` their own encoder or bank through the same 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from streamdetect.config import Config
 from streamdetect.embed.encoder import open_audio_encoder
 from streamdetect.embed.encoder.base import AudioEncoder, RemoteEncoderObserver, RuntimeOptions
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.detector import Detector
-from streamdetect.pipeline.observers import (
-    DetectorObserver,
-    EmbeddingObserver,
-    LiveObserver,
-    Outputs,
-)
+from streamdetect.pipeline.observers import DetectorObserver, Outputs
+from streamdetect.pipeline.results import WindowListener
 from streamdetect.prompts.assemble import bank_for_config
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.schedule import Clock, utc_now
@@ -24,11 +22,10 @@ from streamdetect.schedule import Clock, utc_now
 
 def build_detector(config: Config, bundle: ModelBundle, outputs: Outputs, *, encoder: AudioEncoder | None = None,
                    bank: PromptBank | None = None, observer: DetectorObserver | None = None,
-                   embedding_log: EmbeddingObserver | None = None,
-                   encoder_observer: RemoteEncoderObserver | None = None, clock: Clock = utc_now,
-                   live: LiveObserver | None = None) -> Detector:
-    """A detector running the configured encoder (or ``encoder``) over the config's prompt bank (or ``bank``);
-    ``encoder_observer`` counts what a remote encoder does.
+                   listeners: Sequence[WindowListener] = (),
+                   encoder_observer: RemoteEncoderObserver | None = None, clock: Clock = utc_now) -> Detector:
+    """A detector running the configured encoder (or ``encoder``) over the config's prompt bank (or ``bank``),
+    handing each window's result to ``listeners``; ``encoder_observer`` counts what a remote encoder does.
 
     A config reload rebuilds the bank with the same encoder, so audio examples are embedded by what runs.
     """
@@ -43,4 +40,4 @@ def build_detector(config: Config, bundle: ModelBundle, outputs: Outputs, *, enc
         return bank_for_config(bundle, new, runtime, encoder)
 
     return Detector(config, bundle, outputs, encoder, bank or bank_for(config), bank_for=bank_for,
-                    observer=observer, embedding_log=embedding_log, clock=clock, live=live)
+                    observer=observer, listeners=listeners, clock=clock)

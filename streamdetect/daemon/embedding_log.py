@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from streamdetect.analysis.embedding_log import HOUR_FORMAT, chunk_hour
+from streamdetect.pipeline.results import WindowResult
 from streamdetect.util.files import atomic_write
 from streamdetect.util.locks import PathLock
 from streamdetect.util.names import safe_name
@@ -27,13 +28,6 @@ from streamdetect.util.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-
-
-def _epoch(iso: str) -> float:
-    when = datetime.fromisoformat(iso)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
 
 
 @dataclass(frozen=True)
@@ -46,7 +40,7 @@ class _Row:
 
 
 class EmbeddingLogWriter:
-    """Background writer of window embeddings; ``add`` never blocks the inference thread."""
+    """Background writer of window embeddings; ``window`` never blocks the inference thread."""
 
     def __init__(self, directory: Path, model_key: str, max_days: float = 30.0, queue_windows: int = 10_000,
                  flush_s: float = 60.0):
@@ -63,10 +57,14 @@ class EmbeddingLogWriter:
         self._thread = threading.Thread(target=self._run, name="embedding-log", daemon=True)
         self._thread.start()
 
-    def add(self, stream: str, start_s: float, end_s: float, wall_time: str, embedding: np.ndarray) -> None:
+    def window(self, result: WindowResult) -> None:
+        """A listener of the detector: logs each encoded window's embedding (none of gated or private windows,
+        and none at all where ``privacy.store_audio`` is off)."""
+        if result.embedding is None or not result.store_audio:
+            return
         try:
-            self.queue.put_nowait(_Row(stream, start_s, end_s, _epoch(wall_time),
-                                       np.asarray(embedding, dtype=np.float16)))
+            self.queue.put_nowait(_Row(result.stream, result.start_s, result.end_s, result.wall,
+                                       np.asarray(result.embedding, dtype=np.float16)))
         except queue.Full:
             self.dropped += 1
             self._behind_log("embedding log: writer is behind, %d window(s) not logged", self.dropped)

@@ -30,6 +30,7 @@ from streamdetect.embed.encoder.base import EncoderUnavailable
 from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.observers import EngineObserver
 from streamdetect.pipeline.streams import RunSummary, StreamSettings, StreamState, summarize
+from streamdetect.pipeline.tap import AudioTap
 from streamdetect.pipeline.windows import Window
 from streamdetect.sources.base import AudioSource, Gap
 from streamdetect.util.memory import NativeHeap
@@ -73,11 +74,17 @@ class _Item:
 
 
 class BatchingEngine:
+    """The inference thread and its queue. It owns the audio tap (``tap``, default: the detector's outputs
+    alone): ``feed`` shows each block to it, and it listens to the detector for the privacy verdicts."""
+
     def __init__(self, detector: Detector, max_wait_s: float = 0.02, backlog_warn_s: float = 10.0,
                  finite_queue_windows: int | None = None, observer: EngineObserver | None = None,
                  max_queue_windows: int | None = None, live_queue_windows: int = 32,
-                 heap: NativeHeap | None = None, trim_every_s: float = 60.0):
+                 heap: NativeHeap | None = None, trim_every_s: float = 60.0, tap: AudioTap | None = None):
         self.detector = detector
+        self.tap = tap if tap is not None else AudioTap(detector.sinks)
+        if self.tap not in detector.listeners:
+            detector.listeners.append(self.tap)
         self.observer = observer
         self.max_batch = detector.config.runtime.batch_size
         self.max_wait_s = max_wait_s
@@ -293,14 +300,12 @@ def feed(engine: BatchingEngine, source: AudioSource, stop: threading.Event,
         for block in source.blocks(stop):
             if metrics is not None:
                 metrics.heard(stream.name, source.live)
-            if isinstance(block, Gap):
-                detector.skip(stream, block)
-            else:
-                detector.tap(stream, block)
-                windows = list(stream.windower.push(block))
-                if windows:
-                    engine.submit(stream, windows)
-        engine.submit(stream, list(stream.windower.finish()))
+            if not isinstance(block, Gap):
+                engine.tap.block(stream, block, held=detector.filters_privacy)
+            windows = detector.feed(stream, block)
+            if windows:
+                engine.submit(stream, windows)
+        engine.submit(stream, detector.feed(stream, None))
         if metrics is not None and not source.live:
             metrics.forget(stream.name)  # a finished file is not a dead stream
     finally:
@@ -313,9 +318,6 @@ def run_sources(detector: Detector, sources: list[AudioSource], stop: threading.
                 ) -> tuple[list[RunSummary], EngineStats]:
     """Run every source in its own feeding thread through one batching engine until all end or ``stop``;
     ``settings[i]`` holds source i's own detection settings (default: the config's)."""
-    names = [s.name for s in sources]
-    if len(set(names)) != len(names):  # records, metrics and clips are keyed by stream name
-        raise ValueError(f"stream names must be unique, found {names}")
     engine = engine or BatchingEngine(detector)
     detector.expect_streams({s.name: settings[i].labels if settings else None for i, s in enumerate(sources)})
     if engine.observer is not None:

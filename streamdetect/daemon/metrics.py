@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -28,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from streamdetect.daemon.control import send_answer
 from streamdetect.pipeline.events import Catalog, EventRecord
+from streamdetect.pipeline.results import WindowResult
 from streamdetect.web.endpoints import METRICS_NOT_FOUND, health_answer, metrics_answer
 
 PHASES = ("start", "end")
@@ -123,24 +123,25 @@ class Metrics:
             self._last_audio.pop(stream, None)
             self._never_heard.discard(stream)
 
-    # DetectorObserver and EngineObserver (streamdetect.pipeline.observers): the pipeline reports through these.
-    def window_scored(self, stream: str, labels: tuple[str, ...], scores: np.ndarray, gated: bool) -> None:
-        self.windows.labels(stream).inc()
-        if gated:
-            self.gated.labels(stream).inc()
+    # A WindowListener (streamdetect.pipeline.results): every judged window.
+    def window(self, result: WindowResult) -> None:
+        if result.scheduled_out:
+            self.scheduled_out.labels(result.stream).inc()
+            return
+        self.windows.labels(result.stream).inc()
+        if result.private:
+            self.private_windows.labels(result.stream).inc()
+        if result.gated:
+            self.gated.labels(result.stream).inc()
             return
         cosine = self.score_mode == "cosine"
-        for label, value in zip(labels, scores, strict=True):
+        for label, value in zip(result.labels, result.scores, strict=True):
             self.scores.labels(label).observe(1.0 - float(value) if cosine else float(value))
+
+    # DetectorObserver and EngineObserver (streamdetect.pipeline.observers): the pipeline reports through these.
 
     def windows_dropped(self, stream: str, count: int) -> None:
         self.dropped_windows.labels(stream).inc(count)
-
-    def windows_private(self, stream: str, count: int) -> None:
-        self.private_windows.labels(stream).inc(count)
-
-    def windows_scheduled_out(self, stream: str, count: int) -> None:
-        self.scheduled_out.labels(stream).inc(count)
 
     def record_emitted(self, record: EventRecord) -> None:
         self.records.labels(record.label, record.phase).inc()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from datetime import datetime, timezone
 from pathlib import Path
 
 from streamdetect.analysis.embedding_log import log_key
@@ -29,11 +29,14 @@ from streamdetect.daemon.summary import SummaryScheduler, summary_senders
 from streamdetect.embed.encoder.base import AudioEncoder
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.detector import Detector
+from streamdetect.pipeline.results import WindowListener
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
+from streamdetect.pipeline.tap import AudioTap
 from streamdetect.schedule import Clock, utc_now
 from streamdetect.sinks.base import SinkContext, SinkSet, build_sinks
 from streamdetect.sources.base import AudioSource
 from streamdetect.util.memory import NativeHeap
+from streamdetect.util.times import iso_of
 from streamdetect.web.tokens import WebError, web_tokens
 
 log = logging.getLogger(__name__)
@@ -104,10 +107,11 @@ class DetectorService:
                     raise WebError(f"web.port is set but the dashboard's packages are missing ({e.name}): "
                                    "pip install 'streamdetect[web]'") from e
                 self.live = new_hub(config)
+            listeners: list[WindowListener] = [x for x in (self.metrics, self.embedding_log, self.live)
+                                               if x is not None]
             self.detector: Detector = build_detector(config, bundle, self.sinks, encoder=encoder,
-                                                     observer=self.metrics, embedding_log=self.embedding_log,
-                                                     encoder_observer=self.remote_metrics, clock=clock,
-                                                     live=self.live)
+                                                     observer=self.metrics, listeners=listeners,
+                                                     encoder_observer=self.remote_metrics, clock=clock)
             self.summary: SummaryScheduler | None = None
             if config.summary.at is not None:
                 self.summary = SummaryScheduler(config, summary_senders(config, self.sinks.sinks),
@@ -116,7 +120,7 @@ class DetectorService:
                 self._closing.callback(self.summary.close)
             self.engine = BatchingEngine(self.detector, max_wait_s, backlog_warn_s, observer=self.metrics,
                                          max_queue_windows=config.runtime.triton.queue_windows if remote else None,
-                                         heap=NativeHeap())
+                                         heap=NativeHeap(), tap=AudioTap(self.sinks, self.live))
             # the one way a config is applied while running: SIGHUP, the control API and the dashboard
             self.gate = ReloadGate(lambda: self.detector.config, self.engine.request_reload)
             self.web = None
@@ -142,8 +146,7 @@ class DetectorService:
         log.info("listening to %s for %s (%s, %s)", ", ".join(s.name for s in sources),
                  ", ".join(self.detector.bank.labels), self.detector.encoder.file, self.detector.encoder.describe())
         # what a crash (SIGKILL, power cut) of an earlier run left open gets its end before any new record
-        for record in self.sinks.close_left_open({s.name for s in sources},
-                                                   datetime.now(timezone.utc).isoformat(timespec="milliseconds")):
+        for record in self.sinks.close_left_open({s.name for s in sources}, iso_of(time.time())):
             if self.metrics is not None:
                 self.metrics.record_emitted(record)
         return run_sources(self.detector, sources, stop, engine=self.engine, settings=settings)

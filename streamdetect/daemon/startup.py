@@ -24,7 +24,7 @@ def config_outputs(config: Config) -> list[OutputPath]:
     outputs = []
     for i, entry in enumerate(config.sinks):
         cls = SINKS.get(entry.type)
-        for out in cls.outputs(cls.Options.model_validate(entry.options)):
+        for out in cls.outputs(entry.options):
             outputs.append(OutputPath(f"sinks[{i}].{out.key}", out.path, out.kind, out.what))
     if config.embedding_log.dir is not None:
         outputs.append(OutputPath("embedding_log.dir", Path(config.embedding_log.dir), "dir", "embedding log folder"))

@@ -17,6 +17,7 @@ from streamdetect.config import Config
 from streamdetect.report import DaySummary, day_summary, hourly_chart_png
 from streamdetect.schedule import Clock, Site, local_time_today, utc_now
 from streamdetect.sinks.base import FailureLog, Sink
+from streamdetect.sinks.clips import ClipsOptions, scan_clips
 from streamdetect.sinks.sqlite import SqliteOptions
 from streamdetect.util.files import atomic_write
 
@@ -27,16 +28,13 @@ CHECK_S = 30.0
 def store_and_clips(config: Config) -> tuple[Path, Path | None]:
     """The event database the config writes (``summary.store``, else its first sqlite sink, else the sqlite
     sink's default path) and the folder of its first clips sink (None without one)."""
-    default = SqliteOptions.model_fields["path"].default
-    db = config.summary.store or next((s.options.get("path", default) for s in config.sinks
-                                       if s.type == "sqlite"), default)
-    clips = next((s.options.get("dir") for s in config.sinks if s.type == "clips"), None)
-    return Path(db), Path(clips) if clips else None
+    db = config.summary.store or next((o.path for o in config.sink_options(SqliteOptions)), SqliteOptions().path)
+    clips = next((Path(o.dir) for o in config.sink_options(ClipsOptions)), None)
+    return Path(db), clips
 
 
 def clip_index(clips_dir: Path | None) -> dict[str, Path]:
     """First 8 characters of an event id -> its clip, from the clip names."""
-    from streamdetect.sinks.clips import scan_clips
 
     return {c.event_id8: c.path for c in scan_clips(clips_dir)} if clips_dir is not None else {}
 
@@ -58,14 +56,15 @@ class SummaryScheduler:
 
     def __init__(self, config: Config, senders: list[tuple[str, Sink]], failures: FailureLog, *,
                  clock: Clock = utc_now, chart_dir: Path | None = None, check_s: float = CHECK_S):
-        self.at, self.day = config.summary.at, config.summary.day
+        if config.summary.at is None:
+            raise ValueError("summary.at is not set: there is no summary to schedule")
+        self.at: str = config.summary.at
+        self.day = config.summary.day
         self.site: Site = config.site.site()
         self.db, self.clips = store_and_clips(config)
         self.senders, self.failures, self.clock, self.check_s = senders, failures, clock, check_s
         self.chart_dir = chart_dir or self.db.parent / "summaries"
         self.next_due = local_time_today(self.site, self.at, clock())
-        self.sent: list[DaySummary] = []
-        self.store_failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="daily-summary", daemon=True)
 
@@ -87,7 +86,6 @@ class SummaryScheduler:
         try:
             summary = summarise_day(self.db, day, self.site.timezone, self.clips)
         except (OSError, ValueError) as e:
-            self.store_failures += 1
             log.error("summary of %s: cannot read the event store %s: %s", day, self.db, e)
             return None
         chart = self._chart(summary)
@@ -96,7 +94,6 @@ class SummaryScheduler:
                 sink.summary(summary, chart)
             except Exception as e:  # noqa: BLE001 - one sink failing must not stop the others
                 self.failures.failed(name, f"summary of {day}", e)
-        self.sent.append(summary)
         return summary
 
     def _chart(self, summary: DaySummary) -> Path | None:

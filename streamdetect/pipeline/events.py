@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from streamdetect.util.times import iso_of
+
 
 @dataclass(frozen=True)
 class EventRules:
@@ -37,7 +39,7 @@ class WindowScore:
     score: float
     suppressed_by: str | None  # the negative prompt that outscored the event in this window, if any
     top: tuple[LabelScore, ...]  # best labels of this window, for the record
-    wall_time: str  # ISO-8601 wall-clock time of this window, supplied by the caller
+    wall: float  # wall-clock time of this window (epoch seconds), supplied by the caller; records carry it as ISO
     embedding: Any = None  # the window's audio embedding, kept for the peak so feedback can refine prompts
     sounds_like: tuple[LabelScore, ...] = ()  # closest vocabulary names of this window, if a vocabulary is set
     private: bool | None = None  # speech heard (privacy filter); None: the filter is off
@@ -105,9 +107,22 @@ class Catalog:
         return {label for _, labels in self.streams for label in labels}
 
 
-class Phase(enum.Enum):
+class State(enum.Enum):
+    """Where one label's tracker stands: the states of the event state machine.
+
+    IDLE: no event, and windows above the threshold may start a run. ARMING: a run of windows above the
+    threshold has begun but is shorter than ``min_windows``. ACTIVE: an event is open (its ``start`` was
+    emitted). COOLDOWN: an event just ended on a window below ``threshold - hysteresis``; windows ending before
+    ``cooldown_s`` after that window are ignored.
+    """
+
     IDLE = "idle"
+    ARMING = "arming"
     ACTIVE = "active"
+    COOLDOWN = "cooldown"
+
+
+Phase = State  # the name ``streamdetect.events`` has exported since the tracker had two states
 
 
 @dataclass
@@ -134,11 +149,11 @@ class EventTracker:
     label: str
     rules: EventRules
     stream: str = "default"
-    phase: Phase = Phase.IDLE
-    _run: int = 0
+    state: State = State.IDLE
+    _armed_windows: int = 0  # ARMING: windows in the run so far
     _run_start_s: float = 0.0
     _active_end_s: float = 0.0
-    _not_before_s: float = float("-inf")  # cooldown: a new run may start only with windows ending after this
+    _cooldown_until_s: float = float("-inf")  # COOLDOWN: a new run may start only with windows ending after this
     _last_end_s: float = float("-inf")  # end of the previous event: a new one never starts before it
     _peak: _Peak = field(default_factory=_Peak)
     _id: str = ""
@@ -146,44 +161,50 @@ class EventTracker:
     _private_until_s: float = float("-inf")  # end of the latest private window seen
 
     def reset(self) -> None:
-        self.phase, self._run = Phase.IDLE, 0
-        self._not_before_s, self._last_end_s = float("-inf"), float("-inf")
+        self.state, self._armed_windows = State.IDLE, 0
+        self._cooldown_until_s, self._last_end_s = float("-inf"), float("-inf")
         self._peak = _Peak()
         self._private, self._private_until_s = None, float("-inf")
 
     def update(self, window: WindowScore) -> list[EventRecord]:
         if window.private:
             self._private_until_s = max(self._private_until_s, window.end_s)
-        if self.phase is Phase.ACTIVE:
+        if self.state is State.COOLDOWN and window.end_s >= self._cooldown_until_s:
+            self.state = State.IDLE
+        if self.state is State.ACTIVE:
             return self._update_active(window)
-        return self._update_idle(window)
+        if self.state is State.COOLDOWN:
+            return []
+        return self._update_arming(window)
 
-    def finish(self, wall_time: str) -> list[EventRecord]:
-        """Close an event still active when the stream ends or the detector stops."""
-        if self.phase is Phase.ACTIVE:
-            return [self._end(self._active_end_s, wall_time)]
-        self._run = 0
+    def finish(self, wall: float) -> list[EventRecord]:
+        """Close an event still active when the stream ends or the detector stops (``wall``: epoch seconds)."""
+        if self.state is State.ACTIVE:
+            return [self._end(self._active_end_s, wall)]
+        if self.state is State.ARMING:
+            self.state = State.IDLE
         return []
 
-    def _update_idle(self, window: WindowScore) -> list[EventRecord]:
-        fires = window.score >= self.rules.threshold and window.suppressed_by is None
-        if not fires or window.end_s < self._not_before_s:
-            self._run = 0
+    def _update_arming(self, window: WindowScore) -> list[EventRecord]:
+        """IDLE or ARMING: a window above the threshold starts or extends a run; ``min_windows`` of them fire."""
+        if window.score < self.rules.threshold or window.suppressed_by is not None:
+            self.state = State.IDLE
             return []
-        if self._run == 0:
+        if self.state is State.IDLE:
+            self.state, self._armed_windows = State.ARMING, 0
             self._run_start_s = max(window.start_s, self._last_end_s)
             self._peak = _Peak()
             # an earlier private window may reach into this event's start
             self._private = None if window.private is None else self._private_until_s > self._run_start_s
         self._private = self._private or window.private
-        self._run += 1
+        self._armed_windows += 1
         self._peak.update(window)
         self._active_end_s = window.end_s
-        if self._run < self.rules.min_windows:
+        if self._armed_windows < self.rules.min_windows:
             return []
-        self.phase, self._run = Phase.ACTIVE, 0
+        self.state = State.ACTIVE
         self._id = uuid.uuid4().hex
-        return [self._record("start", None, window.wall_time)]
+        return [self._record("start", None, window.wall)]
 
     def _update_active(self, window: WindowScore) -> list[EventRecord]:
         holds = window.score >= self.rules.threshold - self.rules.hysteresis and window.suppressed_by is None
@@ -194,16 +215,16 @@ class EventTracker:
             return []
         if window.private and window.start_s < self._active_end_s:  # the window that ends it overlaps it
             self._private = True
-        record = self._end(self._active_end_s, window.wall_time)
-        self._not_before_s = window.end_s + self.rules.cooldown_s
+        record = self._end(self._active_end_s, window.wall)
+        self.state, self._cooldown_until_s = State.COOLDOWN, window.end_s + self.rules.cooldown_s
         return [record]
 
-    def _end(self, end_s: float, wall_time: str) -> EventRecord:
-        self.phase = Phase.IDLE
+    def _end(self, end_s: float, wall: float) -> EventRecord:
+        self.state = State.IDLE
         self._last_end_s = end_s
-        return self._record("end", end_s, wall_time)
+        return self._record("end", end_s, wall)
 
-    def _record(self, phase: str, end_s: float | None, wall_time: str) -> EventRecord:
+    def _record(self, phase: str, end_s: float | None, wall: float) -> EventRecord:
         return EventRecord(
             id=self._id,
             label=self.label,
@@ -213,7 +234,7 @@ class EventTracker:
             peak_score=round(self._peak.score, 6),
             peak_time_s=self._peak.time_s,
             stream=self.stream,
-            time=wall_time,
+            time=iso_of(wall),
             top=self._peak.top,
             embedding=self._peak.embedding,
             sounds_like=self._peak.sounds_like,

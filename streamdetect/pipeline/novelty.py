@@ -68,7 +68,7 @@ class NoveltyState:
         self.tracker.rules = novelty_rules(config)
 
     def window(self, start_s: float, end_s: float, embedding: np.ndarray | None, closest: tuple[str, float],
-               top: tuple[LabelScore, ...], sounds_like: tuple[LabelScore, ...], wall: str) -> list[EventRecord]:
+               top: tuple[LabelScore, ...], sounds_like: tuple[LabelScore, ...], wall: float) -> list[EventRecord]:
         """Judge one window against the profile seen so far, then let the window join the profile.
 
         ``embedding`` None means the window was not encoded (energy gate): it scores below any threshold and

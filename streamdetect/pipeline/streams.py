@@ -6,37 +6,16 @@ detectors) can run side by side in one process and one test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-import numpy as np
 
 from streamdetect.config import GateConfig
 from streamdetect.pipeline.events import EventTracker
 from streamdetect.pipeline.novelty import NoveltyState
-from streamdetect.pipeline.windows import Window, Windower
+from streamdetect.pipeline.results import ScoreLog
+from streamdetect.pipeline.windows import Windower
 from streamdetect.schedule import Clock, Schedule, utc_now
 from streamdetect.sources.base import AudioSource
-
-
-def _iso(ts: datetime) -> str:
-    return ts.isoformat(timespec="milliseconds")
-
-
-@dataclass
-class ScoreLog:
-    """Every analysed window's scores, for the tools that look at raw scores (scan, evaluate, calibrate)."""
-
-    starts_s: list[float] = field(default_factory=list)
-    ends_s: list[float] = field(default_factory=list)
-    scores: list[np.ndarray] = field(default_factory=list)  # one (events,) row per window
-    vetoed: list[np.ndarray] = field(default_factory=list)  # one (events,) bool row: a negative won
-
-    def arrays(self, n_events: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        if not self.scores:
-            empty = np.zeros((0, n_events))
-            return np.zeros(0), np.zeros(0), empty, empty.astype(bool)
-        return (np.array(self.starts_s), np.array(self.ends_s), np.stack(self.scores), np.stack(self.vetoed))
 
 
 @dataclass(frozen=True)
@@ -60,14 +39,13 @@ class StreamState:
     trackers: list[EventTracker]
     clock: Clock = utc_now  # the detector's clock: when a live stream started, when a file's window is analysed
     started_at: datetime | None = None  # None: now, by ``clock``
-    pending: list[Window] = field(default_factory=list)
     windows_processed: int = 0
     records_emitted: int = 0
     gated_windows: int = 0  # analysed as silence by the energy gate, without the encoder
     dropped_windows: int = 0  # dropped unanalysed by the inference queue: over a bound, or left at stop
     gate: GateConfig | None = None  # this stream's own energy gate; None follows the config's top-level gate
     labels: frozenset[str] | None = None  # the events this stream listens for; None: all of them
-    score_log: ScoreLog | None = None
+    score_log: ScoreLog | None = None  # the listener replay keeps this stream's raw scores in (offline tools)
     novelty: NoveltyState | None = None  # site profile and novelty tracker, when novelty is enabled
     schedule: Schedule | None = None  # when the stream is recorded; None: always
     private_windows: int = 0  # windows the privacy filter found speech in (their audio is not stored)
@@ -77,14 +55,39 @@ class StreamState:
         if self.started_at is None:
             self.started_at = self.clock()
 
+    @property
+    def position(self) -> int:
+        """Samples of the stream so far (lost audio included): where the next block starts."""
+        return self.windower.total_samples
+
+    @property
+    def sample_rate(self) -> int:
+        return self.windower.sample_rate
+
+    @property
+    def seconds(self) -> float:
+        return self.windower.total_samples / self.windower.sample_rate
+
+    def skip(self, n_samples: int) -> int:
+        """Lost audio: stream time moves on; returns how many windows touching the gap go unanalysed."""
+        before = self.windower.dropped_windows
+        self.windower.skip(n_samples)
+        return self.windower.dropped_windows - before
+
     def wall_datetime(self, stream_s: float) -> datetime:
         """Live streams: when that sample was heard. Files: when the result was computed."""
         if self.live:
             return self.started_at + timedelta(seconds=stream_s)
         return self.clock()
 
-    def wall_time(self, stream_s: float) -> str:
-        return _iso(self.wall_datetime(stream_s))
+    def wall(self, stream_s: float) -> float:
+        """``wall_datetime`` as epoch seconds, the form times take inside the pipeline."""
+        return self.wall_datetime(stream_s).timestamp()
+
+    def recorded(self, start_sample: int) -> bool:
+        """Whether audio from ``start_sample`` on lies in the stream's schedule (always, without one)."""
+        return self.schedule is None or self.schedule.active(
+            self.wall_datetime(start_sample / self.windower.sample_rate))
 
 
 @dataclass

@@ -44,7 +44,6 @@ class ExampleEmbedder:
         self._encoder_factory = encoder
         self._encoder: AudioEncoderFn | None = None
         self.cache = cache
-        self.encoded_files = 0  # files that went through the encoder (not from the cache)
 
     def __call__(self, paths: Sequence[str | Path]) -> np.ndarray:
         from streamdetect.embed.clip import clip_embedding
@@ -58,7 +57,6 @@ class ExampleEmbedder:
                     self._encoder = self._encoder_factory()
                 log.info("embedding example %s with the audio encoder", path)
                 embedding = clip_embedding(Path(path), self.frontend, self._encoder)
-                self.encoded_files += 1
                 if self.cache is not None:
                     self.cache.put(digest, embedding)
             out.append(np.asarray(embedding, np.float32))

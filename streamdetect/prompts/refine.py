@@ -15,9 +15,9 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from streamdetect.prompts.bank import PromptBank
 from streamdetect.store import connect, events_matching, marked_records, set_feedback
 from streamdetect.util.files import atomic_write
 from streamdetect.util.names import safe_name
+from streamdetect.util.times import iso_of
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def mark_feedback(db_path: Path, event_id: str, verdict: str, relabel: str | Non
         full_id, label = rows[0]
         if relabel == label:
             raise FeedbackError(f"event {full_id} is already labelled {label!r}")
-        set_feedback(db, full_id, verdict, datetime.now(timezone.utc).isoformat(timespec="milliseconds"), relabel)
+        set_feedback(db, full_id, verdict, iso_of(time.time()), relabel)
         return full_id, label
     finally:
         db.close()
@@ -248,7 +249,7 @@ def refine_events(db_path: Path, events: list, base_vectors: np.ndarray, text_ke
             "prompt_key": prompt_key(event.prompts, text_key), "prompts": list(event.prompts),
             "confirmed": int(fb.confirmed.shape[0]), "rejected": int(fb.rejected.shape[0]),
             "alpha": params.alpha, "beta": params.beta, "max_angle_deg": params.max_angle_deg,
-            "angle_deg": round(angle, 3), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            "angle_deg": round(angle, 3), "time": iso_of(time.time(), "seconds")})
         done.append(Refined(event.label, version, int(fb.confirmed.shape[0]), int(fb.rejected.shape[0]), angle,
                             fb.without_embedding, fb.from_clips))
     return done

@@ -21,7 +21,7 @@ import re
 import string
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +33,8 @@ from streamdetect.schedule import Schedule, Site, parse_periods
 from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
 from streamdetect.sinks.spool import Spool, open_spool
 from streamdetect.util.backoff import Backoff
-from streamdetect.util.names import safe_name
+from streamdetect.util.names import safe_name, short_id
+from streamdetect.util.times import datetime_of
 from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
@@ -127,13 +128,12 @@ def expand_env(url: str) -> str:
     return ENV_REFERENCE.sub(value, url)
 
 
-class AppriseSink(Sink):
+class AppriseSink(Sink[AppriseOptions]):
     Options = AppriseOptions
     sends_summaries = True
 
     def __init__(self, options: AppriseOptions, site: Site | None = None):
         super().__init__(options)
-        self.options: AppriseOptions = options
         try:
             import apprise
         except ImportError as e:
@@ -150,7 +150,6 @@ class AppriseSink(Sink):
         self.last_sent: dict[str, datetime] = {}
         self.sent = 0
         self.suppressed = {"rate_limit": 0, "quiet_hours": 0}
-        self.attachments_missing = 0
         self.late_dropped = 0  # spooled notifications older than max_late_s when the service answered again
         self._stop = threading.Event()
         self._spool: Spool | None = None
@@ -172,8 +171,7 @@ class AppriseSink(Sink):
     def emit(self, record: EventRecord) -> None:
         if record.phase != self.options.phase:
             return
-        when = datetime.fromisoformat(record.time)
-        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        when = datetime_of(record.time)
         if self.quiet is not None and self.quiet.active(when):
             self.suppressed["quiet_hours"] += 1
             return
@@ -241,18 +239,17 @@ class AppriseSink(Sink):
         self._spool.drop_head(done)
 
     def _spectrogram(self, record: EventRecord) -> Path | None:
-        """The clips sink's image of this event, named by the first 8 characters of the event id."""
+        """The clips sink's image of this event, named by the event's ``short_id``."""
         if self.options.clips_dir is None:
             return None
         folder = Path(self.options.clips_dir) / safe_name(record.label)
-        id8 = re.sub("[^0-9A-Za-z]", "", record.id)[:8] or "0"
+        id8 = short_id(record.id)
         deadline = time.monotonic() + self.options.attach_wait_s
         while True:
             found = sorted(folder.glob(f"*_{id8}.png")) if folder.is_dir() else []
             if found:
                 return found[-1]
             if time.monotonic() >= deadline or self._stop.wait(0.2):
-                self.attachments_missing += 1
                 log.warning("apprise: no spectrogram of the %s event %s in %s after %.0f s; sent without",
                             record.label, id8, folder, self.options.attach_wait_s)
                 return None

@@ -7,14 +7,14 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from streamdetect.config.plugins import SinkConfig, SinkOptions
 from streamdetect.pipeline.events import Catalog, EventRecord
 from streamdetect.report import DaySummary
 from streamdetect.schedule import Site
@@ -33,12 +33,9 @@ class SinkError(RuntimeError):
         self.records = records
 
 
-class SinkOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+__all__ = ["FailureLog", "Sink", "SinkContext", "SinkError", "SinkOptions", "SinkSet", "SinkWorker", "build_sinks"]
 
-    labels: list[str] | None = Field(None, description="only records of these event labels (default: all)")
-    queue_size: int = Field(1000, ge=1, le=1_000_000, description="records waiting for this sink before "
-                                                                   "new ones are dropped (and counted)")
+OptionsT = TypeVar("OptionsT", bound=SinkOptions)
 
 
 @dataclass(frozen=True)
@@ -50,8 +47,9 @@ class SinkContext:
     site_name: str = ""  # the config's site.name: many stations on one broker (MQTT topics and ids)
 
 
-class Sink(ABC):
-    """A destination for event records. ``Options`` validates the sink's keys in the config."""
+class Sink(ABC, Generic[OptionsT]):
+    """A destination for event records. ``Options`` validates the sink's keys in the config, and its instance
+    is what the sink reads: ``class MySink(Sink[MyOptions])`` types ``self.options`` as ``MyOptions``."""
 
     Options: ClassVar[type[SinkOptions]] = SinkOptions
     # True: the sink also gets the audio itself through ``audio``/``stream_ended`` (the clips sink).
@@ -59,11 +57,11 @@ class Sink(ABC):
     # True: the sink can send the daily summary (``summary``), so the config's ``summary`` may name it.
     sends_summaries: ClassVar[bool] = False
 
-    def __init__(self, options: SinkOptions):
-        self.options = options
+    def __init__(self, options: OptionsT):
+        self.options: OptionsT = options
 
     @classmethod
-    def create(cls, options: SinkOptions, context: SinkContext) -> Sink:
+    def create(cls, options: OptionsT, context: SinkContext) -> Sink[OptionsT]:
         """Build the sink for the daemon; a sink that needs the site overrides this."""
         return cls(options)
 
@@ -79,7 +77,7 @@ class Sink(ABC):
         """Flush and release resources at shutdown."""
 
     @classmethod
-    def outputs(cls, options: SinkOptions) -> list[OutputPath]:
+    def outputs(cls, options: OptionsT) -> list[OutputPath]:
         """The files and folders this sink will write (``key``: the option naming each), checked for
         writability at start-up before any audio is opened."""
         return []
@@ -186,7 +184,7 @@ class SinkWorker:
         if not self._thread.is_alive():
             return
         self._abandon.set()
-        left: list[EventRecord] = []
+        left: list[EventRecord | Catalog] = []
         while True:
             try:
                 left.append(self.queue.get_nowait())
@@ -198,7 +196,7 @@ class SinkWorker:
             log.error("sink %s is still busy with one record after the shutdown deadline; closing it anyway",
                       self.name)
 
-    def _hand_over(self, queued: list) -> None:
+    def _hand_over(self, queued: list[EventRecord | Catalog]) -> None:
         records = [r for r in queued if isinstance(r, EventRecord)]  # a catalog is sent again at the next start
         if not records:
             return
@@ -348,8 +346,9 @@ class SinkSet:
                 log.error("sink %s failed to close: %s", name, e)
 
 
-def build_sinks(entries, keep_audio: bool = True, context: SinkContext | None = None) -> SinkSet:
-    """Instantiate the configured sinks (``PluginConfig`` entries, already validated), each with a worker.
+def build_sinks(entries: Sequence[SinkConfig], keep_audio: bool = True, context: SinkContext | None = None,
+                ) -> SinkSet:
+    """Instantiate the configured sinks, each with a worker, from their validated options.
 
     ``keep_audio`` false (``privacy.store_audio: false``): the sinks that keep audio (clips) are left out."""
     from streamdetect.sinks import SINKS
@@ -360,6 +359,5 @@ def build_sinks(entries, keep_audio: bool = True, context: SinkContext | None = 
         if cls.wants_audio and not keep_audio:
             log.warning("privacy.store_audio is false: sink %s#%d keeps audio and is not started", entry.type, i)
             continue
-        built.append((f"{entry.type}#{i}", cls.create(cls.Options.model_validate(entry.options),
-                                                      context or SinkContext())))
+        built.append((f"{entry.type}#{i}", cls.create(entry.options, context or SinkContext())))
     return SinkSet(built, threaded=True)

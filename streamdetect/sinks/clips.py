@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import threading
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,7 +30,7 @@ from streamdetect.sinks.base import Sink, SinkError, SinkOptions
 from streamdetect.sinks.clip_ring import StreamAudio
 from streamdetect.util.files import atomic_write
 from streamdetect.util.locks import PathInUse, PathLock
-from streamdetect.util.names import safe_name
+from streamdetect.util.names import safe_name, short_id
 from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class ClipFile:
     time: datetime
     score: float
     size: int  # of the clip and its image together
-    event_id8: str = ""  # the first 8 characters of the event id (what `streamdetect refine --clips` looks up)
+    event_id8: str = ""  # the event's ``short_id`` (what `streamdetect refine --clips` looks up)
 
 
 def scan_clips(root: Path) -> list[ClipFile]:
@@ -161,13 +160,12 @@ def select_for_deletion(clips: list[ClipFile], now: datetime, max_age_days: floa
     return doomed
 
 
-class ClipsSink(Sink):
+class ClipsSink(Sink[ClipsOptions]):
     Options = ClipsOptions
     wants_audio = True
 
     def __init__(self, options: ClipsOptions):
         super().__init__(options)
-        self.options: ClipsOptions = options
         self.root = Path(options.dir)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -181,7 +179,6 @@ class ClipsSink(Sink):
         self._streams: dict[str, StreamAudio] = {}
         self._closing = False
         self._retention_lock = threading.Lock()
-        self.written: deque[Path] = deque(maxlen=1000)  # the latest clips this instance wrote, for tests
         if options.spectrogram:
             from streamdetect.sinks.spectrogram import require_matplotlib
 
@@ -236,11 +233,11 @@ class ClipsSink(Sink):
     def emit(self, record: EventRecord) -> None:
         if record.phase != "end" or record.end_s is None:
             return
-        samples, sample_rate, origin, first = self._take_clip(record)
+        samples, sample_rate, origin, first = self._take_clip(record, record.end_s)
         if samples is None:
             return
         name = (f"{(origin + timedelta(seconds=record.start_s)).strftime(TIME_FORMAT)}_{safe_name(record.stream)}_"
-                f"{record.peak_score:.4f}_{re.sub('[^0-9A-Za-z]', '', record.id)[:8] or '0'}.{self.options.format}")
+                f"{record.peak_score:.4f}_{short_id(record.id)}.{self.options.format}")
         folder = self.root / safe_name(record.label)
         path = folder / name
         if path.resolve().parent.parent != self.root.resolve():  # safe_name makes this impossible; be sure
@@ -252,18 +249,17 @@ class ClipsSink(Sink):
         except (OSError, sf.LibsndfileError) as e:
             raise SinkError(f"clips sink: cannot write {path}: {e} (free some space, lower max_total_mb, or "
                             f"check the permissions of {self.root})") from e
-        self.written.append(path)
         log.info("clip %s: %.1f s", path, samples.shape[0] / sample_rate)
         if self.options.spectrogram:
-            self._write_image(path, record, samples, sample_rate, first / sample_rate)
+            self._write_image(path, record, record.end_s, samples, sample_rate, first / sample_rate)
         if self.options.max_age_days is not None or self.options.max_total_mb is not None:
             self.apply_retention()
 
-    def _write_image(self, clip: Path, record: EventRecord, samples: np.ndarray, sample_rate: int,
-                     clip_start_s: float) -> None:
+    def _write_image(self, clip: Path, record: EventRecord, event_end_s: float, samples: np.ndarray,
+                     sample_rate: int, clip_start_s: float) -> None:
         from streamdetect.sinks.spectrogram import Marked, spectrogram_png
 
-        mark = Marked(record.start_s - clip_start_s, record.end_s - clip_start_s, record.label)
+        mark = Marked(record.start_s - clip_start_s, event_end_s - clip_start_s, record.label)
         title = f"{record.label} on {record.stream}, {record.time[:19]}, peak {record.peak_score:.3f}"
         png = spectrogram_png(samples, sample_rate, [mark], title, self.options.spectrogram_max_hz)
         try:
@@ -271,10 +267,11 @@ class ClipsSink(Sink):
         except OSError as e:
             raise SinkError(f"clips sink: cannot write the image of {clip}: {e}") from e
 
-    def _take_clip(self, record: EventRecord) -> tuple[np.ndarray | None, int, datetime, int]:
-        """Wait for the audio up to the end of the post-roll, then copy the clip out of the ring."""
+    def _take_clip(self, record: EventRecord, event_end_s: float) -> tuple[np.ndarray | None, int, datetime, int]:
+        """Wait for the audio up to the end of the post-roll, then copy the clip out of the ring (``event_end_s``:
+        the end record's ``end_s``)."""
         opts = self.options
-        start_s, end_s = record.start_s, record.end_s
+        start_s, end_s = record.start_s, event_end_s
         if end_s - start_s > opts.max_clip_s:  # keep the stretch around the peak
             start_s = min(max(record.peak_time_s - opts.max_clip_s / 2, start_s), end_s - opts.max_clip_s)
             end_s = start_s + opts.max_clip_s
@@ -300,14 +297,14 @@ class ClipsSink(Sink):
                             record.stream, record.label, (want_b - buf.written) / sr)
             a, b = want_a, min(want_b, buf.written)
             if a < buf.oldest:  # overwritten already: the stretch nearest to it that is still held
-                if buf.oldest >= int(round(record.end_s * sr)):
+                if buf.oldest >= int(round(event_end_s * sr)):
                     raise SinkError(f"clips sink: the audio of the {record.label} event at {record.start_s:.1f}-"
-                                    f"{record.end_s:.1f} s of {record.stream} has left the buffer (detection "
+                                    f"{event_end_s:.1f} s of {record.stream} has left the buffer (detection "
                                     f"lagged behind the audio; raise buffer_slack_s: {LAG_HINT})")
                 log.warning("clips sink: the %s clip of %s misses %.1f s that had left the buffer (detection "
                             "lagged behind the audio; raise buffer_slack_s: %s)", record.label, record.stream,
                             (buf.oldest - a) / sr, LAG_HINT)
-                event_limit = int(round((record.end_s + opts.post_roll_s) * sr))
+                event_limit = int(round((event_end_s + opts.post_roll_s) * sr))
                 a, b = buf.oldest, min(buf.oldest + (b - a), event_limit, buf.written)
             if b <= a:
                 raise SinkError(f"clips sink: no audio of the {record.label} event at {record.start_s:.1f} s of "

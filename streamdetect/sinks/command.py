@@ -25,7 +25,7 @@ class CommandOptions(SinkOptions):
                                             "locale and the like (secrets of the daemon are never passed otherwise)")
 
 
-class CommandSink(Sink):
+class CommandSink(Sink[CommandOptions]):
     Options = CommandOptions
 
     def emit(self, record: EventRecord) -> None:

@@ -18,7 +18,7 @@ class JsonlOptions(SinkOptions):
     path: str = Field("-", min_length=1, description="file to append to, or '-' for standard output")
 
 
-class JsonlSink(Sink):
+class JsonlSink(Sink[JsonlOptions]):
     Options = JsonlOptions
     sends_summaries = True
 

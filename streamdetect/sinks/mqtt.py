@@ -51,7 +51,7 @@ class MqttOptions(SinkOptions):
     max_reconnect_delay_s: int = Field(60, ge=1, le=3600)
 
 
-class MqttSink(Sink):
+class MqttSink(Sink[MqttOptions]):
     Options = MqttOptions
 
     def __init__(self, options: MqttOptions, site: str = ""):

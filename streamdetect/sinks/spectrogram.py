@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamdetect.sinks.base import SinkError
+from streamdetect.util.stft import as_float, decibels, power
 
-DB_RANGE = (-110.0, -20.0)  # dBFS per STFT bin of a Hann window: the floor of PCM16 silence up to loud calls
+DB_RANGE = (-110.0, -20.0)  # dBFS per STFT bin: the floor of PCM16 silence up to loud calls
 PLOT_EXTRA = "pip install 'streamdetect[plot]'"
 
 
@@ -35,15 +36,12 @@ class Marked:
     label: str
 
 
-def stft_db(samples: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 512) -> np.ndarray:
-    """(bins, frames) magnitude in dBFS: a full-scale sine reads about 0 dB in its bin."""
-    x = samples.astype(np.float32) / 32768.0 if samples.dtype == np.int16 else samples.astype(np.float32)
+def stft_db(samples: np.ndarray, n_fft: int = 1024, hop: int = 512) -> np.ndarray:
+    """(bins, frames) in dBFS (``util.stft``); a clip shorter than one frame is padded to one."""
+    x = as_float(samples)
     if x.shape[0] < n_fft:
         x = np.pad(x, (0, n_fft - x.shape[0]))
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
-    window = np.hanning(n_fft).astype(np.float32)
-    spectrum = np.abs(np.fft.rfft(frames * window, axis=1)) * (2.0 / window.sum())
-    return (20.0 * np.log10(np.maximum(spectrum, 1e-9))).T
+    return decibels(power(x, n_fft, hop)).T
 
 
 def spectrogram_png(samples: np.ndarray, sample_rate: int, marks: list[Marked], title: str,
@@ -53,7 +51,7 @@ def spectrogram_png(samples: np.ndarray, sample_rate: int, marks: list[Marked], 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    db = stft_db(samples, sample_rate)
+    db = stft_db(samples)
     duration_s = samples.shape[0] / sample_rate
     top_hz = min(max_hz or sample_rate / 2, sample_rate / 2)
     fig = Figure(figsize=(8, 3), dpi=100)

@@ -36,7 +36,7 @@ class SqliteOptions(SinkOptions):
                       "the `events`, `feedback` and `refine` verbs read this path by default")
 
 
-class SqliteSink(Sink):
+class SqliteSink(Sink[SqliteOptions]):
     Options = SqliteOptions
 
     def __init__(self, options: SqliteOptions):

@@ -23,7 +23,7 @@ def format_record(record: EventRecord) -> str:
     )
 
 
-class StdoutSink(Sink):
+class StdoutSink(Sink[SinkOptions]):
     Options = SinkOptions
     sends_summaries = True
 

@@ -78,7 +78,7 @@ class _Outcome:
     reason: str = ""
 
 
-class WebhookSink(Sink):
+class WebhookSink(Sink[WebhookOptions]):
     Options = WebhookOptions
 
     def __init__(self, options: WebhookOptions):

@@ -7,13 +7,15 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import numpy as np
 import soxr
-from pydantic import BaseModel, ConfigDict
 
+from streamdetect.config.plugins import SourceOptions
 from streamdetect.util.backoff import Backoff
+
+__all__ = ["AudioSource", "Gap", "Resampler", "SourceError", "SourceOptions", "backoff_delay"]
 
 
 class SourceError(RuntimeError):
@@ -27,18 +29,20 @@ class Gap:
     n_samples: int
 
 
-class SourceOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+OptionsT = TypeVar("OptionsT", bound=SourceOptions)
 
 
-class AudioSource(ABC):
-    """A named stream of audio. ``live`` sources run until stopped; others end by themselves."""
+class AudioSource(ABC, Generic[OptionsT]):
+    """A named stream of audio. ``live`` sources run until stopped; others end by themselves. ``Options``
+    validates the source's keys in the config; ``class MySource(AudioSource[MyOptions])`` types
+    ``self.options`` as ``MyOptions``."""
 
     Options: ClassVar[type[SourceOptions]] = SourceOptions
     live: ClassVar[bool] = False
 
-    def __init__(self, options: SourceOptions, sample_rate: int, name: str):
-        self.options, self.sample_rate, self.name = options, sample_rate, name
+    def __init__(self, options: OptionsT, sample_rate: int, name: str):
+        self.options: OptionsT = options
+        self.sample_rate, self.name = sample_rate, name
 
     @abstractmethod
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray | Gap]:

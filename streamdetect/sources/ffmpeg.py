@@ -87,14 +87,17 @@ class _Child:
                                          stderr=subprocess.PIPE, bufsize=0, env=env, start_new_session=True)
         except OSError as e:  # vanished binary, no permission, out of processes
             raise SourceError(f"cannot start {cmd[0]}: {e}") from e
-        self.fd = self.proc.stdout.fileno()
+        if self.proc.stdout is None or self.proc.stderr is None:  # both are pipes, asked for above
+            raise SourceError(f"cannot read the output of {cmd[0]}")
+        self.out, self.err = self.proc.stdout, self.proc.stderr
+        self.fd = self.out.fileno()
         self.stderr: deque[str] = deque(maxlen=_STDERR_LINES)
         self._reader = threading.Thread(target=self._read_stderr, name=f"ffmpeg-stderr-{self.proc.pid}",
                                         daemon=True)
         self._reader.start()
 
     def _read_stderr(self) -> None:
-        for raw in iter(self.proc.stderr.readline, b""):
+        for raw in iter(self.err.readline, b""):
             line = scrub(raw.decode("utf-8", "replace").rstrip(), self.url, self.secrets)
             if line:
                 self.stderr.append(line)
@@ -110,9 +113,9 @@ class _Child:
         """Kill (if still running) and reap the child; its exit code (negative: killed by that signal)."""
         kill_group(self.proc)  # also what ffmpeg may have started (a protocol helper)
         code = self.proc.returncode
-        self.proc.stdout.close()
+        self.out.close()
         self._reader.join(timeout=2.0)  # ends at EOF on stderr, i.e. now that the process is gone
-        self.proc.stderr.close()
+        self.err.close()
         return code
 
     def describe(self, code: int) -> str:
@@ -121,13 +124,13 @@ class _Child:
         return f"ffmpeg {how}" + (f": {tail}" if tail else "")
 
 
-class FfmpegSource(AudioSource):
+class FfmpegSource(AudioSource[FfmpegOptions]):
     Options = FfmpegOptions
     live = True
 
     def __init__(self, options: FfmpegOptions, sample_rate: int, name: str | None = None):
         super().__init__(options, sample_rate, name or mask_url(options.url))
-        self.live = options.live  # type: ignore[misc] - a file decoded by ffmpeg is not a live stream
+        self.live = options.live  # type: ignore[misc]  # a file decoded by ffmpeg is not a live stream
         binary = shutil.which(options.ffmpeg)
         if binary is None:
             raise SourceError(
@@ -234,7 +237,8 @@ class FfmpegSource(AudioSource):
                     received += block.size
                     yield block
                     if opts.max_ahead_s is not None:
-                        self._pace(received / self.sample_rate - (time.monotonic() - connected_at), stop)
+                        self._pace(received / self.sample_rate - (time.monotonic() - connected_at),
+                                   opts.max_ahead_s, stop)
                         quiet_since = time.monotonic()
             finally:
                 code = child.close()
@@ -252,10 +256,11 @@ class FfmpegSource(AudioSource):
             self.reconnects += 1
             stop.wait(delay)
 
-    def _pace(self, ahead_s: float, stop: threading.Event) -> None:
-        """Hold back a stream that runs ahead of the wall clock: unpaced, it would fill the inference queue
-        (and memory) as fast as the network delivers. ffmpeg blocks on the full pipe meanwhile."""
-        excess = ahead_s - self.options.max_ahead_s
+    def _pace(self, ahead_s: float, max_ahead_s: float, stop: threading.Event) -> None:
+        """Hold back a stream that runs ahead of the wall clock by more than ``max_ahead_s``: unpaced, it would
+        fill the inference queue (and memory) as fast as the network delivers. ffmpeg blocks on the full pipe
+        meanwhile."""
+        excess = ahead_s - max_ahead_s
         if excess <= 0:
             return
         self.paced_s += excess

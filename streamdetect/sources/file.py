@@ -51,7 +51,7 @@ class FileOptions(SourceOptions):
     block_s: float = Field(1.0, gt=0, le=60, description="seconds read from the file at a time")
 
 
-class FileSource(AudioSource):
+class FileSource(AudioSource[FileOptions]):
     """Decodes, mixes to mono and resamples a file block by block, so memory stays flat for any length."""
 
     Options = FileOptions

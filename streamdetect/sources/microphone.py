@@ -105,7 +105,7 @@ class DeviceLost(Exception):
     """The open stream stopped delivering; the message says why. Never leaves ``blocks``."""
 
 
-class MicrophoneSource(AudioSource):
+class MicrophoneSource(AudioSource[MicrophoneOptions]):
     """A live input that survives device failures: a dead stream is closed and reopened (by device name, as a
     re-plugged USB microphone gets a new index) with capped exponential back-off, and the wall-clock time lost
     meanwhile is yielded as a ``Gap`` so that stream time keeps matching the clock."""

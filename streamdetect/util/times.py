@@ -9,12 +9,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 
+def datetime_of(iso: str) -> datetime:
+    """The aware datetime of an ISO 8601 time (for calendar questions: quiet hours, local days); a time without
+    an offset is taken as UTC (that is how we write them). Raises ``ValueError`` for text that is not one."""
+    when = datetime.fromisoformat(iso)
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
 def epoch_of(iso: str) -> float:
     """Epoch seconds of an ISO 8601 time; a time without an offset is taken as UTC (that is how we write them)."""
-    when = datetime.fromisoformat(iso)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
+    return datetime_of(iso).timestamp()
 
 
 def iso_of(epoch: float, timespec: str = "milliseconds") -> str:

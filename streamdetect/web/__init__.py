@@ -5,6 +5,6 @@ playground and settings.
 dashboard, and (with the ``web`` extra installed) the control API and ``/metrics``/``/healthz`` on their own
 ports (``routes_control``, ``routes_metrics``; ``endpoints`` and ``guard`` need no framework, so the daemon's
 stdlib fallback sends the same answers). ``live.LiveHub``
-is the detector's ``LiveObserver`` and holds what the live view shows. Nothing outside ``daemon`` and ``cli``
-imports this package.
+hears the audio tap and the detector's window results and holds what the live view shows. Nothing outside
+``daemon`` and ``cli`` imports this package.
 """

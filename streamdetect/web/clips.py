@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from streamdetect.sinks.clips import CLIP_NAME
-from streamdetect.util.names import safe_name
+from streamdetect.util.names import safe_name, short_id
 from streamdetect.web.context import ClipsPlace
 
 EVENT_ID = re.compile(r"^[0-9a-f]{6,64}$")
@@ -34,7 +34,7 @@ def find_clip(place: ClipsPlace, event: dict) -> Clip | None:
     folder = place.root / safe_name(event["label"])
     if folder.is_symlink() or not folder.is_dir():
         return None
-    id8 = re.sub("[^0-9A-Za-z]", "", event["id"])[:8]
+    id8 = short_id(event["id"])
     root = place.root.resolve()
     for entry in os.scandir(folder):
         m = CLIP_NAME.match(entry.name)

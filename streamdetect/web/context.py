@@ -15,6 +15,8 @@ from streamdetect.config import Config, WebConfig
 from streamdetect.config.gate import ConfigGate
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.bank import PromptBank
+from streamdetect.sinks.clips import ClipsOptions
+from streamdetect.sinks.sqlite import SqliteOptions
 from streamdetect.store import connect
 from streamdetect.web.examples import ExampleFolder, examples_root
 from streamdetect.web.live import LiveHub
@@ -69,7 +71,6 @@ class WebContext:
 
 def store_places(config: Config) -> tuple[Path | None, ClipsPlace | None]:
     """Where the config's sqlite sink writes events and its clips sink writes clips (the first of each)."""
-    db = next((Path(s.options.get("path", "events.db")) for s in config.sinks if s.type == "sqlite"), None)
-    clips = next((ClipsPlace(Path(s.options["dir"]), float(s.options.get("pre_roll_s", 3.0)))
-                  for s in config.sinks if s.type == "clips"), None)
+    db = next((Path(o.path) for o in config.sink_options(SqliteOptions)), None)
+    clips = next((ClipsPlace(Path(o.dir), o.pre_roll_s) for o in config.sink_options(ClipsOptions)), None)
     return db, clips

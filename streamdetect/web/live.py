@@ -1,4 +1,4 @@
-"""What the live view shows, kept as the detector works: the detector's ``LiveObserver``.
+"""What the live view shows, kept as the detector works: the audio tap's ``LiveAudio`` and a window listener.
 
 The feeding threads hand over audio (turned into spectrogram columns here, a few FFTs per second), the inference
 thread hands over each window's scores; both only append to bounded deques under one lock. The live view's
@@ -13,14 +13,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from streamdetect.pipeline.observers import WindowView
+from streamdetect.pipeline.results import WindowResult
+from streamdetect.util.stft import Stft
 from streamdetect.web.listen import AudioGate, ListenRing
-from streamdetect.web.spectro import SpectrogramParams, columns, encode, hop_samples
+from streamdetect.web.spectro import SpectrogramParams, encode, hop_samples, quantise, stft
 
 MAX_PUSH_S = 2.0
 LISTEN_KEEP_S = 10.0  # shown audio kept per stream for listeners (PCM16 at the model rate: ~1 MB at 48 kHz)
@@ -38,11 +38,6 @@ def _newer(items: deque[tuple[Any, ...]], after: int, most: int) -> list[tuple[A
     return out
 
 
-def _epoch(iso: str) -> float:
-    when = datetime.fromisoformat(iso)
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
-
-
 @dataclass
 class _Stream:
     name: str
@@ -50,7 +45,7 @@ class _Stream:
     sample_rate: int = 0
     heard_at: float = 0.0  # monotonic time of the last audio
     windows_seen: int = 0
-    carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    stft: Stft | None = None  # made at the first shown audio, when the sample rate is known; keeps the carry
     cols: deque = field(default_factory=deque)  # (seq, wall epoch of the column, bytes)
     windows: deque = field(default_factory=deque)  # (seq, dict)
     embeddings: deque = field(default_factory=deque)  # (wall epoch, start_s, end_s, float16 vector)
@@ -81,7 +76,7 @@ class LiveHub:
             found = self._streams[name] = _Stream(name, int(self.history_s * self.params.columns_per_s))
         return found
 
-    # -- detection side (LiveObserver) -----------------------------------------------------------------------
+    # -- detection side (LiveAudio, WindowListener) ----------------------------------------------------------
 
     def live_audio(self, stream: str, start_sample: int, block: np.ndarray, sample_rate: int,
                    held: bool = False) -> None:
@@ -99,13 +94,12 @@ class LiveHub:
 
     def _show(self, s: _Stream, blocks: list[tuple[int, np.ndarray]]) -> None:
         """Audio that may be shown: into the listeners' ring and the spectrogram columns."""
-        hop = hop_samples(self.params, s.sample_rate)
+        if s.stft is None or s.stft.hop != hop_samples(self.params, s.sample_rate):  # first audio, or a new rate
+            s.stft = stft(self.params, s.sample_rate)
+        hop = s.stft.hop
         for start, block in blocks:
             s.ring.add(start, block, s.sample_rate)
-            audio = np.concatenate([s.carry, block]) if s.carry.size else block
-            cols = columns(audio, s.sample_rate, self.params)
-            used = cols.shape[0] * hop
-            s.carry = audio[used:].copy() if used < audio.size else np.zeros(0, np.float32)
+            cols = quantise(s.stft.push(block), self.params.n_bins)
             now = time.time()
             for i, col in enumerate(cols):
                 self._seq += 1
@@ -115,8 +109,10 @@ class LiveHub:
             if cols.shape[0]:
                 s.seq = self._seq
 
-    def live_window(self, view: WindowView) -> None:
-        wall = _epoch(view.wall_time)
+    def window(self, view: WindowResult) -> None:
+        if view.scheduled_out:  # never scored: nothing to show (its privacy mark comes through the tap)
+            return
+        wall = view.wall
         scores = {label: round(float(v), 4) for label, v in zip(view.labels, view.scores, strict=True)}
         entry = {"t": round(wall, 3), "scores": scores, "gated": view.gated}
         with self._lock:

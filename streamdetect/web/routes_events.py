@@ -29,6 +29,7 @@ from streamdetect.prompts.refine import (
     refinements_dir,
 )
 from streamdetect.store import event_streams, get_event, list_events
+from streamdetect.util.names import short_id
 from streamdetect.util.times import epoch_of
 from streamdetect.web.clips import EVENT_ID, Clip, clip_audio, find_clip
 from streamdetect.web.common import api, apply_config, body
@@ -242,7 +243,7 @@ async def as_example(request: Request) -> Response:
         part = audio[lo:hi] if hi - lo >= MIN_EXAMPLE_S * found.sample_rate else audio
         encoded = io.BytesIO()
         sf.write(encoded, part, found.sample_rate, format="FLAC")
-        return label, ctx.examples.store(label, encoded.getvalue(), f"event-{event['id'][:8]}.flac")
+        return label, ctx.examples.store(label, encoded.getvalue(), f"event-{short_id(event['id'])}.flac")
 
     label, path = await run_in_threadpool(run)
     events = event_values(ctx.current(), example_id)

@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from streamdetect.config import ConfigError, parse_config
+from streamdetect.config.yamledit import update_yaml
 from streamdetect.web.auth import read_body
 from streamdetect.web.common import api, apply_config, body
 from streamdetect.web.context import WebContext
@@ -30,7 +31,6 @@ from streamdetect.web.defs.response import Example, SettingsForm, SettingsPage, 
 from streamdetect.web.examples import EXAMPLE_ID, ExampleError, describe, known_examples
 from streamdetect.web.routing import context, query, reply
 from streamdetect.web.settings_form import form_of, merged_data, schema, yaml_sections
-from streamdetect.web.yamlfile import update_yaml
 
 MEDIA = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 

@@ -36,8 +36,8 @@ async def heatmap(request: Request) -> Response:
     ctx, q = context(request), query(request, ActivityQuery)
     local_now = datetime.now(timezone.utc) + timedelta(minutes=q.tz_offset_min)
     first_day = (local_now - timedelta(days=q.days - 1)).date()
-    since = (datetime(first_day.year, first_day.month, first_day.day, tzinfo=timezone.utc)
-             - timedelta(minutes=q.tz_offset_min)).isoformat(timespec="milliseconds")
+    since = iso_of(datetime(first_day.year, first_day.month, first_day.day, tzinfo=timezone.utc).timestamp()
+                   - 60 * q.tz_offset_min)
 
     def run() -> list[tuple[str, str, int, int]]:
         with ctx.db() as db:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from streamdetect.config import Config, ConfigError, EventConfig
-from streamdetect.web.yamlfile import REMOVE
+from streamdetect.config.yamledit import REMOVE
 
 EVENT_KEYS = ("label", "prompts", "negatives", "threshold", "min_windows", "hysteresis", "cooldown_s",
               "example_weight", "schedule")

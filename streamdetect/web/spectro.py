@@ -1,6 +1,7 @@
 """Spectrogram columns for the browser: power in dB on a linear frequency axis, quantised to one byte per bin.
 
-The live view and the clip views draw the same columns on a canvas, so one function computes them. A byte per
+The live view and the clip views draw the same columns on a canvas, so one function computes them, from the
+one display STFT (``util.stft``, dB relative to a full-scale sine). A byte per
 bin keeps a live view at about a kilobyte per second per stream.
 """
 
@@ -10,6 +11,8 @@ import base64
 from dataclasses import dataclass
 
 import numpy as np
+
+from streamdetect.util.stft import Stft, decibels
 
 FLOOR_DB, CEIL_DB = -100.0, 0.0
 
@@ -25,19 +28,21 @@ def hop_samples(params: SpectrogramParams, sample_rate: int) -> int:
     return max(1, int(round(sample_rate / params.columns_per_s)))
 
 
+def stft(params: SpectrogramParams, sample_rate: int) -> Stft:
+    """The streaming transform behind ``columns``: one per live stream, so its columns continue across blocks."""
+    return Stft(params.n_fft, hop_samples(params, sample_rate))
+
+
+def quantise(power: np.ndarray, n_bins: int) -> np.ndarray:
+    """(frames, n_bins) uint8 levels of ``Stft`` power frames: the Nyquist bin dropped, the rest averaged into
+    ``n_bins`` bands, ``FLOOR_DB``..``CEIL_DB`` mapped onto 0..255."""
+    bands = power[:, :-1].reshape(power.shape[0], n_bins, (power.shape[1] - 1) // n_bins).mean(axis=2)
+    return np.clip((decibels(bands) - FLOOR_DB) / (CEIL_DB - FLOOR_DB) * 255, 0, 255).astype(np.uint8)
+
+
 def columns(samples: np.ndarray, sample_rate: int, params: SpectrogramParams) -> np.ndarray:
     """(frames, n_bins) uint8 levels of every full frame of ``samples`` taken every hop (frames start at 0)."""
-    hop, n = hop_samples(params, sample_rate), params.n_fft
-    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-    count = 0 if samples.size < n else 1 + (samples.size - n) // hop
-    if count == 0:
-        return np.zeros((0, params.n_bins), np.uint8)
-    idx = np.arange(n)[None, :] + hop * np.arange(count)[:, None]
-    frames = samples[idx] * np.hanning(n).astype(np.float32)
-    power = np.abs(np.fft.rfft(frames, axis=1)[:, : n // 2]) ** 2 / (n / 4) ** 2  # full-scale sine ~ 0 dB
-    bands = power.reshape(count, params.n_bins, -1).mean(axis=2)
-    level = 10 * np.log10(np.maximum(bands, 1e-12))
-    return np.clip((level - FLOOR_DB) / (CEIL_DB - FLOOR_DB) * 255, 0, 255).astype(np.uint8)
+    return quantise(stft(params, sample_rate).push(samples), params.n_bins)
 
 
 def encode(cols: np.ndarray) -> str:

@@ -1,13 +1,16 @@
-"""Writing the settings page's changes back into the user's YAML file with its comments and layout kept.
+"""The one editor of the user's YAML file: the settings page's changes and ``calibrate``'s thresholds are written
+with the file's comments, key order, quoting and list indentation kept.
 
-ruamel.yaml's round-trip mode keeps comments, key order and quoting (and the file's list indentation, guessed by
-ruamel; mappings are written with 2 spaces); only the values that changed are touched,
-so a diff of the file shows exactly what was edited in the browser. The file is replaced atomically.
+ruamel.yaml's round-trip mode keeps comments, key order and quoting; block lists keep the file's indentation (as
+ruamel guesses it), or are written as configs/*.yaml and the docs write them (``  - label: dog``) in a file that
+has none yet; mappings are written with 2 spaces. Only the values that changed are touched, so a diff of the file
+shows exactly what was edited. Files are replaced atomically.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,27 +69,55 @@ def _merge_seq(node: CommentedSeq, new: list[Any], managed: set[str] | None) -> 
     del node[len(new):]
 
 
-def update_yaml(path: Path, sections: dict[str, Any], managed: dict[str, set[str]]) -> None:
-    """Set top-level ``sections`` (plain data) in the YAML file at ``path``; ``managed[section]`` names the keys
-    of each list entry (or mapping) the caller owns: those missing from the new data are removed."""
+def edit_yaml(text: str, change: Callable[[CommentedMap], None], where: str | Path) -> str:
+    """``text`` with ``change`` applied to its round-trip document, dumped in the file's own layout."""
     yaml = YAML()
     yaml.preserve_quotes = True
-    text = Path(path).read_text(encoding="utf-8")
     # ruamel keeps comments but writes block lists in its own indentation; keep the file's ("  - label: dog")
     _, sequence, offset = load_yaml_guess_indent(text)
     if sequence is not None and offset is not None and sequence >= offset + 2:
         yaml.indent(mapping=2, sequence=sequence, offset=offset)
+    else:
+        yaml.indent(mapping=2, sequence=4, offset=2)
     doc = yaml.load(text)
     if not isinstance(doc, CommentedMap):
-        raise ValueError(f"{path}: the top level is not a mapping")
-    for section, value in sections.items():
-        keys = managed.get(section)
-        if section in doc and isinstance(doc[section], CommentedSeq) and isinstance(value, list):
-            _merge_seq(doc[section], value, keys)
-        elif section in doc and isinstance(doc[section], CommentedMap) and isinstance(value, dict):
-            _merge_map(doc[section], value, keys)
-        elif value or section in doc:
-            doc[section] = _written(value)
+        raise ValueError(f"{where}: the top level is not a mapping")
+    change(doc)
     out = io.StringIO()
     yaml.dump(doc, out)
-    atomic_write(path, out.getvalue())
+    return out.getvalue()
+
+
+def update_yaml(path: Path, sections: dict[str, Any], managed: dict[str, set[str]]) -> None:
+    """Set top-level ``sections`` (plain data) in the YAML file at ``path``; ``managed[section]`` names the keys
+    of each list entry (or mapping) the caller owns: those missing from the new data are removed."""
+
+    def change(doc: CommentedMap) -> None:
+        for section, value in sections.items():
+            keys = managed.get(section)
+            if section in doc and isinstance(doc[section], CommentedSeq) and isinstance(value, list):
+                _merge_seq(doc[section], value, keys)
+            elif section in doc and isinstance(doc[section], CommentedMap) and isinstance(value, dict):
+                _merge_map(doc[section], value, keys)
+            elif value or section in doc:
+                doc[section] = _written(value)
+
+    atomic_write(path, edit_yaml(Path(path).read_text(encoding="utf-8"), change, path))
+
+
+CALIBRATED = "# calibrated by streamdetect"
+
+
+def write_thresholds(config: Path, out: Path, thresholds: dict[str, float], note: str) -> None:
+    """``calibrate``'s output: a copy of ``config`` with each event's threshold set and ``note`` as a comment
+    at the top (a re-calibration replaces the old note)."""
+    source = Path(config).read_text(encoding="utf-8")
+    if source.startswith(CALIBRATED):
+        source = source.split("\n", 1)[1] if "\n" in source else ""
+
+    def change(doc: CommentedMap) -> None:
+        for event in doc.get("events") or []:
+            if isinstance(event, CommentedMap) and event.get("label") in thresholds:
+                event["threshold"] = round(float(thresholds[event["label"]]), 6)
+
+    atomic_write(out, f"# {note}\n" + edit_yaml(source, change, config))
