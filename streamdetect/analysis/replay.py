@@ -105,7 +105,8 @@ def score_file(detector: Detector, path: Path) -> FileScores:
     assert stream.score_log is not None
     starts, ends, scores, vetoed = stream.score_log.arrays(len(detector.bank.labels))
     # Novelty records have no column of scores and no reference labels: evaluate and calibrate leave them out.
-    events = [(r.start_s, r.end_s, r.label) for r in records if r.phase == "end" and r.label in detector.bank.labels]
+    events = [(r.start_s, r.end_s, r.label) for r in records
+              if r.phase == "end" and r.end_s is not None and r.label in detector.bank.labels]
     return FileScores(stream.seconds, starts, ends, scores, vetoed, events)
 
 

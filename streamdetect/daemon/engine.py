@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamdetect.config import Config
 from streamdetect.embed.encoder.base import EncoderUnavailable
 from streamdetect.pipeline.detector import Detector
 from streamdetect.pipeline.observers import EngineObserver
@@ -103,7 +104,7 @@ class BatchingEngine:
         self._thread = threading.Thread(target=self._loop, name="streamdetect-inference", daemon=True)
         self._error: BaseException | None = None
         self._backlog_log = RateLimitedLog(log, backlog_warn_s)  # a backlog lasts: warn once per backlog_warn_s
-        self._reload = None  # a validated Config waiting to be applied by the inference thread
+        self._reload: Config | None = None  # a validated Config waiting to be applied by the inference thread
         self._tickets: list[ReloadTicket] = []
 
     def start(self) -> None:
@@ -150,7 +151,7 @@ class BatchingEngine:
             self._queue.append(_Item(stream, None, time.monotonic()))
             self._cond.notify_all()
 
-    def request_reload(self, config) -> ReloadTicket:
+    def request_reload(self, config: Config) -> ReloadTicket:
         """Apply a new (already validated) config between two batches, on the inference thread."""
         ticket = ReloadTicket()
         with self._cond:

@@ -29,14 +29,14 @@ def event_schedules(config: Config) -> list[Schedule | None]:
 
 def listening(stream: StreamState, window: Window, schedules: Sequence[Schedule | None]) -> list[bool]:
     """Per tracker: is its event listened for in this window (stream labels, event and stream schedules)."""
-    at = None
-    if stream.schedule is not None or any(s is not None for s in schedules):
-        at = stream.wall_datetime(window.start_s)
-        if stream.schedule is not None and not stream.schedule.active(at):
-            return [False] * len(stream.trackers)
-    return [(stream.labels is None or tracker.label in stream.labels)
-            and (schedule is None or schedule.active(at))
-            for tracker, schedule in zip(stream.trackers, schedules, strict=True)]
+    heard = [stream.labels is None or tracker.label in stream.labels for tracker in stream.trackers]
+    if stream.schedule is None and all(s is None for s in schedules):
+        return heard
+    at = stream.wall_datetime(window.start_s)
+    if stream.schedule is not None and not stream.schedule.active(at):
+        return [False] * len(stream.trackers)
+    return [listened and (schedule is None or schedule.active(at))
+            for listened, schedule in zip(heard, schedules, strict=True)]
 
 
 def floor_of(stream: StreamState, gate: GateConfig) -> float | None:

@@ -77,6 +77,7 @@ class StreamState:
     def wall_datetime(self, stream_s: float) -> datetime:
         """Live streams: when that sample was heard. Files: when the result was computed."""
         if self.live:
+            assert self.started_at is not None  # set by __post_init__
             return self.started_at + timedelta(seconds=stream_s)
         return self.clock()
 

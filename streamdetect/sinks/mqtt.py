@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 from pydantic import Field
 
@@ -161,7 +162,7 @@ class MqttSink(Sink[MqttOptions]):
         self.client.loop_stop()
 
     # ----------------------------------------------------------------------------------- paho callbacks
-    def _on_connect(self, client, _userdata, _flags, reason_code, _properties=None) -> None:
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any = None) -> None:
         if reason_code.is_failure:
             log.error("mqtt: %s:%d refused the connection (%s)", self.options.host, self.options.port, reason_code)
             return
@@ -172,13 +173,14 @@ class MqttSink(Sink[MqttOptions]):
             client.subscribe([(f"{prefix}/status", 1), (f"{prefix}/binary_sensor/{self.node}/+/config", 1)])
         self._announce_all()
 
-    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties=None) -> None:
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any,
+                       _properties: Any = None) -> None:
         if self._closing:
             log.info("mqtt disconnected from %s:%d", self.options.host, self.options.port)
         else:
             log.warning("mqtt lost %s:%d (%s); reconnecting", self.options.host, self.options.port, reason_code)
 
-    def _on_message(self, _client, _userdata, message) -> None:
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
         prefix = self.options.discovery_prefix
         if message.topic == f"{prefix}/status":
             if message.payload == ONLINE.encode():  # Home Assistant (re)started: it needs the configs again
@@ -196,7 +198,7 @@ class MqttSink(Sink[MqttOptions]):
             self._retained[object_id] = topic
         self._sweep()
 
-    def _on_publish(self, _client, _userdata, mid, *_rest) -> None:
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, *_rest: Any) -> None:
         with self._lock:
             if mid in self._unacked:
                 self._unacked.discard(mid)

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +24,7 @@ from streamdetect.util.backoff import Backoff
 log = logging.getLogger(__name__)
 
 
-def _sounddevice():
+def _sounddevice() -> ModuleType:
     try:
         import sounddevice
     except OSError as e:  # the Python package is there but the PortAudio library is not
