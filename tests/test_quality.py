@@ -29,6 +29,8 @@ import mini_features as mf  # noqa: E402
 import mini_quality as mq  # noqa: E402
 import mini_world as world  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 def write_held_out(folder: Path) -> None:
     """Every recording the checks use; each set from its own evaluation seed."""
@@ -45,12 +47,12 @@ def write_held_out(folder: Path) -> None:
     mq.write_clips(folder / "sirens", 10, 20, ["siren"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: each test is a unit of work of its own under --dist loadgroup
 def held_out(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "mini-held-out", write_held_out)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def events() -> list[dict]:
     return mq.mini_events()
 
