@@ -5,11 +5,14 @@ widths, so export, ONNX parity and the whole pipeline are exercised in seconds. 
 It is exported once per session; every test that is not about the export itself uses that one export.
 Also here: a private PulseAudio server (``pulse``) for every test that records a "microphone". Plain helpers
 (scenes, configs, detectors, a fake encoder, CLI runs) are in ``helpers.py``.
+
+How CI spreads the tests over its two workers (``--dist loadgroup``) is decided here too.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -20,6 +23,47 @@ from filelock import FileLock
 from helpers import start_pulse
 
 from streamdetect.export.offline import checkpoint_feature_extractor, mark_random_weights, offline_tokenizer
+
+TESTS = Path(__file__).resolve().parent
+
+
+def kept_together(path: Path) -> bool:
+    """A test file whose tests share a module-scoped fixture (a daemon, a browser, a second export, the PulseAudio
+    server ``pulse``): its tests run on one worker, so the fixture is built once."""
+    text = path.read_text()
+    return re.search(r"@pytest\.fixture\([^)]*scope=.module.", text) is not None or re.search(r"\bpulse\b", text) is not None
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """CI's ``-n 2 --dist loadgroup``: the files of ``kept_together`` are one unit of work each, as under
+    ``--dist loadfile``; every other test is a unit of its own, so one slow file no longer sets the floor. (The
+    scheduler groups here because xdist's own ``xdist_group`` marks are lost under pytest 9.2: it renames
+    ``item._nodeid``, which pytest no longer reads.)"""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    together = {f"tests/{path.name}" for path in TESTS.glob("test_*.py") if kept_together(path)}
+
+    class FileOrTest(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return file if file in together else nodeid
+
+    return FileOrTest(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow`` tests (measurements: a minute or more each on 2 cores) first: a worker that runs out of work takes
+    the next unit in this order, so both end on short tests instead of one of them starting a long one when the
+    other has nothing left (``--no-loadscope-reorder`` in pyproject.toml keeps this order under xdist)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # The first test to need the mini model goes first and the tiny model's users follow, so each worker starts
+    # by exporting one of the two models (one waits on the other's lock otherwise: minutes under load).
+    mini = next((item for item in items if "mini_model" in item.fixturenames), None)
+    if mini is not None:
+        items.remove(mini)
+        items.insert(0, mini)
 
 
 def build_tiny_checkpoint(directory: Path, seed: int = 0) -> Path:

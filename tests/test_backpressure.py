@@ -9,8 +9,9 @@ import threading
 import time
 
 import numpy as np
+from fakes import LiveSource
 from helpers import SlowEncoder
-from test_engine import SR, LiveArray, detector_for
+from test_engine import SR, detector_for
 
 from streamdetect.daemon.engine import BatchingEngine, run_sources
 from streamdetect.daemon.metrics import Metrics
@@ -52,7 +53,7 @@ def test_the_engine_queue_of_a_live_stream_is_bounded_and_the_overflow_counted(t
     metrics = Metrics()
     engine = BatchingEngine(det, observer=metrics, live_queue_windows=8)
     audio = np.zeros(120 * SR, np.float32)  # 118 windows, delivered in a burst
-    summaries, stats = run_sources(det, [LiveArray(audio, "burst")], threading.Event(), engine=engine)
+    summaries, stats = run_sources(det, [LiveSource(audio, "burst")], threading.Event(), engine=engine)
     [summary] = summaries
     assert stats.max_backlog <= 8
     assert stats.dropped_windows > 50 and summary.dropped_windows == stats.dropped_windows
@@ -68,7 +69,7 @@ def test_stopping_a_stream_that_outruns_inference_is_prompt(tiny_model):
     det, _ = detector_for(tiny_model, -1.0, batch_size=1, encoder=SlowEncoder.for_model(tiny_model, delay_s=0.02))
     engine = BatchingEngine(det, live_queue_windows=4)
     stop = threading.Event()
-    endless = LiveArray(np.zeros(100_000 * SR // 100, np.float32), "endless")  # 1000 s, far more than is read
+    endless = LiveSource(np.zeros(100_000 * SR // 100, np.float32), "endless")  # 1000 s, far more than is read
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(out=run_sources(det, [endless], stop, engine=engine)))
     runner.start()
@@ -89,7 +90,7 @@ def test_the_per_stream_and_the_global_live_bound_count_each_dropped_window_once
     metrics = Metrics()
     engine = BatchingEngine(det, observer=metrics, live_queue_windows=4, max_queue_windows=6)
     audio = np.zeros(60 * SR, np.float32)  # 58 windows per stream
-    summaries, stats = run_sources(det, [LiveArray(audio, "a"), LiveArray(audio, "b")], threading.Event(),
+    summaries, stats = run_sources(det, [LiveSource(audio, "a"), LiveSource(audio, "b")], threading.Event(),
                                    engine=engine)
     assert stats.max_backlog <= 6
     assert stats.dropped_windows > 0 and stats.dropped_windows == sum(s.dropped_windows for s in summaries)

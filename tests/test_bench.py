@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from streamdetect.embed.encoder.calibration import CALIBRATION_NAME
 from streamdetect.export.flops import count_flops
 from streamdetect.util.cpu import CpuInfo
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def test_quick_bench_reports_every_stage_against_one_baseline(tiny_checkpoint, tiny_model, tmp_path):

@@ -16,35 +16,17 @@ import time
 import urllib.error
 import urllib.request
 
-import numpy as np
 import pytest
+from fakes import LiveSource
 from helpers import CliRun, event_spec, free_port, make_detector, write_config, write_tone_scene
 
 from streamdetect.config import parse_config
 from streamdetect.daemon.control import ControlError, ControlServer, control_token
 from streamdetect.daemon.engine import BatchingEngine, ReloadTicket, run_sources
 from streamdetect.daemon.reload import ReloadGate
-from streamdetect.sources.base import AudioSource
 
 SR = 48_000
 TOKEN = "s3cret-token-for-tests"
-
-
-class PacedNoise(AudioSource):
-    """A live source: 0.25 s blocks of quiet noise, paced at 4x real time, until stopped (bounded: 10 min)."""
-
-    live = True
-
-    def __init__(self):
-        super().__init__(AudioSource.Options(), SR, "paced")
-
-    def blocks(self, stop):
-        rng = np.random.default_rng(0)
-        for _ in range(2400):
-            if stop.is_set():
-                return
-            time.sleep(0.0625)
-            yield (0.05 * rng.standard_normal(SR // 4)).astype(np.float32)
 
 
 def request(port, method="GET", body=None, token=TOKEN):
@@ -68,7 +50,8 @@ def running(tiny_model):
     engine = BatchingEngine(detector)
     server = ControlServer(ReloadGate(lambda: detector.config, engine.request_reload), TOKEN, "127.0.0.1", 0)
     stop = threading.Event()
-    thread = threading.Thread(target=run_sources, args=(detector, [PacedNoise()], stop, engine), daemon=True)
+    paced = LiveSource(name="paced", block_s=0.25, pace_s=0.0625, noise=0.05)  # quiet noise at 4x real time
+    thread = threading.Thread(target=run_sources, args=(detector, [paced], stop, engine), daemon=True)
     thread.start()
     try:
         yield detector, sink, server.address[1]

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a UMAP fit (numba compiles its kernels first)
 SR = 48_000
 
 # mini/embedding_map.py's main() for each dataset, in one interpreter: the UMAP fit's numba kernels are compiled

@@ -1,7 +1,7 @@
 import threading
-import time
 
 import numpy as np
+from fakes import LiveSource
 from helpers import (
     FakeEncoder,
     SlowEncoder,
@@ -15,27 +15,9 @@ from helpers import (
 from streamdetect.analysis.replay import run_source
 from streamdetect.config import parse_config
 from streamdetect.daemon.engine import BatchingEngine, run_sources
-from streamdetect.sources.base import AudioSource
 from streamdetect.sources.file import FileOptions, FileSource
 
 SR = 48_000
-
-
-class LiveArray(AudioSource):
-    """A 'live' source that delivers its audio in 0.5 s blocks as fast as it is asked (never paced)."""
-
-    live = True
-
-    def __init__(self, audio, name, delay_s=0.0):
-        super().__init__(AudioSource.Options(), SR, name)
-        self.audio, self.delay_s = audio, delay_s
-
-    def blocks(self, stop):
-        for i in range(0, self.audio.size, SR // 2):
-            if stop.is_set():
-                return
-            time.sleep(self.delay_s)
-            yield self.audio[i : i + SR // 2]
 
 
 def detector_for(model, threshold, batch_size=4, encoder=None):
@@ -76,7 +58,7 @@ def test_backlog_is_reported_and_no_window_is_dropped(tiny_model, caplog):
     det, sink = detector_for(tiny_model, -1.0, batch_size=2, encoder=SlowEncoder.for_model(tiny_model, delay_s=0.15))
     engine = BatchingEngine(det, backlog_warn_s=0.2)
     audio = np.zeros(20 * SR, np.float32)
-    sources = [LiveArray(audio, f"live{i}") for i in range(3)]
+    sources = [LiveSource(audio, f"live{i}") for i in range(3)]
     caplog.set_level("WARNING")
     summaries, stats = run_sources(det, sources, threading.Event(), engine=engine)
     assert stats.max_backlog >= 10 and stats.backlog_warnings >= 1
@@ -89,8 +71,8 @@ def test_backlog_is_reported_and_no_window_is_dropped(tiny_model, caplog):
 def test_one_slow_stream_does_not_hold_back_the_others(tiny_model):
     det, _ = detector_for(tiny_model, 1.0, batch_size=4)
     engine = BatchingEngine(det, max_wait_s=0.02)
-    fast = LiveArray(np.zeros(6 * SR, np.float32), "fast")
-    slow = LiveArray(np.zeros(6 * SR, np.float32), "slow", delay_s=0.5)  # a block every 0.5 s
+    fast = LiveSource(np.zeros(6 * SR, np.float32), "fast")
+    slow = LiveSource(np.zeros(6 * SR, np.float32), "slow", pace_s=0.5)  # a block every 0.5 s
     summaries, stats = run_sources(det, [fast, slow], threading.Event(), engine=engine)
     assert [s.windows for s in summaries] == [4, 4]
     # the fast stream's windows were not kept waiting for the slow one: every batch waited at most max_wait_s
@@ -223,7 +205,7 @@ def test_each_window_becomes_one_result_that_every_listener_gets(tiny_model):
                               gate={"min_dbfs": -60.0})
     rng = np.random.default_rng(0)
     audio = np.concatenate([np.zeros(4 * SR, np.float32), (0.1 * rng.standard_normal(4 * SR)).astype(np.float32)])
-    summaries, stats = run_sources(det, [LiveArray(audio, "a"), LiveArray(audio, "b")], threading.Event())
+    summaries, stats = run_sources(det, [LiveSource(audio, "a"), LiveSource(audio, "b")], threading.Event())
     assert [s.windows for s in summaries] == [6, 6] and stats.windows == 12
     # one value per window, the very same object at every listener, in the order the windows were applied
     assert len(first.results) == len(second.results) == 12

@@ -49,6 +49,7 @@ def _tsv(path, rows, shift=0.0):
     return path
 
 
+@pytest.mark.slow
 def test_metrics_are_1_for_the_pipelines_own_events_and_0_beyond_the_collar(tiny_model, tmp_path):
     audio = _scenes(tmp_path)
     scan = run_cli("scan", str(audio / "s0.wav"), "--config", str(write_config(tmp_path / "s.yaml", tiny_model, [
@@ -139,6 +140,7 @@ def test_event_fscore_on_hand_computed_cases():
     assert score(late, collar=0.2, rate=0.2)[0]["dog"] == 1.0
 
 
+@pytest.mark.slow
 def test_centre_timing_scores_the_windows_centres_not_their_whole_extent(tiny_model, tmp_path):
     """A 3 s / 1 s hop event reported over [first window start, last window end] is scored, with --timing centre,
     as the hops nearest its windows' centres: 1 s in from each end."""

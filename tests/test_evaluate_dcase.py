@@ -118,6 +118,7 @@ class _NumpyForPsdsEval:
         return np.argwhere(a).ravel()[0]
 
 
+@pytest.mark.slow
 def test_evaluate_agrees_with_sed_eval_and_psds_eval(tiny_model, tmp_path, monkeypatch):
     import psds_eval.psds
 

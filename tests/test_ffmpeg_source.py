@@ -41,7 +41,7 @@ TONE_HZ = 3000.0
 FAST_START = ["-probesize", "32", "-analyzeduration", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True, scope="session")  # not module: it need not keep the file's tests on one worker
 def _ffmpeg_installed():
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg not found: run `bash scripts/setup.sh --dev` (Debian package ffmpeg)")

@@ -7,7 +7,8 @@ import ctypes
 import threading
 
 import numpy as np
-from test_engine import SR, LiveArray, detector_for
+from fakes import LiveSource
+from test_engine import SR, detector_for
 
 from streamdetect.daemon.engine import BatchingEngine, run_sources
 from streamdetect.util.memory import NativeHeap
@@ -45,5 +46,5 @@ def test_the_inference_thread_trims_the_heap_on_its_interval(tiny_model):
     det, _ = detector_for(tiny_model, 1.0)
     heap = CountingHeap()
     engine = BatchingEngine(det, heap=heap, trim_every_s=0.0)
-    _, stats = run_sources(det, [LiveArray(np.zeros(10 * SR, np.float32), "s")], threading.Event(), engine=engine)
+    _, stats = run_sources(det, [LiveSource(np.zeros(10 * SR, np.float32), "s")], threading.Event(), engine=engine)
     assert heap.trims == stats.heap_trims >= 1

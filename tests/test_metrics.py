@@ -9,6 +9,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from fakes import LiveSource
 from helpers import (
     FakeEncoder,
     free_port,
@@ -19,7 +20,6 @@ from helpers import (
     write_tone_scene,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from test_engine import LiveArray
 
 from streamdetect.analysis.replay import Replay
 from streamdetect.daemon.engine import BatchingEngine, run_sources
@@ -43,7 +43,7 @@ def test_metrics_and_health_while_streams_run(tiny_model):
     server = MetricsServer(metrics, "127.0.0.1", 0)
     base = f"http://127.0.0.1:{server.address[1]}"
     quiet = np.zeros(6 * SR, np.float32)
-    sources = [LiveArray(quiet, "yard", delay_s=0.1), LiveArray(quiet, "roof", delay_s=0.1)]
+    sources = [LiveSource(quiet, "yard", pace_s=0.1), LiveSource(quiet, "roof", pace_s=0.1)]
     runner = threading.Thread(target=run_sources, args=(det, sources, threading.Event(), BatchingEngine(det, observer=metrics)))
     runner.start()
     time.sleep(0.6)

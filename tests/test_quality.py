@@ -26,6 +26,8 @@ from mini import world
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow
+
 
 def write_held_out(folder: Path) -> None:
     """Every recording the checks use; each set from its own evaluation seed."""
@@ -42,12 +44,12 @@ def write_held_out(folder: Path) -> None:
     mq.write_clips(folder / "sirens", 10, 20, ["siren"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: each test is a unit of work of its own under --dist loadgroup
 def held_out(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "mini-held-out", write_held_out)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def events() -> list[dict]:
     return mq.mini_events()
 

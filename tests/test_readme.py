@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 NOISE = ("Skipping torchvision", "FutureWarning", "pre-processing before quantization", "UserWarning",
@@ -44,6 +46,7 @@ def test_readme_is_a_front_door():
     assert "random weights" in README.read_text().lower()
 
 
+@pytest.mark.slow  # an export and nine commands, each in a fresh interpreter
 def test_readme_tour_runs_as_written(tiny_checkpoint, tmp_path):
     work = tmp_path / "repo"
     shutil.copytree(ROOT / "configs", work / "configs")

@@ -147,31 +147,13 @@ def test_the_latch_holds_a_hangup_until_a_verb_that_does_not_reload_gives_it_bac
     assert result.returncode == -signal.SIGHUP
 
 
-class EndlessQuiet:
-    """A live source of quiet blocks at 4x real time, until stopped (bounded: 10 min)."""
-
-    def __new__(cls):
-        from streamdetect.sources.base import AudioSource
-
-        class _Source(AudioSource):
-            live = True
-
-            def blocks(self, stop):
-                for _ in range(2400):
-                    if stop.is_set():
-                        return
-                    time.sleep(0.0625)
-                    yield np.zeros(SAMPLE_RATE // 4, np.float32)
-
-        return _Source(AudioSource.Options(), SAMPLE_RATE, "endless")
-
-
 class Boom(Exception):
     pass
 
 
 def _main_thread_scenario(model: str) -> str:
     """Run detection until a SIGALRM handler raises in the main thread; "<stop set> <phases>"."""
+    from fakes import LiveSource
     from helpers import FakeEncoder, immediate_event, make_detector
 
     from streamdetect.daemon.engine import run_sources
@@ -189,7 +171,7 @@ def _main_thread_scenario(model: str) -> str:
     signal.setitimer(signal.ITIMER_REAL, 0.1)
     raised = False
     try:
-        run_sources(detector, [EndlessQuiet()], stop)
+        run_sources(detector, [LiveSource(name="endless", block_s=0.25, pace_s=0.0625)], stop)  # silence, 4x real time
     except Boom:
         raised = True
     finally:

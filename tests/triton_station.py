@@ -3,48 +3,15 @@ that the test hands audio to, so each fault happens at a known point of the stre
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 
-import numpy as np
-from helpers import SAMPLE_RATE, collecting_sink, immediate_event, make_config
+from fakes import LiveSource
+from helpers import collecting_sink, immediate_event, make_config
 
 from streamdetect.daemon.service import DetectorService
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.sinks.base import SinkSet
-from streamdetect.sources.base import AudioSource
-
-
-class HandFedLive(AudioSource):
-    """A live source whose blocks the test pushes (``feed``); ``end`` finishes it."""
-
-    live = True
-
-    def __init__(self, name: str = "mic"):
-        super().__init__(AudioSource.Options(), SAMPLE_RATE, name)
-        self._blocks: queue.Queue = queue.Queue()
-        self.rng = np.random.default_rng(0)
-        self.fed_s = 0.0
-
-    def feed(self, seconds: float) -> None:
-        """``seconds`` of noise, in 0.5 s blocks."""
-        self.fed_s += int(seconds * 2) / 2
-        for _ in range(int(seconds * 2)):
-            self._blocks.put((0.1 * self.rng.standard_normal(SAMPLE_RATE // 2)).astype(np.float32))
-
-    def end(self) -> None:
-        self._blocks.put(None)
-
-    def blocks(self, stop):
-        while not stop.is_set():
-            try:
-                block = self._blocks.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if block is None:
-                return
-            yield block
 
 
 class Station:
@@ -58,7 +25,8 @@ class Station:
         self.sink = collecting_sink()
         self.service = DetectorService(config, ModelBundle.load(model), sinks=SinkSet([("c", self.sink)]),
                                        metrics=True)
-        self.source = HandFedLive()
+        # noise the test hands in (feed(seconds)), so each fault happens at a known point of the stream
+        self.source = LiveSource(name="mic", noise=0.1, hand_fed=True)
         self.stop = threading.Event()
         self.result: tuple | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)

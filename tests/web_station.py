@@ -12,30 +12,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import numpy as np
 import yaml
+from fakes import LiveSource
 from helpers import tone_events, write_tone_scene
 
 from streamdetect.config import load_config
 from streamdetect.daemon.service import DetectorService
 from streamdetect.model.manifest import ModelBundle
-from streamdetect.sources.base import AudioSource, SourceOptions
 from streamdetect.sources.file import FileOptions, FileSource
 
 ADMIN, VIEWER = "admin-token-" + "a" * 20, "viewer-token-" + "v" * 20
 CONFIG_COMMENT = "# station config: keep this comment"
-
-
-class QuietLive(AudioSource):
-    """A live stream of near silence at real-time pace: it keeps the daemon (and its inference thread) running
-    after the files are done, as a station's microphone would."""
-
-    live = True
-
-    def blocks(self, stop: threading.Event):
-        n = self.sample_rate // 4
-        while not stop.wait(0.25):
-            yield np.full(n, 1e-4, np.float32)
 
 
 class Station:
@@ -79,7 +66,10 @@ def running_station(folder: Path, tiny_model: Path, **web) -> Iterator[Station]:
     stop = threading.Event()
     sources = [FileSource(FileOptions(path=str(scene)), bundle.sample_rate),
                FileSource(FileOptions(path=str(folder / "scene2.wav")), bundle.sample_rate),
-               QuietLive(SourceOptions(), bundle.sample_rate, "quiet")]
+               # near silence at real-time pace until stopped: it keeps the daemon (and its inference thread)
+               # running after the files are done, as a station's microphone would
+               LiveSource(name="quiet", block_s=0.25, pace_s=0.25, level=1e-4, max_s=None,
+                          sample_rate=bundle.sample_rate)]
     runner = threading.Thread(target=service.run, args=(sources, stop), daemon=True)
     runner.start()
     try:
