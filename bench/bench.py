@@ -233,7 +233,7 @@ def run_subprocess_metrics(model_dir: Path, device: str = "auto") -> dict:
         startup = time.perf_counter() - t0
         proc.stdout.read()
         runs_on = [m[1] for line in proc.stderr.read().splitlines()
-                   if (m := re.search(r"streamdetect\.pipeline\.encoder\.\w+: (audio_encoder\S* runs on .*)", line))]
+                   if (m := re.search(r"streamdetect\.embed\.encoder\.\w+: (audio_encoder\S* runs on .*)", line))]
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS, not the prompts run's
         proc.returncode = os.waitstatus_to_exitcode(status)
         total = time.perf_counter() - t0

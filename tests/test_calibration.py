@@ -90,7 +90,7 @@ def test_a_changed_key_times_again(fresh, counted, monkeypatch, change, caplog):
         (fresh / CALIBRATION_NAME).write_text(json.dumps(cached))
     elif change == "cpu":  # the model folder moved to another machine
         real = CpuInfo.read()
-        other = CpuInfo("Another CPU", real.flags - {"avx512f"}, real.cores, real.max_mhz, real.clock_source)
+        other = CpuInfo("Another CPU", real.flags ^ {"avx512f"}, real.cores, real.max_mhz, real.clock_source)
         monkeypatch.setattr(CpuInfo, "read", classmethod(lambda cls, *a, **k: other))
     else:  # exported again: another fp32 file
         bundle.manifest["files"]["audio_encoder.onnx"] = "0" * 64

@@ -31,14 +31,23 @@ def python_repo(model_dir: Path, repo: Path, **options) -> Path:
 
 
 def other_export(model_dir: Path, dest: Path) -> Path:
-    """A copy of an export whose audio encoder is another graph (the int8 one, renamed): what a station must
-    refuse to be served, as if the server ran a different checkpoint."""
+    """A copy of an export whose audio encoder is another graph (the fp32 one with one weight scaled): what a
+    station must refuse to be served, as if the server ran a different checkpoint. Made from the fp32 graph
+    because it is the one file every export has (int8 is refused on CPUs without VNNI)."""
     import json
 
-    from streamdetect.model.manifest import AUDIO_ENCODER, AUDIO_ENCODER_INT8, MANIFEST_NAME, sha256_file
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from streamdetect.model.manifest import AUDIO_ENCODER, MANIFEST_NAME, sha256_file
 
     shutil.copytree(model_dir, dest)
-    shutil.copyfile(dest / AUDIO_ENCODER_INT8, dest / AUDIO_ENCODER)
+    graph = onnx.load(str(dest / AUDIO_ENCODER))
+    weight = next(w for w in graph.graph.initializer
+                  if (a := numpy_helper.to_array(w)).dtype == np.float32 and a.size > 16)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(1.5), weight.name))
+    onnx.save(graph, str(dest / AUDIO_ENCODER))
     manifest = json.loads((dest / MANIFEST_NAME).read_text())
     manifest["files"][AUDIO_ENCODER] = sha256_file(dest / AUDIO_ENCODER)
     manifest["precisions"]["fp16"]["status"] = "refused"
