@@ -1,13 +1,20 @@
-"""Stand-ins the tests share for what a station is connected to: a live audio source.
+"""Stand-ins the tests share for what a station is connected to: a live audio source and an HTTP receiver.
 
-One class covers what five hand-made sources did (an array delivered as fast as it is read, paced noise or
-silence until stopped, audio the test hands in as it goes), so each test says only what it needs.
+One source covers what five hand-made sources did (an array delivered as fast as it is read, paced noise or
+silence until stopped, audio the test hands in as it goes), and one receiver what three did (a webhook or
+notification endpoint that answers, fails, hangs, trickles or floods), so each test says only what it needs.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
+import json
 import queue
+import socket
 import threading
+import time
+from email.message import Message
 
 import numpy as np
 
@@ -82,3 +89,132 @@ class LiveSource(AudioSource):
                 return
             delivered += block.size
             yield block
+
+
+def _json_or_bytes(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
+class HttpReceiver:
+    """An HTTP endpoint on loopback, on a raw socket (http.server cannot trickle or hang on purpose).
+
+    ``mode`` (a test may change it while the receiver runs): "ok" (200 after ``delay_s``), "hang" (reads the
+    request, never answers), "trickle" (a 200 answer, one byte every ``delay_s``), "huge" (200 declaring a 2 GB
+    body, sent as fast as it is read, at most ``huge_bytes``), or an HTTP status code (answered at once, with
+    ``location`` for a redirect). The first ``fail_first`` requests are answered 500 whatever the mode.
+
+    It keeps ``requests`` (how many were read), ``posts`` (path and JSON body of every request), and for the
+    requests answered 2xx their ``bodies`` and ``headers`` (case-insensitive, as a server reads them).
+    """
+
+    def __init__(self, mode: str | int = "ok", delay_s: float = 0.0, location: str | None = None,
+                 huge_bytes: int = 300 << 20, port: int = 0, fail_first: int = 0):
+        self.mode, self.delay_s, self.location, self.huge_bytes = mode, delay_s, location, huge_bytes
+        self.fail_first = fail_first
+        self.bodies: list[bytes] = []
+        self.headers: list[Message] = []
+        self.posts: list[tuple[str, object]] = []
+        self.requests = 0
+        self.sent_bytes = 0  # of answers: how far a trickle or a huge body got before the client hung up
+        self._stop = threading.Event()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def records(self) -> list[dict]:
+        with self._lock:
+            return [json.loads(b) for b in self.bodies]
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _read_request(self, conn: socket.socket) -> tuple[str, Message, bytes] | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        request_line, _, header_lines = head.partition(b"\r\n")
+        headers = http.client.parse_headers(io.BytesIO(header_lines + b"\r\n\r\n"))
+        length = int(headers.get("Content-Length", 0))
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            body += chunk
+        return request_line.split(b" ")[1].decode(), headers, body
+
+    def _send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        with self._lock:
+            self.sent_bytes += len(data)
+
+    def _accept(self, headers: Message, body: bytes) -> None:
+        with self._lock:
+            self.bodies.append(body)
+            self.headers.append(headers)
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(60)
+        try:
+            while not self._stop.is_set():
+                request = self._read_request(conn)
+                if request is None:
+                    return
+                path, headers, body = request
+                with self._lock:
+                    self.requests += 1
+                    failing = self.requests <= self.fail_first
+                    self.posts.append((path, _json_or_bytes(body)))
+                mode = 500 if failing else self.mode
+                if mode == "hang":
+                    self._stop.wait(120)
+                    return
+                if mode == "trickle":
+                    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                        if self._stop.wait(self.delay_s):
+                            return
+                        self._send(conn, bytes([byte]))
+                    self._accept(headers, body)
+                    continue
+                if mode == "huge":
+                    self._send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n")
+                    self._accept(headers, body)
+                    block = b"\0" * (1 << 20)
+                    while self.sent_bytes < self.huge_bytes and not self._stop.is_set():
+                        self._send(conn, block)
+                    return
+                if mode == "ok" or (isinstance(mode, int) and 200 <= mode < 300):
+                    time.sleep(self.delay_s)
+                    self._accept(headers, body)
+                    self._send(conn, f"HTTP/1.1 {200 if mode == 'ok' else mode} OK\r\nContent-Length: 0\r\n\r\n"
+                               .encode())
+                    continue
+                extra = f"Location: {self.location}\r\n" if self.location else ""
+                self._send(conn, f"HTTP/1.1 {mode} X\r\n{extra}Content-Length: 0\r\n\r\n".encode())
+        except OSError:
+            return  # the client hung up (what a deadline does)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()

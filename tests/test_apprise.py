@@ -3,12 +3,11 @@ and base64 attachments as JSON): templates, the spectrogram attachment written b
 rate limits, quiet hours, secrets from the environment, retries and counted failures."""
 
 import base64
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from fakes import HttpReceiver
 from helpers import event_record, free_port
 
 from streamdetect.config import ConfigError, parse_config
@@ -18,38 +17,11 @@ from streamdetect.sinks.base import SinkContext, SinkError, SinkSet, build_sinks
 from streamdetect.sinks.clips import ClipsOptions, ClipsSink
 
 
-class Receiver:
-    """A loopback HTTP server keeping every POST as (path, JSON body); ``status`` is what it answers."""
-
-    def __init__(self, status: int = 200):
-        self.posts, self.status = [], status
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.posts.append((self.path, json.loads(body)))
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    r = Receiver()
+    r = HttpReceiver()
     yield r
-    r.close()
+    r.stop()
 
 
 def record(phase="end", label="bird", time="2026-06-01T04:00:00.000+00:00", id="a1b2c3d4e5f6", **kw):
@@ -107,7 +79,7 @@ def test_failures_are_retried_then_counted():
 
 
 def test_a_receiver_that_comes_back_gets_the_retry():
-    receiver = Receiver(status=500)
+    receiver = HttpReceiver(500)
     try:
         sink = AppriseSink(AppriseOptions(urls=[f"json://127.0.0.1:{receiver.port}/x"], retries=5,
                                           backoff_s=0.05, max_backoff_s=0.05))
@@ -115,11 +87,11 @@ def test_a_receiver_that_comes_back_gets_the_retry():
         done.start()
         while len(receiver.posts) < 2:
             threading.Event().wait(0.01)
-        receiver.status = 200
+        receiver.mode = "ok"
         done.join(10)
         assert sink.sent == 1 and 2 <= len(receiver.posts) <= 6
     finally:
-        receiver.close()
+        receiver.stop()
 
 
 def test_missing_secret_and_bad_templates_are_clear_errors(monkeypatch):
@@ -153,7 +125,7 @@ def test_built_from_the_registry_with_the_site(receiver):
 
 
 def test_a_spooled_notification_is_sent_when_the_service_answers_again(tmp_path):
-    receiver = Receiver(status=500)
+    receiver = HttpReceiver(500)
     try:
         options = AppriseOptions(urls=[f"json://127.0.0.1:{receiver.port}/x"], retries=0, backoff_s=0.01,
                                  max_backoff_s=0.01, spool_dir=str(tmp_path / "spool"))
@@ -165,7 +137,7 @@ def test_a_spooled_notification_is_sent_when_the_service_answers_again(tmp_path)
         threading.Event().wait(0.05)
         sink.idle()  # still refused: it stays
         assert sink.sent == 0 and len(receiver.posts) == 2
-        receiver.status = 200
+        receiver.mode = "ok"
         threading.Event().wait(0.05)
         sink.idle()
         assert sink.sent == 1 and receiver.posts[-1][1]["title"] == "bird heard on garden"
@@ -173,21 +145,21 @@ def test_a_spooled_notification_is_sent_when_the_service_answers_again(tmp_path)
         assert len(receiver.posts) == 3  # sent once, and gone from the spool
         sink.close()
     finally:
-        receiver.close()
+        receiver.stop()
 
 
 def test_a_notification_later_than_max_late_s_is_dropped_and_counted(tmp_path):
-    receiver = Receiver(status=500)
+    receiver = HttpReceiver(500)
     try:
         sink = AppriseSink(AppriseOptions(urls=[f"json://127.0.0.1:{receiver.port}/x"], retries=0,
                                           backoff_s=0.01, max_backoff_s=0.01, spool_dir=str(tmp_path),
                                           max_late_s=0.05))
         with pytest.raises(SinkError):
             sink.emit(record())
-        receiver.status = 200
+        receiver.mode = "ok"
         threading.Event().wait(0.1)
         sink.idle()
         assert (sink.sent, sink.late_dropped, len(receiver.posts)) == (0, 1, 1)
         sink.close()
     finally:
-        receiver.close()
+        receiver.stop()

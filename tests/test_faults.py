@@ -15,8 +15,9 @@ import time
 
 import numpy as np
 import soundfile as sf
+from fakes import HttpReceiver
 from helpers import write_config
-from test_webhook import Receiver, options, rec
+from test_webhook import options, rec
 
 from streamdetect.sinks.base import FailureLog, SinkSet
 from streamdetect.sinks.webhook import WebhookSink
@@ -50,7 +51,7 @@ def test_failures_are_counted_each_time_but_logged_once_per_interval(caplog):
 def test_receiver_down_for_a_long_outage_loses_nothing(tmp_path, caplog):
     """An hour-long outage, simulated by volume: 500 records (a busy station's hour) while the port refuses
     connections, with the threaded sink set the daemon uses. Then the receiver comes back on the same port."""
-    receiver = Receiver()
+    receiver = HttpReceiver()
     url, port = receiver.url, receiver.server.server_address[1]
     receiver.stop()
     caplog.set_level("ERROR")
@@ -63,7 +64,7 @@ def test_receiver_down_for_a_long_outage_loses_nothing(tmp_path, caplog):
     spool = next((tmp_path / "spool").glob("webhook-*.jsonl"))
     assert [json.loads(line)["id"] for line in spool.read_text().splitlines()] == [f"e{i}" for i in range(500)]
 
-    back = Receiver(port=port)
+    back = HttpReceiver(port=port)
     try:
         sink = WebhookSink(options(url, tmp_path))  # a restart: the spool goes out before anything new
         sink.emit(rec(500))
@@ -98,7 +99,7 @@ def test_disk_full_while_spooling(tmp_path):
     """RLIMIT_FSIZE caps the spool at 4000 bytes in a child process: a real short write, then EFBIG from the
     kernel. Detection (here: the other sink) goes on, each lost record is counted, the log says it once, and the
     spool keeps only whole records that are re-sent later."""
-    receiver = Receiver()
+    receiver = HttpReceiver()
     url = receiver.url
     receiver.stop()
     tests = os.path.dirname(__file__)
@@ -115,7 +116,7 @@ def test_disk_full_while_spooling(tmp_path):
     spooled = [json.loads(line)["id"] for line in content.splitlines()]
     assert spooled == [f"e{i}" for i in range(len(spooled))]
 
-    back = Receiver(port=int(url.rsplit(":", 1)[1].split("/")[0]))
+    back = HttpReceiver(port=int(url.rsplit(":", 1)[1].split("/")[0]))
     try:
         WebhookSink(options(url, tmp_path)).close()
     finally:
@@ -125,7 +126,7 @@ def test_disk_full_while_spooling(tmp_path):
 
 def test_disk_full_then_record_lost_message_names_the_spool(tmp_path):
     """The error a lost record raises says it is lost and where it could not go (logged by FailureLog)."""
-    receiver = Receiver()
+    receiver = HttpReceiver()
     url = receiver.url
     receiver.stop()
     sink = WebhookSink(options(url, tmp_path, retries=0))
@@ -144,7 +145,7 @@ def test_disk_full_then_record_lost_message_names_the_spool(tmp_path):
 def test_sigkill_then_restart_resends_the_spool_once_and_the_store_is_intact(tiny_model, tmp_path):
     rng = np.random.default_rng(0)
     sf.write(tmp_path / "in.wav", (0.1 * rng.standard_normal(8 * 48_000)).astype(np.float32), 48_000)
-    receiver = Receiver()
+    receiver = HttpReceiver()
     url, port = receiver.url, receiver.server.server_address[1]
     receiver.stop()
     events = [{"label": label, "prompts": [label], "threshold": -1.0} for label in ("a", "b", "c")]
@@ -190,7 +191,7 @@ def test_sigkill_then_restart_resends_the_spool_once_and_the_store_is_intact(tin
     db.close()
 
     # Restart with the receiver back: the six spooled records go out first, exactly once.
-    back = Receiver(port=port)
+    back = HttpReceiver(port=port)
     try:
         restart_sinks = sinks[:2]
         cfg = write_config(tmp_path / "cfg.yaml", tiny_model, events, restart_sinks, runtime={"device": "cpu"})

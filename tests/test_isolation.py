@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fakes import HttpReceiver
 from helpers import event_record, run_cli, write_config, write_tone_scene
-from receivers import RawReceiver
 
 from streamdetect.sinks.base import SinkError
 from streamdetect.sinks.command import CommandOptions, CommandSink
@@ -45,7 +45,7 @@ def processes_with(marker: str) -> list[int]:
 
 
 def test_command_and_ffmpeg_children_get_no_secrets_but_what_pass_env_names(tiny_model, tmp_path):
-    receiver = RawReceiver("ok")
+    receiver = HttpReceiver("ok")
     wrapper = tmp_path / "ffmpeg-wrapper"
     wrapper.write_text(f'#!/bin/sh\nenv > {tmp_path / "ffmpeg.env"}\nexec ffmpeg "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
@@ -123,7 +123,7 @@ def test_every_url_in_a_log_line_is_masked_query_tokens_included():
 def test_ffmpeg_log_lines_never_show_a_query_token(caplog):
     """ffmpeg fails on purpose (nothing listens) and prints its input URL; neither our lines nor its own that we
     pass on may show the token."""
-    closed = RawReceiver("hang")
+    closed = HttpReceiver("hang")
     url = f"http://127.0.0.1:{closed.port}/cam?token=SECRET{uuid.uuid4().hex[:8]}&x=1"
     closed.stop()  # nothing listens there now
     caplog.set_level(logging.DEBUG, logger="streamdetect")

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from fakes import HttpReceiver
 from helpers import run_cli, write_config
-from test_webhook import Receiver, rec
+from test_webhook import rec
 
 from streamdetect.config import parse_config
 from streamdetect.daemon.metrics import Metrics, MetricsServer
@@ -73,7 +74,7 @@ def test_command_sink_missing_program_is_a_clear_error(tmp_path):
 
 def test_webhook_secret_and_url_password_never_reach_the_log(tiny_model, tmp_path):
     secret, password = "hunter2-very-secret-value", "url-pass-word-xyz"
-    receiver = Receiver()
+    receiver = HttpReceiver()
     port = receiver.server.server_address[1]
     receiver.stop()  # every delivery fails, so every failure path logs
     sf.write(tmp_path / "a.wav", np.random.default_rng(0).normal(0, 0.1, 4 * 48_000).astype(np.float32), 48_000)

@@ -3,49 +3,14 @@
 import hashlib
 import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fakes import HttpReceiver
 from helpers import event_record, run_cli, write_config, write_tone_scene
 
 from streamdetect.config import parse_config
 from streamdetect.sinks.base import SinkError, SinkSet
 from streamdetect.sinks.webhook import WebhookOptions, WebhookSink
-
-
-class Receiver:
-    """Answers 500 to the first ``fail_first`` POSTs, then 200; keeps what it accepted."""
-
-    def __init__(self, fail_first=0, port=0):
-        self.fail_first, self.seen, self.accepted, self.headers = fail_first, 0, [], []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.seen += 1
-                if receiver.seen <= receiver.fail_first:
-                    self.send_response(500)
-                else:
-                    receiver.accepted.append(body)
-                    receiver.headers.append(dict(self.headers))
-                    self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def records(self):
-        return [json.loads(b) for b in self.accepted]
 
 
 def rec(i, phase="start"):
@@ -58,7 +23,7 @@ def options(url, tmp_path, **kw):
 
 
 def test_retries_until_the_receiver_recovers_and_signs_the_body(tmp_path, monkeypatch):
-    receiver = Receiver(fail_first=3)
+    receiver = HttpReceiver(fail_first=3)
     monkeypatch.setenv("HOOK_SECRET", "s3cret")
     sink = WebhookSink(options(receiver.url, tmp_path, retries=5, secret_env="HOOK_SECRET",
                                headers={"X-Station": "garden"}))
@@ -67,13 +32,13 @@ def test_retries_until_the_receiver_recovers_and_signs_the_body(tmp_path, monkey
     sink.close()
     receiver.stop()
     assert [r["id"] for r in receiver.records()] == ["e0", "e1", "e2"]  # each exactly once, in order
-    for body, headers in zip(receiver.accepted, receiver.headers, strict=True):
+    for body, headers in zip(receiver.bodies, receiver.headers, strict=True):
         expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         assert headers["X-Streamdetect-Signature"] == expected and headers["X-Station"] == "garden"
 
 
 def test_outage_spools_and_a_restart_resends_everything_exactly_once(tmp_path):
-    receiver = Receiver()
+    receiver = HttpReceiver()
     url = receiver.url
     receiver.stop()  # the receiver is down
     sinks = SinkSet([("hook", WebhookSink(options(url, tmp_path, retries=1)))], threaded=True)
@@ -86,7 +51,7 @@ def test_outage_spools_and_a_restart_resends_everything_exactly_once(tmp_path):
     assert [r["id"] for r in spooled] == ["e0", "e1", "e2", "e3"]
 
     # the daemon restarts while the receiver is back on the same port; the spool goes out first, in order
-    back = Receiver(port=int(url.rsplit(":", 1)[1].split("/")[0]))
+    back = HttpReceiver(port=int(url.rsplit(":", 1)[1].split("/")[0]))
     sink = WebhookSink(options(url, tmp_path))
     sink.emit(rec(4))
     sink.close()
@@ -105,7 +70,7 @@ def test_bad_settings_are_refused(tmp_path, monkeypatch):
 
 
 def test_cli_run_posts_records_and_names_a_missing_secret(tiny_model, tmp_path, monkeypatch):
-    receiver = Receiver(fail_first=1)
+    receiver = HttpReceiver(fail_first=1)
     wav = write_tone_scene(tmp_path / "a.wav", seconds=4.0)
     events = [{"label": "dog", "prompts": ["a dog barking"], "threshold": -1.0}]
     sink = {"type": "webhook", "url": receiver.url, "spool_dir": str(tmp_path / "sp"), "backoff_s": 0.01}
@@ -124,7 +89,7 @@ def test_cli_records_of_a_run_during_an_outage_arrive_once_in_order_after_a_rest
     """Run 1 finds the receiver down and spools everything; run 2 (another input) finds it up but failing its
     first requests. Every record of both runs arrives exactly once, in order, and the spool ends up empty.
     (fail_first=7: every request of run 2 fails until the last flush when the sink closes.)"""
-    down = Receiver()
+    down = HttpReceiver()
     port = down.server.server_address[1]
     down.stop()
     events = [{"label": label, "prompts": [prompt], "threshold": -1.0}
@@ -137,7 +102,7 @@ def test_cli_records_of_a_run_during_an_outage_arrive_once_in_order_after_a_rest
         cfg = write_config(tmp_path / f"c{run}.yaml", tiny_model, events,
                            sinks=[hook, {"type": "jsonl", "path": str(emitted)}])
         wav = write_tone_scene(tmp_path / f"in{run}.wav", seconds=seconds, seed=run)
-        receiver = Receiver(fail_first=fail_first, port=port) if run == 2 else None
+        receiver = HttpReceiver(fail_first=fail_first, port=port) if run == 2 else None
         try:
             result = run_cli("run", "--config", str(cfg), "--input", str(wav))
         finally:
@@ -149,6 +114,6 @@ def test_cli_records_of_a_run_during_an_outage_arrive_once_in_order_after_a_rest
             assert "webhook" in result.stderr and "sink failures" in result.stderr  # the outage was reported
             spooled = [json.loads(line) for p in spool.glob("webhook-*.jsonl") for line in p.read_text().splitlines()]
             assert [(r["id"], r["phase"]) for r in spooled] == expected and len(expected) == 6
-    assert receiver.seen == fail_first + len(expected)  # nothing was sent twice
+    assert receiver.requests == fail_first + len(expected)  # nothing was sent twice
     assert [(r["id"], r["phase"]) for r in receiver.records()] == expected and len(expected) == 12
     assert all(p.read_text() == "" for p in spool.glob("webhook-*.jsonl"))

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import HttpReceiver
 from helpers import CliRun, write_config
-from receivers import RawReceiver
 from test_webhook import options, rec
 
 from streamdetect.daemon.metrics import Metrics
@@ -44,7 +44,7 @@ def wait_until(condition, timeout_s: float, what: str, run: CliRun | None = None
 
 def test_a_trickling_answer_cannot_hold_a_request_past_its_total_deadline(tmp_path):
     """One byte every 0.5 s never trips a 1 s per-read timeout; the total deadline ends the request."""
-    receiver = RawReceiver("trickle", delay_s=0.5)
+    receiver = HttpReceiver("trickle", delay_s=0.5)
     sink = WebhookSink(options(receiver.url, tmp_path, retries=0, timeout_s=1.0))
     try:
         with pytest.raises(SinkError, match=r"unreachable \(no complete answer within 1 s"):
@@ -59,7 +59,7 @@ def test_a_trickling_answer_cannot_hold_a_request_past_its_total_deadline(tmp_pa
 
 @pytest.mark.parametrize("mode", ["hang", "trickle"])
 def test_sigterm_with_a_hanging_or_trickling_receiver_keeps_every_record_in_the_spool(tiny_model, tmp_path, mode):
-    receiver = RawReceiver(mode, delay_s=0.5)
+    receiver = HttpReceiver(mode, delay_s=0.5)
     out, spool_dir = tmp_path / "out.jsonl", tmp_path / "spool"
     hook = {"type": "webhook", "url": receiver.url, "spool_dir": str(spool_dir), "timeout_s": 2.0, "retries": 1,
             "backoff_s": 0.2}
@@ -102,7 +102,7 @@ HUGE_ANSWER_SCRIPT = textwrap.dedent("""
 
 
 def test_a_2_gb_answer_is_read_only_up_to_its_bound(tmp_path):
-    receiver = RawReceiver("huge", huge_bytes=300 << 20)
+    receiver = HttpReceiver("huge", huge_bytes=300 << 20)
     tests = str(Path(__file__).parent)
     try:
         result = subprocess.run([sys.executable, "-c", HUGE_ANSWER_SCRIPT, receiver.url, tests,
@@ -119,7 +119,7 @@ def test_a_2_gb_answer_is_read_only_up_to_its_bound(tmp_path):
 
 @pytest.mark.parametrize("status", [404, 401])
 def test_a_4xx_is_a_counted_permanent_failure_kept_in_the_dead_letter_file(tmp_path, caplog, status):
-    receiver = RawReceiver(status)
+    receiver = HttpReceiver(status)
     caplog.set_level(logging.ERROR)
     hook = WebhookSink(options(receiver.url, tmp_path, retries=3))
     sinks = SinkSet([("hook", hook)], threaded=True)
@@ -141,7 +141,7 @@ def test_a_4xx_is_a_counted_permanent_failure_kept_in_the_dead_letter_file(tmp_p
 
 
 def test_a_redirect_is_reported_as_one_and_its_records_are_not_stuck(tmp_path):
-    receiver = RawReceiver(301, location="http://127.0.0.1:1/new?token=abc123secret")
+    receiver = HttpReceiver(301, location="http://127.0.0.1:1/new?token=abc123secret")
     sink = WebhookSink(options(receiver.url, tmp_path))
     try:
         sink.spool.write_text(json.dumps(rec(0).to_dict()) + "\n")  # left by an earlier run
@@ -159,7 +159,7 @@ def test_a_redirect_is_reported_as_one_and_its_records_are_not_stuck(tmp_path):
 
 def test_the_spool_is_sent_by_the_worker_after_start_up_and_sigterm_mid_flush_sends_nothing_twice(
         tiny_model, tmp_path):
-    receiver = RawReceiver("ok", delay_s=0.03)
+    receiver = HttpReceiver("ok", delay_s=0.03)
     spool_dir, out = tmp_path / "spool", tmp_path / "out.jsonl"
     probe = WebhookSink(options(receiver.url, tmp_path))  # only to learn the spool's name
     probe.close()
