@@ -52,7 +52,7 @@ def test_receiver_down_for_a_long_outage_loses_nothing(tmp_path, caplog):
     """An hour-long outage, simulated by volume: 500 records (a busy station's hour) while the port refuses
     connections, with the threaded sink set the daemon uses. Then the receiver comes back on the same port."""
     receiver = HttpReceiver()
-    url, port = receiver.url, receiver.server.server_address[1]
+    url, port = receiver.url, receiver.port
     receiver.stop()
     caplog.set_level("ERROR")
     sinks = SinkSet([("hook", WebhookSink(options(url, tmp_path, retries=0, timeout_s=1.0)))], threaded=True)
@@ -146,7 +146,7 @@ def test_sigkill_then_restart_resends_the_spool_once_and_the_store_is_intact(tin
     rng = np.random.default_rng(0)
     sf.write(tmp_path / "in.wav", (0.1 * rng.standard_normal(8 * 48_000)).astype(np.float32), 48_000)
     receiver = HttpReceiver()
-    url, port = receiver.url, receiver.server.server_address[1]
+    url, port = receiver.url, receiver.port
     receiver.stop()
     events = [{"label": label, "prompts": [label], "threshold": -1.0} for label in ("a", "b", "c")]
     sinks = [{"type": "sqlite", "path": str(tmp_path / "events.db")},

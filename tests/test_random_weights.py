@@ -56,13 +56,18 @@ def test_random_weights_build_a_marked_checkpoint_and_export_it(tmp_path):
     assert "[0/7]" not in again.stderr and "Traceback" not in again.stderr
 
 
+def files_of(folder):
+    """Every file below ``folder`` (a shared model folder may hold a prompt cache folder too) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_random_weights_never_replace_an_export_of_real_weights(tiny_model, tmp_path):
     out = tmp_path / "real"
     shutil.copytree(tiny_model, out)
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["source"]["random_weights"] = False  # as an export of laion/clap-htsat-unfused records
     (out / "manifest.json").write_text(json.dumps(manifest))
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = files_of(out)
     for command in (["-m", "streamdetect", "export", "--random-weights", "--force"],
                     [str(ROOT / "tools" / "random_full_size.py"), "--reexport"]):  # the old tool, now a shim
         result = subprocess.run([sys.executable, *command, "--out", str(out)], capture_output=True, text=True,
@@ -70,7 +75,7 @@ def test_random_weights_never_replace_an_export_of_real_weights(tiny_model, tmp_
         assert result.returncode == 1, result.stderr
         assert f"{out} holds an export of real weights; give --random-weights another --out" in result.stderr
         assert "Traceback" not in result.stderr
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert files_of(out) == before
     assert not (tmp_path / "real-random-checkpoint").exists()
 
 

@@ -75,7 +75,7 @@ def test_command_sink_missing_program_is_a_clear_error(tmp_path):
 def test_webhook_secret_and_url_password_never_reach_the_log(tiny_model, tmp_path):
     secret, password = "hunter2-very-secret-value", "url-pass-word-xyz"
     receiver = HttpReceiver()
-    port = receiver.server.server_address[1]
+    port = receiver.port
     receiver.stop()  # every delivery fails, so every failure path logs
     sf.write(tmp_path / "a.wav", np.random.default_rng(0).normal(0, 0.1, 4 * 48_000).astype(np.float32), 48_000)
     sinks = [{"type": "webhook", "url": f"http://user:{password}@127.0.0.1:{port}/hook", "retries": 1,

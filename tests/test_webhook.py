@@ -90,7 +90,7 @@ def test_cli_records_of_a_run_during_an_outage_arrive_once_in_order_after_a_rest
     first requests. Every record of both runs arrives exactly once, in order, and the spool ends up empty.
     (fail_first=7: every request of run 2 fails until the last flush when the sink closes.)"""
     down = HttpReceiver()
-    port = down.server.server_address[1]
+    port = down.port
     down.stop()
     events = [{"label": label, "prompts": [prompt], "threshold": -1.0}
               for label, prompt in [("dog", "a dog barking"), ("rain", "rain on a roof"), ("glass", "glass breaking")]]

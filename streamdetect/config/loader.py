@@ -132,28 +132,62 @@ def _parse(data: Any, source: str, base_dir: str | Path | None) -> Config:
         raise ConfigError(source, [("", f"expected a mapping of keys at the top level, found {type(data).__name__}")])
     if (why := _too_big(data)) is not None:
         raise ConfigError(source, [("", why)])
+    context = {"base_dir": str(base_dir) if base_dir else None, "site": _raw_site(data)}
     try:
-        config = Config.model_validate(data, context={"base_dir": str(base_dir) if base_dir else None,
-                                                      "site": _raw_site(data)})
+        config = Config.model_validate(data, context=context)
     except ValidationError as e:
-        raise ConfigError(source, _problems(e)) from None
-    problems = _scoring_problems(config)
+        raise ConfigError(source, _problems(e) + _problems_of_the_rest(data, e, context)) from None
+    problems = _scoring_problems(config) + _cross_problems(config)
+    problems += _summary_problems(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _cross_problems(config: Config, sink_index: list[int] | None = None,
+                    source_index: list[int] | None = None) -> list[tuple[str, str]]:
+    """Labels named by sinks and sources that no event has; ``*_index`` map entries back to their place in the
+    file when some entries were left out (``_problems_of_the_rest``)."""
+    problems = []
     known = [e.label for e in config.events] + ([config.novelty.label] if config.novelty.enabled else [])
     for i, sink in enumerate(config.sinks):
         for label in sink.options.labels or []:
             if label not in known:
-                problems.append((f"sinks[{i}].labels", f"{label!r} is not an event label ({', '.join(known)})"))
-    entries = [(f"sources[{i}]", e) for i, e in enumerate(config.sources)] + (
-        [("source", config.source)] if config.source is not None else [])
+                place = sink_index[i] if sink_index is not None else i
+                problems.append((f"sinks[{place}].labels", f"{label!r} is not an event label ({', '.join(known)})"))
+    entries = [(f"sources[{source_index[i] if source_index is not None else i}]", e)
+               for i, e in enumerate(config.sources)]
+    entries += [("source", config.source)] if config.source is not None else []
     for where, entry in entries:
         for label in entry.events or []:
             if label not in known[: len(config.events)]:
                 problems.append((f"{where}.events", f"{label!r} is not an event label "
                                                     f"({', '.join(e.label for e in config.events)})"))
-    problems += _summary_problems(config)
-    if problems:
-        raise ConfigError(source, problems)
-    return config
+    return problems
+
+
+def _problems_of_the_rest(data: dict[str, Any], error: ValidationError,
+                          context: dict[str, Any]) -> list[tuple[str, str]]:
+    """When only some source or sink entries are wrong, the cross-checks still run on the other entries, so that
+    every mistake of a file comes back at once (as it did when plugin options were checked after the schema)."""
+    wrong: dict[str, set[int]] = {}
+    for problem in error.errors():
+        loc = problem["loc"]
+        if len(loc) < 2 or loc[0] not in ("sinks", "sources") or not isinstance(loc[1], int):
+            return []  # a mistake outside the plugin entries: the cross-checks would read unchecked data
+        wrong.setdefault(str(loc[0]), set()).add(loc[1])
+    rest, keep = dict(data), {}
+    for key, indices in wrong.items():
+        entries = data.get(key)
+        if not isinstance(entries, list):
+            return []
+        keep[key] = [i for i in range(len(entries)) if i not in indices]
+        rest[key] = [entries[i] for i in keep[key]]
+    try:
+        config = Config.model_validate(rest, context=context)
+    except ValidationError:
+        return []
+    return _cross_problems(config, keep.get("sinks"), keep.get("sources"))
 
 
 def _summary_problems(config: Config) -> list[tuple[str, str]]:
