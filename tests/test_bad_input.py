@@ -331,3 +331,17 @@ def test_absurd_rate_or_channel_count_in_a_header_is_refused(good_files, offset,
     path.write_bytes(bytes(data))
     with pytest.raises(SourceError, match=r"odd.wav: .* is outside what is supported .* is the header damaged"):
         FileSource(FileOptions(path=str(path)), SR)
+
+
+def test_a_wrong_sink_option_does_not_hide_the_scoring_and_label_mistakes(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("scoring: {mode: softmax}\n"
+                    "events: [{label: a, prompts: [x], threshold: 0.2}]\n"
+                    "sinks:\n  - {type: webhook, url: 'ftp://example.org/hook'}\n"
+                    "  - {type: jsonl, path: out.jsonl, labels: [c]}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    text = str(error.value)
+    assert "sinks[0].url: URL scheme should be 'http' or 'https'" in text
+    assert "sinks[1].labels: 'c' is not an event label" in text
+    assert "scoring.background: softmax over a single prompt is always 1" in text

@@ -168,8 +168,10 @@ def _cross_problems(config: Config, sink_index: list[int] | None = None,
 
 def _problems_of_the_rest(data: dict[str, Any], error: ValidationError,
                           context: dict[str, Any]) -> list[tuple[str, str]]:
-    """When only some source or sink entries are wrong, the cross-checks still run on the other entries, so that
-    every mistake of a file comes back at once (as it did when plugin options were checked after the schema)."""
+    """When only some source or sink entries are wrong, the checks that need a valid config (scoring mode, labels
+    named by the other entries) still run, so that every mistake of a file comes back at once, as it did when
+    plugin options were checked apart from the schema. The summary check is left out: it names sinks, and the
+    wrong ones are missing from what it would see."""
     wrong: dict[str, set[int]] = {}
     for problem in error.errors():
         loc = problem["loc"]
@@ -187,7 +189,7 @@ def _problems_of_the_rest(data: dict[str, Any], error: ValidationError,
         config = Config.model_validate(rest, context=context)
     except ValidationError:
         return []
-    return _cross_problems(config, keep.get("sinks"), keep.get("sources"))
+    return _scoring_problems(config) + _cross_problems(config, keep.get("sinks"), keep.get("sources"))
 
 
 def _summary_problems(config: Config) -> list[tuple[str, str]]:
