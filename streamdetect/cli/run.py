@@ -25,7 +25,7 @@ from streamdetect.model.manifest import (
 from streamdetect.pipeline.streams import RunSummary, StreamSettings
 from streamdetect.sources.base import AudioSource
 from streamdetect.util.locks import PathInUse
-from streamdetect.util.signals import raise_on_signal
+from streamdetect.util.signals import StopSignals
 from streamdetect.web.tokens import WebError
 
 
@@ -201,17 +201,23 @@ def _print_encoder_choice(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """SIGTERM (like Ctrl-C) unwinds the export, so its ``finally`` removes the ``.out.*`` staging folder."""
+    """SIGTERM and Ctrl-C unwind the export (``StopSignals``), so its ``finally`` removes the ``.out.*`` staging
+    folder, and the export is never completed after either, even when a library caught the exception."""
     from streamdetect.export.convert import export_model
     from streamdetect.export.random_weights import export_random_weights
 
     if args.random_weights and (args.model != DEFAULT_MODEL_ID or args.revision is not None):
         raise UsageError("--random-weights builds its own checkpoint: drop --model and --revision")
-    signal.signal(signal.SIGTERM, raise_on_signal)
+    stops = StopSignals()
+
+    def report(message: str) -> None:  # each step of the export is a point where a caught signal ends it
+        stops.check()
+        print(message, file=sys.stderr, flush=True)
+
     out = args.out or default_model_dir(args.model)
     if args.triton_repo is None or args.force or not (out / MANIFEST_NAME).is_file():
-        manifest = (export_random_weights(out, force=args.force) if args.random_weights else
-                    export_model(args.model, out, revision=args.revision, force=args.force))
+        manifest = (export_random_weights(out, report=report, force=args.force) if args.random_weights else
+                    export_model(args.model, out, revision=args.revision, report=report, force=args.force))
         model = "" if out == DEFAULT_MODEL_DIR else f" --model {out}"
         print(f"next: streamdetect run --config configs/home.yaml --input RECORDING{model}"
               + ("  (random weights: this shows the tool, not detection)"

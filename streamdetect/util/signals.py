@@ -41,6 +41,23 @@ class SignalExit(BaseException):
         self.signum = signum
 
 
-def raise_on_signal(signum: int, _frame: object) -> None:
-    """A signal handler that turns the signal into ``SignalExit``."""
-    raise SignalExit(signum)
+class StopSignals:
+    """SIGINT and SIGTERM raise ``SignalExit`` and are remembered, for long work inside libraries (the export).
+
+    The exception is raised wherever the main thread is, which may be inside a library that catches it (one
+    ``torch.export`` capture strategy failing hands over to the next) or that turns Ctrl-C into a self-kill at
+    exit (CPython does so for a ``KeyboardInterrupt`` raised in code it runs with ``PyRun_*``). ``check()`` at the
+    work's next step raises it again, so a caught signal always ends the work, with exit status 128 + signal."""
+
+    def __init__(self, signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        self.caught: int | None = None
+        for signum in signums:
+            signal.signal(signum, self._caught)
+
+    def _caught(self, signum: int, _frame: object) -> None:
+        self.caught = signum
+        raise SignalExit(signum)
+
+    def check(self) -> None:
+        if self.caught is not None:
+            raise SignalExit(self.caught)
