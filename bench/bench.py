@@ -263,7 +263,7 @@ def main() -> int:
                         "e.g. 1,8,64,512 (GPU: where batching stops paying)")
     args = parser.parse_args()
     if args.quick:
-        args.windows, args.stream_seconds = 8, 8.0
+        args.windows, args.stream_seconds = 8, 4.0
 
     results: dict = {"machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                                  "cores": os.cpu_count()},

@@ -15,6 +15,7 @@ model the numbers say only that the code path works, not how well a real CLAP mo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from streamdetect.analysis.evaluate import read_strong_labels
 from streamdetect.analysis.replay import score_file
 from streamdetect.config import parse_config
 from streamdetect.daemon.build import build_detector
+from streamdetect.embed.encoder import open_audio_encoder
+from streamdetect.embed.encoder.base import AudioEncoder, RuntimeOptions
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.pipeline.detector import Detector
 from streamdetect.prompts.assemble import prompt_bank_for
@@ -51,22 +54,50 @@ def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def detector(model: Path, thresholds: dict[str, float], events: list[dict], sinks: SinkSet | None = None
-             ) -> Detector:
+class MemoEncoder:
+    """The audio encoder, each batch of windows run once: refining changes the prompt vectors, never the audio
+    embeddings, so the experiment's fourteen passes over the same scenes need the encoder for two (the same
+    files are cut into the same batches each time, so the results are those of running it every time)."""
+
+    def __init__(self, encoder: AudioEncoder):
+        self.encoder = encoder
+        self.feature_shape, self.embedding_dim = encoder.feature_shape, encoder.embedding_dim
+        self.file, self.precision, self.on_gpu = encoder.file, encoder.precision, encoder.on_gpu
+        self.memo: dict[bytes, np.ndarray] = {}
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        key = hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest()
+        key += repr(features.shape).encode()
+        if key not in self.memo:
+            self.memo[key] = self.encoder(features)
+        return self.memo[key].copy()
+
+    def describe(self) -> str:
+        return self.encoder.describe()
+
+
+def memo_encoder(model: Path) -> MemoEncoder:
+    return MemoEncoder(open_audio_encoder(ModelBundle.load(model), RuntimeOptions(device="cpu")))
+
+
+def detector(model: Path, thresholds: dict[str, float], events: list[dict], sinks: SinkSet | None = None,
+             encoder: AudioEncoder | None = None) -> Detector:
     config = parse_config({"model": str(model), "runtime": {"device": "cpu"},
                            "events": [{**e, "threshold": thresholds.get(e["label"], 1.0), "cooldown_s": 0.0}
                                       for e in events]})
-    return build_detector(config, ModelBundle.load(model), sinks or SinkSet([]))
+    return build_detector(config, ModelBundle.load(model), sinks or SinkSet([]), encoder=encoder)
 
 
-def quantile_thresholds(model: Path, scenes: Path, q: float, events: list[dict]) -> dict[str, float]:
-    det = detector(model, {}, events)
+def quantile_thresholds(model: Path, scenes: Path, q: float, events: list[dict],
+                        encoder: AudioEncoder | None = None) -> dict[str, float]:
+    det = detector(model, {}, events, encoder=encoder)
     scores = np.concatenate([score_file(det, p).scores for p in sorted(scenes.glob("*.wav"))])
     return {label: float(np.quantile(scores[:, i], q)) for i, label in enumerate(det.bank.labels)}
 
 
-def measure(model: Path, thresholds: dict[str, float], scenes: Path, events: list[dict]) -> dict:
-    det, truth = detector(model, thresholds, events), read_strong_labels(scenes / "labels.tsv")
+def measure(model: Path, thresholds: dict[str, float], scenes: Path, events: list[dict],
+            encoder: AudioEncoder | None = None) -> dict:
+    det, truth = detector(model, thresholds, events, encoder=encoder), read_strong_labels(scenes / "labels.tsv")
     tp = fp = hit = n_ref = 0
     for path in sorted(scenes.glob("*.wav")):
         refs = truth.get(path.name, [])
@@ -94,12 +125,13 @@ def experiment(model_dir: Path, out: Path, n: int, quantile: float, params: Refi
         shutil.rmtree(out)
     model = Path(shutil.copytree(model_dir, out / "model"))
     train, test = (write(out / split, seed, n) for split, seed in zip(("train", "test"), seeds, strict=True))
-    thresholds = quantile_thresholds(model, train, quantile, events)
-    before = measure(model, thresholds, test, events)
+    encoder = memo_encoder(model)
+    thresholds = quantile_thresholds(model, train, quantile, events, encoder)
+    before = measure(model, thresholds, test, events, encoder)
 
     db = out / "events.db"
     sink = SqliteSink(SqliteOptions(path=str(db)))
-    det = detector(model, thresholds, events, SinkSet([("db", sink)]))
+    det = detector(model, thresholds, events, SinkSet([("db", sink)]), encoder)
     truth = read_strong_labels(train / "labels.tsv")
     marked = {"confirmed": 0, "rejected": 0}
     for path in sorted(train.glob("*.wav")):
@@ -119,11 +151,13 @@ def experiment(model_dir: Path, out: Path, n: int, quantile: float, params: Refi
         if fb.confirmed.size or fb.rejected.size:
             store.save(event.label, rocchio(vector, fb.confirmed, fb.rejected, params),
                        {"prompt_key": prompt_key(event.prompts, bundle.text_key)})
-    after_fixed = measure(model, thresholds, test, events)
-    after_repicked = measure(model, quantile_thresholds(model, train, quantile, events), test, events)
+    after_fixed = measure(model, thresholds, test, events, encoder)
+    after_repicked = measure(model, quantile_thresholds(model, train, quantile, events, encoder), test, events,
+                             encoder)
     report = {"feedback": marked, "before": before, "after_fixed_thresholds": after_fixed,
               "after_repicked_thresholds": after_repicked,
-              "after_same_recall": same_recall(model, train, test, before["recall"], quantile, events, after_fixed),
+              "after_same_recall": same_recall(model, train, test, before["recall"], quantile, events, after_fixed,
+                                                   encoder),
               "params": params.__dict__, "scenes_per_split": n, "quantile": quantile}
     return report
 
@@ -132,14 +166,14 @@ SWEEP = (0.9, 0.925, 0.95, 0.975)
 
 
 def same_recall(model: Path, train: Path, test: Path, recall: float, quantile: float, events: list[dict],
-                fixed: dict) -> dict:
+                fixed: dict, encoder: AudioEncoder | None = None) -> dict:
     """Precision after refining at the recall it had before: the refined events at the thresholds picked before
     (``fixed``) and at thresholds re-picked from train-scene quantiles (``SWEEP``, and the one used before); the
     most precise point that still finds at least as many test events as before. Refinement that only moves the
     score scale shows up here as no gain."""
     points = [{**fixed, "quantile": "before"}]
-    points += [{**measure(model, quantile_thresholds(model, train, q, events), test, events), "quantile": q}
-               for q in sorted({*SWEEP, quantile})]
+    points += [{**measure(model, quantile_thresholds(model, train, q, events, encoder), test, events, encoder),
+                "quantile": q} for q in sorted({*SWEEP, quantile})]
     kept = [pt for pt in points if pt["recall"] >= recall]
     return max(kept, key=lambda pt: pt["precision"]) if kept else {"recall": None, "points": points}
 
