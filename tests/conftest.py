@@ -35,7 +35,7 @@ def kept_together(path: Path) -> bool:
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """CI's ``-n 2 --dist loadgroup``: the files of ``kept_together`` are one unit of work each, as under
+    """CI's ``-n 3 --dist loadgroup``: the files of ``kept_together`` are one unit of work each, as under
     ``--dist loadfile``; every other test is a unit of its own, so one slow file no longer sets the floor. (The
     scheduler groups here because xdist's own ``xdist_group`` marks are lost under pytest 9.2: it renames
     ``item._nodeid``, which pytest no longer reads.)"""
