@@ -4,13 +4,15 @@
 What a user does is what is checked: the live page updates; an event appears in the list; its clip plays (the
 audio element reports a duration and seeks, which needs Range requests); "confirm" writes the feedback that
 ``streamdetect events`` shows; the playground draws a curve and "add as event" makes later windows score the new
-label; a viewer cannot review. Every page is photographed into ``docs/images/dashboard-*.png`` on the way.
+label; a viewer cannot review. Every page is photographed on the way (into ``docs/images/dashboard-*.png``, the
+docs' figures, with STREAMDETECT_DOC_SHOTS=1).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +24,9 @@ from helpers import CliRun, free_port, run_cli, tone_events, write_tone_scene
 pytestmark = pytest.mark.browser
 
 ADMIN, VIEWER = "browser-admin-" + "a" * 20, "browser-viewer-" + "v" * 20
-IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+# The pages photographed on the way go into the docs' figures only when asked (STREAMDETECT_DOC_SHOTS=1), so a
+# test run never changes tracked files; otherwise into a temporary folder of this process.
+DOC_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
@@ -95,9 +99,11 @@ def login(driver, url: str, token: str) -> None:
 
 
 def shot(driver, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
+    folder = DOC_IMAGES if os.environ.get("STREAMDETECT_DOC_SHOTS") else \
+        Path(tempfile.gettempdir()) / f"streamdetect-shots-{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
     time.sleep(0.5)  # let the canvases finish drawing
-    driver.save_screenshot(str(IMAGES / f"dashboard-{name}.png"))
+    assert driver.save_screenshot(str(folder / f"dashboard-{name}.png")), name
 
 
 def canvas_drawn(driver, selector: str) -> bool:
