@@ -18,9 +18,16 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from filelock import FileLock
-from helpers import start_pulse
+# Three xdist workers share CI's two cores, each starting exports, daemons and CLI runs: torch's and OpenBLAS's
+# OpenMP pools would each start one spinning thread per core in every process (export of the tiny model: 38 ->
+# 33 CPU-s on a quiet machine with one thread, more under load). Set before numpy or torch is imported here, and
+# inherited by every child. The product's own thread limits are tested with these variables removed
+# (test_pipeline's BLAS check); a value given from outside is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
+from helpers import start_pulse  # noqa: E402
 
 from streamdetect.export.offline import checkpoint_feature_extractor, mark_random_weights, offline_tokenizer
 
