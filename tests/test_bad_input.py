@@ -205,9 +205,18 @@ def test_ten_hour_file_streams_with_flat_memory(tmp_path):
 
 # --- configs -----------------------------------------------------------------------------------------------------
 
+def config_errors(path, text: str) -> str:
+    """The message of loading ``text`` as the config file ``path`` (which must fail)."""
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    return str(error.value)
+
+
 def test_config_with_every_kind_of_mistake_lists_each_one(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(
+    text = config_errors(
+        path,
         "modle: models/x\n"
         "windows: {window_s: 12, hop_s: -1}\n"
         "runtime: {batch_size: many}\n"
@@ -217,11 +226,8 @@ def test_config_with_every_kind_of_mistake_lists_each_one(tmp_path):
         "sinks:\n"
         "  - {type: webhook, url: 'ftp://example.org/hook'}\n"
         "  - {type: jsonl, path: out.jsonl, labels: [a, c]}\n"
-        "  - {type: nosuch}\n"
+        "  - {type: nosuch}\n",
     )
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    text = str(error.value)
     for expected in [
         "bad.yaml: modle: unknown key",
         "windows.window_s: expected less than or equal to 10 (found 12)",
@@ -232,13 +238,10 @@ def test_config_with_every_kind_of_mistake_lists_each_one(tmp_path):
     ]:
         assert expected in text, text
     # the plugin checks run once the core schema is valid
-    path.write_text("events: [{label: a, prompts: [x], threshold: 0.2}]\n"
-                    "sinks:\n  - {type: webhook, url: 'ftp://example.org/hook'}\n"
-                    "  - {type: webhook, url: 'file:///etc/passwd'}\n"
-                    "  - {type: jsonl, path: out.jsonl, labels: [a, c]}\n  - {type: nosuch}\n")
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    text = str(error.value)
+    text = config_errors(path, "events: [{label: a, prompts: [x], threshold: 0.2}]\n"
+                               "sinks:\n  - {type: webhook, url: 'ftp://example.org/hook'}\n"
+                               "  - {type: webhook, url: 'file:///etc/passwd'}\n"
+                               "  - {type: jsonl, path: out.jsonl, labels: [a, c]}\n  - {type: nosuch}\n")
     assert "sinks[0].url: URL scheme should be 'http' or 'https'" in text
     assert "sinks[1].url: URL scheme should be 'http' or 'https'" in text
     assert "sinks[2].labels: 'c' is not an event label" in text and "sinks[3].type:" in text
@@ -334,14 +337,10 @@ def test_absurd_rate_or_channel_count_in_a_header_is_refused(good_files, offset,
 
 
 def test_a_wrong_sink_option_does_not_hide_the_scoring_and_label_mistakes(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text("scoring: {mode: softmax}\n"
-                    "events: [{label: a, prompts: [x], threshold: 0.2}]\n"
-                    "sinks:\n  - {type: webhook, url: 'ftp://example.org/hook'}\n"
-                    "  - {type: jsonl, path: out.jsonl, labels: [c]}\n")
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    text = str(error.value)
+    text = config_errors(tmp_path / "bad.yaml", "scoring: {mode: softmax}\n"
+                                                "events: [{label: a, prompts: [x], threshold: 0.2}]\n"
+                                                "sinks:\n  - {type: webhook, url: 'ftp://example.org/hook'}\n"
+                                                "  - {type: jsonl, path: out.jsonl, labels: [c]}\n")
     assert "sinks[0].url: URL scheme should be 'http' or 'https'" in text
     assert "sinks[1].labels: 'c' is not an event label" in text
     assert "scoring.background: softmax over a single prompt is always 1" in text
