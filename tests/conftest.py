@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,13 @@ from pathlib import Path
 # inherited by every child. The product's own thread limits are tested with these variables removed
 # (test_pipeline's BLAS check); a value given from outside is kept.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Every test process imports numpy, onnxruntime and often torch, transformers and umap, and the suite starts about
+# a hundred more Python processes (CLI runs, daemons, exports). Where PYTHONDONTWRITEBYTECODE is set (it is on these
+# machines) each of them compiled those modules from source again: 2 CPU-s for a CLI run, 12 for torch and
+# transformers, 9 for umap, against 0.8, 5 and 3 from bytecode. Bytecode is written (into the git-ignored
+# __pycache__ folders of the venv and the checkout) by the first process that imports a module.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 import pytest  # noqa: E402
 from filelock import FileLock  # noqa: E402
