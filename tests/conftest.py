@@ -31,13 +31,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # transformers, 9 for umap, against 0.8, 5 and 3 from bytecode. Bytecode is written (into the git-ignored
 # __pycache__ folders of the venv and the checkout) by the first process that imports a module.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-sys.dont_write_bytecode = False
 
 import pytest  # noqa: E402
 from filelock import FileLock  # noqa: E402
 from helpers import start_pulse  # noqa: E402
 
 from streamdetect.export.offline import checkpoint_feature_extractor, mark_random_weights, offline_tokenizer
+
+sys.dont_write_bytecode = False  # this process too (the variable above is read at start-up)
 
 TESTS = Path(__file__).resolve().parent
 

@@ -239,16 +239,24 @@ def event_record(phase: str = "end", *, id: str = "e1", label: str = "dog", star
 # --------------------------------------------------------------------------------------------------- processes
 
 
-def run_cli_without_torch(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``streamdetect ARGS`` in a fresh interpreter and fail unless it exits 0 without ever importing torch
-    or transformers (the run-time path must not need them)."""
+def run_cli_without_torch(*args: str, timeout: float = 300, env: dict | None = None,
+                          rc: int = 0) -> subprocess.CompletedProcess:
+    """Run ``streamdetect ARGS`` in a fresh interpreter and fail unless it exits ``rc`` without ever importing torch
+    or transformers (the run-time path must not need them; a mistake is answered before they load)."""
     code = ("import sys; from streamdetect.cli import main\n"
             f"rc = main({list(args)!r})\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
             "print('RC', rc, 'HEAVY', bad)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
-    assert "RC 0 HEAVY []" in result.stdout, result.stdout + result.stderr
+    assert f"RC {rc} HEAVY []" in result.stdout, result.stdout + result.stderr
     return result
+
+
+def decision_line(precision: str, info: dict) -> str:
+    """The line `export` prints for a reduced precision: its figure against fp32 and what was decided."""
+    label = "bf16 (OpenVINO)" if precision == "bf16" else precision
+    decided = "shipped" if info["status"] == "shipped" else f"refused (needs >= {info['required']})"
+    return f"  {label}: min cosine vs fp32 {info['cosine_min_vs_fp32']:.5f} -> {decided}"
 
 
 def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:

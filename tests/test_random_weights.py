@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # The verb, in a fresh interpreter, with full_size_config() returning a tiny CLAP: everything else is real.
 TINY_VERB = """
 import sys
-from transformers import ClapConfig
 import streamdetect.export.random_weights as random_weights
 from streamdetect.cli import main
 
-random_weights.full_size_config = lambda: ClapConfig(
+# transformers is imported only when the architecture is built: a refused run never loads it
+random_weights.full_size_config = lambda: __import__("transformers").ClapConfig(
     text_config=dict(vocab_size=512, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=80),
     audio_config=dict(patch_embeds_hidden_size=16, hidden_size=128, depths=[1, 1, 1, 1],

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import decision_line
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -68,6 +69,9 @@ def test_readme_tour_runs_as_written(tiny_checkpoint, tmp_path):
     assert manifest["source"]["random_weights"] is True  # the tiny checkpoint is random, and says so
     first = outputs[commands[0]].stderr
     assert "[1/7] loading" in first and "[7/7]" in first and "next: streamdetect run" in first
+    assert "min cosine ONNX vs PyTorch" in first  # the parity figures, and each reduced precision's decision
+    for precision, info in manifest["precisions"].items():
+        assert precision == "fp32" or decision_line(precision, info) + "\n" in first
     assert (work / "scan.png").is_file() and (work / "scan.csv").read_text().startswith("start_s,end_s")
     assert (work / "events" / "events.db").is_file()  # the run's sqlite sink, read by `events` with its default --db
     events = next(r for line, r in outputs.items() if " events " in f" {line} ")

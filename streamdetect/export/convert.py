@@ -149,6 +149,8 @@ def export_model(
 ) -> dict[str, Any]:
     """Export ``model`` (hub id or local directory) into ``out``; returns the manifest written. Library noise a
     user would read as errors is filtered meanwhile (``streamdetect.export.noise``)."""
+    refuse_existing_export(Path(out), force)  # both before torch or transformers load: an answer in a second,
+    refuse_missing_folder(model)  # not in ten
     from streamdetect.export.noise import quiet_export
 
     with quiet_export():
@@ -160,13 +162,17 @@ def refuse_existing_export(out: Path, force: bool) -> None:
         raise ExportError(f"{out} already holds an exported model; pass --force to replace it")
 
 
+def refuse_missing_folder(model: str) -> None:
+    """A path (not a hub id) that names nothing on disk."""
+    if not Path(model).expanduser().exists() and model.startswith(("/", "./", "../", "~")):
+        raise ExportError(f"cannot load CLAP checkpoint {model!r}: no such directory")
+
+
 def _load_checkpoint(model: str, revision: str | None, ClapModel: Any, ClapFeatureExtractor: Any,
                      AutoTokenizer: Any) -> tuple[Any, Any, Any]:
     """The checkpoint's model, preprocessing and tokenizer; a one-line error when it cannot be had."""
     kwargs = {"revision": revision} if revision else {}
     local = Path(model).expanduser()
-    if not local.exists() and model.startswith(("/", "./", "../", "~")):
-        raise ExportError(f"cannot load CLAP checkpoint {model!r}: no such directory")
     try:
         return (ClapModel.from_pretrained(str(local) if local.exists() else model, **kwargs).eval(),
                 ClapFeatureExtractor.from_pretrained(str(local) if local.exists() else model, **kwargs),
@@ -182,12 +188,11 @@ def _load_checkpoint(model: str, revision: str | None, ClapModel: Any, ClapFeatu
 
 def _export_model(model: str, out: str | Path, revision: str | None, report: Callable[[str], None],
                   force: bool) -> dict[str, Any]:
+    out = Path(out)
     torch, transformers, ClapModel, ClapFeatureExtractor, AutoTokenizer = _import_export_deps()
     import onnx
     import onnxruntime
 
-    out = Path(out)
-    refuse_existing_export(out, force)
     t_start = time.perf_counter()
     report(f"[1/7] loading {model}" + (f" @ {revision}" if revision else ""))
     clap, fe, tokenizer = _load_checkpoint(model, revision, ClapModel, ClapFeatureExtractor, AutoTokenizer)
@@ -286,34 +291,9 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
                 f"text {check.text_cosine_min:.6f}, required {MIN_COSINE}); nothing was written to {out}"
             )
         manifest["precisions"] = {"fp32": {"file": AUDIO_ENCODER, "status": "shipped"}}
-        reference = fp32_reference(staging / AUDIO_ENCODER, params)  # what every reduced precision is held to
-        # 7-bit weights where the CPU's int8 dot products saturate (AVX2 without VNNI); the choice is recorded
-        reduce_range = not CpuInfo.read().has_int8_dot
-        static = functools.partial(quantize_int8_static, features=calibration_features(params),
-                                   reduce_range=reduce_range)
-        # precision -> (step, file, fp32 -> reduced converter, cosine it must keep, how)
-        reduced: dict[str, tuple[int, str, Callable[[Path, Path], None], float, str]] = {
-            "int8": (5, AUDIO_ENCODER_INT8, quantize_int8, INT8_MIN_COSINE, "dynamic, per channel"),
-            "int8_static": (5, AUDIO_ENCODER_INT8_STATIC, static, INT8_STATIC_MIN_COSINE,
-                            f"static QDQ, per channel, {'7' if reduce_range else '8'}-bit weights"),
-            "fp16": (6, AUDIO_ENCODER_FP16, convert_fp16, FP16_MIN_COSINE, "inputs and outputs stay fp32")}
-        for precision, (step, name, convert, required, how) in reduced.items():
-            report(f"[{step}/7] converting the audio encoder to {precision} ({how})")
-            convert(staging / AUDIO_ENCODER, staging / name)
-            cosine = cosine_vs_fp32(reference, staging / name)
-            ship_or_refuse(manifest, staging, precision, (name,), cosine, required, report)
-            manifest["precisions"][precision]["method"] = how
-        openvino_files = (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS)
-        if importlib.util.find_spec("openvino") is None:
-            report("[7/7] bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
-        else:
-            report("[7/7] converting the audio encoder to OpenVINO IR (fp16-stored weights, run at bf16)")
-            convert_openvino(staging / AUDIO_ENCODER, staging / AUDIO_ENCODER_OPENVINO)
-            bf16 = openvino_bf16_cosine(reference, staging / AUDIO_ENCODER_OPENVINO)
-            ship_or_refuse(manifest, staging, "bf16", openvino_files, bf16, BF16_MIN_COSINE, report,
-                           engine="openvino")
+        reduce_precisions(staging, manifest, params, parity_bounds(), report)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        optional = [name for _, name, *_ in reduced.values()] + list(openvino_files)
+        optional = list(REDUCED_FILES)
         names = [AUDIO_ENCODER, TEXT_ENCODER, TEXT_ENCODER_WEIGHTS, TOKENIZER] + [n for n in optional
                                                                                 if n in manifest["files"]]
         if out.exists():
@@ -327,6 +307,49 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
     report(f"exported {model} to {out} in {time.perf_counter() - t_start:.1f} s")
     _time_for_auto(out, report)
     return manifest
+
+
+def parity_bounds() -> dict[str, float]:
+    """Each reduced precision's bound, read when an export runs (so a test can move one bound alone)."""
+    return {"int8": INT8_MIN_COSINE, "int8_static": INT8_STATIC_MIN_COSINE, "fp16": FP16_MIN_COSINE,
+            "bf16": BF16_MIN_COSINE}
+
+# every file a reduced precision may add to an export (one per precision; OpenVINO's IR is two)
+REDUCED_FILES = (AUDIO_ENCODER_INT8, AUDIO_ENCODER_INT8_STATIC, AUDIO_ENCODER_FP16, AUDIO_ENCODER_OPENVINO,
+                 AUDIO_ENCODER_OPENVINO_WEIGHTS)
+
+
+def reduce_precisions(folder: Path, manifest: dict[str, Any], params: FrontendParams, bounds: dict[str, float],
+                      report: Callable[[str], None]) -> None:
+    """Steps 5-7 of an export: convert ``folder``'s fp32 audio encoder to each reduced precision and ship or refuse
+    each one by its parity with fp32 against ``bounds`` (recorded in ``manifest``; refused files are deleted).
+    Apart from the ONNX capture so the decisions can be taken again on an export's fp32 file, as the tests do
+    with every bound flipped to take both branches on any CPU."""
+    reference = fp32_reference(folder / AUDIO_ENCODER, params)  # what every reduced precision is held to
+    # 7-bit weights where the CPU's int8 dot products saturate (AVX2 without VNNI); the choice is recorded
+    reduce_range = not CpuInfo.read().has_int8_dot
+    static = functools.partial(quantize_int8_static, features=calibration_features(params),
+                               reduce_range=reduce_range)
+    # precision -> (step, file, fp32 -> reduced converter, how)
+    reduced: dict[str, tuple[int, str, Callable[[Path, Path], None], str]] = {
+        "int8": (5, AUDIO_ENCODER_INT8, quantize_int8, "dynamic, per channel"),
+        "int8_static": (5, AUDIO_ENCODER_INT8_STATIC, static,
+                        f"static QDQ, per channel, {'7' if reduce_range else '8'}-bit weights"),
+        "fp16": (6, AUDIO_ENCODER_FP16, convert_fp16, "inputs and outputs stay fp32")}
+    for precision, (step, name, convert, how) in reduced.items():
+        report(f"[{step}/7] converting the audio encoder to {precision} ({how})")
+        convert(folder / AUDIO_ENCODER, folder / name)
+        cosine = cosine_vs_fp32(reference, folder / name)
+        ship_or_refuse(manifest, folder, precision, (name,), cosine, bounds[precision], report)
+        manifest["precisions"][precision]["method"] = how
+    if importlib.util.find_spec("openvino") is None:
+        report("[7/7] bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
+    else:
+        report("[7/7] converting the audio encoder to OpenVINO IR (fp16-stored weights, run at bf16)")
+        convert_openvino(folder / AUDIO_ENCODER, folder / AUDIO_ENCODER_OPENVINO)
+        bf16 = openvino_bf16_cosine(reference, folder / AUDIO_ENCODER_OPENVINO)
+        ship_or_refuse(manifest, folder, "bf16", (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS), bf16,
+                       bounds["bf16"], report, engine="openvino")
 
 
 def _time_for_auto(out: Path, report: Callable[[str], None]) -> None:
