@@ -21,13 +21,8 @@ from streamdetect.embed.encoder.onnx import OnnxAudioEncoder
 from streamdetect.embed.encoder.openvino import OpenVinoAudioEncoder
 from streamdetect.embed.encoder.text import TextEncoder
 from streamdetect.embed.frontend import LogMelFrontend
-from streamdetect.export.convert import (
-    REDUCED_FILES,
-    ExportError,
-    export_model,
-    parity_bounds,
-    reduce_precisions,
-)
+from streamdetect.export.convert import ExportError, export_model
+from streamdetect.export.precisions import PARITY_BOUNDS, REDUCED_FILES, reduce_precisions
 from streamdetect.model.manifest import (
     AUDIO_ENCODER,
     AUDIO_ENCODER_FP16,
@@ -216,7 +211,7 @@ def test_export_of_a_missing_folder_is_one_line_before_torch_is_loaded(tmp_path)
 def test_a_reduced_precision_ships_exactly_when_its_recorded_figure_meets_its_bound(exports, flipped, precision):
     """What each export decided, read from its manifest: a shipped precision's files are listed with their
     sha256; a refused one's are neither listed nor left in the model directory. The session export held it to
-    the bound in streamdetect.export.convert; the flipped export decided the other way."""
+    the bound in streamdetect.export.precisions.PARITY_BOUNDS; the flipped export decided the other way."""
     statuses = {}
     for which, directory in exports.items():
         manifest = json.loads((directory / "manifest.json").read_text())
@@ -232,7 +227,7 @@ def test_a_reduced_precision_ships_exactly_when_its_recorded_figure_meets_its_bo
         statuses[which] = info["status"]
         assert ModelBundle.load(directory).shipped(precision) == (info["status"] == "shipped")
     assert json.loads((exports["session"] / "manifest.json").read_text())["precisions"][precision]["required"] \
-        == parity_bounds()[precision]
+        == PARITY_BOUNDS[precision]
     assert set(statuses.values()) == {"shipped", "refused"}, statuses
 
 

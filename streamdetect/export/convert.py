@@ -8,8 +8,6 @@ generated audio and on a few prompts, and the figures are printed.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import platform
 import shutil
@@ -28,25 +26,14 @@ import streamdetect
 from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.export.offline import has_random_weights
 from streamdetect.export.precisions import (
-    calibration_features,
-    convert_fp16,
-    convert_openvino,
+    PARITY_BOUNDS,
+    REDUCED_FILES,
     cosine_rows,
-    cosine_vs_fp32,
-    fp32_reference,
-    openvino_bf16_cosine,
-    quantize_int8,
-    quantize_int8_static,
-    ship_or_refuse,
+    reduce_precisions,
     verification_audio,
 )
 from streamdetect.model.manifest import (
     AUDIO_ENCODER,
-    AUDIO_ENCODER_FP16,
-    AUDIO_ENCODER_INT8,
-    AUDIO_ENCODER_INT8_STATIC,
-    AUDIO_ENCODER_OPENVINO,
-    AUDIO_ENCODER_OPENVINO_WEIGHTS,
     AUDIO_INPUT,
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -57,13 +44,8 @@ from streamdetect.model.manifest import (
     ModelBundle,
     sha256_file,
 )
-from streamdetect.util.cpu import CpuInfo
 
 MIN_COSINE = 0.9999
-INT8_MIN_COSINE = 0.999  # int8 ships only if it stays this close to fp32 on the verification audio
-INT8_STATIC_MIN_COSINE = 0.999  # likewise static int8 (its own name, so a test can move one bound alone)
-FP16_MIN_COSINE = 0.999  # likewise fp16 (for GPUs; on a CPU onnxruntime runs it through casts, slowly)
-BF16_MIN_COSINE = 0.999  # and bf16 on OpenVINO (the fp32 file at bf16 inference precision; AMX on Intel CPUs)
 VERIFY_PROMPTS = (
     "birdsong",
     "a dog barking in the distance",
@@ -291,7 +273,7 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
                 f"text {check.text_cosine_min:.6f}, required {MIN_COSINE}); nothing was written to {out}"
             )
         manifest["precisions"] = {"fp32": {"file": AUDIO_ENCODER, "status": "shipped"}}
-        reduce_precisions(staging, manifest, params, parity_bounds(), report)
+        reduce_precisions(staging, manifest, params, PARITY_BOUNDS, report)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         optional = list(REDUCED_FILES)
         names = [AUDIO_ENCODER, TEXT_ENCODER, TEXT_ENCODER_WEIGHTS, TOKENIZER] + [n for n in optional
@@ -307,49 +289,6 @@ def _export_model(model: str, out: str | Path, revision: str | None, report: Cal
     report(f"exported {model} to {out} in {time.perf_counter() - t_start:.1f} s")
     _time_for_auto(out, report)
     return manifest
-
-
-def parity_bounds() -> dict[str, float]:
-    """Each reduced precision's bound, read when an export runs (so a test can move one bound alone)."""
-    return {"int8": INT8_MIN_COSINE, "int8_static": INT8_STATIC_MIN_COSINE, "fp16": FP16_MIN_COSINE,
-            "bf16": BF16_MIN_COSINE}
-
-# every file a reduced precision may add to an export (one per precision; OpenVINO's IR is two)
-REDUCED_FILES = (AUDIO_ENCODER_INT8, AUDIO_ENCODER_INT8_STATIC, AUDIO_ENCODER_FP16, AUDIO_ENCODER_OPENVINO,
-                 AUDIO_ENCODER_OPENVINO_WEIGHTS)
-
-
-def reduce_precisions(folder: Path, manifest: dict[str, Any], params: FrontendParams, bounds: dict[str, float],
-                      report: Callable[[str], None]) -> None:
-    """Steps 5-7 of an export: convert ``folder``'s fp32 audio encoder to each reduced precision and ship or refuse
-    each one by its parity with fp32 against ``bounds`` (recorded in ``manifest``; refused files are deleted).
-    Apart from the ONNX capture so the decisions can be taken again on an export's fp32 file, as the tests do
-    with every bound flipped to take both branches on any CPU."""
-    reference = fp32_reference(folder / AUDIO_ENCODER, params)  # what every reduced precision is held to
-    # 7-bit weights where the CPU's int8 dot products saturate (AVX2 without VNNI); the choice is recorded
-    reduce_range = not CpuInfo.read().has_int8_dot
-    static = functools.partial(quantize_int8_static, features=calibration_features(params),
-                               reduce_range=reduce_range)
-    # precision -> (step, file, fp32 -> reduced converter, how)
-    reduced: dict[str, tuple[int, str, Callable[[Path, Path], None], str]] = {
-        "int8": (5, AUDIO_ENCODER_INT8, quantize_int8, "dynamic, per channel"),
-        "int8_static": (5, AUDIO_ENCODER_INT8_STATIC, static,
-                        f"static QDQ, per channel, {'7' if reduce_range else '8'}-bit weights"),
-        "fp16": (6, AUDIO_ENCODER_FP16, convert_fp16, "inputs and outputs stay fp32")}
-    for precision, (step, name, convert, how) in reduced.items():
-        report(f"[{step}/7] converting the audio encoder to {precision} ({how})")
-        convert(folder / AUDIO_ENCODER, folder / name)
-        cosine = cosine_vs_fp32(reference, folder / name)
-        ship_or_refuse(manifest, folder, precision, (name,), cosine, bounds[precision], report)
-        manifest["precisions"][precision]["method"] = how
-    if importlib.util.find_spec("openvino") is None:
-        report("[7/7] bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
-    else:
-        report("[7/7] converting the audio encoder to OpenVINO IR (fp16-stored weights, run at bf16)")
-        convert_openvino(folder / AUDIO_ENCODER, folder / AUDIO_ENCODER_OPENVINO)
-        bf16 = openvino_bf16_cosine(reference, folder / AUDIO_ENCODER_OPENVINO)
-        ship_or_refuse(manifest, folder, "bf16", (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS), bf16,
-                       bounds["bf16"], report, engine="openvino")
 
 
 def _time_for_auto(out: Path, report: Callable[[str], None]) -> None:

@@ -7,19 +7,39 @@ so what ships depends on the CPU that exported (int8 GEMMs round differently on 
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from streamdetect.embed.frontend import LogMelFrontend
-from streamdetect.model.manifest import FrontendParams, sha256_file
+from streamdetect.model.manifest import (
+    AUDIO_ENCODER,
+    AUDIO_ENCODER_FP16,
+    AUDIO_ENCODER_INT8,
+    AUDIO_ENCODER_INT8_STATIC,
+    AUDIO_ENCODER_OPENVINO,
+    AUDIO_ENCODER_OPENVINO_WEIGHTS,
+    FrontendParams,
+    sha256_file,
+)
+from streamdetect.util.cpu import CpuInfo
 
 if TYPE_CHECKING:
     import onnx  # imported where used: only export needs it
+
+# The cosine to fp32, on the verification audio, that each reduced precision must keep to ship. fp16 is for GPUs
+# (on a CPU onnxruntime runs it through casts, slowly); bf16 is the fp32 file run by OpenVINO at bf16 inference
+# precision (AMX on Intel CPUs).
+PARITY_BOUNDS = {"int8": 0.999, "int8_static": 0.999, "fp16": 0.999, "bf16": 0.999}
+# every file a reduced precision may add to an export (one per precision; OpenVINO's IR is two)
+REDUCED_FILES = (AUDIO_ENCODER_INT8, AUDIO_ENCODER_INT8_STATIC, AUDIO_ENCODER_FP16, AUDIO_ENCODER_OPENVINO,
+                 AUDIO_ENCODER_OPENVINO_WEIGHTS)
 
 
 def verification_audio(sample_rate: int, seed: int = 0) -> list[np.ndarray]:
@@ -171,3 +191,35 @@ def cosine_vs_fp32(reference: Fp32Reference, other_path: Path) -> float:
     session = open_session(other_path, RuntimeOptions(device="cpu"))
     other = session.run(None, {session.get_inputs()[0].name: reference.features})[0]
     return float(cosine_rows(reference.embeddings, other).min())
+
+def reduce_precisions(folder: Path, manifest: dict[str, Any], params: FrontendParams, bounds: dict[str, float],
+                      report: Callable[[str], None]) -> None:
+    """Steps 5-7 of an export: convert ``folder``'s fp32 audio encoder to each reduced precision and ship or refuse
+    each one by its parity with fp32 against ``bounds`` (recorded in ``manifest``; refused files are deleted).
+    Apart from the ONNX capture so the decisions can be taken again on an export's fp32 file, as the tests do
+    with every bound flipped to take both branches on any CPU."""
+    reference = fp32_reference(folder / AUDIO_ENCODER, params)  # what every reduced precision is held to
+    # 7-bit weights where the CPU's int8 dot products saturate (AVX2 without VNNI); the choice is recorded
+    reduce_range = not CpuInfo.read().has_int8_dot
+    static = functools.partial(quantize_int8_static, features=calibration_features(params),
+                               reduce_range=reduce_range)
+    # precision -> (step, file, fp32 -> reduced converter, how)
+    reduced: dict[str, tuple[int, str, Callable[[Path, Path], None], str]] = {
+        "int8": (5, AUDIO_ENCODER_INT8, quantize_int8, "dynamic, per channel"),
+        "int8_static": (5, AUDIO_ENCODER_INT8_STATIC, static,
+                        f"static QDQ, per channel, {'7' if reduce_range else '8'}-bit weights"),
+        "fp16": (6, AUDIO_ENCODER_FP16, convert_fp16, "inputs and outputs stay fp32")}
+    for precision, (step, name, convert, how) in reduced.items():
+        report(f"[{step}/7] converting the audio encoder to {precision} ({how})")
+        convert(folder / AUDIO_ENCODER, folder / name)
+        cosine = cosine_vs_fp32(reference, folder / name)
+        ship_or_refuse(manifest, folder, precision, (name,), cosine, bounds[precision], report)
+        manifest["precisions"][precision]["method"] = how
+    if importlib.util.find_spec("openvino") is None:
+        report("[7/7] bf16 (OpenVINO): not checked; pip install 'streamdetect[openvino]' and export again to use it")
+    else:
+        report("[7/7] converting the audio encoder to OpenVINO IR (fp16-stored weights, run at bf16)")
+        convert_openvino(folder / AUDIO_ENCODER, folder / AUDIO_ENCODER_OPENVINO)
+        bf16 = openvino_bf16_cosine(reference, folder / AUDIO_ENCODER_OPENVINO)
+        ship_or_refuse(manifest, folder, "bf16", (AUDIO_ENCODER_OPENVINO, AUDIO_ENCODER_OPENVINO_WEIGHTS), bf16,
+                       bounds["bf16"], report, engine="openvino")
