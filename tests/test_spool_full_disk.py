@@ -12,7 +12,6 @@ conditions for the spool as a full disk.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -23,9 +22,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from fakes import HttpReceiver
-from helpers import event_record
+from helpers import event_record, fill
 
 from streamdetect.sinks.apprise import AppriseOptions, AppriseSink
 from streamdetect.sinks.spool import MARK_BYTES, Spool
@@ -75,17 +73,6 @@ CHILD = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_FSIZE, (t.MARK_BYTES, resource.RLIM_INFINITY))  # the disk is full
     t.deliver(Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
 """)
-
-
-def fill(folder: Path) -> None:
-    """Take every free byte of the file system."""
-    with open(folder / "filler", "wb", buffering=0) as fh:
-        while True:
-            try:
-                fh.write(b"\0" * 4096)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
-                return
 
 
 def test_spools_on_a_full_disk_deliver_every_record_exactly_once(small_fs, caplog):
@@ -191,18 +178,3 @@ def test_the_mark_survives_a_restart_and_a_mark_that_does_not_fit_is_ignored(tmp
     assert int(offset) == 2
     spool.mark_path.write_bytes(b" ".join([inode, b"4", crc]).ljust(MARK_BYTES))  # torn or edited: bad checksum
     assert Spool(tmp_path, "hook").head(3) == [b"x", b"y", b"z"]
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """(folder, mounted): a 256 KiB tmpfs mounted for the test and unmounted after it; where mounting is refused,
-    a plain folder and False (the test then makes the disk full another way)."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-                             capture_output=True).returncode == 0
-    try:
-        yield folder, mounted
-    finally:
-        if mounted:
-            subprocess.run(["umount", str(folder)], check=True)
