@@ -66,7 +66,9 @@ class SqliteOptions(SinkOptions):
 
 
 class SqliteSink(Sink[SqliteOptions]):
-    """``busy_timeout_s``: how long one write waits for another process's write lock before it is retried (with
+    """The sqlite sink: every record into the event store (``streamdetect.store``), which survives restarts.
+
+    ``busy_timeout_s``: how long one write waits for another process's write lock before it is retried (with
     ``backoff`` between tries, until shutdown); tests make it short."""
 
     Options = SqliteOptions
