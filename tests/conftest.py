@@ -161,8 +161,11 @@ def small_fs(tmp_path):
     a plain folder and False (the test then makes the disk full another way)."""
     folder = tmp_path / "small"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-                             capture_output=True).returncode == 0
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                                 capture_output=True, timeout=30).returncode == 0
+    except OSError:  # no mount command
+        mounted = False
     try:
         yield folder, mounted
     finally:
