@@ -39,12 +39,12 @@ COLUMNS = ("time", "label", "phase", "stream", "start_s", "end_s", "peak_score",
            "feedback", "interrupted")
 
 
-def connect(path: Path, page_cache_kib: int | None = None) -> sqlite3.Connection:
+def connect(path: Path, page_cache_kib: int | None = None, busy_timeout_s: float = 30.0) -> sqlite3.Connection:
     """``page_cache_kib`` bounds this connection's page cache (SQLite's default is 2000 KiB). The cache only
     fills once the file outgrows it, so a daemon's RSS keeps rising for as long as that takes: about 1,300
     records, 5 hours of the soak (docs/operations/reliability.md). An append-only writer reads almost nothing
     back and can make that bound small, and so reach it within minutes."""
-    db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    db = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout_s)
     if page_cache_kib is not None:
         db.execute(f"PRAGMA cache_size = -{int(page_cache_kib)}")  # negative: a size in KiB, not in pages
     db.execute("PRAGMA journal_mode=WAL")
@@ -55,6 +55,94 @@ def connect(path: Path, page_cache_kib: int | None = None) -> sqlite3.Connection
             if name not in have:
                 db.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
     return db
+
+
+# Which file is the store a sink opened. ``application_id`` says "a streamdetect store" and ``user_version`` holds
+# a random number drawn when a sink first opens the file: a store copied over ours (another station's, say) has
+# our application_id but not our number. Both sit in the file's first 100 bytes, read without SQLite.
+APPLICATION_ID = 0x53446574  # "SDet"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class StoreHeader:
+    """What the first 100 bytes of a file say: ``sqlite`` (the magic string), ``application_id``,
+    ``user_version``; ``size`` is the file's length (0: an empty file, which any SQLite store may become)."""
+
+    size: int
+    sqlite: bool
+    application_id: int
+    user_version: int
+
+
+def read_header(path: Path) -> StoreHeader | None:
+    """The header of the file at ``path``, or None if there is none."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError:
+        return None
+    whole = len(head) == 100 and head.startswith(SQLITE_MAGIC)
+    return StoreHeader(size, whole, int.from_bytes(head[68:72], "big") if whole else 0,
+                       int.from_bytes(head[60:64], "big") if whole else 0)
+
+
+def foreign_store(path: Path) -> str | None:
+    """Why the non-empty file at ``path`` is not a store a sink may write into, or None if it may: not SQLite, an
+    SQLite file of another application, or one with tables but no ``records``."""
+    header = read_header(path)
+    if header is None or header.size == 0:
+        return None
+    if not header.sqlite:
+        return "it is not an SQLite database"
+    if header.application_id not in (0, APPLICATION_ID):
+        return f"it is the SQLite database of another application (application_id {header.application_id:#x})"
+    if header.application_id == 0:
+        db = connect_readonly(path)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            return f"it cannot be read ({e})"
+        finally:
+            db.close()
+        if tables and "records" not in tables:
+            return f"it is an SQLite database with other tables ({', '.join(sorted(tables)[:5])})"
+    return None
+
+
+def claim(db: sqlite3.Connection, tag: int) -> None:
+    """Mark the store a sink writes as a streamdetect store with ``tag`` (its ``user_version``, if it has none
+    yet), and write the header to the file at once (a checkpoint), so that ``read_header`` finds it there."""
+    if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+        db.execute(f"PRAGMA user_version = {int(tag)}")
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # busy (a reader): the header reaches the file later
+
+
+def close_without_checkpoint(db: sqlite3.Connection) -> None:
+    """Close a WAL connection without writing its log into the database file.
+
+    Closing the last connection to a WAL database copies the log into the file by name of its open descriptor.
+    When the file at the path is no longer the one the sink opened but was overwritten in place (``cp other.db
+    events.db``, ``echo junk > events.db``), that copy would write this connection's pages into the new file
+    and destroy it. ``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`` turns that off: Python 3.12 offers it as
+    ``setconfig``; on 3.11 it is called through ctypes on the connection's ``sqlite3*`` (the first field after
+    the object header in CPython's connection object), in the libsqlite3 this process already uses."""
+    setconfig = getattr(db, "setconfig", None)
+    if setconfig is not None:
+        setconfig(getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE"), True)  # noqa: B009 - Python 3.12+ only
+    else:
+        import _sqlite3
+        import ctypes
+
+        handle = ctypes.c_void_p.from_address(id(db) + object.__basicsize__).value
+        done = ctypes.c_int(0)
+        lib = ctypes.CDLL(_sqlite3.__file__)
+        if lib.sqlite3_db_config(ctypes.c_void_p(handle), 1006, ctypes.c_int(1), ctypes.byref(done)) != 0 \
+                or done.value != 1:
+            raise sqlite3.OperationalError("cannot turn off the checkpoint on close")
+    db.close()
 
 
 def insert_record(db: sqlite3.Connection, row: dict[str, Any]) -> None:
@@ -203,19 +291,6 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
         print(f"warning: reading {path} without its write-ahead log {wal} (you cannot write {path.parent} or "
               "read the log): records written since the last checkpoint may be missing", file=sys.stderr)
     return sqlite3.connect(f"{uri}?immutable=1", uri=True)
-
-
-def copy_records(source: sqlite3.Connection, target: sqlite3.Connection) -> int:
-    """Copy every record of ``source`` into ``target`` (rows already there are kept); the number copied.
-    Used when the database file was deleted under a running sink: its connection can still read the removed
-    file, so the records written there are saved into the new one."""
-    names = [row[1] for row in source.execute("PRAGMA table_info(records)")]
-    rows = source.execute(f"SELECT {', '.join(names)} FROM records").fetchall()
-    with target:
-        before = target.total_changes
-        target.executemany(f"INSERT OR IGNORE INTO records ({', '.join(names)}) VALUES "
-                           f"({', '.join('?' * len(names))})", rows)
-        return target.total_changes - before
 
 
 # One row per event for the dashboard: its ``start`` row, with the extent and peak of its ``end`` row once there

@@ -162,3 +162,21 @@ def pulse(tmp_path_factory):
         yield start_pulse(server_env)
     finally:
         subprocess.run(["pulseaudio", "--kill"], env=server_env, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """(folder, mounted): a 256 KiB tmpfs mounted for the test and unmounted after it; where mounting is refused,
+    a plain folder and False (the test then makes the disk full another way)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                                 capture_output=True, timeout=30).returncode == 0
+    except OSError:  # no mount command
+        mounted = False
+    try:
+        yield folder, mounted
+    finally:
+        if mounted:  # lazy: a test that failed with a file still open there must not leave the mount behind
+            subprocess.run(["umount", "--lazy", str(folder)], check=True)

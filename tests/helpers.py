@@ -3,6 +3,7 @@ records, a fake audio encoder, CLI runs, a private PulseAudio server and free lo
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 import subprocess
@@ -338,3 +339,14 @@ def _virtual_mic():
     from scripts import virtual_mic
 
     return virtual_mic
+
+
+def fill(folder: Path) -> None:
+    """Take every free byte of the file system ``folder`` is on (the ``small_fs`` fixture's tmpfs)."""
+    with open(folder / "filler", "wb", buffering=0) as fh:
+        while True:
+            try:
+                fh.write(b"\0" * 4096)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+                return

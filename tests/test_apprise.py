@@ -130,8 +130,8 @@ def test_a_spooled_notification_is_sent_when_the_service_answers_again(tmp_path)
         options = AppriseOptions(urls=[f"json://127.0.0.1:{receiver.port}/x"], retries=0, backoff_s=0.01,
                                  max_backoff_s=0.01, spool_dir=str(tmp_path / "spool"))
         sink = AppriseSink(options)
-        with pytest.raises(SinkError, match="kept in"):
-            sink.emit(record())
+        sink.emit(record())  # kept for a later try: not a failure
+        assert sink.spooled == 1
         with pytest.raises(SinkError, match="spool"):  # one daemon per spool, as for the webhook
             AppriseSink(options)
         threading.Event().wait(0.05)
@@ -154,8 +154,7 @@ def test_a_notification_later_than_max_late_s_is_dropped_and_counted(tmp_path):
         sink = AppriseSink(AppriseOptions(urls=[f"json://127.0.0.1:{receiver.port}/x"], retries=0,
                                           backoff_s=0.01, max_backoff_s=0.01, spool_dir=str(tmp_path),
                                           max_late_s=0.05))
-        with pytest.raises(SinkError):
-            sink.emit(record())
+        sink.emit(record())
         receiver.mode = "ok"
         threading.Event().wait(0.1)
         sink.idle()

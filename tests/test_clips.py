@@ -1,5 +1,6 @@
 import logging
 import os
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -8,7 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import collecting_sink, event_record, run_cli, write_config, write_tone_scene, written_clips
+from helpers import (
+    collecting_sink,
+    event_record,
+    fill,
+    run_cli,
+    write_config,
+    write_tone_scene,
+    written_clips,
+)
 
 from streamdetect.analysis.replay import Replay, run_source
 from streamdetect.config import parse_config
@@ -361,3 +370,40 @@ def test_retention_runs_after_each_clip(tmp_path):
     assert left == [0.5, 0.9]
     assert sum(os.path.getsize(p) for p in tmp_path.rglob("*.wav")) <= 100_000
     sink.close()
+
+
+def test_a_full_disk_is_one_line_with_its_reason_and_no_cffi_traceback(tmp_path, small_fs, monkeypatch, capfd,
+                                                                        caplog):
+    """libsndfile wrote the clip through cffi callbacks: an ENOSPC inside one printed a cffi traceback and came back
+    as an error with an empty reason. On the test's full tmpfs; where it cannot be mounted, the file handle
+    ``atomic_write`` gives the encoder refuses every write with ENOSPC, as a full disk does."""
+    folder, mounted = small_fs
+    sink = ClipsSink(ClipsOptions(dir=str(folder / "clips")))
+    feed(sink, noise(5.0))
+    sink.stream_ended("garden")
+    if mounted:
+        fill(folder)
+    else:
+        import streamdetect.sinks.clips as clips
+
+        class Full:
+            def write(self, _data):
+                raise OSError(28, "No space left on device")
+
+            def __getattr__(self, _name):
+                return lambda *a, **k: 0
+
+        monkeypatch.setattr(clips, "atomic_write", lambda _path, data: data(Full()) if callable(data) else
+                            Full().write(data))
+    unraisable = []  # where Python sends an exception raised inside a cffi callback (then printed to stderr)
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    sinks = SinkSet([("clips", sink)])
+    with caplog.at_level(logging.ERROR):
+        sinks.emit(end_record())
+    sink.close()
+    assert sinks.failures == {"clips": 1}
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line.rstrip().endswith("check the permissions of " + str(folder / "clips") + ")")
+    assert "cannot write" in line and "No space left on device" in line
+    err = capfd.readouterr().err
+    assert unraisable == [] and "cffi" not in err and "Traceback" not in err

@@ -79,5 +79,5 @@ def test_removing_the_database_folder_mid_run_loses_no_record(tmp_path, caplog):
     db.close()
     assert ids == [f"e{i}" for i in range(10)]
     assert sink.reopened == 1
-    assert "was deleted or replaced while running (1 time(s) so far)" in caplog.text
+    assert "was deleted while running (1 time(s) so far)" in caplog.text
     assert "copied the 3 record(s) of the removed file" in caplog.text

@@ -45,7 +45,8 @@ def test_outage_spools_and_a_restart_resends_everything_exactly_once(tmp_path):
     for i in range(4):
         sinks.emit(rec(i))
     sinks.close()
-    assert sinks.failures["hook"] == 4  # counted and logged, detection went on
+    # kept for a later try, not lost: counted as spooled, not as failures; detection went on
+    assert sinks.failures["hook"] == 0 and sinks.sinks[0][1].spooled == 4
     spooled = [json.loads(line) for line in (tmp_path / "spool").glob("webhook-*.jsonl").__next__().read_text()
                .splitlines()]
     assert [r["id"] for r in spooled] == ["e0", "e1", "e2", "e3"]
@@ -111,7 +112,8 @@ def test_cli_records_of_a_run_during_an_outage_arrive_once_in_order_after_a_rest
         assert result.returncode == 0, result.stderr
         expected += [(r["id"], r["phase"]) for r in map(json.loads, emitted.read_text().splitlines())]
         if run == 1:
-            assert "webhook" in result.stderr and "sink failures" in result.stderr  # the outage was reported
+            # the outage was reported, once; the spooled records are not failures (they arrive later)
+            assert result.stderr.count("unreachable") == 1 and "sink failures" not in result.stderr
             spooled = [json.loads(line) for p in spool.glob("webhook-*.jsonl") for line in p.read_text().splitlines()]
             assert [(r["id"], r["phase"]) for r in spooled] == expected and len(expected) == 6
     assert receiver.requests == fail_first + len(expected)  # nothing was sent twice

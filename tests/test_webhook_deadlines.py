@@ -47,8 +47,8 @@ def test_a_trickling_answer_cannot_hold_a_request_past_its_total_deadline(tmp_pa
     receiver = HttpReceiver("trickle", delay_s=0.5)
     sink = WebhookSink(options(receiver.url, tmp_path, retries=0, timeout_s=1.0))
     try:
-        with pytest.raises(SinkError, match=r"unreachable \(no complete answer within 1 s"):
-            sink.emit(rec(0))
+        sink.emit(rec(0))  # spooled for a later try: not a failure
+        assert sink._down is not None and sink._down.startswith("no complete answer within 1 s")
         sent = receiver.sent_bytes
     finally:
         sink.close()  # tries the spool again, with back-off, for a bounded time

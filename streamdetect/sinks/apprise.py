@@ -34,10 +34,12 @@ from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
 from streamdetect.sinks.spool import Spool, open_spool
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.names import safe_name, short_id
+from streamdetect.util.ratelimit import OutageLog, RateLimitedLog
 from streamdetect.util.times import datetime_of
 from streamdetect.util.writable import OutputPath
 
 log = logging.getLogger(__name__)
+LOG_INTERVAL_S = 60.0  # the same warning (from Apprise or from here) at most once per this
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 APPRISE_EXTRA = "pip install 'streamdetect[notify]'"
 
@@ -117,6 +119,24 @@ class AppriseOptions(SinkOptions):
         return value
 
 
+class _OncePerInterval(logging.Filter):
+    """Apprise logs a warning of its own for every failed attempt (four per notification with the default
+    retries, for as long as the service is away); this lets each distinct warning through once per
+    ``LOG_INTERVAL_S``. Installed on the ``apprise`` logger while a sink runs."""
+
+    def __init__(self, limit: RateLimitedLog):
+        super().__init__()
+        self.limit = limit
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True  # errors always; debug lines only reach a debug log, which wants them all
+        suppressed = self.limit.allow(record.getMessage())
+        if suppressed:
+            record.msg, record.args = f"{record.getMessage()} ({suppressed} not logged since the last message)", ()
+        return suppressed is not None
+
+
 def expand_env(url: str) -> str:
     def value(match: re.Match) -> str:
         name = match[1]
@@ -151,12 +171,18 @@ class AppriseSink(Sink[AppriseOptions]):
         self.sent = 0
         self.suppressed = {"rate_limit": 0, "quiet_hours": 0}
         self.late_dropped = 0  # spooled notifications older than max_late_s when the service answered again
+        self.spooled = 0  # notifications kept in the spool for a later try: retried, not failures
         self._stop = threading.Event()
         self._spool: Spool | None = None
         if options.spool_dir is not None:
-            self._spool = open_spool(options.spool_dir, "apprise", "\n".join(options.urls), "apprise sink")
+            self._spool = open_spool(options.spool_dir, "apprise", "\n".join(options.urls), "apprise sink",
+                                     Backoff(options.backoff_s, options.max_backoff_s))
         self._backoff = Backoff(options.backoff_s, options.max_backoff_s)  # of the spool's head
         self._retry_at = 0.0
+        self._late_log = RateLimitedLog(log, LOG_INTERVAL_S)
+        self._away_log = OutageLog(log, logging.WARNING)  # one line when a service goes away, one when back
+        self._quiet_apprise = _OncePerInterval(RateLimitedLog(log, LOG_INTERVAL_S))
+        logging.getLogger("apprise").addFilter(self._quiet_apprise)
 
     @classmethod
     def outputs(cls, options: AppriseOptions) -> list[OutputPath]:
@@ -198,33 +224,48 @@ class AppriseSink(Sink[AppriseOptions]):
                 files = self._apprise.AppriseAttachment(str(attach)) if attach is not None else None
                 if target.notify(body=body, title=title, attach=files):
                     self.sent += 1
+                    self._away_log.recovered("apprise: %s answers again", shown)
                     break
             else:
                 failed.append((index, shown))
         if not failed:
             return
-        kept = ""
-        if self._spool is not None:
+        where = f"apprise: {what} not delivered to {', '.join(s for _, s in failed)} after {1 + self.options.retries}" \
+                " attempts"
+        if self._spool is None:
+            raise SinkError(f"{where} (no spool_dir: lost)", records=len(failed))
+        try:
             self._spool.append([json.dumps({"url": i, "title": title, "body": body, "at": time.time(),
                                             "attach": str(attach) if attach is not None else None}).encode()
                                 for i, _ in failed])
-            self._retry_at = time.monotonic() + self._backoff.next_delay()
-            kept = f"; kept in {self._spool.path} for a later try"
-        raise SinkError(f"apprise: {what} not delivered to {', '.join(s for _, s in failed)} after "
-                        f"{1 + self.options.retries} attempts{kept}")
+        except OSError as e:
+            raise SinkError(f"{where}, and the spool {self._spool.path} cannot be written ({e.strerror}): lost",
+                            records=len(failed)) from e
+        self.spooled += len(failed)
+        self._retry_at = time.monotonic() + self._backoff.next_delay()
+        self._away_log.failed("%s; kept in %s for a later try (logged again when one gets through)", where,
+                              self._spool.path)
 
     def idle(self) -> None:
         """Send the spool's oldest notifications once each, while the service answers; stop at the first failure
         and wait the back-off before trying again."""
-        if self._spool is None or self._spool.empty() or time.monotonic() < self._retry_at:
+        if self._spool is None or self._spool.empty() or time.monotonic() < self._retry_at or not self._spool.ready():
             return
         done = 0
         for line in self._spool.head(16):
-            entry = json.loads(line)
+            try:
+                entry = json.loads(line)
+                entry["url"] = int(entry["url"])
+                self.targets[entry["url"]]
+            except (ValueError, KeyError, TypeError, IndexError):
+                log.error("apprise: a line of the spool %s is not a notification this sink wrote; skipped: %.80r",
+                          self._spool.path, line)
+                done += 1
+                continue
             if time.time() - entry["at"] > self.options.max_late_s:
                 self.late_dropped += 1
-                log.warning("apprise: a notification spooled %.0f s ago is older than max_late_s and is dropped "
-                            "(%d so far)", time.time() - entry["at"], self.late_dropped)
+                self._late_log("apprise: a notification spooled %.0f s ago is older than max_late_s and is dropped "
+                               "(%d so far)", time.time() - entry["at"], self.late_dropped)
                 done += 1
                 continue
             attach = Path(entry["attach"]) if entry["attach"] and Path(entry["attach"]).is_file() else None
@@ -234,6 +275,7 @@ class AppriseSink(Sink[AppriseOptions]):
                 break
             self.sent += 1
             done += 1
+            self._away_log.recovered("apprise: %s answers again", self.targets[entry["url"]][0])
         else:
             self._backoff.reset()
         self._spool.drop_head(done)
@@ -256,5 +298,6 @@ class AppriseSink(Sink[AppriseOptions]):
 
     def close(self) -> None:
         self._stop.set()
+        logging.getLogger("apprise").removeFilter(self._quiet_apprise)
         if self._spool is not None:
             self._spool.close()

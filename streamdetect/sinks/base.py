@@ -205,9 +205,13 @@ class SinkWorker:
         except Exception as e:  # noqa: BLE001
             log.error("sink %s: cannot keep the records left at shutdown: %s", self.name, e)
             kept = 0
-        self.report.failed(self.name, f"{len(records)} record(s) queued at the shutdown deadline",
-                           SinkError(f"{kept} kept for the next run, {len(records) - kept} lost"),
-                           count=len(records))
+        if kept < len(records):  # only the lost ones are failures; the kept ones are delivered by the next run
+            self.report.failed(self.name, f"{len(records)} record(s) queued at the shutdown deadline",
+                               SinkError(f"{kept} kept for the next run, {len(records) - kept} lost"),
+                               count=len(records) - kept)
+        else:
+            log.warning("sink %s: the %d record(s) queued at the shutdown deadline are kept for the next run",
+                        self.name, kept)
 
 
 class FailureLog:

@@ -12,6 +12,7 @@ then the lowest-scoring clips while the folder exceeds ``max_total_mb``; the bes
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -243,12 +244,16 @@ class ClipsSink(Sink[ClipsOptions]):
         if path.resolve().parent.parent != self.root.resolve():  # safe_name makes this impossible; be sure
             raise SinkError(f"clips sink: refusing to write {path} outside {self.root}")
         try:
+            # Encoded in memory, then written: libsndfile writes a file through cffi callbacks, and an OSError
+            # raised inside one (a full disk) was printed as a cffi traceback and came back as an error with an
+            # empty message. A clip is a few MB at most; its samples are in memory already.
+            encoded = io.BytesIO()
+            sf.write(encoded, samples, sample_rate, format=self.options.format.upper(), subtype="PCM_16")
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda fh: sf.write(fh, samples, sample_rate, format=self.options.format.upper(),
-                                                   subtype="PCM_16"))
+            atomic_write(path, encoded.getvalue())
         except (OSError, sf.LibsndfileError) as e:
-            raise SinkError(f"clips sink: cannot write {path}: {e} (free some space, lower max_total_mb, or "
-                            f"check the permissions of {self.root})") from e
+            raise SinkError(f"clips sink: cannot write {path}: {e or type(e).__name__} (free some space, lower "
+                            f"max_total_mb, or check the permissions of {self.root})") from e
         log.info("clip %s: %.1f s", path, samples.shape[0] / sample_rate)
         if self.options.spectrogram:
             self._write_image(path, record, record.end_s, samples, sample_rate, first / sample_rate)

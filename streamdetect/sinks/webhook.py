@@ -32,7 +32,7 @@ from streamdetect.sinks.http import DeadlinePoster, PostFailed
 from streamdetect.sinks.spool import open_spool
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.paths import state_dir
-from streamdetect.util.ratelimit import RateLimitedLog
+from streamdetect.util.ratelimit import OutageLog, RateLimitedLog
 from streamdetect.util.urls import mask_url, scrub
 from streamdetect.util.writable import OutputPath
 
@@ -92,14 +92,17 @@ class WebhookSink(Sink[WebhookOptions]):
                 raise SinkError(f"webhook {self.shown_url}: environment variable {options.secret_env} (secret_env) "
                                 "is not set; export it, or remove secret_env to send unsigned requests")
             self.secret = value.encode()
-        self._spool = open_spool(options.spool_dir, "webhook", self.url, f"webhook {self.shown_url}")
+        self._rng = random.Random()  # the retry jitter's
+        self._spool = open_spool(options.spool_dir, "webhook", self.url, f"webhook {self.shown_url}",
+                                 Backoff(options.backoff_s, options.max_backoff_s, rng=self._rng))
         self.spool, self.dead_letter = self._spool.path, self._spool.dead_path
         self.poster = DeadlinePoster(options.timeout_s, options.headers)
         self.delivered = 0
-        self._rng = random.Random()  # the retry jitter's
+        self.spooled = 0  # records kept in the spool while the receiver was away: retried, not failures
         self._retry = Backoff(options.backoff_s, options.max_backoff_s, rng=self._rng)  # of the spool's head
         self._retry_at = 0.0  # monotonic time before which a known-down receiver is not tried again
         self._down: str | None = None  # why the last attempt failed, while the receiver is down
+        self._down_log = OutageLog(log, logging.WARNING)  # one line when the receiver goes away, one when back
         self._closing = threading.Event()  # shutdown: one attempt per record, no waits, then the spool
         self._failed_while_closing = False  # then the rest goes straight to the spool, without another try
         self._progress_log = RateLimitedLog(log, 60.0, logging.INFO)
@@ -116,18 +119,13 @@ class WebhookSink(Sink[WebhookOptions]):
         what = f"{record.label} {record.phase} record"
         with self._spool.mutex:
             if self._failed_while_closing or not self._flush(SLICE_S):  # older records go first
-                self._keep([body], what)
-                if self._down is not None:
-                    raise SinkError(f"webhook {self.shown_url} unreachable ({self._down}); {what} spooled to "
-                                    f"{self.spool}")
-                return  # the receiver answers; this record waits its turn behind the spooled ones
+                self._keep([body], what)  # sent in its turn: a retry, not a failure (a lost one raises)
+                return
             outcome = self._send(body, attempts=1 + self.options.retries)
             if not outcome.delivered and outcome.permanent:
                 self._refuse([body], what, outcome.reason)
             elif not outcome.delivered:
                 self._keep([body], what)
-                raise SinkError(f"webhook {self.shown_url} unreachable ({outcome.reason}); {what} spooled to "
-                                f"{self.spool}")
             self._report_refused()
 
     def idle(self) -> None:
@@ -179,7 +177,10 @@ class WebhookSink(Sink[WebhookOptions]):
         if outcome.delivered or outcome.permanent:
             self._down = None
             self._retry.reset()
+            self._down_log.recovered("webhook %s answers again", self.shown_url)
         else:
+            self._down_log.failed("webhook %s unreachable (%s); records wait in the spool %s and are sent when "
+                                  "it answers (logged again then)", self.shown_url, outcome.reason, self.spool)
             self._down = outcome.reason
             self._retry_at = time.monotonic() + self._retry.next_delay()
             self._failed_while_closing = self._closing.is_set()
@@ -212,7 +213,8 @@ class WebhookSink(Sink[WebhookOptions]):
         nor once it failed during shutdown."""
         if self._spool.empty():
             return True
-        if not force and self._down is not None and (time.monotonic() < self._retry_at or self._closing.is_set()):
+        if not force and (not self._spool.ready() or self._down is not None and (
+                time.monotonic() < self._retry_at or self._closing.is_set())):
             return False
         end = time.monotonic() + budget_s
         sent = 0
@@ -232,8 +234,8 @@ class WebhookSink(Sink[WebhookOptions]):
                 if time.monotonic() >= end:
                     break
             if refused:
-                self._spool.dead_letter(refused)
-            self._drop(done)
+                self._dead_letter_spooled(refused)
+            self._spool.drop_head(done)
             sent += done
             if done < len(lines):
                 break
@@ -245,12 +247,14 @@ class WebhookSink(Sink[WebhookOptions]):
                                self._spool.count())
         return empty
 
-    def _drop(self, n: int) -> None:
+    def _dead_letter_spooled(self, refused: list[bytes]) -> None:
+        """Spooled records refused for good go to the dead-letter file; if it cannot be written they are lost
+        (and counted): sending them again would only be refused again."""
         try:
-            self._spool.drop_head(n)
-        except OSError as e:  # full disk: the spool keeps the sent lines, which go out again (at least once)
-            log.error("webhook %s: cannot rewrite the spool %s (%s); %d record(s) already re-sent will be sent "
-                      "again", self.shown_url, self.spool, e.strerror, n)
+            self._spool.dead_letter(refused)
+        except OSError as e:
+            self._refused[-len(refused):] = [f"{reason}; the dead-letter file cannot be written ({e.strerror}): "
+                                             "lost" for reason in self._refused[-len(refused):]]
 
     def _keep(self, bodies: list[bytes], what: str) -> None:
         try:
@@ -258,6 +262,7 @@ class WebhookSink(Sink[WebhookOptions]):
         except OSError as e:
             raise SinkError(f"webhook {self.shown_url} unreachable and its spool {self.spool} cannot be written "
                             f"({e.strerror}): {what} lost", records=len(bodies)) from e
+        self.spooled += len(bodies)
 
     def _refuse(self, bodies: list[bytes], what: str, reason: str) -> None:
         try:
@@ -270,8 +275,8 @@ class WebhookSink(Sink[WebhookOptions]):
 
     def _refused_message(self) -> str:
         reasons = sorted(set(self._refused))
-        return (f"{len(self._refused)} spooled record(s) refused for good ({'; '.join(reasons)}); kept in "
-                f"{self.dead_letter}")
+        kept = "kept in" if not any(r.endswith(": lost") for r in reasons) else "the others kept in"
+        return f"{len(self._refused)} spooled record(s) refused for good ({'; '.join(reasons)}); {kept} {self.dead_letter}"
 
     def _report_refused(self) -> None:
         if self._refused:

@@ -26,16 +26,62 @@ class RateLimitedLog:
         self._suppressed: dict[Hashable, int] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, msg: str, *args: object, key: Hashable = None) -> bool:
-        """Log ``msg % args`` unless ``key`` was logged less than ``interval_s`` ago; True when it was logged."""
+    def allow(self, key: Hashable = None) -> int | None:
+        """Whether a line for ``key`` may go out now: ``None`` if not (it is counted as left out), else how many
+        were left out since the last one. For lines written by someone else (a library's logger, through a
+        ``logging.Filter``)."""
         with self._lock:
             now, last = self.clock(), self._last.get(key)
             if last is not None and now - last < self.interval_s:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return False
-            suppressed = self._suppressed.pop(key, 0)
+                return None
+            if len(self._last) >= 10_000:  # keys taken from messages: bound them
+                self._last.clear()
             self._last[key] = now
+            return self._suppressed.pop(key, 0)
+
+    def __call__(self, msg: str, *args: object, key: Hashable = None) -> bool:
+        """Log ``msg % args`` unless ``key`` was logged less than ``interval_s`` ago; True when it was logged."""
+        suppressed = self.allow(key)
+        if suppressed is None:
+            return False
         if suppressed:
             msg, args = msg + " (%d not logged since the last message)", (*args, suppressed)
         self.logger.log(self.level, msg, *args, stacklevel=2)  # the caller's line, not ours
         return True
+
+
+class OutageLog:
+    """One line when a failure begins and one when it ends, none for the attempts in between.
+
+    A spool that cannot be written, or a receiver that is away, fails on every retry for as long as the cause
+    lasts; a line per retry buried the log (199 lines in 20 s on a full disk). The first failure is logged at
+    ``level`` and the end of the outage at INFO with the number of failed attempts; ``failing`` says whether
+    one is under way. Thread-safe.
+    """
+
+    def __init__(self, logger: logging.Logger, level: int = logging.ERROR):
+        self.logger, self.level = logger, level
+        self.failures = 0  # in the current outage
+        self._lock = threading.Lock()
+
+    @property
+    def failing(self) -> bool:
+        return self.failures > 0
+
+    def failed(self, msg: str, *args: object) -> bool:
+        """Count a failed attempt; log ``msg % args`` only if it begins an outage (then True)."""
+        with self._lock:
+            self.failures += 1
+            first = self.failures == 1
+        if first:
+            self.logger.log(self.level, msg, *args, stacklevel=2)
+        return first
+
+    def recovered(self, msg: str, *args: object) -> bool:
+        """An attempt succeeded: log ``msg % args`` (with the count of failed attempts) if it ends an outage."""
+        with self._lock:
+            failures, self.failures = self.failures, 0
+        if failures:
+            self.logger.info(msg + " (after %d failed attempt(s))", *args, failures, stacklevel=2)
+        return failures > 0

@@ -1,0 +1,149 @@
+"""The event store's file deleted, replaced or overwritten under a running sqlite sink. Before, the new connection
+reused the old ``-wal``/``-shm`` by name: after ``rm events.db`` 4 of 14 records were missing with 0 counted,
+another store copied over it lost all its 500 events (this test's scenario on the old code: 7 of 14 at
+the path after the deletion, the other store's records all gone after the copy), and junk then an empty file lost 9 of 18 records. Now
+every record is in a store or counted as lost, and a file the sink did not write is never written into.
+
+A reader holds the store open throughout, as the dashboard does, so the sink's log is not folded into the file
+when its connection closes: the records written since the last checkpoint live only in that log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import event_record
+
+from streamdetect.sinks.base import SinkError, SinkSet
+from streamdetect.sinks.sqlite import SqliteOptions, SqliteSink
+from streamdetect.util.backoff import Backoff
+
+
+def ids(path: Path) -> list[str]:
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return sorted(row[0] for row in db.execute("SELECT id FROM records"))
+    finally:
+        db.close()
+
+
+def emit(sinks: SinkSet, first: int, count: int) -> None:
+    for i in range(first, first + count):
+        sinks.emit(event_record("start", id=f"e{i:03d}"))
+
+
+def stored(folder: Path) -> list[str]:
+    """Every record in every store the sink may have written in ``folder`` (the path and displaced files)."""
+    found = []
+    for path in sorted(folder.glob("events*.db")):
+        try:
+            found += ids(path)
+        except sqlite3.DatabaseError:
+            continue  # junk written by the test
+    return sorted(found)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """(sink set, sink, path, reader): a reader connection is held open on the store until the test closes it."""
+    path = tmp_path / "events.db"
+    sink = SqliteSink(SqliteOptions(path=str(path)))
+    reader = sqlite3.connect(path)
+    reader.execute("SELECT count(*) FROM records").fetchone()
+    sinks = SinkSet([("db", sink)])
+    yield sinks, sink, path, reader
+    reader.close()
+
+
+def test_deleting_the_file_keeps_every_record(store, caplog):
+    sinks, sink, path, reader = store
+    emit(sinks, 0, 7)
+    path.unlink()  # its -wal and -shm stay, holding those 7 records
+    emit(sinks, 7, 7)
+    sinks.close()
+    reader.close()
+    assert ids(path) == [f"e{i:03d}" for i in range(14)]
+    assert (sink.lost, sinks.failures["db"], sink.reopened) == (0, 0, 1)
+    assert "copied the 7 record(s) of the removed file" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["cp", "mv"])
+def test_another_store_put_in_its_place_is_left_untouched(store, tmp_path, how, caplog):
+    sinks, sink, path, reader = store
+    other_path = tmp_path / "other" / "station.db"
+    other = SqliteSink(SqliteOptions(path=str(other_path)))
+    for i in range(100):
+        other.emit(event_record("start", id=f"other{i:03d}"))
+    other.close()
+    original = hashlib.sha256(other_path.read_bytes()).hexdigest()
+    emit(sinks, 0, 7)
+    if how == "cp":  # written into our file (same inode)
+        shutil.copyfile(other_path, path)
+    else:  # a new file renamed over ours
+        shutil.copyfile(other_path, tmp_path / "new.db")
+        (tmp_path / "new.db").rename(path)
+    emit(sinks, 7, 7)
+    sinks.close()
+    reader.close()  # the last connection to the old file: its close must not fold our log into theirs
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == original  # not one byte of it written
+    assert not path.with_name("events.db-wal").exists()  # nor a log of ours left for it to pick up
+    assert ids(path) == [f"other{i:03d}" for i in range(100)]
+    [displaced] = tmp_path.glob("events.displaced-*.db")
+    assert ids(displaced) == [f"e{i:03d}" for i in range(14)]
+    assert (sink.lost, sinks.failures["db"]) == (0, 0)
+    assert "left untouched" in caplog.text and str(displaced) in caplog.text
+
+
+def test_junk_then_an_empty_file_loses_nothing_uncounted(store, tmp_path):
+    sinks, sink, path, reader = store
+    emit(sinks, 0, 6)
+    path.write_bytes(b"junk\n" * 100)  # in place
+    emit(sinks, 6, 6)
+    path.write_bytes(b"")  # emptied in place
+    emit(sinks, 12, 6)
+    sinks.close()
+    reader.close()
+    kept = stored(tmp_path)
+    assert len(kept) + sink.lost == 18 and len(set(kept)) == len(kept)
+    assert sinks.failures["db"] == sink.lost  # every record not stored is counted
+    assert set(kept) >= {f"e{i:03d}" for i in range(6, 18)}  # everything after the junk is stored
+
+
+def test_a_store_of_another_kind_is_refused_at_start_untouched(tmp_path):
+    path = tmp_path / "events.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE notes (x)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(SinkError, match=r"is not an event store \(it is an SQLite database with other tables"):
+        SqliteSink(SqliteOptions(path=str(path)))
+    path.write_bytes(b"not a database at all")
+    with pytest.raises(SinkError, match="it is not an SQLite database"):
+        SqliteSink(SqliteOptions(path=str(path)))
+    assert before != path.read_bytes() == b"not a database at all"
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_waited_out(tmp_path):
+    path = tmp_path / "events.db"
+    sink = SqliteSink(SqliteOptions(path=str(path)), busy_timeout_s=0.05, backoff=Backoff(0.02, 0.05))
+    sinks = SinkSet([("db", sink)])
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+    writer = threading.Thread(target=emit, args=(sinks, 0, 1))
+    writer.start()
+    waited = threading.Event()
+    while sink.lock_waits < 2 and writer.is_alive():  # past the busy timeout twice, still waiting
+        waited.wait(0.01)
+    blocker.execute("COMMIT")
+    writer.join(10)
+    blocker.close()
+    sinks.close()
+    assert ids(path) == ["e000"] and sink.lock_waits >= 2
+    assert (sink.lost, sinks.failures["db"]) == (0, 0)
