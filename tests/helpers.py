@@ -253,6 +253,11 @@ def run_cli_without_torch(*args: str, timeout: float = 300, env: dict | None = N
     return result
 
 
+# What libraries print that a user would read as an error: no command's output may hold any of it.
+NOISE = ("Skipping torchvision", "FutureWarning", "pre-processing before quantization", "UserWarning",
+         "Traceback", "TqdmWarning")
+
+
 def decision_line(precision: str, info: dict) -> str:
     """The line `export` prints for a reduced precision: its figure against fp32 and what was decided."""
     label = "bf16 (OpenVINO)" if precision == "bf16" else precision

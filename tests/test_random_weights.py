@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import run_cli
+from helpers import NOISE, decision_line, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,13 @@ def test_random_weights_build_a_marked_checkpoint_and_export_it(tmp_path):
     marker = json.loads((checkpoint / "streamdetect_random_weights.json").read_text())
     assert marker["random_weights"] is True and "--random-weights" in marker["note"]
     assert f"[0/7] random weights, full-size architecture: checkpoint {checkpoint}" in result.stderr
-    assert "[7/7]" in result.stderr and "(random weights: this shows the tool, not detection)" in result.stderr
+    assert "[1/7] loading" in result.stderr and "[7/7]" in result.stderr
+    assert "next: streamdetect run" in result.stderr
+    assert "(random weights: this shows the tool, not detection)" in result.stderr
+    assert "min cosine ONNX vs PyTorch" in result.stderr  # the parity figures, and each reduced precision's decision
+    for precision, info in manifest["precisions"].items():
+        assert precision == "fp32" or decision_line(precision, info) + "\n" in result.stderr
+    assert not [n for n in NOISE if n in result.stderr], result.stderr  # what torch and onnx print is filtered
 
     again = _verb("--out", str(out))  # like any export: an existing one is replaced only with --force
     assert again.returncode == 1 and "already holds an exported model; pass --force" in again.stderr
