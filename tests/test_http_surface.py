@@ -169,7 +169,7 @@ def test_metrics_and_healthz_routes():
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain; version=")
     assert 'streamdetect_windows_total{stream="yard"} 3.0' in scraped.text
     health = client.get("/healthz")
-    assert health.status_code == 200 and health.json() == {"ok": True, "streams": {}}
+    assert health.status_code == 200 and health.json() == {"ok": True, "status": "up", "streams": {}}
     metrics.expect("yard", live=True)
     time.sleep(0.3)  # the live stream delivered nothing for longer than stale_after_s
     stale = client.get("/healthz")

@@ -6,7 +6,9 @@ applies the scores to each stream's event trackers in order. Trackers are only t
 Live streams never block: if the engine falls behind, the backlog is logged, and live windows are bounded twice
 by one mechanism (``_bound``): each live stream keeps at most ``live_queue_windows`` windows queued (about half a
 megabyte each), and with ``max_queue_windows`` (a remote encoder whose server may go away) all live streams
-together keep at most that many. Beyond either bound the oldest live windows are dropped, counted once
+together keep at most that many, and one stream as many as that too (the documented wait for a server that is
+away is ``runtime.triton.queue_windows``, not the per-stream bound). Beyond either bound the oldest live windows
+are dropped, counted once
 (``EngineStats.dropped_windows``, the stream's run summary, ``streamdetect_dropped_windows_total{stream}``) and
 logged, so a machine that cannot keep up, a source faster than real time or a server that is away cannot fill
 memory. Finite streams (files) wait for room instead.
@@ -93,7 +95,7 @@ class BatchingEngine:
         self.finite_queue_windows = finite_queue_windows or 4 * self.max_batch
         self.max_queue_windows = max_queue_windows
         self._drop_log = RateLimitedLog(log, backlog_warn_s)
-        self.live_queue_windows = live_queue_windows
+        self.live_queue_windows = max(live_queue_windows, max_queue_windows or 0)
         self.heap, self.trim_every_s = heap, trim_every_s
         self._next_trim = time.monotonic() + trim_every_s
         self._queued: dict[int, int] = {}  # windows queued per live stream (by id: names may repeat in tests)
