@@ -77,6 +77,12 @@ def test_an_uploaded_example_is_described_served_and_bounded(site):
     not_audio = admin.post("/api/settings/examples", params={"label": "tone"}, content=b"not audio",
                            headers={"Content-Type": OCTETS})
     assert not_audio.status_code == 400 and not_audio.json()["problems"][0]["key"] == "examples"
+    hours = io.BytesIO()  # 301 s of silence in a few kB: refused by what it decodes to, with the limit named
+    sf.write(hours, np.zeros(301 * 8000, np.int16), 8000, format="FLAC")
+    too_long = admin.post("/api/settings/examples", params={"label": "tone"}, content=hours.getvalue(),
+                          headers={"Content-Type": OCTETS})
+    assert too_long.status_code == 400 and len(hours.getvalue()) < 64 * 1024
+    assert "an audio example may last at most 300 s" in too_long.json()["problems"][0]["message"]
     big = admin.post("/api/settings/examples", params={"label": "tone"}, content=b"\0" * (65 * 1024),
                      headers={"Content-Type": OCTETS})
     assert big.status_code == 413
