@@ -119,6 +119,10 @@ def test_the_activity_heatmap_counts_each_label_per_local_day(site, days):
 @pytest.mark.parametrize(("path", "params", "named"), [
     ("/api/activity", {"days": 8}, "days must be 7 or 30"), ("/api/activity", {"days": "week"}, "days must be a number"),
     ("/api/activity", {"tz_offset_min": 5000}, "tz_offset_min must lie within"),
+    ("/api/activity", {"days": "1e400"}, "days must be a finite number, found '1e400'"),
+    ("/api/activity", {"tz_offset_min": "nan"}, "tz_offset_min must be a finite number"),
+    ("/api/events", {"min_score": "-inf"}, "min_score must be a finite number"),
+    ("/api/events", {"limit": "1e400"}, "limit must be a finite number"),
     ("/api/playground", {}, "type a prompt of 1 to 500 characters"),
     ("/api/playground", {"q": "x" * 501}, "type a prompt"), ("/api/search", {"q": "  "}, "type a prompt"),
     ("/api/search", {"q": "a dog", "since": "last week"}, "since: 'last week' is neither")])
