@@ -60,6 +60,19 @@ def test_settings_show_the_form_and_a_save_is_applied_and_written_with_the_comme
     assert reread.events[0].negatives == ["a kettle whistling"] and reread.gate.min_dbfs == -70
 
 
+def test_a_save_still_pending_after_the_gates_wait_is_written_to_the_yaml(site):
+    """An apply the inference thread has not reached within the wait answers 202; it is applied later, so the
+    file must say so too (it was never written, and a restart undid the change)."""
+    site.reloads.held = True
+    site.ctx.gate.apply_timeout_s = 0.2
+    events = site.client(ADMIN).get("/api/settings").json()["events"]
+    saved = site.client(ADMIN).post("/api/settings", json={"events": [dict(events[0], threshold=0.45), events[1]]})
+    site.reloads.tickets[-1].done.set()
+    assert saved.status_code == 202 and saved.json()["status"].startswith("pending")
+    assert saved.json()["saved_to"] == str(site.config_path)
+    assert load_config(site.config_path).events[0].threshold == 0.45
+
+
 def test_an_uploaded_example_is_described_served_and_bounded(site):
     admin = site.client(ADMIN)
     uploaded = admin.post("/api/settings/examples", params={"label": "tone", "name": "../bark.flac"},
