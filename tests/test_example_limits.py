@@ -22,6 +22,7 @@ from streamdetect.embed import clip
 from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.sources.base import SourceError
+from streamdetect.sources.file import FileSource
 
 RATE = 8000  # silence at a low rate: long files that are quick to write and to decode
 
@@ -46,13 +47,18 @@ class GatedEncoder(FakeEncoder):
         return super().__call__(features)
 
 
-def test_a_clip_longer_than_the_limit_is_refused_once_its_decoding_passes_it(tiny_model, tmp_path):
+def test_a_clip_longer_than_the_limit_is_refused_by_its_header_or_once_its_decoding_passes_it(tiny_model, tmp_path,
+                                                                                              monkeypatch):
     flac = silence(tmp_path / "hours.flac", 1200)
-    bundle = ModelBundle.load(tiny_model)
+    frontend = LogMelFrontend(ModelBundle.load(tiny_model).frontend_params)
     encoder = FakeEncoder.for_model(tiny_model)
     with pytest.raises(SourceError, match=r"lasts more than 30 s; an audio example may last at most 30 s"):
-        clip.clip_embedding(flac, LogMelFrontend(bundle.frontend_params), encoder, max_s=30)
-    assert flac.stat().st_size < 100_000 and sum(encoder.batch_sizes) <= 3  # 30 s of 10 s pieces, not 120
+        clip.clip_embedding(flac, frontend, encoder, max_s=30)
+    assert flac.stat().st_size < 100_000 and encoder.batch_sizes == []  # the header said 1200 s: nothing decoded
+    monkeypatch.setattr(FileSource, "duration_s", property(lambda _self: 0.0))  # a header that says nothing
+    with pytest.raises(SourceError, match=r"lasts more than 30 s"):
+        clip.clip_embedding(flac, frontend, encoder, max_s=30)
+    assert sum(encoder.batch_sizes) <= 3  # 30 s of 10 s pieces, not 120
 
 
 def test_a_long_clip_is_embedded_a_batch_at_a_time(tiny_model, tmp_path):

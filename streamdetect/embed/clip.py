@@ -5,7 +5,8 @@ feedback from saved clips. A long recording is described by all of it rather tha
 
 The pieces are decoded, embedded and summed ``batch`` at a time, never held all at once: a 137 kB FLAC of
 silence decodes to hours of audio, and a list of its pieces took 2 GB. ``max_s`` (what an audio example may
-last) refuses such a file as soon as its decoding passes the limit, with the limit in the message.
+last) refuses such a file, with the limit in the message: before any decoding when its header says how long it
+is, else as soon as the decoding passes the limit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from streamdetect.embed.frontend import LogMelFrontend
 from streamdetect.embed.vectors import normalize
 from streamdetect.sources.base import SourceError
-from streamdetect.sources.file import read_blocks
+from streamdetect.sources.file import FileOptions, FileSource, read_blocks
 
 # What an audio example (a config's or an upload) may last: it stands for one sound, and every second of it is
 # embedded when the config is applied. A limit on bytes is none on audio (10 MiB of FLAC silence is 230 h).
@@ -41,16 +42,23 @@ def pieces(path: Path, sample_rate: int, piece_s: float) -> Iterator[np.ndarray]
         yield pending
 
 
+def too_long(path: Path, max_s: float) -> SourceError:
+    return SourceError(f"{path} lasts more than {max_s:g} s; an audio example may last at most {max_s:g} s "
+                       "(cut it to the sound)")
+
+
 def batches(path: Path, sample_rate: int, piece_s: float, batch: int,
             max_s: float | None = None) -> Iterator[list[np.ndarray]]:
-    """``pieces`` with audio, ``batch`` at a time; ``SourceError`` once the file passes ``max_s``."""
+    """``pieces`` with audio, ``batch`` at a time; ``SourceError`` for a file longer than ``max_s``: at once when
+    its header says so, else once its decoding passes the limit (a header may say less, or nothing)."""
+    if max_s is not None and FileSource(FileOptions(path=str(path)), sample_rate).duration_s > max_s:
+        raise too_long(path, max_s)
     held: list[np.ndarray] = []
     seconds = 0.0
     for piece in pieces(path, sample_rate, piece_s):
         seconds += piece.shape[0] / sample_rate
         if max_s is not None and seconds > max_s:
-            raise SourceError(f"{path} lasts more than {max_s:g} s; an audio example may last at most {max_s:g} s "
-                              "(cut it to the sound)")
+            raise too_long(path, max_s)
         if piece.shape[0]:
             held.append(piece)
         if len(held) == batch:
