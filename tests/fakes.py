@@ -218,3 +218,81 @@ class HttpReceiver:
         self._stop.set()
         self._thread.join(5)
         self._sock.close()
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of a real server (tritonserver), to make it slow without touching it.
+
+    ``mode`` (a test may change it while connections are open; it applies to bytes not yet passed on): "pass"
+    forwards both ways, "trickle" passes the server's answers back one byte every ``delay_s`` (each read sees
+    progress, so no per-read timeout ever fires), "stall" passes nothing back. Requests always reach the server.
+    ``answer_bytes`` counts what was passed back.
+    """
+
+    def __init__(self, target_port: int, mode: str = "pass", delay_s: float = 0.2):
+        self.target_port, self.mode, self.delay_s = target_port, mode, delay_s
+        self.answer_bytes = 0
+        self._changed = threading.Condition()
+        self._stop = False
+        self._conns: list[socket.socket] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def set(self, mode: str) -> None:
+        with self._changed:
+            self.mode = mode
+            self._changed.notify_all()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return  # closed by stop()
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()  # the server is down: so is the proxy's connection
+                continue
+            with self._changed:
+                self._conns += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, answer: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                pending = memoryview(data)
+                while answer and pending:
+                    with self._changed:  # woken by set() and stop(), so a change applies mid-answer
+                        self._changed.wait_for(lambda: self._stop or self.mode != "stall")
+                        if self._stop:
+                            return
+                        if self.mode == "trickle" and self._changed.wait(self.delay_s):
+                            continue  # the mode changed meanwhile: look again
+                        step = 1 if self.mode == "trickle" else len(pending)
+                    dst.sendall(pending[:step])
+                    self.answer_bytes += step
+                    pending = pending[step:]
+                if not answer:
+                    dst.sendall(data)
+        except OSError:
+            pass  # one side hung up (a client's deadline does that)
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stop = True
+            self._changed.notify_all()
+            conns, self._conns = self._conns, []
+        self._sock.close()
+        for s in conns:
+            s.close()

@@ -16,6 +16,7 @@ from helpers import run_cli, write_config, write_tone_scene
 from streamdetect.config import parse_config
 from streamdetect.daemon.control import MAX_CONNECTIONS, ControlServer, json_depth_exceeds
 from streamdetect.daemon.engine import ReloadTicket
+from streamdetect.daemon.metrics import Metrics, MetricsServer
 from streamdetect.daemon.reload import ReloadGate
 from streamdetect.util.logs import escape_control
 
@@ -80,11 +81,12 @@ def _handler_threads() -> int:
     return sum(1 for t in threading.enumerate() if "process_request_thread" in t.name)
 
 
-def test_held_sockets_are_bounded_and_closed_after_the_idle_timeout(server):
-    srv, applied = server
+def held_sockets_are_bounded_and_closed(address: tuple) -> None:
+    """Twice the bound of connections that send nothing: at most ``MAX_CONNECTIONS`` handler threads, and each
+    held socket closed by the server once its idle timeout passes."""
     # twice the bound: enough to show the excess is refused. (Each connection past the listen backlog waits for a
     # 1 s SYN retry, so 400 took a minute without showing more.)
-    held = [socket.create_connection(srv.address[:2], timeout=30) for _ in range(2 * MAX_CONNECTIONS)]
+    held = [socket.create_connection(address[:2], timeout=30) for _ in range(2 * MAX_CONNECTIONS)]
     try:
         time.sleep(0.2)
         assert _handler_threads() <= MAX_CONNECTIONS
@@ -97,9 +99,25 @@ def test_held_sockets_are_bounded_and_closed_after_the_idle_timeout(server):
     finally:
         for conn in held:
             conn.close()
+
+
+def test_held_sockets_are_bounded_and_closed_after_the_idle_timeout(server):
+    srv, applied = server
+    held_sockets_are_bounded_and_closed(srv.address)
     status, _ = put(srv.address[1], json.dumps({"events": [{"label": "y", "prompts": ["b"], "threshold": 0.3}]})
                     .encode())
     assert status == 200 and [e.label for e in applied[0].events] == ["y"]
+
+
+def test_the_metrics_port_without_the_web_extra_bounds_and_closes_held_sockets_too():
+    """Its stdlib server held 200 slow sockets open for as long as their clients liked."""
+    srv = MetricsServer(Metrics(), "127.0.0.1", 0, idle_timeout_s=0.5)
+    try:
+        held_sockets_are_bounded_and_closed(srv.address)
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.address[1]}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        srv.close()
 
 
 def test_escape_control_writes_every_control_character_as_an_escape():

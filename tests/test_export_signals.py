@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,39 @@ def test_a_signal_caught_inside_a_library_still_ends_the_work_at_its_next_step(s
                             text=True, timeout=60)
     assert f"CAUGHT SignalExit {int(signum)}" in result.stdout, result.stdout + result.stderr
     assert "NOT STOPPED" not in result.stdout and "SignalExit" in result.stderr, result.stdout + result.stderr
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """The process installed a SIGTERM handler (its SigCgt mask has the bit): the entry point's first step."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+def _numpy_loaded(pid: int) -> bool:
+    return "numpy" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_program_still_imports_gives_one_line_and_128_plus_the_signal(signum):
+    """Sent as soon as the entry point has its handlers, before numpy is even mapped: the imports' 0.3 s used to
+    end in a ``KeyboardInterrupt`` traceback (rc -2), or a bare kill for SIGTERM (rc -15)."""
+    proc = subprocess.Popen([sys.executable, "-m", "streamdetect", "devices"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not _handles_sigterm(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.001)
+        early = not _numpy_loaded(proc.pid)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert early  # it did arrive during the imports
+    assert proc.returncode == 128 + signum, stderr
+    assert stderr.strip().splitlines() == [f"streamdetect: interrupted while starting by {signal.Signals(signum).name}"]

@@ -169,7 +169,7 @@ def test_metrics_and_healthz_routes():
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain; version=")
     assert 'streamdetect_windows_total{stream="yard"} 3.0' in scraped.text
     health = client.get("/healthz")
-    assert health.status_code == 200 and health.json() == {"ok": True, "streams": {}}
+    assert health.status_code == 200 and health.json() == {"ok": True, "status": "up", "streams": {}}
     metrics.expect("yard", live=True)
     time.sleep(0.3)  # the live stream delivered nothing for longer than stale_after_s
     stale = client.get("/healthz")
@@ -281,3 +281,46 @@ def test_the_asgi_surface_closes_connections_that_send_no_request(inference):
         assert status == 200 and labels(json.loads(text)) == ["x"]
     finally:
         surface.close()
+
+
+def test_malformed_requests_and_an_aborted_body_log_one_line_in_all_and_no_traceback(inference, caplog):
+    """Any peer could write a uvicorn warning per malformed request, and a client that hung up mid-body left a
+    ``ClientDisconnect`` traceback ("Exception in ASGI application")."""
+    import socket
+
+    from streamdetect.web.server import HttpSurface, Listener
+
+    caplog.set_level(logging.INFO)
+    seen: list[logging.LogRecord] = []
+    keep = logging.Handler(logging.DEBUG)
+    keep.emit = seen.append  # type: ignore[method-assign]
+    uvicorn_log = logging.getLogger("uvicorn.error")  # uvicorn's own handlers: it does not propagate to the root
+    surface = HttpSurface(idle_timeout_s=5)
+    try:
+        served = surface.serve(Listener("control API", "control.port", "127.0.0.1", 0,
+                                        control_app(inference.gate(), TOKEN)))
+        uvicorn_log.addHandler(keep)
+        address = served.address[:2]
+        for _ in range(20):
+            with socket.create_connection(address, timeout=10) as conn:
+                conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                assert conn.recv(100).startswith(b"HTTP/1.1 400")
+        with socket.create_connection(address, timeout=10) as conn:  # 10 of the 1000 bytes it announces
+            conn.sendall(b"PUT /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+                         + b"\r\nContent-Length: 1000\r\n\r\n{\"events\":")
+            deadline = time.monotonic() + 10
+            while not served.server.server_state.tasks:  # the request reached the app, which waits for the rest
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        while served.server.server_state.tasks:  # and ended, after the hang-up
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        status, _ = fetch(f"http://127.0.0.1:{address[1]}/events")
+    finally:
+        uvicorn_log.removeHandler(keep)
+        surface.close()
+    assert status == 200 and inference.asked == []
+    warnings = [r for r in [*seen, *caplog.records] if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and not warnings[0].exc_info, [r.getMessage() for r in warnings]
+    assert warnings[0].getMessage() == "a peer sent what HTTP cannot carry: uvicorn answered 400 (Invalid HTTP " \
+                                       "request received.)"

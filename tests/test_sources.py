@@ -1,3 +1,4 @@
+import os
 import threading
 
 import numpy as np
@@ -65,6 +66,14 @@ def test_stop_event_ends_a_file_early(tmp_path):
 def test_unreadable_files_give_clear_errors(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         FileSource(FileOptions(path=str(tmp_path / "nope.wav")), SR)
+    os.mkfifo(tmp_path / "fifo.wav")  # opened as audio, a FIFO would wait for a writer for ever
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    (tmp_path / "dangling.wav").symlink_to(tmp_path / "nope.wav")
+    for path, what in ((tmp_path, "is a folder"), (tmp_path / "fifo.wav", r"is not a regular file \(a FIFO\)"),
+                       ("/dev/zero", r"is not a regular file \(a device\)"), (tmp_path / "loop.wav", "is a symlink loop"),
+                       (tmp_path / "dangling.wav", "is a link to nothing")):
+        with pytest.raises(SourceError, match=f"audio file {path} {what}$"):
+            FileSource(FileOptions(path=str(path)), SR)
     fake = tmp_path / "fake.wav"
     fake.write_text("this is not audio")
     with pytest.raises(SourceError, match=r"(?s)cannot decode .*fake\.wav as audio.*supported formats"):

@@ -7,11 +7,23 @@ Marked ``triton``: they need ``.venv-triton`` from ``scripts/setup.sh --dev``; w
 from __future__ import annotations
 
 import threading
+import time
 
+import httpx
 import numpy as np
 import pytest
-from helpers import file_windows, immediate_event, make_detector, run_cli, write_config, write_tone_scene
+from fakes import TcpProxy
+from helpers import (
+    file_windows,
+    free_port,
+    immediate_event,
+    make_detector,
+    run_cli,
+    write_config,
+    write_tone_scene,
+)
 from triton_server import TritonServer, other_export, python_repo
+from triton_station import Station, windows_in
 
 from streamdetect.config import ConfigError, TritonConfig
 from streamdetect.embed.encoder import open_audio_encoder
@@ -136,8 +148,119 @@ def test_a_bearer_token_from_the_environment_opens_a_server_that_requires_it(tin
         monkeypatch.setenv("STATION_TOKEN", "wrong")
         refused = remote(tiny_model, triton.url, token_env="STATION_TOKEN", retries=0)
         assert refused.state == "away"
+        refused.close()  # ends its probe thread
         monkeypatch.delenv("STATION_TOKEN")
         with pytest.raises(ConfigError, match="STATION_TOKEN is not set"):
             remote(tiny_model, triton.url, token_env="STATION_TOKEN")
     finally:
         triton.stop()
+
+
+class Seen:
+    """A ``RemoteEncoderObserver`` that keeps each error's kind with the thread it was met in."""
+
+    def __init__(self):
+        self.errors: list[tuple[str, str]] = []
+        self.fallback = 0
+
+    def remote_call(self, seconds: float, windows: int, sent_bytes: int, received_bytes: int) -> None:
+        pass
+
+    def remote_error(self, kind: str) -> None:
+        self.errors.append((kind, threading.current_thread().name))
+
+    def remote_state(self, state: str, detail: str) -> None:
+        pass
+
+    def fallback_windows(self, count: int) -> None:
+        self.fallback += count
+
+
+def until(condition, what: str, timeout_s: float = 20.0, step=lambda: time.sleep(0.02)) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        step()
+
+
+def test_a_trickling_server_is_away_within_one_deadline_and_probed_outside_the_inference_thread(tiny_model,
+                                                                                                 server):
+    """One byte every 0.3 s never trips a per-read timeout. ``timeout_s`` bounds the whole request: the first
+    call hands its windows to the local encoder after one deadline (no retries of a timeout), and the probes of
+    the away server run in their own thread, so every later call is local and prompt until the server is back."""
+    bundle = ModelBundle.load(tiny_model)
+    proxy = TcpProxy(server.http_port, delay_s=0.3)
+    local = open_audio_encoder(bundle, RuntimeOptions(device="cpu", precision="fp32"))
+    section = TritonConfig(url=proxy.url, timeout_s=0.8, retries=2, retry_min_s=0.1, retry_max_s=0.2,
+                           fallback="local")
+    seen = Seen()
+    encoder = TritonAudioEncoder(bundle, RuntimeOptions(device="triton", triton=section), local, seen)
+    features = np.zeros((2, *encoder.feature_shape), np.float32)
+    calls: list[float] = []
+
+    def call() -> None:
+        t0 = time.monotonic()
+        encoder(features)
+        calls.append(time.monotonic() - t0)
+
+    try:
+        assert encoder.state == "up"
+        proxy.set("trickle")
+        call()
+        first = calls.pop()
+        assert encoder.state == "fallback" and seen.errors == [("timeout", threading.current_thread().name)]
+        until(lambda: len(seen.errors) >= 2, "a probe of the trickling server", step=call)
+        proxy.set("pass")
+        until(lambda: encoder.state == "up", "the probe to find the server back")
+    finally:
+        encoder.close()
+        proxy.stop()
+    assert first < 0.8 + 0.4, first  # one deadline; three attempts would take 2.4 s
+    assert calls and max(calls) < 0.4, calls  # the local encoder's time, never a probe's deadline
+    assert {thread for _, thread in seen.errors[1:]} == {"triton-probe"}
+    assert {kind for kind, _ in seen.errors} == {"timeout"} and seen.fallback == 2 * (len(calls) + 1)
+
+
+def test_a_stalled_server_without_fallback_keeps_more_live_windows_than_the_per_stream_bound(tiny_model, server):
+    """Without a fallback, live windows wait up to ``queue_windows`` (here 60), past the engine's own bound of
+    32 per live stream, and /healthz says the station is down; all of them are analysed once the server is back."""
+    proxy = TcpProxy(server.http_port, mode="stall")
+    station = Station(tiny_model, proxy.url, metrics_port=free_port(), timeout_s=0.5, retries=0,
+                      retry_min_s=0.1, retry_max_s=0.2, queue_windows=60)
+    try:
+        assert station.health()["remote_encoder"]["state"] == "away"
+        station.source.feed(38)
+        station.wait(lambda: station.stats.backlog >= 36, what="the windows to queue")
+        health = httpx.get(f"http://127.0.0.1:{station.service.config.metrics.port}/healthz", timeout=5)
+        assert health.status_code == 503 and health.json()["status"] == "down"
+        assert station.metric("streamdetect_remote_encoder_degraded") == 1 and station.stats.dropped_windows == 0
+        proxy.set("pass")
+        _, stats = station.finish()
+    finally:
+        station.close()
+        proxy.stop()
+    assert stats.dropped_windows == 0 and stats.windows >= 36
+    assert station.metric("streamdetect_remote_encoder_degraded") == 0
+
+
+def test_a_trickling_server_with_fallback_is_degraded_and_loses_no_window(tiny_model, server):
+    """What the station shows for the first test's outage: /healthz 200 but "degraded", the degraded gauge at 1,
+    every window analysed (by the server, then the local encoder) and none late by more than a deadline or so."""
+    proxy = TcpProxy(server.http_port, delay_s=0.3)
+    station = Station(tiny_model, proxy.url, timeout_s=0.8, retries=2, retry_min_s=0.2, retry_max_s=0.4,
+                      fallback="local")
+    try:
+        station.source.feed(4)
+        station.wait(lambda: station.stats.windows >= 2, what="remote windows")
+        proxy.set("trickle")
+        station.source.feed(6)
+        station.wait(lambda: station.stats.windows >= 6, what="windows on the local fallback")
+        health = station.health()
+        degraded = station.metric("streamdetect_remote_encoder_degraded")
+        _, stats = station.finish()
+    finally:
+        station.close()
+        proxy.stop()
+    assert health["ok"] and health["status"] == "degraded" and health["remote_encoder"]["state"] == "fallback"
+    assert degraded == 1 and stats.dropped_windows == 0 and stats.windows == windows_in(station.source.fed_s)
+    assert stats.latency_ms(100) < 3000, stats.latency_ms(100)

@@ -9,13 +9,10 @@ import json
 import logging
 
 import httpx
-import numpy as np
 import pytest
-from helpers import SAMPLE_RATE, free_port
+from helpers import free_port
 from triton_server import TritonServer, other_export, python_repo
-from triton_station import Station
-
-from streamdetect.pipeline.windows import Windower
+from triton_station import Station, windows_in
 
 pytestmark = pytest.mark.triton
 MODEL = "streamdetect_audio"
@@ -34,12 +31,6 @@ def server(repos, tmp_path):
     triton = TritonServer(repos["ours"], tmp_path, explicit=True)
     yield triton
     triton.stop()
-
-
-def windows_in(seconds: float) -> int:
-    """How many windows the station cuts from ``seconds`` of audio (3 s windows, 1 s hop, the tail included)."""
-    windower = Windower(3.0, 1.0, SAMPLE_RATE)
-    return len(list(windower.push(np.zeros(int(seconds * SAMPLE_RATE), np.float32)))) + len(list(windower.finish()))
 
 
 def outage_lines(caplog) -> tuple[int, int]:

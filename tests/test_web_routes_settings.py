@@ -60,6 +60,19 @@ def test_settings_show_the_form_and_a_save_is_applied_and_written_with_the_comme
     assert reread.events[0].negatives == ["a kettle whistling"] and reread.gate.min_dbfs == -70
 
 
+def test_a_save_still_pending_after_the_gates_wait_is_written_to_the_yaml(site):
+    """An apply the inference thread has not reached within the wait answers 202; it is applied later, so the
+    file must say so too (it was never written, and a restart undid the change)."""
+    site.reloads.held = True
+    site.ctx.gate.apply_timeout_s = 0.2
+    events = site.client(ADMIN).get("/api/settings").json()["events"]
+    saved = site.client(ADMIN).post("/api/settings", json={"events": [dict(events[0], threshold=0.45), events[1]]})
+    site.reloads.tickets[-1].done.set()
+    assert saved.status_code == 202 and saved.json()["status"].startswith("pending")
+    assert saved.json()["saved_to"] == str(site.config_path)
+    assert load_config(site.config_path).events[0].threshold == 0.45
+
+
 def test_an_uploaded_example_is_described_served_and_bounded(site):
     admin = site.client(ADMIN)
     uploaded = admin.post("/api/settings/examples", params={"label": "tone", "name": "../bark.flac"},
@@ -77,6 +90,12 @@ def test_an_uploaded_example_is_described_served_and_bounded(site):
     not_audio = admin.post("/api/settings/examples", params={"label": "tone"}, content=b"not audio",
                            headers={"Content-Type": OCTETS})
     assert not_audio.status_code == 400 and not_audio.json()["problems"][0]["key"] == "examples"
+    hours = io.BytesIO()  # 301 s of silence in a few kB: refused by what it decodes to, with the limit named
+    sf.write(hours, np.zeros(301 * 8000, np.int16), 8000, format="FLAC")
+    too_long = admin.post("/api/settings/examples", params={"label": "tone"}, content=hours.getvalue(),
+                          headers={"Content-Type": OCTETS})
+    assert too_long.status_code == 400 and len(hours.getvalue()) < 64 * 1024
+    assert "an audio example may last at most 300 s" in too_long.json()["problems"][0]["message"]
     big = admin.post("/api/settings/examples", params={"label": "tone"}, content=b"\0" * (65 * 1024),
                      headers={"Content-Type": OCTETS})
     assert big.status_code == 413
@@ -113,6 +132,10 @@ def test_the_activity_heatmap_counts_each_label_per_local_day(site, days):
 @pytest.mark.parametrize(("path", "params", "named"), [
     ("/api/activity", {"days": 8}, "days must be 7 or 30"), ("/api/activity", {"days": "week"}, "days must be a number"),
     ("/api/activity", {"tz_offset_min": 5000}, "tz_offset_min must lie within"),
+    ("/api/activity", {"days": "1e400"}, "days must be a finite number, found '1e400'"),
+    ("/api/activity", {"tz_offset_min": "nan"}, "tz_offset_min must be a finite number"),
+    ("/api/events", {"min_score": "-inf"}, "min_score must be a finite number"),
+    ("/api/events", {"limit": "1e400"}, "limit must be a finite number"),
     ("/api/playground", {}, "type a prompt of 1 to 500 characters"),
     ("/api/playground", {"q": "x" * 501}, "type a prompt"), ("/api/search", {"q": "  "}, "type a prompt"),
     ("/api/search", {"q": "a dog", "since": "last week"}, "since: 'last week' is neither")])

@@ -6,12 +6,20 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 from fakes import LiveSource
-from helpers import collecting_sink, immediate_event, make_config
+from helpers import SAMPLE_RATE, collecting_sink, immediate_event, make_config
 
 from streamdetect.daemon.service import DetectorService
 from streamdetect.model.manifest import ModelBundle
+from streamdetect.pipeline.windows import Windower
 from streamdetect.sinks.base import SinkSet
+
+
+def windows_in(seconds: float) -> int:
+    """How many windows the station cuts from ``seconds`` of audio (3 s windows, 1 s hop, the tail included)."""
+    windower = Windower(3.0, 1.0, SAMPLE_RATE)
+    return len(list(windower.push(np.zeros(int(seconds * SAMPLE_RATE), np.float32)))) + len(list(windower.finish()))
 
 
 class Station:

@@ -51,10 +51,12 @@ class Ticket:
 
 
 class Reloads:
-    """The running config, and every config handed over to be applied (applied at once, as a detector would)."""
+    """The running config, and every config handed over to be applied (applied at once, as a detector would;
+    with ``held`` set, its ticket stays open until the test sets ``done`` of ``tickets[-1]``)."""
 
     def __init__(self, config: Config):
-        self.config, self.applied = config, []
+        self.config, self.applied, self.tickets = config, [], []
+        self.held = False
 
     def current(self) -> Config:
         return self.config
@@ -63,7 +65,9 @@ class Reloads:
         self.config = config
         self.applied.append(config)
         ticket = Ticket()
-        ticket.done.set()
+        self.tickets.append(ticket)
+        if not self.held:
+            ticket.done.set()
         return ticket
 
 

@@ -24,7 +24,7 @@ from streamdetect.prompts.cache import CacheError
 from streamdetect.sinks.base import SinkError
 from streamdetect.sources.base import SourceError
 from streamdetect.util.logs import EscapeControlChars
-from streamdetect.util.signals import HangupLatch, SignalExit
+from streamdetect.util.signals import HangupLatch, SignalExit, interrupted
 
 __all__ = ["VERBS", "main"]
 
@@ -48,7 +48,16 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: list[str] | None = None, hangups: HangupLatch | None = None) -> int:
     """``hangups``: the latch the entry point installed before the imports (SIGHUPs caught so far)."""
-    args = build_parser().parse_args(argv)
+    command = None
+    try:
+        args = build_parser().parse_args(argv)
+        command = args.command
+        return _verb(args, hangups)
+    except (SignalExit, KeyboardInterrupt) as e:  # also while parsing: the entry point's handlers are still on
+        return interrupted(e.signum if isinstance(e, SignalExit) else signal.SIGINT, command)
+
+
+def _verb(args: argparse.Namespace, hangups: HangupLatch | None) -> int:
     args.hangups = hangups if args.command == "run" else None  # run turns them into a queued reload
     if hangups is not None and args.command != "run":
         hangups.restore_default()
@@ -69,7 +78,3 @@ def main(argv: list[str] | None = None, hangups: HangupLatch | None = None) -> i
     except (SourceError, ExportError) as e:
         print(f"streamdetect: {e}", file=sys.stderr)
         return 1
-    except (SignalExit, KeyboardInterrupt) as e:
-        signum = e.signum if isinstance(e, SignalExit) else signal.SIGINT
-        print(f"streamdetect: {args.command} interrupted by {signal.Signals(signum).name}", file=sys.stderr)
-        return 128 + signum

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from streamdetect.util.files import file_problem
+
 
 def expand_path(text: str, base_dir: str | Path | None = None) -> Path:
     """``~`` and ``~user`` expanded; a relative path taken from ``base_dir`` (the config file's folder) if given.
@@ -27,10 +29,6 @@ def expand_path(text: str, base_dir: str | Path | None = None) -> Path:
 def existing_file(text: str, base_dir: str | Path | None, what: str, hint: str = "") -> Path:
     """``expand_path`` that must name an existing file; ``what`` names it in the message, ``hint`` ends it."""
     path = expand_path(text, base_dir)
-    try:
-        found = path.is_file()
-    except OSError as e:
-        raise ValueError(f"{what} {str(path)[:200]!r} cannot be checked ({e.strerror})") from None
-    if not found:
-        raise ValueError(f"{what} {str(path)!r} does not exist{hint}")
+    if (problem := file_problem(path)) is not None:
+        raise ValueError(f"{what} {str(path)[:200]!r} {problem}{hint}")
     return path

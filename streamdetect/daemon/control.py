@@ -34,7 +34,7 @@ from streamdetect.web.endpoints import (
 )
 from streamdetect.web.guard import IDLE_TIMEOUT_S, MAX_JSON_DEPTH, BodyError, json_depth_exceeds
 
-__all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "MAX_JSON_DEPTH", "ControlError", "ControlServer", "control_token",
+__all__ = ["MAX_BODY_BYTES", "MAX_CONNECTIONS", "BoundedServer", "MAX_JSON_DEPTH", "ControlError", "ControlServer", "control_token",
            "json_depth_exceeds", "send_answer"]
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,17 @@ def send_answer(handler: BaseHTTPRequestHandler, answer: Answer) -> None:
 _Request = socket.socket | tuple[bytes, socket.socket]
 
 
-class _BoundedServer(ThreadingHTTPServer):
+class BoundedServer(ThreadingHTTPServer):
     """A thread per connection, at most ``MAX_CONNECTIONS`` of them: 400 held sockets cost 32 threads for at
-    most the idle timeout, not 400 threads for as long as the clients like."""
+    most the idle timeout (the handler's ``timeout``), not 400 threads for as long as the clients like. The
+    stdlib servers of every port (the control API, the metrics) are these."""
 
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog (socketserver's 5 made a burst of clients wait on SYN retries)
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], what: str):
         super().__init__(address, handler)
+        self.what = what
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def process_request(self, request: _Request, client_address: Any) -> None:
@@ -93,7 +96,7 @@ class _BoundedServer(ThreadingHTTPServer):
             self._slots.release()
 
     def handle_error(self, request: _Request, client_address: Any) -> None:
-        log.debug("control API: connection from %s ended with an error", client_address, exc_info=True)
+        log.debug("%s: connection from %s ended with an error", self.what, client_address, exc_info=True)
 
 
 class ControlServer:
@@ -128,7 +131,7 @@ class ControlServer:
                 pass  # request lines would carry nothing useful; the token is never logged
 
         try:
-            self.server = _BoundedServer((host, port), Handler)
+            self.server = BoundedServer((host, port), Handler, "control API")
         except OSError as e:
             raise ControlError(f"control API cannot listen on {host}:{port} ({e.strerror}); change control.port") from None
         self.address = self.server.server_address

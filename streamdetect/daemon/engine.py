@@ -6,7 +6,9 @@ applies the scores to each stream's event trackers in order. Trackers are only t
 Live streams never block: if the engine falls behind, the backlog is logged, and live windows are bounded twice
 by one mechanism (``_bound``): each live stream keeps at most ``live_queue_windows`` windows queued (about half a
 megabyte each), and with ``max_queue_windows`` (a remote encoder whose server may go away) all live streams
-together keep at most that many. Beyond either bound the oldest live windows are dropped, counted once
+together keep at most that many, and one stream as many as that too (the documented wait for a server that is
+away is ``runtime.triton.queue_windows``, not the per-stream bound). Beyond either bound the oldest live windows
+are dropped, counted once
 (``EngineStats.dropped_windows``, the stream's run summary, ``streamdetect_dropped_windows_total{stream}``) and
 logged, so a machine that cannot keep up, a source faster than real time or a server that is away cannot fill
 memory. Finite streams (files) wait for room instead.
@@ -33,6 +35,7 @@ from streamdetect.pipeline.observers import EngineObserver
 from streamdetect.pipeline.streams import RunSummary, StreamSettings, StreamState, summarize
 from streamdetect.pipeline.tap import AudioTap
 from streamdetect.pipeline.windows import Window
+from streamdetect.prompts.bank import PromptBank
 from streamdetect.sources.base import AudioSource, Gap
 from streamdetect.util.memory import NativeHeap
 from streamdetect.util.ratelimit import RateLimitedLog
@@ -93,7 +96,7 @@ class BatchingEngine:
         self.finite_queue_windows = finite_queue_windows or 4 * self.max_batch
         self.max_queue_windows = max_queue_windows
         self._drop_log = RateLimitedLog(log, backlog_warn_s)
-        self.live_queue_windows = live_queue_windows
+        self.live_queue_windows = max(live_queue_windows, max_queue_windows or 0)
         self.heap, self.trim_every_s = heap, trim_every_s
         self._next_trim = time.monotonic() + trim_every_s
         self._queued: dict[int, int] = {}  # windows queued per live stream (by id: names may repeat in tests)
@@ -104,7 +107,7 @@ class BatchingEngine:
         self._thread = threading.Thread(target=self._loop, name="streamdetect-inference", daemon=True)
         self._error: BaseException | None = None
         self._backlog_log = RateLimitedLog(log, backlog_warn_s)  # a backlog lasts: warn once per backlog_warn_s
-        self._reload: Config | None = None  # a validated Config waiting to be applied by the inference thread
+        self._reload: tuple[Config, PromptBank] | None = None  # a validated config and its bank, to be applied
         self._tickets: list[ReloadTicket] = []
 
     def start(self) -> None:
@@ -152,10 +155,19 @@ class BatchingEngine:
             self._cond.notify_all()
 
     def request_reload(self, config: Config) -> ReloadTicket:
-        """Apply a new (already validated) config between two batches, on the inference thread."""
+        """Apply a new (already validated) config between two batches, on the inference thread. Its prompt bank
+        (audio examples embedded: seconds) is built first, here, in the caller's thread: detection goes on
+        meanwhile, and the inference thread only swaps it in."""
         ticket = ReloadTicket()
+        try:
+            bank = self.detector.prepare(config)
+        except Exception as e:  # noqa: BLE001 - a failed reload must not stop detection; the gate logs one line
+            log.debug("the prompt bank of the new config could not be built", exc_info=True)
+            ticket.error = f"{type(e).__name__}: {e}"
+            ticket.done.set()
+            return ticket
         with self._cond:
-            self._reload = config
+            self._reload = (config, bank)
             self._tickets.append(ticket)
             self._cond.notify_all()
         return ticket
@@ -242,14 +254,15 @@ class BatchingEngine:
         try:
             while (batch := self._take()) is not None:
                 with self._cond:
-                    config, self._reload = self._reload, None
+                    reload, self._reload = self._reload, None
                     tickets, self._tickets = self._tickets, []
-                if config is not None:
+                if reload is not None:
                     error = None
                     try:
-                        self.detector.reload(config)
+                        self.detector.reload(*reload)
                     except Exception as e:  # noqa: BLE001 - a failed reload must not stop detection
-                        log.exception("config reload failed; the previous config keeps running")
+                        # the gate logs the one-line error; the traceback only for a developer who asks
+                        log.debug("config reload failed; the previous config keeps running", exc_info=True)
                         error = f"{type(e).__name__}: {e}"
                     for ticket in tickets:  # a superseded request counts as answered by the newest one
                         ticket.error = error

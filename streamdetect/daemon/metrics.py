@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,10 +25,11 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from streamdetect.daemon.control import send_answer
+from streamdetect.daemon.control import BoundedServer, send_answer
 from streamdetect.pipeline.events import Catalog, EventRecord
 from streamdetect.pipeline.results import WindowResult
 from streamdetect.web.endpoints import METRICS_NOT_FOUND, health_answer, metrics_answer
+from streamdetect.web.guard import IDLE_TIMEOUT_S
 
 PHASES = ("start", "end")
 
@@ -186,7 +187,10 @@ class Metrics:
         ok = all(s["ok"] for s in streams.values())
         parts = {name: report() for name, report in self._health_parts.items()}
         ok = ok and all(part_ok for part_ok, _ in parts.values())
-        return ok, {"ok": ok, "streams": streams, **{name: details for name, (_, details) in parts.items()}}
+        # "degraded": answering 200, but a part runs on a stand-in (the local encoder for an away server)
+        status = "down" if not ok else "degraded" if any(d.get("degraded") for _, d in parts.values()) else "up"
+        return ok, {"ok": ok, "status": status, "streams": streams,
+                    **{name: details for name, (_, details) in parts.items()}}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -204,8 +208,11 @@ class MetricsServer:
     extra is missing (with it, the daemon serves them from its ASGI app, ``web.routes_metrics``), sending the
     same answers (``web.endpoints``)."""
 
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9464):
+    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9464,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S):
         class Handler(BaseHTTPRequestHandler):
+            timeout = idle_timeout_s  # socket timeout: a held, silent connection is closed and its thread ends
+
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 send_answer(self, metrics_answer(metrics) if path == "/metrics" else
@@ -214,7 +221,7 @@ class MetricsServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = BoundedServer((host, port), Handler, "metrics")
         self.address = self.server.server_address
         self._thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)
         self._thread.start()

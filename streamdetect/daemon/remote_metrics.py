@@ -31,6 +31,8 @@ class RemoteEncoderMetrics:
         self.fallbacks = Counter("streamdetect_remote_encoder_fallback_windows_total",
                                  "Windows the local encoder ran while the server was away", registry=r)
         self.up = Gauge("streamdetect_remote_encoder_up", "1 while the server answers, else 0", registry=r)
+        self.degraded = Gauge("streamdetect_remote_encoder_degraded", "1 while the station runs without its server "
+                              "(windows on the local fallback, or waiting), else 0", registry=r)
         self._state, self._detail, self._since = "unchecked", "", time.monotonic()
         self._lock = threading.Lock()
 
@@ -50,15 +52,17 @@ class RemoteEncoderMetrics:
                 self.outages.inc()
             self._state, self._detail, self._since = state, detail, time.monotonic()
         self.up.set(1 if state == "up" else 0)
+        self.degraded.set(0 if state == "up" else 1)
 
     def fallback_windows(self, count: int) -> None:
         self.fallbacks.inc(count)
 
     def health(self) -> tuple[bool, dict]:
-        """Not ok while windows wait for an away server; running on the local fallback is degraded but ok."""
+        """Not ok while windows wait for an away server; running on the local fallback is degraded but ok
+        (``degraded``: /healthz's ``status`` says so while the answer stays 200)."""
         with self._lock:
             state, detail, since = self._state, self._detail, self._since
-        report = {"url": self.url, "model": self.model, "state": state,
+        report = {"url": self.url, "model": self.model, "state": state, "degraded": state not in ("up", "unchecked"),
                   "seconds_in_state": round(time.monotonic() - since, 3)}
         if detail:
             report["detail"] = detail

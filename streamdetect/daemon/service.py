@@ -112,6 +112,9 @@ class DetectorService:
             self.detector: Detector = build_detector(config, bundle, self.sinks, encoder=encoder,
                                                      observer=self.metrics, listeners=listeners,
                                                      encoder_observer=self.remote_metrics, clock=clock)
+            close_encoder = getattr(self.detector.encoder, "close", None)  # a remote one's probe thread and pool
+            if encoder is None and callable(close_encoder):
+                self._closing.callback(close_encoder)
             self.summary: SummaryScheduler | None = None
             if config.summary.at is not None:
                 self.summary = SummaryScheduler(config, summary_senders(config, self.sinks.sinks),

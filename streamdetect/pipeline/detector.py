@@ -91,13 +91,19 @@ class Detector:
             self._catalog_changed()
         return stream
 
-    def reload(self, config: Config) -> list[EventRecord]:
-        """Switch to a new config's events, gate and novelty without a restart (call from the thread that
-        analyses); see ``pipeline.reconfigure``. Window, runtime, source and sink settings stay as they were."""
-        warn_restart_only(self.config, config)
+    def prepare(self, config: Config) -> PromptBank:
+        """The prompt bank a reload to ``config`` switches to. Any thread may build it (embedding its audio
+        examples takes seconds), so the thread that analyses never waits for it."""
         if self.bank_for is None:
             raise RuntimeError("this detector was built with a fixed prompt bank and cannot reload its events")
-        bank, rules = self.bank_for(config), event_rules(config.events)
+        return self.bank_for(config)
+
+    def reload(self, config: Config, bank: PromptBank | None = None) -> list[EventRecord]:
+        """Switch to a new config's events, gate and novelty without a restart (call from the thread that
+        analyses), with ``bank`` from ``prepare`` (built here without); see ``pipeline.reconfigure``. Window,
+        runtime, source and sink settings stay as they were."""
+        warn_restart_only(self.config, config)
+        bank, rules = bank if bank is not None else self.prepare(config), event_rules(config.events)
         records = [r for s in self.streams for r in self._emit(s, retrack(s, bank.labels, rules, config.novelty))]
         self.config, self.bank, self.rules = config.model_copy(update={
             "windows": self.config.windows, "runtime": self.config.runtime}), bank, rules

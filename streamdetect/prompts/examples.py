@@ -46,7 +46,7 @@ class ExampleEmbedder:
         self.cache = cache
 
     def __call__(self, paths: Sequence[str | Path]) -> np.ndarray:
-        from streamdetect.embed.clip import clip_embedding
+        from streamdetect.embed.clip import MAX_EXAMPLE_S, clip_embedding
 
         out = []
         for path in paths:
@@ -56,7 +56,7 @@ class ExampleEmbedder:
                 if self._encoder is None:
                     self._encoder = self._encoder_factory()
                 log.info("embedding example %s with the audio encoder", path)
-                embedding = clip_embedding(Path(path), self.frontend, self._encoder)
+                embedding = clip_embedding(Path(path), self.frontend, self._encoder, max_s=MAX_EXAMPLE_S)
                 if self.cache is not None:
                     self.cache.put(digest, embedding)
             out.append(np.asarray(embedding, np.float32))

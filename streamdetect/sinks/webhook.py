@@ -3,7 +3,7 @@ outage loses nothing: records that still fail are appended to a JSON-lines spool
 soon as the receiver answers again (also after a restart). Delivery is at least once; receivers can drop
 repeats by ``(id, phase)``.
 
-Every request has a total deadline (``timeout_s``) and reads at most 64 KiB of the answer (``DeadlinePoster``).
+Every request has a total deadline (``timeout_s``) and reads at most 64 KiB of the answer (``DeadlineClient``).
 While the receiver is down, new records go straight to the spool and the spool's head is retried with back-off,
 so a hanging receiver costs one deadline per retry, not one per record. The spool is sent by the sink's worker
 in slices of about a second, between records and while idle, never while the sink is built: detection starts at
@@ -28,9 +28,9 @@ from pydantic import AnyHttpUrl, Field
 
 from streamdetect.pipeline.events import EventRecord
 from streamdetect.sinks.base import Sink, SinkError, SinkOptions
-from streamdetect.sinks.http import DeadlinePoster, PostFailed
 from streamdetect.sinks.spool import open_spool
 from streamdetect.util.backoff import Backoff
+from streamdetect.util.deadline_http import DeadlineClient, RequestFailed
 from streamdetect.util.paths import state_dir
 from streamdetect.util.ratelimit import OutageLog, RateLimitedLog
 from streamdetect.util.urls import mask_url, scrub
@@ -96,7 +96,7 @@ class WebhookSink(Sink[WebhookOptions]):
         self._spool = open_spool(options.spool_dir, "webhook", self.url, f"webhook {self.shown_url}",
                                  Backoff(options.backoff_s, options.max_backoff_s, rng=self._rng))
         self.spool, self.dead_letter = self._spool.path, self._spool.dead_path
-        self.poster = DeadlinePoster(options.timeout_s, options.headers)
+        self.poster = DeadlineClient(options.timeout_s, options.headers)
         self.delivered = 0
         self.spooled = 0  # records kept in the spool while the receiver was away: retried, not failures
         self._retry = Backoff(options.backoff_s, options.max_backoff_s, rng=self._rng)  # of the spool's head
@@ -189,7 +189,7 @@ class WebhookSink(Sink[WebhookOptions]):
     def _attempt(self, body: bytes, headers: dict[str, str]) -> _Outcome:
         try:
             answer = self.poster.post(self.url, body, headers)
-        except PostFailed as e:
+        except RequestFailed as e:
             reason = scrub(str(e), self.url)
             log.debug("webhook %s: %s", self.shown_url, reason)
             return _Outcome(False, reason=reason)

@@ -13,6 +13,7 @@ import soundfile as sf
 from pydantic import Field
 
 from streamdetect.sources.base import AudioSource, Gap, Resampler, SourceError, SourceOptions
+from streamdetect.util.files import file_problem
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,8 @@ class FileSource(AudioSource[FileOptions]):
     def __init__(self, options: FileOptions, sample_rate: int, name: str | None = None):
         super().__init__(options, sample_rate, name or Path(options.path).name)
         self.path = Path(options.path)
-        if not self.path.is_file():
-            raise SourceError(f"audio file {self.path} does not exist")
+        if (problem := file_problem(self.path)) is not None:
+            raise SourceError(f"audio file {self.path} {problem}")
         try:
             with sf.SoundFile(self.path) as fh:
                 self.file_rate, self.channels, self.frames = fh.samplerate, fh.channels, fh.frames

@@ -7,9 +7,11 @@ full disk or a kill in the middle of a write can leave at worst a stray temp fil
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +22,26 @@ TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{8}\.tmp$")
 _MAX_TARGET_CHARS = 200  # of the target's name inside the temp name: the whole must stay within NAME_MAX (255)
 
 Writer = Callable[[BinaryIO], object]
+
+
+def file_problem(path: Path | str) -> str | None:
+    """Why ``path`` cannot be read as a regular file, in words that finish "<path> ...": "does not exist", "is a
+    folder", "is not a regular file (a FIFO)", "is a symlink loop"; None when it is one. A FIFO or ``/dev/zero``
+    opened as audio would block or never end, and "does not exist" for a folder sends the user looking for a
+    file that is there."""
+    try:
+        mode = os.stat(path).st_mode  # through links
+    except FileNotFoundError:
+        return "is a link to nothing" if os.path.islink(path) else "does not exist"
+    except OSError as e:
+        return "is a symlink loop" if e.errno == errno.ELOOP else f"cannot be checked ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "special")
+    return f"is not a regular file ({kind})"
 
 
 def temp_path(path: Path) -> Path:

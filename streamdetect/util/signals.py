@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 
 class HangupLatch:
@@ -61,3 +62,11 @@ class StopSignals:
     def check(self) -> None:
         if self.caught is not None:
             raise SignalExit(self.caught)
+
+
+def interrupted(signum: int, command: str | None) -> int:
+    """The one line a verb ended by a signal leaves (never a traceback), and its exit status, 128 + the signal;
+    ``command`` None: the program was still starting (importing its libraries)."""
+    what = f"{command} interrupted" if command else "interrupted while starting"
+    print(f"streamdetect: {what} by {signal.Signals(signum).name}", file=sys.stderr)
+    return 128 + signum

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -147,12 +147,17 @@ class GuardMiddleware:
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, read in chunks up to ``max_bytes`` (a chunked upload has no Content-Length to check)."""
+    """The body, read in chunks up to ``max_bytes`` (a chunked upload has no Content-Length to check). A client
+    that hangs up before its body ends is a 400 nobody reads, not an exception (uvicorn logged each one as a
+    traceback: any peer could fill the log)."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise BodyError(413, f"request body over {max_bytes} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                raise BodyError(413, f"request body over {max_bytes} bytes")
+    except ClientDisconnect:
+        raise BodyError(400, "the client hung up before its request body ended") from None
     return bytes(body)
 
 

@@ -55,12 +55,3 @@ async def apply_config(ctx: WebContext, config: Config) -> tuple[int, str]:
                 Outcome.STOPPED: "the daemon is stopping; the config was not applied"}
     return result.status, messages[result.outcome]
 
-
-def number(request: Request, key: str, default: float | None = None) -> float | None:
-    text = request.query_params.get(key)
-    if text in (None, ""):
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{key} must be a number, found {text!r}") from None

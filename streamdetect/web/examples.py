@@ -23,6 +23,7 @@ from pathlib import Path
 import soundfile as sf
 
 from streamdetect.config import Config
+from streamdetect.embed.clip import MAX_EXAMPLE_S
 from streamdetect.util.files import atomic_write
 from streamdetect.util.names import safe_name
 from streamdetect.util.paths import state_dir
@@ -45,8 +46,9 @@ def example_id(path: str | Path) -> str:
     return hashlib.sha256(os.path.abspath(path).encode("utf-8")).hexdigest()[:16]
 
 
-def checked_audio(data: bytes) -> tuple[str, float]:
-    """(suffix, duration in seconds) of an uploaded file, decoded in full; ``ExampleError`` if it is not audio."""
+def checked_audio(data: bytes, max_s: float = MAX_EXAMPLE_S) -> tuple[str, float]:
+    """(suffix, duration in seconds) of an uploaded file, decoded in full (a block at a time, and only up to
+    ``max_s``: a small file may decode to hours); ``ExampleError`` if it is not audio or lasts longer."""
     if not data:
         raise ExampleError("the file is empty; send WAV, FLAC, OGG or MP3")
     try:
@@ -55,7 +57,7 @@ def checked_audio(data: bytes) -> tuple[str, float]:
             while True:
                 block = fh.read(65536, dtype="float32", always_2d=True)
                 frames += block.shape[0]
-                if block.shape[0] < 65536:
+                if block.shape[0] < 65536 or frames > max_s * max(rate, 1):
                     break
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         reason = str(e).rsplit(": ", 1)[-1][:120]  # libsndfile's reason, without the name of the buffer
@@ -64,6 +66,9 @@ def checked_audio(data: bytes) -> tuple[str, float]:
         raise ExampleError(f"{kind} audio is not accepted here; send WAV, FLAC, OGG or MP3")
     if frames == 0 or rate <= 0:
         raise ExampleError("the file holds no audio; send WAV, FLAC, OGG or MP3")
+    if frames > max_s * rate:
+        raise ExampleError(f"the file lasts more than {max_s:g} s; an audio example may last at most {max_s:g} s "
+                           "(cut it to the sound)")
     return FORMATS[kind], frames / rate
 
 

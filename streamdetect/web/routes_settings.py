@@ -44,13 +44,15 @@ async def current_form(ctx: WebContext) -> SettingsForm:
 async def save_settings(ctx: WebContext, data: Any) -> JSONResponse:
     """Validate, apply live, write the YAML, then delete the managed example files no event lists any more.
 
-    The one save path: the form's Apply and an event's "use as example" both come here."""
+    The one save path: the form's Apply and an event's "use as example" both come here. A save still pending
+    after the gate's wait (202) is written too: it is valid, its prompt bank is built, and the inference thread
+    applies it once it gets to it; left out of the YAML, a restart would quietly undo it."""
     current = ctx.current()
     known = await run_in_threadpool(known_examples, current, ctx.examples)
     config = parse_config(merged_data(current, data, known.get), "settings")
     status, message = await apply_config(ctx, config)
     saved = False
-    if status == 200:
+    if status in (200, 202):
         if ctx.config_path is not None:
             sections, managed = yaml_sections(config, current, ctx.config_path.parent)
             await run_in_threadpool(update_yaml, ctx.config_path, sections, managed)

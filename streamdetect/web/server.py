@@ -24,6 +24,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from streamdetect.util.ratelimit import RateLimitedLog
 from streamdetect.web.guard import IDLE_TIMEOUT_S
 from streamdetect.web.tokens import WebError
 
@@ -63,6 +64,30 @@ class Served:
         self._sock.close()
 
 
+PEER_WARNINGS = frozenset({"Invalid HTTP request received.", "Unsupported upgrade request."})
+
+
+class PeerMistakes(logging.LoggerAdapter):
+    """uvicorn's error logger as one surface's connections use it, with uvicorn's warnings about what a peer
+    sent (``PEER_WARNINGS``, one per request) logged at most once a minute with a count (``RateLimitedLog``):
+    any client that reaches the port could otherwise write a log line per request. Everything else (an
+    exception in the app) passes unchanged."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0):
+        super().__init__(logger, {})
+        self._limited = RateLimitedLog(log, interval_s)
+
+    @property
+    def level(self) -> int:  # uvicorn compares it with its TRACE level
+        return self.logger.level
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if level == logging.WARNING and msg in PEER_WARNINGS and not args:
+            self._limited("a peer sent what HTTP cannot carry: uvicorn answered 400 (%s)", msg, key=msg)
+        else:
+            self.logger.log(level, msg, *args, **kwargs)
+
+
 class IdleClosingH11(H11Protocol):
     """uvicorn's h11 protocol, closing a connection that sends nothing of a request for ``idle_timeout_s``.
 
@@ -73,8 +98,11 @@ class IdleClosingH11(H11Protocol):
     """
 
     idle_timeout_s = IDLE_TIMEOUT_S
+    peer_log: PeerMistakes | None = None  # the surface's (None: uvicorn's own logger)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.peer_log is not None:
+            self.logger = self.peer_log  # type: ignore[assignment]  # handed to each request's cycle too
         super().connection_made(transport)
         self._idle: asyncio.TimerHandle | None = None
         self._arm()
@@ -119,8 +147,9 @@ class HttpSurface:
     """The event loop thread; ``serve`` adds a port to it, ``close`` stops every port and the thread."""
 
     def __init__(self, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
-        # a subclass per surface, so two surfaces in one process (tests) can have their own timeout
-        self._protocol = type("IdleClosingH11", (IdleClosingH11,), {"idle_timeout_s": idle_timeout_s})
+        # a subclass per surface, so two surfaces in one process (tests) have their own timeout and log limit
+        self._protocol = type("IdleClosingH11", (IdleClosingH11,), {
+            "idle_timeout_s": idle_timeout_s, "peer_log": PeerMistakes(logging.getLogger("uvicorn.error"))})
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="web-http", daemon=True)
         self._thread.start()

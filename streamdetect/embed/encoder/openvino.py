@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ class OpenVinoAudioEncoder:
         self.file = bundle.audio_encoder_file(self.precision, on_gpu=False)  # the IR at bf16, the ONNX graph at fp32
         self._compiled = compile_openvino(bundle.path(self.file), self.precision)
         self._request = self._compiled.create_infer_request()
+        # one request object, not safe from two threads: the engine's and a reload's (embedding its examples)
+        self._lock = threading.Lock()
         log.info("%s runs on OpenVINO %s, CPU, %s", self.file, openvino_module().__version__, self.precision)
         self(np.zeros((1, *self.feature_shape), dtype=np.float32))  # warm-up: first run allocates and plans
 
@@ -53,4 +56,5 @@ class OpenVinoAudioEncoder:
         return in_chunks(self._run, check_features(features, self.feature_shape), 1)  # compiled for batch 1
 
     def _run(self, features: np.ndarray) -> np.ndarray:
-        return self._request.infer({0: features})[self._compiled.output(0)].copy()
+        with self._lock:
+            return self._request.infer({0: features})[self._compiled.output(0)].copy()

@@ -5,11 +5,14 @@ Log-mel features travel rather than audio: a 3 s window's features are 1001 x 64
 48 kHz 576 kB as float32 (288 kB as int16), and the front end would have to run on the server too
 (bench/triton.py measures the bytes per stream).
 
-Every engine batch is one request (split only where the server's ``max_batch_size`` is smaller). A failed request
-is retried ``retries`` times at once (with jittered waits); then the server counts as away: with
-``fallback: local`` the exported encoder on this machine runs the windows, otherwise ``EncoderUnavailable`` tells
-the batching engine to keep them queued. While away, the server is tried again after each ``Backoff`` wait, and
-its model is checked again before it is used (a restarted server may serve another one). A server can also
+Every engine batch is one request (split only where the server's ``max_batch_size`` is smaller), under one
+deadline (``timeout_s``, the whole request: a server that trickles its answer fails like a silent one). A request
+that failed fast (refused, an HTTP error) is retried ``retries`` times at once (with jittered waits); one that
+ran out its deadline is not, as that already cost the inference thread a whole deadline. Then the server counts
+as away: with ``fallback: local`` the exported encoder on this machine runs the windows, otherwise
+``EncoderUnavailable`` tells the batching engine to keep them queued. While away, a probe thread (never the
+inference thread, which would stall detection for a deadline per probe) checks the server's model after each
+``Backoff`` wait; once it answers with this station's model, the windows go to the server again. A server can also
 restart between two batches unseen; a request that arrives over a new connection is therefore not used until
 the model's identity was checked again (and at least every ``RECHECK_S`` on one connection). Each outage is logged
 once when it starts and once when it ends; the observer counts everything else.
@@ -40,6 +43,7 @@ from streamdetect.util.backoff import Backoff
 
 log = logging.getLogger(__name__)
 RECHECK_S = 60.0  # the model is checked again this often even on one connection (a reload in place)
+ANSWER_ROOM_BYTES = 1 << 20  # of an answer beyond the largest batch's embeddings: JSON headers, a model config
 
 
 def _parameters(config: dict[str, Any]) -> dict[str, str]:
@@ -60,7 +64,8 @@ class TritonAudioEncoder:
         self.feature_shape = (1, params.n_frames, params.n_mels)
         self.embedding_dim = bundle.embedding_dim
         self.file, self.precision = "audio_encoder.onnx", "fp32"  # until the server says which file it runs
-        self.client = KServeClient(cfg.url, cfg.timeout_s, bearer_token(cfg.token_env), cfg.ca_file, cfg.verify_tls)
+        self.client = KServeClient(cfg.url, cfg.timeout_s, bearer_token(cfg.token_env), cfg.ca_file, cfg.verify_tls,
+                                   max_answer_bytes=ANSWER_ROOM_BYTES + 4 * options.max_batch * self.embedding_dim)
         self.backoff = Backoff(cfg.retry_min_s, cfg.retry_max_s)
         self.input_name, self.output_name, self.server_batch = "input_features", "audio_embedding", 0
         self.state = "unchecked"  # -> up | away | fallback
@@ -71,40 +76,63 @@ class TritonAudioEncoder:
         self._trusted: Any = None  # the connection the model was last checked over
         self._recheck = 0.0
         self._lock = threading.Lock()  # one request at a time: the engine thread, the prompt bank's examples
+        self._closed = threading.Event()
+        self._probing = False  # a probe thread runs (set and cleared under _lock, so an outage never lacks one)
+        self._prober: threading.Thread | None = None
         try:
             self._verify()
             self._set_state("up", "")
         except RemoteError as e:
             if e.kind == "wrong_model":
+                self.client.close()
                 raise ModelError(f"runtime.triton: {self.client.url} model {cfg.model!r}: {e}") from e
-            self._went_away(e)
+            with self._lock:
+                self._went_away(e)
 
     def describe(self) -> str:
         return f"Triton {self.client.url} model {self.config.model} ({self.state})"
 
     def close(self) -> None:
+        self._closed.set()
+        if self._prober is not None:
+            self._prober.join(self.config.timeout_s + 1.0)  # a probe in flight ends within its deadline
         self.client.close()
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         features = check_features(features, self.feature_shape)
         with self._lock:
-            if self.state in ("away", "fallback") and time.monotonic() < self._next_try:
+            if self.state != "up":  # the probe thread says when it is back
                 return self._without_server(features)
             for attempt in range(self.config.retries + 1):
                 try:
-                    out = in_chunks(self._remote, features, self.server_batch or None)
+                    return in_chunks(self._remote, features, self.server_batch or None)
                 except RemoteError as e:
                     if self.observer is not None:
                         self.observer.remote_error(e.kind)
-                    if e.kind == "wrong_model" or attempt == self.config.retries:
+                    if e.kind in ("wrong_model", "timeout") or attempt == self.config.retries:
                         self._went_away(e)
                         return self._without_server(features)
                     self._sleep(self.backoff.delay(attempt + 1))
-                    continue
-                if self.state != "up":
-                    self._came_back()
-                return out
         raise AssertionError("unreachable")  # the loop returns or hands over on its last attempt
+
+    def _probe(self) -> None:
+        """The probe thread of one outage: after each back-off wait, fetch the model's configuration (outside
+        ``_lock``, so the inference thread runs the fallback meanwhile) and check it; ends when it is ours."""
+        while not self._closed.wait(max(0.0, self._next_try - time.monotonic())):
+            try:
+                config = self.client.model_config(self.config.model)
+                with self._lock:
+                    self._accept(config)
+                    self._probing = False
+                    self._came_back()
+                return
+            except RemoteError as e:
+                if self.observer is not None:
+                    self.observer.remote_error(e.kind)
+                with self._lock:
+                    self._went_away(e)
+        with self._lock:
+            self._probing = False
 
     def _remote(self, features: np.ndarray) -> np.ndarray:
         if not self._verified:
@@ -123,8 +151,10 @@ class TritonAudioEncoder:
         return result.outputs
 
     def _verify(self) -> None:
+        self._accept(self.client.model_config(self.config.model))
+
+    def _accept(self, config: dict[str, Any]) -> None:
         """Refuse a server whose model is not this station's export (a ``wrong_model`` RemoteError)."""
-        config = self.client.model_config(self.config.model)
         try:
             file = served_file(self.bundle, _parameters(config))
             inputs, outputs = config.get("input", []), config.get("output", [])
@@ -147,12 +177,18 @@ class TritonAudioEncoder:
             if self.observer is not None:
                 self.observer.fallback_windows(features.shape[0])
             return self.local(features)
+        # after the next probe; while one is in flight, after the shortest back-off (each try recomputes features)
         raise EncoderUnavailable(f"the Triton server {self.client.url} is away",
-                                 max(0.0, self._next_try - time.monotonic()))
+                                 max(self.config.retry_min_s, self._next_try - time.monotonic()))
 
     def _went_away(self, error: RemoteError) -> None:
+        """(``_lock`` held.) Count the server as away, and make sure one probe thread looks for its return."""
         self._verified = False
         self._next_try = time.monotonic() + self.backoff.next_delay()
+        if not self._probing and not self._closed.is_set():
+            self._probing = True
+            self._prober = threading.Thread(target=self._probe, name="triton-probe", daemon=True)
+            self._prober.start()
         if self.state in ("away", "fallback"):
             if error.kind != self._away_kind:  # down, then up with another model: say so, once
                 self._away_kind = error.kind

@@ -8,6 +8,7 @@ default), so no bookmark or script that worked before stops working.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -21,10 +22,15 @@ MAX_LABEL_CHARS, MAX_NAME_CHARS = 200, 255
 
 
 def _number(key: str, value: Any) -> float:
+    """A finite number: ``1e400`` (inf) or ``nan`` would pass ``float`` and fail later, as a 500 from ``int()``
+    or as a filter that matches nothing."""
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{key} must be a number, found {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} must be a finite number, found {value!r}")
+    return number
 
 
 def _when(key: str, text: str) -> str:
