@@ -76,13 +76,24 @@ class StoreHeader:
 
 
 def read_header(path: Path) -> StoreHeader | None:
-    """The header of the file at ``path``, or None if there is none."""
+    """The header of the file at ``path``, or None if there is none. Never for a file this process has open in
+    SQLite: closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included
+    (sqlite.org/howtocorrupt.html, 2.2); a writer reads its own file's header with ``header_of``."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(100)
-            size = os.fstat(fh.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        return header_of(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def header_of(fd: int) -> StoreHeader:
+    """The header of the file open as ``fd`` (read in place: no descriptor opened or closed)."""
+    head, size = os.pread(fd, 100, 0), os.fstat(fd).st_size
     whole = len(head) == 100 and head.startswith(SQLITE_MAGIC)
     return StoreHeader(size, whole, int.from_bytes(head[68:72], "big") if whole else 0,
                        int.from_bytes(head[60:64], "big") if whole else 0)
@@ -117,7 +128,10 @@ def claim(db: sqlite3.Connection, tag: int) -> None:
     if db.execute("PRAGMA user_version").fetchone()[0] == 0:
         db.execute(f"PRAGMA user_version = {int(tag)}")
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # busy (a reader): the header reaches the file later
+    # PASSIVE: as far as readers allow, without waiting for them (TRUNCATE waited the whole busy timeout, 30 s,
+    # for a reader such as the dashboard to finish, and held up the daemon's start); what a reader holds back
+    # reaches the file at a later checkpoint
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def close_without_checkpoint(db: sqlite3.Connection) -> None:

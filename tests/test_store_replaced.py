@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -147,3 +149,23 @@ def test_a_write_lock_held_past_the_busy_timeout_is_waited_out(tmp_path):
     sinks.close()
     assert ids(path) == ["e000"] and sink.lock_waits >= 2
     assert (sink.lost, sinks.failures["db"]) == (0, 0)
+
+
+def test_records_are_seen_by_another_process_while_the_sink_writes(tmp_path):
+    """The sink checks its file before every record without opening and closing it again: closing any descriptor
+    of a file drops the process's POSIX locks on it, SQLite's included, and a reader in another process then saw
+    none of the records written since (they appeared when the writer exited: 40 s late in test_faults)."""
+    path = tmp_path / "events.db"
+    sink = SqliteSink(SqliteOptions(path=str(path)))
+    try:
+        for i in range(3):
+            sink.emit(event_record("start", id=f"e{i:03d}"))
+        count = ("import sqlite3, sys; db = sqlite3.connect(sys.argv[1], timeout=5)\n"
+                 "print(db.execute('SELECT count(*) FROM records').fetchone()[0])")
+        seen = subprocess.run([sys.executable, "-c", count, str(path)], capture_output=True, text=True, timeout=60)
+        assert seen.stdout.strip() == "3", seen.stderr
+        sink.emit(event_record("start", id="e003"))  # the reader's visit took nothing from the writer either
+        seen = subprocess.run([sys.executable, "-c", count, str(path)], capture_output=True, text=True, timeout=60)
+        assert seen.stdout.strip() == "4", seen.stderr
+    finally:
+        sink.close()

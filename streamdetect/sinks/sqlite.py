@@ -36,9 +36,9 @@ from streamdetect.store import (
     close_without_checkpoint,
     connect,
     foreign_store,
+    header_of,
     insert_record,
     open_starts,
-    read_header,
 )
 from streamdetect.util.backoff import Backoff
 from streamdetect.util.ratelimit import OutageLog
@@ -94,15 +94,18 @@ class SqliteSink(Sink[SqliteOptions]):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = connect(self.path, page_cache_kib=WRITER_PAGE_CACHE_KIB, busy_timeout_s=self.busy_timeout_s)
         claim(self.db, random.SystemRandom().randrange(1, 2**31))
+        # The header is read through this one descriptor, kept open as long as the connection: opening and
+        # closing the file again before every record dropped SQLite's own POSIX locks on it (closing any
+        # descriptor of a file does), and readers in other processes then saw none of the records written
+        # since (a run's records appeared at its exit, 40 s late in test_faults).
+        self._fd = os.open(self.path, os.O_RDONLY)
         self._identity = _identity(self.path)
         self._sides = {suffix: _identity(self._side(suffix)) for suffix in SIDE_FILES}
-        header = read_header(self.path)
+        header = header_of(self._fd)
         self._tag = self.db.execute("PRAGMA user_version").fetchone()[0]
         # the header as the file has it now, and as it has it once a checkpoint has written ours (a reader can
         # keep the first checkpoint from reaching page 1)
-        self._headers = {(APPLICATION_ID, self._tag)}
-        if header is not None:
-            self._headers.add((header.application_id, header.user_version))
+        self._headers = {(APPLICATION_ID, self._tag), (header.application_id, header.user_version)}
         self._since_open = 0  # records stored in this file by this sink
 
     def _side(self, suffix: str) -> Path:
@@ -110,13 +113,15 @@ class SqliteSink(Sink[SqliteOptions]):
 
     def _changed(self) -> str | None:
         """None if the file at the path is still the one opened, else what happened to it."""
-        identity, header = _identity(self.path), read_header(self.path)
-        if identity is None or header is None:
+        try:
+            stat = self.path.stat()
+        except OSError:
             return "deleted"
-        if header.size == 0:
+        if stat.st_size == 0:
             return "emptied"
-        if identity != self._identity:
+        if (stat.st_dev, stat.st_ino) != self._identity:
             return "replaced"
+        header = header_of(self._fd)  # the same file as ours: read through our descriptor
         if not header.sqlite or (header.application_id, header.user_version) not in self._headers:
             return "overwritten"
         return None
@@ -134,6 +139,7 @@ class SqliteSink(Sink[SqliteOptions]):
         lost = self._since_open if carried is None else 0
         try:
             close_without_checkpoint(self.db)
+            os.close(self._fd)
         except sqlite3.Error as e:  # never closed, so never checkpointed into the new file
             log.error("sqlite sink: cannot close the connection to the old %s safely (%s); left open", self.path, e)
         self._clear_sides(keep=carried is None)
@@ -259,3 +265,4 @@ class SqliteSink(Sink[SqliteOptions]):
             if self._changed() is not None:
                 self._still_ours()  # never checkpoint into a file that is not ours
             self.db.close()
+            os.close(self._fd)  # after the connection: closing it drops the connection's locks
