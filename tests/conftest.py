@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-# Three xdist workers share CI's two cores, each starting exports, daemons and CLI runs: torch's and OpenBLAS's
+# Four xdist workers share CI's two cores, each starting exports, daemons and CLI runs: torch's and OpenBLAS's
 # OpenMP pools would each start one spinning thread per core in every process (export of the tiny model: 38 ->
 # 33 CPU-s on a quiet machine with one thread, more under load). Set before numpy or torch is imported here, and
 # inherited by every child. The product's own thread limits are tested with these variables removed
@@ -51,7 +51,7 @@ def kept_together(path: Path) -> bool:
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """CI's ``-n 3 --dist loadgroup``: the files of ``kept_together`` are one unit of work each, as under
+    """CI's ``-n 4 --dist loadgroup``: the files of ``kept_together`` are one unit of work each, as under
     ``--dist loadfile``; every other test is a unit of its own, so one slow file no longer sets the floor. (The
     scheduler groups here because xdist's own ``xdist_group`` marks are lost under pytest 9.2: it renames
     ``item._nodeid``, which pytest no longer reads.)"""
