@@ -123,8 +123,10 @@ def test_errors_from_the_server_hold_the_windows_until_it_answers_again(tiny_mod
         station.source.feed(4)
         station.wait(lambda: station.metric("streamdetect_remote_encoder_errors_total", kind="http") >= 2,
                      what="HTTP errors")
+        # counted at each try; the server is away once the last of them failed
+        station.wait(lambda: station.health()["remote_encoder"]["state"] == "away", what="the server away")
         waiting = station.stats.windows
-        assert station.health()["remote_encoder"]["state"] == "away" and not station.health()["ok"]
+        assert not station.health()["ok"]
         server.load(MODEL)
         station.wait(lambda: station.stats.windows > waiting, what="windows after the model is back")
         _, stats = station.finish()

@@ -88,6 +88,11 @@ class KServeClient:
         """The model's configuration (Triton's model-configuration extension), with its parameters."""
         return self._json(f"/v2/models/{model}/config")
 
+    def model_ready(self, model: str) -> None:
+        """Raises unless the model is loaded and ready for inference (its configuration is served either way:
+        an unloaded model's too)."""
+        self._request("GET", f"/v2/models/{model}/ready")
+
     def statistics(self, model: str) -> dict[str, Any]:
         return self._json(f"/v2/models/{model}/stats")
 

@@ -120,6 +120,7 @@ class TritonAudioEncoder:
         ``_lock``, so the inference thread runs the fallback meanwhile) and check it; ends when it is ours."""
         while not self._closed.wait(max(0.0, self._next_try - time.monotonic())):
             try:
+                self.client.model_ready(self.config.model)  # an unloaded model is not back, configured or not
                 config = self.client.model_config(self.config.model)
                 with self._lock:
                     self._accept(config)
