@@ -23,6 +23,7 @@ from streamdetect.model.manifest import MANIFEST_VERSION, TEXT_ENCODER, TOKENIZE
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.prompts.cache import PromptCache
 from streamdetect.store import connect, insert_record
+from streamdetect.util.ratelimit import TokenBucket
 from streamdetect.web.app import build_app
 from streamdetect.web.auth import Auth
 from streamdetect.web.context import ClipsPlace, WebContext
@@ -148,7 +149,7 @@ def fake_bundle(folder: Path) -> ModelBundle:
                                 "frontend": {}, "files": {TEXT_ENCODER: "t" * 64, TOKENIZER: "k" * 64}})
 
 
-def build_site(folder: Path, login: str = "always") -> Site:
+def build_site(folder: Path, login: str = "always", guesses: TokenBucket | None = None) -> Site:
     now = datetime.now(timezone.utc)
     bundle = fake_bundle(folder / "model")
     config_path = write_config(folder, bundle.directory, login)
@@ -162,5 +163,5 @@ def build_site(folder: Path, login: str = "always") -> Site:
     ctx = WebContext(config.web, reloads.current, lambda: bank, ReloadGate(reloads.current, reloads, 5.0), bundle,
                      hub, lambda text: text_vectors([text])[0], folder / "events.db",
                      ClipsPlace(folder / "clips", 1.0), config_path)
-    app = build_app(ctx, Auth(config.web, {"admin": ADMIN, "viewer": VIEWER}))
+    app = build_app(ctx, Auth(config.web, {"admin": ADMIN, "viewer": VIEWER}, guesses))
     return Site(folder, config_path, folder / "events.db", folder / "clips", ctx, app, reloads, times)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from streamdetect.web.auth import COOKIE, SESSION_S
+from streamdetect.web.auth import COOKIE, SESSION_S, TooManyGuesses, too_many_guesses
 from streamdetect.web.common import api, body
 from streamdetect.web.defs.query import ListenQuery, StreamQuery
 from streamdetect.web.defs.response import DoneAnswer, LiveDelta, LoginAnswer, SessionAnswer
@@ -20,7 +20,6 @@ from streamdetect.web.routing import auth_of, context, query, reply
 
 PUSH_INTERVAL_S = 0.5
 KEEPALIVE_S = 15.0
-FAILED_LOGIN_DELAY_S = 1.0
 LISTEN_RATE = 16_000  # Hz, 16-bit mono: 32 KB/s (256 kbit/s) per listener, enough for a monitor to 8 kHz; at
 # most real time (plus a burst of a second) also for a stream analysed faster, see Pacer
 LISTEN_INTERVAL_S = 0.25
@@ -41,9 +40,11 @@ async def session(request: Request) -> Response:
 async def login(request: Request) -> Response:
     data = await body(request, context(request))
     token = data.get("token") if isinstance(data, dict) else None
-    found = auth_of(request).login(token) if isinstance(token, str) and token else None
+    try:  # wrong tokens are bounded for the whole app (``Auth.check_token``), not by a sleep per connection
+        found = auth_of(request).login(token) if isinstance(token, str) and token else None
+    except TooManyGuesses as e:
+        return too_many_guesses(e)
     if found is None:
-        await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # guessing tokens costs a second a try
         return JSONResponse({"error": "wrong token"}, 401)
     sid, s = found
     response = reply(LoginAnswer(role=s.role, csrf=s.csrf))
