@@ -1,14 +1,16 @@
 """The dashboard's bounds on what one client may cost the station, in-process (``tests/web_site.py``): wrong
-tokens limited for the whole app, whichever connections send them."""
+tokens limited for the whole app, whichever connections send them; typed queries (GET) that never write."""
 
 from __future__ import annotations
 
 import asyncio
 
 import httpx
-from web_site import ADMIN, build_site
+import numpy as np
+from web_site import ADMIN, VIEWER, build_site, text_vectors
 
 from streamdetect.util.ratelimit import TokenBucket
+from streamdetect.web.app import TextQueries
 from streamdetect.web.auth import WRONG_TOKEN_BURST, WRONG_TOKENS_PER_S
 
 
@@ -56,9 +58,40 @@ def test_wrong_tokens_from_many_connections_are_checked_at_the_apps_rate(tmp_pat
 
 def test_right_tokens_do_not_spend_the_budget_of_wrong_ones(tmp_path):
     site, _, checked = limited_site(tmp_path)
-    for _ in range(3 * WRONG_TOKEN_BURST):
-        assert site.client().post("/api/login", json={"token": ADMIN}).status_code == 200
-        assert site.client(ADMIN).get("/api/session").status_code == 200
+    browser, script = site.client(), site.client(ADMIN)
+    for _ in range(WRONG_TOKEN_BURST + 2):  # more right tokens than the burst
+        assert browser.post("/api/login", json={"token": ADMIN}).status_code == 200
+        assert script.get("/api/session").status_code == 200
     statuses = [a.status_code for a in asyncio.run(_guesses(site.app, 20, 0))]
     assert statuses.count(401) == WRONG_TOKEN_BURST and statuses.count(429) == 20 - WRONG_TOKEN_BURST
-    assert len(checked) == 6 * WRONG_TOKEN_BURST + WRONG_TOKEN_BURST
+    assert len(checked) == 2 * (WRONG_TOKEN_BURST + 2) + WRONG_TOKEN_BURST
+
+
+def _files(folder) -> set:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+def test_typed_queries_write_nothing_and_are_kept_in_memory_within_a_bound(tmp_path):
+    site = build_site(tmp_path)
+    embedded: list[str] = []
+
+    def encoder(texts: list[str]):
+        embedded.extend(texts)
+        return text_vectors(texts)
+
+    queries = site.ctx.embed_text = TextQueries(site.ctx.embed_text.cache, lambda: encoder, kept=8)
+    viewer = site.client(VIEWER)
+    before = _files(site.folder)
+    assert any(p.suffix == ".npy" for p in before)  # the configured events' prompts are cached (not by a GET)
+    for i in range(40):
+        path = "/api/playground" if i % 2 else "/api/search"
+        assert viewer.get(path, params={"q": f"a query number {i}"}).status_code == 200
+    assert _files(site.folder) == before  # 40 new queries, no new file anywhere
+    assert embedded == [f"a query number {i}" for i in range(40)]
+    for i in range(32, 40):  # the last 8 are kept: not embedded again
+        assert viewer.get("/api/playground", params={"q": f"a query number {i}"}).status_code == 200
+    assert viewer.get("/api/playground", params={"q": "a beep"}).status_code == 200  # from the prompt cache
+    assert len(embedded) == 40 and len(queries._recent) == 8
+    assert viewer.get("/api/playground", params={"q": "a query number 0"}).status_code == 200  # dropped: again
+    assert embedded[-1] == "a query number 0" and len(queries._recent) == 8
+    np.testing.assert_allclose(queries("a query number 3"), text_vectors(["a query number 3"])[0], rtol=1e-6)
