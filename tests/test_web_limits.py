@@ -1,5 +1,6 @@
 """The dashboard's bounds on what one client may cost the station, in-process (``tests/web_site.py``): wrong
-tokens limited for the whole app, whichever connections send them; typed queries (GET) that never write."""
+tokens limited for the whole app, whichever connections send them; typed queries (GET) that never write; live
+views and listeners limited per session, each slot freed when its stream ends."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import asyncio
 
 import httpx
 import numpy as np
-from web_site import ADMIN, VIEWER, build_site, text_vectors
+from web_site import ADMIN, RATE, VIEWER, build_site, text_vectors
 
 from streamdetect.util.ratelimit import TokenBucket
 from streamdetect.web.app import TextQueries
 from streamdetect.web.auth import WRONG_TOKEN_BURST, WRONG_TOKENS_PER_S
+from streamdetect.web.live import LiveHub
 
 
 class FakeClock:
@@ -95,3 +97,71 @@ def test_typed_queries_write_nothing_and_are_kept_in_memory_within_a_bound(tmp_p
     assert viewer.get("/api/playground", params={"q": "a query number 0"}).status_code == 200  # dropped: again
     assert embedded[-1] == "a query number 0" and len(queries._recent) == 8
     np.testing.assert_allclose(queries("a query number 3"), text_vectors(["a query number 3"])[0], rtol=1e-6)
+
+
+class Open:
+    """One live request driven straight through the ASGI app: its status once the answer starts, and a hang-up
+    when the test says (TestClient and httpx's transport read a response to its end; a live one has none)."""
+
+    def __init__(self, app, path: str, query: str, headers: list[tuple[bytes, bytes]], broken: bool = False):
+        self.hang_up, self.broken = asyncio.Event(), broken
+        self.started: asyncio.Future = asyncio.get_running_loop().create_future()
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+                 "root_path": "", "headers": [(b"host", b"testserver"), *headers],
+                 "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+        self.task = asyncio.create_task(app(scope, self._receive, self._send))
+
+    async def _receive(self) -> dict:
+        await self.hang_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: dict) -> None:
+        if self.broken:  # the client is gone before the answer starts: the server's send fails
+            raise OSError("connection reset by peer")
+        if message["type"] == "http.response.start" and not self.started.done():
+            self.started.set_result(message["status"])
+
+    async def status(self) -> int:
+        return await self.started
+
+    async def close(self) -> None:
+        self.hang_up.set()
+        await self.task
+
+
+def test_one_session_holds_a_few_live_slots_and_each_is_freed_when_its_stream_ends(tmp_path):
+    site = build_site(tmp_path)
+    hub = site.ctx.hub = LiveHub(max_clients=10, max_per_session=3)
+    hub.live_audio("garden", 0, np.full(RATE, 0.01, np.float32), RATE)
+    viewer = site.client()
+    logins = [viewer.post("/api/login", json={"token": VIEWER}).cookies["streamdetect_session"] for _ in range(2)]
+    first, second = ([(b"cookie", f"streamdetect_session={sid}".encode())] for sid in logins)
+    bearer = [(b"authorization", f"Bearer {VIEWER}".encode())]
+
+    async def scenario() -> None:
+        views = [Open(site.app, "/api/live/stream", "stream=garden", first) for _ in range(2)]
+        views.append(Open(site.app, "/api/live/audio", "stream=garden", first))
+        assert [await v.status() for v in views] == [200, 200, 200]
+        fourth = Open(site.app, "/api/live/stream", "", first)
+        assert await fourth.status() == 429  # this session holds its three
+        await fourth.task
+        others = [Open(site.app, "/api/live/stream", "", who) for who in (second, second, bearer, bearer)]
+        assert [await v.status() for v in others] == [200] * 4  # other sessions are not crowded out
+        assert hub.subscribers == 7 and sorted(hub._held.values()) == [2, 2, 3]
+        await views[0].close()  # a view ends: its slot is free again, for the same session
+        assert hub.subscribers == 6
+        again = Open(site.app, "/api/live/audio", "stream=garden", first)
+        assert await again.status() == 200
+        gone = Open(site.app, "/api/live/stream", "", second)
+        gone.hang_up.set()  # hangs up at once: its slot comes back
+        await gone.task
+        for path in ("/api/live/stream", "/api/live/audio"):  # gone before the answer started (the body never
+            broken = Open(site.app, path, "stream=garden", second, broken=True)  # ran): its slot comes back too
+            await asyncio.gather(broken.task, return_exceptions=True)
+            assert hub.subscribers == 7
+        for view in [*views[1:], *others, again]:
+            await view.close()
+        assert hub.subscribers == 0 and hub._held == {}
+
+    asyncio.run(scenario())

@@ -68,6 +68,8 @@ class Session:
     role: str
     csrf: str
     expires: float
+    # Who holds live slots (``LiveHub.subscribe``): one login, or one bearer token; None for the local user.
+    owner: str | None = None
 
 
 class Auth:
@@ -103,7 +105,8 @@ class Auth:
         role = self.check_token(token)
         if role is None:
             return None
-        sid, session = secrets.token_urlsafe(32), Session(role, secrets.token_urlsafe(24), time.time() + SESSION_S)
+        sid, session = secrets.token_urlsafe(32), Session(role, secrets.token_urlsafe(24), time.time() + SESSION_S,
+                                                          "login:" + secrets.token_urlsafe(12))
         with self._lock:
             now = time.time()
             self._sessions = {k: v for k, v in self._sessions.items() if v.expires > now}
@@ -120,7 +123,7 @@ class Auth:
         token = bearer_token(request.headers.get("authorization", ""))
         if token is not None:
             role = self.check_token(token)
-            return (Session(role, "", float("inf")) if role else None), True
+            return (Session(role, "", float("inf"), f"bearer:{role}") if role else None), True
         if not self.required:
             return self.local, False
         with self._lock:
