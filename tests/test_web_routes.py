@@ -13,13 +13,11 @@ from web_site import ADMIN, CLIPPED, OPEN, UNCLIPPED, VIEWER, build_site
 
 from streamdetect.prompts.refine import refinements_dir
 from streamdetect.store import EVENT_FIELDS
-from streamdetect.web import routes_live
 from streamdetect.web.defs import response
 
 
 @pytest.fixture
-def site(tmp_path, monkeypatch):
-    monkeypatch.setattr(routes_live, "FAILED_LOGIN_DELAY_S", 0.0)
+def site(tmp_path):
     return build_site(tmp_path)
 
 

@@ -1,7 +1,8 @@
 """A dashboard app in-process, for the route tests: ``build_app`` over a ``WebContext`` of temporary files (a
 sqlite store with three events, a clips folder with one clip, a commented config file), a prompt bank from a fake
-text embedder (its vectors land in the prompt cache, so "refine now" never opens a model), and a reload that is
-applied at once. No daemon, no model, no port: requests go through Starlette's ``TestClient``."""
+text embedder (its vectors land in the prompt cache, so "refine now" never opens a model), the dashboard's own
+``TextQueries`` over that cache and embedder for typed queries, and a reload that is applied at once. No daemon,
+no model, no port: requests go through Starlette's ``TestClient``."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from streamdetect.model.manifest import MANIFEST_VERSION, TEXT_ENCODER, TOKENIZE
 from streamdetect.prompts.bank import PromptBank
 from streamdetect.prompts.cache import PromptCache
 from streamdetect.store import connect, insert_record
-from streamdetect.web.app import build_app
+from streamdetect.util.ratelimit import TokenBucket
+from streamdetect.web.app import TextQueries, build_app
 from streamdetect.web.auth import Auth
 from streamdetect.web.context import ClipsPlace, WebContext
 from streamdetect.web.live import LiveHub
@@ -148,7 +150,7 @@ def fake_bundle(folder: Path) -> ModelBundle:
                                 "frontend": {}, "files": {TEXT_ENCODER: "t" * 64, TOKENIZER: "k" * 64}})
 
 
-def build_site(folder: Path, login: str = "always") -> Site:
+def build_site(folder: Path, login: str = "always", guesses: TokenBucket | None = None) -> Site:
     now = datetime.now(timezone.utc)
     bundle = fake_bundle(folder / "model")
     config_path = write_config(folder, bundle.directory, login)
@@ -160,7 +162,7 @@ def build_site(folder: Path, login: str = "always") -> Site:
     reloads = Reloads(config)
     hub = LiveHub(config.web.history_s, config.web.stale_after_s, max_clients=2)
     ctx = WebContext(config.web, reloads.current, lambda: bank, ReloadGate(reloads.current, reloads, 5.0), bundle,
-                     hub, lambda text: text_vectors([text])[0], folder / "events.db",
+                     hub, TextQueries(cache, lambda: text_vectors), folder / "events.db",
                      ClipsPlace(folder / "clips", 1.0), config_path)
-    app = build_app(ctx, Auth(config.web, {"admin": ADMIN, "viewer": VIEWER}))
+    app = build_app(ctx, Auth(config.web, {"admin": ADMIN, "viewer": VIEWER}, guesses))
     return Site(folder, config_path, folder / "events.db", folder / "clips", ctx, app, reloads, times)

@@ -85,3 +85,40 @@ class OutageLog:
         if failures:
             self.logger.info(msg + " (after %d failed attempt(s))", *args, failures, stacklevel=2)
         return failures > 0
+
+
+class TokenBucket:
+    """At most ``burst`` takes at once and ``rate_per_s`` a second after that, for every caller together.
+
+    Shared by all the connections it guards, so a limit cannot be multiplied by opening more of them (a sleep
+    per attempt slows one connection only: 256 of them made 241 login guesses a second). A caller takes a token
+    before the work it bounds and may hand it back when the work turned out not to count. Thread-safe; ``clock``
+    is injectable for tests.
+    """
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError(f"a token bucket needs rate_per_s > 0 and burst >= 1, got {rate_per_s} and {burst}")
+        self.rate_per_s, self.burst, self.clock = rate_per_s, burst, clock
+        self._tokens, self._at = float(burst), clock()
+        self._lock = threading.Lock()
+
+    def _fill(self) -> None:
+        now = self.clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate_per_s)
+        self._at = now
+
+    def take(self) -> float:
+        """0.0 when a token was taken; else the seconds until the next one (and nothing is taken)."""
+        with self._lock:
+            self._fill()
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate_per_s
+
+    def give_back(self) -> None:
+        """Return a token taken for work that did not count (never above ``burst``)."""
+        with self._lock:
+            self._fill()
+            self._tokens = min(float(self.burst), self._tokens + 1.0)

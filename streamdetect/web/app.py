@@ -4,6 +4,7 @@ one guard, and ``start_web`` which the daemon calls with its running parts."""
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -20,9 +21,10 @@ from streamdetect.config import Config
 from streamdetect.config.gate import ConfigGate
 from streamdetect.embed.encoder.base import RuntimeOptions
 from streamdetect.embed.encoder.text import TextEncoder
+from streamdetect.embed.vectors import normalize
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.bank import PromptBank
-from streamdetect.prompts.cache import PromptCache, embed_texts
+from streamdetect.prompts.cache import PromptCache, TextEmbedder
 from streamdetect.web import routes_events, routes_live, routes_settings, routes_tune
 from streamdetect.web.auth import Auth, GuardMiddleware
 from streamdetect.web.context import WebContext, store_places
@@ -37,24 +39,41 @@ SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'sel
                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 
 
+# Typed queries kept embedded in memory, newest used last: 2 KB each at 512 dimensions, so at most about
+# 0.5 MB; a page of typing and going back hits them, and one past the bound is only embedded again.
+QUERIES_KEPT = 256
+
+
 class TextQueries:
-    """Prompt -> unit text embedding through the prompt cache; the text encoder opens on the first new prompt."""
+    """Prompt -> unit text embedding for the playground and search, which are GET requests: nothing is written.
 
-    def __init__(self, bundle: ModelBundle, cache_dir: str | None, runtime: RuntimeOptions):
-        self.cache = PromptCache(Path(cache_dir) if cache_dir else bundle.directory / "prompt_cache",
-                                 bundle.text_key, bundle.embedding_dim)
-        self.bundle, self.runtime = bundle, runtime
-        self._encoder: TextEncoder | None = None
+    Each new query used to become a prompt-cache file: a viewer's script made 288,000 files (1.2 GB) an hour. A
+    query is now read from the prompt cache when it is there (the configured events' prompts are), else from
+    the last ``kept`` queries in memory, else embedded into that memory; the text encoder opens on the first.
+    """
+
+    def __init__(self, cache: PromptCache, open_encoder: Callable[[], TextEmbedder], kept: int = QUERIES_KEPT):
+        self.cache, self.open_encoder, self.kept = cache, open_encoder, kept
+        self._encoder: TextEmbedder | None = None
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
-
-    def _open(self) -> TextEncoder:
-        if self._encoder is None:
-            self._encoder = TextEncoder(self.bundle, self.runtime)
-        return self._encoder
 
     def __call__(self, text: str) -> np.ndarray:
         with self._lock:
-            return embed_texts([text], self.cache, self._open)[0]
+            found = self._recent.get(text)
+            if found is not None:
+                self._recent.move_to_end(text)
+                return found
+            vector = self.cache.get(text)
+            if vector is None:
+                if self._encoder is None:
+                    self._encoder = self.open_encoder()
+                vector = self._encoder([text])[0]
+            found = normalize(np.asarray(vector, np.float32))
+            self._recent[text] = found
+            while len(self._recent) > self.kept:
+                self._recent.popitem(last=False)
+            return found
 
 
 async def index_page(_request: Request) -> Response:
@@ -89,9 +108,11 @@ def start_web(config: Config, bundle: ModelBundle, hub: LiveHub, current: Callab
               config_path: Path | None = None) -> Served:
     """Serve the dashboard for a running detector on ``surface``; raises ``WebError`` (no token, port in use)."""
     db, clips = store_places(config)
+    runtime = RuntimeOptions.from_config(config.runtime)
+    cache = PromptCache(Path(config.prompt_cache) if config.prompt_cache else bundle.directory / "prompt_cache",
+                        bundle.text_key, bundle.embedding_dim)
     ctx = WebContext(config.web, current, bank, gate, bundle, hub,
-                     TextQueries(bundle, config.prompt_cache, RuntimeOptions.from_config(config.runtime)),
-                     db, clips, config_path)
+                     TextQueries(cache, lambda: TextEncoder(bundle, runtime)), db, clips, config_path)
     app = build_app(ctx, Auth(config.web, web_tokens(config.web)))
 
     def on_close() -> None:

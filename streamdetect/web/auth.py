@@ -6,10 +6,15 @@ name the loopback (a DNS-rebinding page cannot reach it). Anywhere else every re
 every state-changing request needs an admin, and, when it rides on a cookie, the session's CSRF token in an
 ``X-CSRF-Token`` header (a cross-site form can neither read that token nor set the header) and a JSON body (an
 upload: a raw ``application/octet-stream`` body, bounded on its own).
+
+Every token check (a login, a bearer header) takes a token from one bucket shared by the whole app first; a
+right token gives it back, so only wrong guesses spend it. When the bucket is empty a guess is answered 429
+without being checked: an answer then says nothing of the token, whichever connection sent it.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
@@ -20,10 +25,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamdetect.config.web import WebConfig
+from streamdetect.util.ratelimit import TokenBucket
 from streamdetect.web.guard import BodyError, bearer_token, parse_json, token_matches
 from streamdetect.web.tokens import login_required
 
-__all__ = ["Auth", "BodyError", "GuardMiddleware", "Session", "read_body", "read_json"]
+__all__ = ["Auth", "BodyError", "GuardMiddleware", "Session", "TooManyGuesses", "read_body", "read_json",
+           "too_many_guesses"]
 
 COOKIE = "streamdetect_session"
 SESSION_S = 7 * 86400
@@ -35,6 +42,25 @@ UPLOAD_PATHS = {"/api/settings/examples"}
 UPLOAD_TYPE = "application/octet-stream"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+# Wrong tokens checked per second by the whole app, after a burst: someone mistyping gets ten tries at once,
+# and a guesser at most 2 a second (172,800 a day: nothing against a 16-character random token), however many
+# connections it opens. As Frigate's ``failed_login_rate_limit``, but without a setting: no site needs more.
+WRONG_TOKENS_PER_S = 2.0
+WRONG_TOKEN_BURST = 10
+
+
+class TooManyGuesses(Exception):
+    """A token that was not checked because the app's guess budget is spent; ``retry_after_s`` until the next."""
+
+    def __init__(self, retry_after_s: float):
+        super().__init__(f"too many wrong tokens: try again in {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+
+
+def too_many_guesses(error: TooManyGuesses) -> JSONResponse:
+    """429 with ``Retry-After`` in whole seconds (at least 1, as the header has no fractions)."""
+    return JSONResponse({"error": f"too many wrong tokens lately; try again in {math.ceil(error.retry_after_s)} s"},
+                        429, headers={"Retry-After": str(max(1, math.ceil(error.retry_after_s)))})
 
 
 @dataclass(frozen=True)
@@ -42,14 +68,17 @@ class Session:
     role: str
     csrf: str
     expires: float
+    # Who holds live slots (``LiveHub.subscribe``): one login, or one bearer token; None for the local user.
+    owner: str | None = None
 
 
 class Auth:
     """Sessions in memory (a restart logs everyone out, which is fine for a station's dashboard)."""
 
-    def __init__(self, config: WebConfig, tokens: dict[str, str]):
+    def __init__(self, config: WebConfig, tokens: dict[str, str], guesses: TokenBucket | None = None):
         self.required = login_required(config)
         self.tokens = tokens
+        self.guesses = guesses or TokenBucket(WRONG_TOKENS_PER_S, WRONG_TOKEN_BURST)
         self.local = Session("admin", secrets.token_urlsafe(24), float("inf"))  # the loopback user
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -61,11 +90,23 @@ class Auth:
                 found = role
         return found
 
-    def login(self, token: str) -> tuple[str, Session] | None:
+    def check_token(self, token: str) -> str | None:
+        """The token's role, None for a wrong one; ``TooManyGuesses`` (nothing checked) when the app's budget of
+        wrong tokens is spent. A right token does not spend it."""
+        wait_s = self.guesses.take()
+        if wait_s:
+            raise TooManyGuesses(wait_s)
         role = self.role_of_token(token)
+        if role is not None:
+            self.guesses.give_back()
+        return role
+
+    def login(self, token: str) -> tuple[str, Session] | None:
+        role = self.check_token(token)
         if role is None:
             return None
-        sid, session = secrets.token_urlsafe(32), Session(role, secrets.token_urlsafe(24), time.time() + SESSION_S)
+        sid, session = secrets.token_urlsafe(32), Session(role, secrets.token_urlsafe(24), time.time() + SESSION_S,
+                                                          "login:" + secrets.token_urlsafe(12))
         with self._lock:
             now = time.time()
             self._sessions = {k: v for k, v in self._sessions.items() if v.expires > now}
@@ -77,11 +118,12 @@ class Auth:
             self._sessions.pop(sid, None)
 
     def identify(self, request: Request) -> tuple[Session | None, bool]:
-        """(session, by bearer token): who sent the request, None for nobody."""
+        """(session, by bearer token): who sent the request, None for nobody; ``TooManyGuesses`` for a bearer
+        token that could not be checked (a bearer header is a guess as much as a login is)."""
         token = bearer_token(request.headers.get("authorization", ""))
         if token is not None:
-            role = self.role_of_token(token)
-            return (Session(role, "", float("inf")) if role else None), True
+            role = self.check_token(token)
+            return (Session(role, "", float("inf"), f"bearer:{role}") if role else None), True
         if not self.required:
             return self.local, False
         with self._lock:
@@ -121,7 +163,10 @@ class GuardMiddleware:
             return JSONResponse({"error": f"request body over {bound} bytes"}, 413)
         if path in PUBLIC_PATHS:
             return self._csrf(request, None) if method not in SAFE_METHODS else None
-        session, bearer = self.auth.identify(request)
+        try:
+            session, bearer = self.auth.identify(request)
+        except TooManyGuesses as e:
+            return too_many_guesses(e)
         if session is None:
             if method == "GET" and not path.startswith(("/api/", "/static/")):
                 return RedirectResponse("/login", 303)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,20 @@ from streamdetect.web.spectro import SpectrogramParams, encode, hop_samples, qua
 
 MAX_PUSH_S = 2.0
 LISTEN_KEEP_S = 10.0  # shown audio kept per stream for listeners (PCM16 at the model rate: ~1 MB at 48 kHz)
+# Live views and listeners one session may hold at once: two tabs, each a view and a listener. One viewer could
+# take every ``web.max_live_clients`` slot (and hold them while connected), so nobody else saw anything.
+LIVE_PER_SESSION = 4
+
+
+class Slot(Enum):
+    """What ``LiveHub.subscribe`` answered: a slot taken (true), or why none was."""
+
+    TAKEN = "taken"
+    ALL_TAKEN = "all taken"  # web.max_live_clients are open
+    SESSION_FULL = "session full"  # this session holds max_per_session already
+
+    def __bool__(self) -> bool:
+        return self is Slot.TAKEN
 
 
 def _newer(items: deque[tuple[Any, ...]], after: int, most: int) -> list[tuple[Any, ...]]:
@@ -59,11 +74,13 @@ class LiveHub:
     """Per-stream live state; ``delta(stream, after)`` is what one live view needs since its last message."""
 
     def __init__(self, history_s: float = 300.0, stale_after_s: float = 10.0,
-                 params: SpectrogramParams | None = None, max_clients: int = 32):
+                 params: SpectrogramParams | None = None, max_clients: int = 32,
+                 max_per_session: int = LIVE_PER_SESSION):
         self.history_s, self.stale_after_s = history_s, stale_after_s
         self.params = params or SpectrogramParams()
-        self.max_clients = max_clients
+        self.max_clients, self.max_per_session = max_clients, max_per_session
         self.subscribers = 0
+        self._held: dict[str, int] = {}  # session -> slots it holds (only sessions holding some)
         self.sent_bytes = 0
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
@@ -187,17 +204,27 @@ class LiveHub:
         return ([r[0] for r in rows], np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
                 np.array([r[3] for r in rows]), np.stack([r[4] for r in rows]))
 
-    def subscribe(self) -> bool:
+    def subscribe(self, session: str | None = None) -> Slot:
+        """Take a slot for a live view or listener of ``session`` (None: not limited per session, as the one
+        local user on loopback, who has nobody to crowd out)."""
         with self._lock:
             if self.subscribers >= self.max_clients:
-                return False
+                return Slot.ALL_TAKEN
+            if session is not None:
+                if self._held.get(session, 0) >= self.max_per_session:
+                    return Slot.SESSION_FULL
+                self._held[session] = self._held.get(session, 0) + 1
             self.subscribers += 1
-            return True
+            return Slot.TAKEN
 
-    def unsubscribe(self, sent_bytes: int) -> None:
+    def unsubscribe(self, sent_bytes: int, session: str | None = None) -> None:
         with self._lock:
             self.subscribers -= 1
             self.sent_bytes += sent_bytes
+            if session is not None:
+                left = self._held.pop(session, 0) - 1
+                if left > 0:
+                    self._held[session] = left
 
     def close(self) -> None:
         self.closed.set()
