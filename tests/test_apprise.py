@@ -4,6 +4,7 @@ rate limits, quiet hours, secrets from the environment, retries and counted fail
 
 import base64
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -162,3 +163,33 @@ def test_a_notification_later_than_max_late_s_is_dropped_and_counted(tmp_path):
         sink.close()
     finally:
         receiver.stop()
+
+
+@pytest.mark.parametrize("mode", ["hang", "trickle"])
+def test_a_stalled_or_trickling_service_is_an_outage_within_the_deadline(tmp_path, mode):
+    """Apprise's timeouts are per read: without a whole-call deadline a trickle holds the sink's worker."""
+    stalled = HttpReceiver(mode, delay_s=0.2)  # trickle: 38 bytes of answer, 7.6 s in all
+    port = stalled.port
+    sink = AppriseSink(AppriseOptions(urls=[f"json://127.0.0.1:{port}/x"], timeout_s=0.3, retries=1,
+                                      backoff_s=0.01, max_backoff_s=0.01, spool_dir=str(tmp_path)))
+    back = None
+    try:
+        started = time.monotonic()
+        sink.emit(record())  # two attempts: the first runs out of time, the second fails at once (one in flight)
+        assert time.monotonic() - started < 2 * 0.3 + 0.4
+        assert (sink.spooled, sink.sent, stalled.requests) == (1, 0, 1)
+        stalled.stop()  # hangs up on the stuck call, which then ends
+        back = HttpReceiver(port=port)
+        deadline = time.monotonic() + 2.0
+        while sink.sent == 0 and time.monotonic() < deadline:
+            sink.idle()
+            threading.Event().wait(0.02)
+        for _ in range(3):
+            sink.idle()
+        assert sink.sent == 1 and len(back.bodies) == 1 and stalled.bodies == []  # delivered once
+        assert back.posts[0][1]["title"] == "bird heard on garden"
+    finally:
+        sink.close()
+        stalled.stop()
+        if back is not None:
+            back.stop()

@@ -2,6 +2,7 @@
 last will under SIGKILL, Home Assistant discovery (start-up, birth message, removed labels) and valid ids."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from fakes import TcpProxy
 from helpers import event_record, free_port, run_cli, write_config, write_tone_scene
 
 from streamdetect.sinks.mqtt import MqttOptions, MqttSink
@@ -64,8 +66,8 @@ class Subscriber:
         return self.messages
 
     def stop(self):
+        self.client.disconnect()  # first: the network thread then ends at once, not at its next 1 s poll
         self.client.loop_stop()
-        self.client.disconnect()
 
 
 def rec(phase, stream="garden mic", label="dog/bark"):
@@ -143,6 +145,41 @@ def test_messages_wait_for_a_broker_that_comes_up_late(tmp_path):
     states = [p for t, p, _ in messages if t == f"streamdetect/{safe_id('garden mic')}/{safe_id('dog/bark')}"]
     assert states[-1] == "OFF"  # the retained state after reconnecting is the latest one
     assert [json.loads(p)["phase"] for t, p, _ in messages if t.endswith("/event")] == ["start", "end"]
+
+
+
+def test_a_broker_that_never_answers_the_connection_is_an_outage_within_the_deadline(tmp_path, caplog):
+    """paho waits for a CONNACK as long as the keepalive (60 s), silently; the sink gives it connect_timeout_s."""
+    port = free_port()
+    broker = start_broker(tmp_path, port)
+    proxy = TcpProxy(port, mode="stall")  # the broker gets the CONNECT; its CONNACK is held back
+    try:
+        sub = Subscriber(port, topics=("streamdetect/#",))
+        caplog.set_level(logging.INFO, logger="streamdetect.sinks.mqtt")
+        started = time.monotonic()
+        sink = MqttSink(MqttOptions(host="127.0.0.1", port=proxy.port, connect_timeout_s=0.3,
+                                    max_reconnect_delay_s=1))
+        sink.emit(rec("start"))  # queued by paho meanwhile (QoS 1)
+        sink.emit(rec("end"))
+
+        def outage_lines():
+            return [r for r in caplog.records if "no CONNACK" in r.getMessage()]
+
+        while not outage_lines() and time.monotonic() - started < 2:
+            time.sleep(0.02)
+        assert outage_lines() and time.monotonic() - started < 0.3 + 0.5
+        while sink._away.failures < 2 and time.monotonic() - started < 3:  # a second attempt (1 s back-off)
+            time.sleep(0.02)
+        assert sink._away.failures >= 2 and len(outage_lines()) == 1  # logged once per outage
+        proxy.set("pass")
+        sink.close(timeout_s=5)
+        messages = sub.wait_for(4, timeout=5)
+        sub.stop()
+    finally:
+        proxy.stop()
+        broker.kill()
+    assert [json.loads(p)["phase"] for t, p, _ in messages if t.endswith("/event")] == ["start", "end"]
+    assert any("answers again (after" in r.getMessage() for r in caplog.records)
 
 
 def retained(port, topics=("#",)):

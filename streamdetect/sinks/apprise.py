@@ -10,6 +10,13 @@ post-roll has been heard). Failed deliveries are retried with the shared back-of
 sink's failures, as the webhook's are. With ``spool_dir`` a notification that failed every retry waits on disk
 (the webhook's ``Spool``, locked against a second daemon) and is sent again, oldest first, when the worker is
 idle, unless it is older than ``max_late_s`` by then: an alert hours late is noise, so it is dropped and counted.
+
+Apprise's own timeouts are per socket read: a service that accepts and then answers one byte per second, or never
+answers, would hold the sink's worker for as long as it likes. So each notification to one URL has a whole-call
+deadline, ``timeout_s`` (``ThreadDeadline``): past it the attempt fails like an unreachable service (retried,
+then spooled), and the stuck call is abandoned in its thread, at most one per URL (while it still runs, attempts
+on that URL fail at once). A service whose answer arrives only after the deadline has the notification, and
+gets it again from the retry: twice is better than never for an alert.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from streamdetect.schedule import Schedule, Site, parse_periods
 from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
 from streamdetect.sinks.spool import Spool, open_spool
 from streamdetect.util.backoff import Backoff
+from streamdetect.util.deadline_http import RequestFailed
+from streamdetect.util.deadline_thread import ThreadDeadline
 from streamdetect.util.names import safe_name, short_id
 from streamdetect.util.ratelimit import OutageLog, RateLimitedLog
 from streamdetect.util.times import datetime_of
@@ -80,6 +89,8 @@ class AppriseOptions(SinkOptions):
                                      "a clips sink with spectrogram: true)")
     clips_dir: str | None = Field(None, min_length=1, description="that clips sink's dir")
     attach_wait_s: float = Field(30.0, ge=0, le=600, description="how long to wait for the image to be written")
+    timeout_s: float = Field(20.0, gt=0, le=600, description="total deadline of one notification to one URL, "
+                             "answer included (a service that stalls or trickles fails the attempt)")
     retries: int = Field(3, ge=0, le=20, description="extra attempts for a URL that failed")
     backoff_s: float = Field(1.0, gt=0, le=60, description="first retry delay; doubles each time, with jitter")
     max_backoff_s: float = Field(30.0, gt=0, le=3600, description="longest retry delay")
@@ -166,6 +177,9 @@ class AppriseSink(Sink[AppriseOptions]):
                 raise SinkError(f"apprise sink: urls[{i}] is not an Apprise URL it knows (see "
                                 "https://github.com/caronc/apprise/wiki for the services and their URLs)")
             self.targets.append((target[0].url(privacy=True), target))
+        # one each: an abandoned call on one URL must not hold back the others
+        self._calls = [ThreadDeadline[bool](options.timeout_s, f"apprise-{i}") for i in range(len(self.targets))]
+        self._deadline_log = RateLimitedLog(log, LOG_INTERVAL_S)
         self.quiet = Schedule.of(options.quiet_hours, site or Site())
         self.last_sent: dict[str, datetime] = {}
         self.sent = 0
@@ -216,13 +230,12 @@ class AppriseSink(Sink[AppriseOptions]):
     def notify(self, title: str, body: str, attach: Path | None, what: str) -> None:
         """Send to every URL, retrying each failed one alone (a retry must not repeat a delivered message)."""
         failed = []
-        for index, (shown, target) in enumerate(self.targets):
+        for index, (shown, _) in enumerate(self.targets):
             backoff = Backoff(self.options.backoff_s, self.options.max_backoff_s)
             for attempt in range(1 + self.options.retries):
                 if attempt and self._stop.wait(backoff.next_delay()):
                     break
-                files = self._apprise.AppriseAttachment(str(attach)) if attach is not None else None
-                if target.notify(body=body, title=title, attach=files):
+                if self._send(index, title, body, attach):
                     self.sent += 1
                     self._away_log.recovered("apprise: %s answers again", shown)
                     break
@@ -269,8 +282,7 @@ class AppriseSink(Sink[AppriseOptions]):
                 done += 1
                 continue
             attach = Path(entry["attach"]) if entry["attach"] and Path(entry["attach"]).is_file() else None
-            files = self._apprise.AppriseAttachment(str(attach)) if attach is not None else None
-            if not self.targets[entry["url"]][1].notify(body=entry["body"], title=entry["title"], attach=files):
+            if not self._send(entry["url"], entry["title"], entry["body"], attach):
                 self._retry_at = time.monotonic() + self._backoff.next_delay()
                 break
             self.sent += 1
@@ -279,6 +291,16 @@ class AppriseSink(Sink[AppriseOptions]):
         else:
             self._backoff.reset()
         self._spool.drop_head(done)
+
+    def _send(self, index: int, title: str, body: str, attach: Path | None) -> bool:
+        """One attempt on one URL, within ``timeout_s``; False when it failed or ran out of time."""
+        shown, target = self.targets[index]
+        files = self._apprise.AppriseAttachment(str(attach)) if attach is not None else None
+        try:
+            return bool(self._calls[index](lambda: target.notify(body=body, title=title, attach=files)))
+        except RequestFailed as e:
+            self._deadline_log("apprise: %s: %s", shown, e, key=index)
+            return False
 
     def _spectrogram(self, record: EventRecord) -> Path | None:
         """The clips sink's image of this event, named by the event's ``short_id``."""

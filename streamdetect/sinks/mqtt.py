@@ -14,6 +14,10 @@ the discovery config of every stream x label, and the current state of each (OFF
 in this run, which is right after a restart). Entities of labels that are gone (a reload, or a config changed
 between two runs) are cleared with empty retained messages: the sink subscribes to its own discovery topics
 and clears those the catalog no longer has.
+
+A broker that accepts the TCP connection and never answers it (CONNACK) is an outage like one that is down: each
+connection attempt has a whole deadline, ``connect_timeout_s`` (``ConnackDeadline``), after which paho reconnects
+with its back-off; the outage is logged once, and its end once (``OutageLog``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -30,6 +35,7 @@ from pydantic import Field
 from streamdetect.pipeline.events import Catalog, EventRecord
 from streamdetect.sinks.base import Sink, SinkContext, SinkError, SinkOptions
 from streamdetect.util.names import safe_id
+from streamdetect.util.ratelimit import OutageLog
 
 log = logging.getLogger(__name__)
 ONLINE, OFFLINE = "online", "offline"
@@ -50,6 +56,57 @@ class MqttOptions(SinkOptions):
     discovery_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant's discovery prefix; "
                                   "its birth message on <discovery_prefix>/status makes the sink announce again")
     max_reconnect_delay_s: int = Field(60, ge=1, le=3600)
+    connect_timeout_s: float = Field(10.0, gt=0, le=300, description="deadline of one connection attempt, from TCP "
+                                     "connect to the broker's answer (CONNACK); then it is retried with back-off")
+
+
+class ConnackDeadline:
+    """A deadline for one connection attempt of a paho client, up to the broker's CONNACK.
+
+    paho bounds the TCP connect and the TLS handshake (``connect_timeout``) but then waits for the CONNACK as
+    long as the keepalive (60 s), and says nothing meanwhile. So each attempt (paho's ``on_pre_connect``) starts
+    a timer; when it expires before ``on_connect``, the socket is shut down under paho, whose network thread
+    sees the connection lost and reconnects with its back-off. ``overdue`` says that the last attempt ended so.
+    """
+
+    def __init__(self, client: Any, timeout_s: float):
+        self.client, self.timeout_s = client, timeout_s
+        self.overdue = False
+        self._attempt = 0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            self._cancel()
+            self._attempt += 1
+            self.overdue = False
+            self._timer = threading.Timer(self.timeout_s, self._expire, args=(self._attempt,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def stop(self) -> None:
+        """The attempt ended (answered, refused or failed to connect), or the client is closing."""
+        with self._lock:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self, attempt: int) -> None:
+        with self._lock:
+            if attempt != self._attempt or self._timer is None:
+                return  # answered meanwhile, or a later attempt
+            self._timer = None
+            self.overdue = True
+        sock = self.client.socket()
+        if sock is not None:
+            try:  # the plain socket's shutdown, also under TLS: the SSL layer stays paho's to close
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone: paho has noticed
 
 
 class MqttSink(Sink[MqttOptions]):
@@ -76,12 +133,17 @@ class MqttSink(Sink[MqttOptions]):
         if options.tls:
             self.client.tls_set(ca_certs=options.ca_certs)
         self.client.reconnect_delay_set(min_delay=1, max_delay=options.max_reconnect_delay_s)
+        self.client.connect_timeout = options.connect_timeout_s  # paho's own: TCP connect and TLS handshake
+        self._connack = ConnackDeadline(self.client, options.connect_timeout_s)  # the rest: up to the CONNACK
+        self._away = OutageLog(log, logging.WARNING)  # one line when the broker goes away, one when it is back
         # The broker publishes this for us if the connection dies without a DISCONNECT (SIGKILL, power, network).
         self.client.will_set(self.availability_topic, OFFLINE, qos=max(options.qos, 1), retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+        self.client.on_pre_connect = lambda _client, _userdata: self._connack.started()
+        self.client.on_connect_fail = self._on_connect_fail
         self._catalog: Catalog | None = None  # None until the detector names its streams
         self._seen: set[tuple[str, str]] = set()  # pairs met in records outside the catalog
         self._state: dict[tuple[str, str], str] = {}  # ON while an event is active in this run
@@ -158,15 +220,18 @@ class MqttSink(Sink[MqttOptions]):
             log.error("mqtt: %d messages not delivered to %s:%d before shutdown", len(self._unacked),
                       self.options.host, self.options.port)
         self._closing = True
+        self._connack.stop()
         self.client.disconnect()
         self.client.loop_stop()
 
     # ----------------------------------------------------------------------------------- paho callbacks
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _properties: Any = None) -> None:
+        self._connack.stop()
         if reason_code.is_failure:
             log.error("mqtt: %s:%d refused the connection (%s)", self.options.host, self.options.port, reason_code)
             return
         log.info("mqtt connected to %s:%d", self.options.host, self.options.port)
+        self._away.recovered("mqtt: %s:%d answers again", self.options.host, self.options.port)
         self._publish(self.availability_topic, ONLINE, retain=True)
         if self.options.ha_discovery:
             prefix = self.options.discovery_prefix
@@ -177,8 +242,18 @@ class MqttSink(Sink[MqttOptions]):
                        _properties: Any = None) -> None:
         if self._closing:
             log.info("mqtt disconnected from %s:%d", self.options.host, self.options.port)
+        elif self._connack.overdue:
+            self._away.failed("mqtt: %s:%d took the connection but sent no CONNACK within %g s (connect_timeout_s); "
+                              "reconnecting with back-off (logged again when it answers)", self.options.host,
+                              self.options.port, self.options.connect_timeout_s)
         else:
-            log.warning("mqtt lost %s:%d (%s); reconnecting", self.options.host, self.options.port, reason_code)
+            self._away.failed("mqtt lost %s:%d (%s); reconnecting (logged again when it answers)", self.options.host,
+                              self.options.port, reason_code)
+
+    def _on_connect_fail(self, _client: Any, _userdata: Any) -> None:
+        self._connack.stop()
+        self._away.failed("mqtt: cannot connect to %s:%d; retrying with back-off (logged again when it answers)",
+                          self.options.host, self.options.port)
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
         prefix = self.options.discovery_prefix
