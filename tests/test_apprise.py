@@ -176,11 +176,12 @@ def test_a_stalled_or_trickling_service_is_an_outage_within_the_deadline(tmp_pat
     try:
         started = time.monotonic()
         sink.emit(record())  # two attempts: the first runs out of time, the second fails at once (one in flight)
-        assert time.monotonic() - started < 2 * 0.3 + 0.4
+        # ended by the 0.3 s deadline, not by the answer (7.6 s of trickle, or never); room for a busy machine
+        assert time.monotonic() - started < 5
         assert (sink.spooled, sink.sent, stalled.requests) == (1, 0, 1)
         stalled.stop()  # hangs up on the stuck call, which then ends
         back = HttpReceiver(port=port)
-        deadline = time.monotonic() + 2.0
+        deadline = time.monotonic() + 20.0
         while sink.sent == 0 and time.monotonic() < deadline:
             sink.idle()
             threading.Event().wait(0.02)

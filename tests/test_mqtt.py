@@ -165,10 +165,11 @@ def test_a_broker_that_never_answers_the_connection_is_an_outage_within_the_dead
         def outage_lines():
             return [r for r in caplog.records if "no CONNACK" in r.getMessage()]
 
-        while not outage_lines() and time.monotonic() - started < 2:
+        while not outage_lines() and time.monotonic() - started < 20:
             time.sleep(0.02)
-        assert outage_lines() and time.monotonic() - started < 0.3 + 0.5
-        while sink._away.failures < 2 and time.monotonic() - started < 3:  # a second attempt (1 s back-off)
+        # noticed after the 0.3 s deadline, not paho's 60 s keepalive (the bound leaves room for a busy machine)
+        assert outage_lines() and time.monotonic() - started < 10
+        while sink._away.failures < 2 and time.monotonic() - started < 30:  # a second attempt (1 s back-off)
             time.sleep(0.02)
         assert sink._away.failures >= 2 and len(outage_lines()) == 1  # logged once per outage
         proxy.set("pass")
