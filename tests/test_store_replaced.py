@@ -11,15 +11,17 @@ when its connection closes: the records written since the last checkpoint live o
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from helpers import event_record
+from helpers import CliRun, event_record, write_config
 
 from streamdetect.sinks.base import SinkError, SinkSet
 from streamdetect.sinks.sqlite import SqliteOptions, SqliteSink
@@ -169,3 +171,43 @@ def test_records_are_seen_by_another_process_while_the_sink_writes(tmp_path):
         assert seen.stdout.strip() == "4", seen.stderr
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize("how", ["rm", "cp"])
+def test_a_running_daemon_keeps_every_record_when_its_store_is_removed_or_overwritten(tiny_model, tmp_path, how):
+    """The same under `streamdetect run` with a live stream: four events start, the file is removed (``rm``) or
+    another station's store is copied over it (``cp``), and the four ends are written at shutdown. Every record
+    the daemon emitted (its jsonl sink says which) is in a store of ours, once; another station's store is left
+    as it was, byte for byte."""
+    path, out = tmp_path / "events.db", tmp_path / "out.jsonl"
+    events = [{"label": f"e{i}", "prompts": [f"sound {i}"], "threshold": -1.0} for i in range(4)]  # always on
+    live = {"type": "ffmpeg", "name": "tone", "url": "sine=frequency=1000:sample_rate=48000",
+            "input_args": ["-re", "-f", "lavfi"], "live": True}
+    cfg = write_config(tmp_path / "c.yaml", tiny_model, events, runtime={"device": "cpu"}, sources=[live],
+                       sinks=[{"type": "sqlite", "path": str(path)}, {"type": "jsonl", "path": str(out)}])
+    other = tmp_path / "other" / "events.db"  # another station's store, three records
+    other_sinks = SinkSet([("db", SqliteSink(SqliteOptions(path=str(other))))])
+    emit(other_sinks, 100, 3)
+    other_sinks.close()
+    run = CliRun("run", "--config", str(cfg))
+    try:
+        deadline = time.monotonic() + 120
+        while len(out.read_text().splitlines() if out.is_file() else []) < 4:
+            assert run.proc.poll() is None and time.monotonic() < deadline, run.log
+            time.sleep(0.05)
+        if how == "rm":
+            path.unlink()
+        else:
+            shutil.copyfile(other, path)  # in place: the same inode, another store's bytes
+        status = run.stop(timeout_s=60)
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+    assert status == 0, run.log
+    emitted = sorted(json.loads(line)["id"] for line in out.read_text().splitlines())
+    assert len(emitted) == 8  # four starts, four ends at shutdown
+    assert stored(tmp_path) == sorted(emitted + (["e100", "e101", "e102"] if how == "cp" else []))
+    if how == "cp":
+        assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(other.read_bytes()).digest()
+        assert ids(path) == ["e100", "e101", "e102"]
+    assert "lost" not in run.log and "Traceback" not in run.log
