@@ -179,7 +179,10 @@ def test_a_broker_that_never_answers_the_connection_is_an_outage_within_the_dead
     finally:
         proxy.stop()
         broker.kill()
-    assert [json.loads(p)["phase"] for t, p, _ in messages if t.endswith("/event")] == ["start", "end"]
+    phases = [json.loads(p)["phase"] for t, p, _ in messages if t.endswith("/event")]
+    # QoS 1 is at least once: the broker may have taken a PUBLISH during a stalled attempt and gets it again (DUP)
+    # after the CONNACK; what matters is that both arrive, in order
+    assert list(dict.fromkeys(phases)) == ["start", "end"], phases
     assert any("answers again (after" in r.getMessage() for r in caplog.records)
 
 
