@@ -93,9 +93,9 @@ def test_typed_queries_write_nothing_and_are_kept_in_memory_within_a_bound(tmp_p
     for i in range(32, 40):  # the last 8 are kept: not embedded again
         assert viewer.get("/api/playground", params={"q": f"a query number {i}"}).status_code == 200
     assert viewer.get("/api/playground", params={"q": "a beep"}).status_code == 200  # from the prompt cache
-    assert len(embedded) == 40 and len(queries._recent) == 8
+    assert len(embedded) == 40 and len(queries.store) == 8
     assert viewer.get("/api/playground", params={"q": "a query number 0"}).status_code == 200  # dropped: again
-    assert embedded[-1] == "a query number 0" and len(queries._recent) == 8
+    assert embedded[-1] == "a query number 0" and len(queries.store) == 8
     np.testing.assert_allclose(queries("a query number 3"), text_vectors(["a query number 3"])[0], rtol=1e-6)
 
 

@@ -4,7 +4,6 @@ one guard, and ``start_web`` which the daemon calls with its running parts."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -21,10 +20,9 @@ from streamdetect.config import Config
 from streamdetect.config.gate import ConfigGate
 from streamdetect.embed.encoder.base import RuntimeOptions
 from streamdetect.embed.encoder.text import TextEncoder
-from streamdetect.embed.vectors import normalize
 from streamdetect.model.manifest import ModelBundle
 from streamdetect.prompts.bank import PromptBank
-from streamdetect.prompts.cache import PromptCache, TextEmbedder
+from streamdetect.prompts.cache import KeptInMemory, PromptCache, TextEmbedder, embed_texts
 from streamdetect.web import routes_events, routes_live, routes_settings, routes_tune
 from streamdetect.web.auth import Auth, GuardMiddleware
 from streamdetect.web.context import WebContext, store_places
@@ -46,34 +44,23 @@ QUERIES_KEPT = 256
 
 class TextQueries:
     """Prompt -> unit text embedding for the playground and search, which are GET requests: nothing is written.
-
-    Each new query used to become a prompt-cache file: a viewer's script made 288,000 files (1.2 GB) an hour. A
-    query is now read from the prompt cache when it is there (the configured events' prompts are), else from
-    the last ``kept`` queries in memory, else embedded into that memory; the text encoder opens on the first.
-    """
+    A query is read from the prompt cache when it is there (the configured events' prompts are), else from the
+    last ``kept`` queries in memory, else embedded into that memory (``KeptInMemory``); the text encoder opens
+    on the first."""
 
     def __init__(self, cache: PromptCache, open_encoder: Callable[[], TextEmbedder], kept: int = QUERIES_KEPT):
-        self.cache, self.open_encoder, self.kept = cache, open_encoder, kept
+        self.cache, self.store, self.open_encoder = cache, KeptInMemory(cache, kept), open_encoder
         self._encoder: TextEmbedder | None = None
-        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _open(self) -> TextEmbedder:
+        if self._encoder is None:
+            self._encoder = self.open_encoder()
+        return self._encoder
 
     def __call__(self, text: str) -> np.ndarray:
         with self._lock:
-            found = self._recent.get(text)
-            if found is not None:
-                self._recent.move_to_end(text)
-                return found
-            vector = self.cache.get(text)
-            if vector is None:
-                if self._encoder is None:
-                    self._encoder = self.open_encoder()
-                vector = self._encoder([text])[0]
-            found = normalize(np.asarray(vector, np.float32))
-            self._recent[text] = found
-            while len(self._recent) > self.kept:
-                self._recent.popitem(last=False)
-            return found
+            return embed_texts([text], self.store, self._open)[0]
 
 
 async def index_page(_request: Request) -> Response:
